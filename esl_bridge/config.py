@@ -1,0 +1,652 @@
+"""rtx.conf: SRProxy's configuration file, read with configobj and checked by a configspec.
+
+An unchanged SRProxy rtx.conf loads (``## comment`` tails, ``#[rtc]`` commented sections,
+``on=1`` flags, empty ``ip=`` / ``port=``). The sections this gateway adds have safe
+defaults: everything bound to 127.0.0.1 and no STUN/TURN server at all.
+Every defect is reported at once, each naming file, section, key, value and reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
+from configobj.validate import (
+    ValidateError,
+    Validator,
+    VdtTypeError,
+    VdtValueError,
+    VdtValueTooBigError,
+    VdtValueTooLongError,
+    VdtValueTooShortError,
+    VdtValueTooSmallError,
+)
+
+from esl_bridge.numbers import AccRuleError, parse_acc_rule
+
+# The configspec is the single place where keys, types, ranges and defaults live;
+# README.rst's configuration reference documents the same table.
+CONFIGSPEC = """
+[global]
+appid = string(min=1, max=64, default='esl-bridge')
+sip_svr = hostport(default='127.0.0.1:5060')
+
+[rtc]
+ip = string(default='')
+port = port_or_empty(default='')
+
+[rtm]
+ip = string(default='')
+port = port_or_empty(default='')
+
+[rtm2sip]
+on = boolean(default=False)
+acc_rule = acc_rule(default='')
+
+[proxy]
+on = boolean(default=False)
+sip_account = string(default='')
+sip_pwd = string(default='')
+rtm_account = uid(default='gateway')
+
+[pstn]
+ip = string(default='')
+prefix = dial_prefix(default='')
+gateway = string(default='')
+
+[log]
+level = integer(min=0, max=5, default=2)
+file = string(default='')
+max_file_size = integer(min=1, max=10240, default=100)
+backup_count = integer(min=1, max=100, default=5)
+json = boolean(default=False)
+console = option('auto', 'on', 'off', default='auto')
+
+[esl]
+host = string(min=1, default='127.0.0.1')
+port = integer(min=1, max=65535, default=8021)
+password = string(min=1, default='ClueCon')
+command_timeout = float(min=0.1, max=120, default=5.0)
+connect_timeout = float(min=0.1, max=60, default=5.0)
+reconnect_max_delay = float(min=0.5, max=300, default=30.0)
+
+[socket]
+host = string(min=1, default='127.0.0.1')
+port = integer(min=1, max=65535, default=8084)
+
+[web]
+host = string(min=1, default='127.0.0.1')
+port = integer(min=1, max=65535, default=8080)
+tls_cert = string(default='')
+tls_key = string(default='')
+
+[media]
+ice_servers = string_list(default=list())
+turn_username = string(default='')
+turn_password = string(default='')
+host_addresses = string_list(default=list('127.0.0.1'))
+codecs = string_list(min=1, default=list('opus', 'PCMU', 'PCMA'))
+unicast_host = string(min=1, default='127.0.0.1')
+unicast_port_min = integer(min=1024, max=65535, default=30000)
+unicast_port_max = integer(min=1024, max=65535, default=30999)
+media_timeout = float(min=1, max=3600, default=30.0)
+
+[limits]
+max_calls = integer(min=1, max=100000, default=200)
+originate_timeout = integer(min=5, max=600, default=60)
+invite_offline_timeout = float(min=0.1, max=3600, default=30.0)
+invite_no_response_timeout = float(min=0.1, max=3600, default=30.0)
+invite_expire_timeout = float(min=0.1, max=3600, default=60.0)
+presence_grace = float(min=0, max=3600, default=10.0)
+max_message_bytes = integer(min=1024, max=1048576, default=32768)
+messages_per_second = float(min=0.1, max=10000, default=20.0)
+max_pending_invitations = integer(min=1, max=1000, default=8)
+
+[auth]
+app_certificate = string(default='')
+open_mode = boolean(default=False)
+token_ttl = integer(min=60, max=31536000, default=86400)
+"""
+
+# Keys whose values are secrets: masked in check-config output and in every log line.
+SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("esl", "password"),
+        ("proxy", "sip_pwd"),
+        ("proxy", "pwd"),
+        ("sip", "acc_pwd"),
+        ("auth", "app_certificate"),
+        ("media", "turn_password"),
+    }
+)
+
+# Keys that older SRProxy releases read and this gateway does not need. A file that has
+# them still loads, with a warning that says why each is ignored.
+LEGACY_KEYS: Mapping[tuple[str, str], str] = {
+    ("global", "sip_local_port"): "ignored: FreeSWITCH does the SIP side here",
+    ("proxy", "account"): "old name of sip_account, read as it when sip_account is unset",
+    ("proxy", "pwd"): "old name of sip_pwd, read as it when sip_pwd is unset",
+    ("ivr", "on"): "ignored: SRProxy's IVR mode does not exist here",
+    ("ivr", "rtm_account"): "ignored: SRProxy's IVR mode does not exist here",
+    ("ivr", "sip_account"): "ignored: SRProxy's IVR mode does not exist here",
+    ("sip", "acc_prefix"): "ignored: old SRProxy number rule, use [rtm2sip] acc_rule",
+    ("sip", "acc_pwd"): "ignored: FreeSWITCH's directory holds the passwords",
+    ("sip", "acc_rule"): "ignored: old SRProxy number rule, use [rtm2sip] acc_rule",
+}
+
+CODECS = ("opus", "PCMU", "PCMA")
+_HOSTPORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+)(?::(?P<port>[0-9]{1,5}))?$")
+_UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+_DIAL_PREFIX = re.compile(r"^[0-9*#+]{0,16}$")
+_ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
+
+
+class ConfigProblem:
+    """One defect of a config file, naming where it is and why it is wrong."""
+
+    def __init__(
+        self, file: str, section: str | None, key: str | None, value: object, reason: str
+    ):
+        self.file = file
+        self.section = section
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.section is not None:
+            where += f": [{self.section}]"
+            if self.key is not None:
+                shown = "***" if (self.section, self.key) in SECRET_KEYS else self.value
+                where += f" {self.key} = {shown!r}"
+        return f"{where}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The file cannot be used. ``problems`` lists every defect found."""
+
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _check_port_or_empty(value: Any) -> int | None:
+    if isinstance(value, list):
+        raise VdtTypeError(value)
+    text = str(value).strip()
+    if text == "":
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise VdtValueError(value)
+    return int(text)
+
+
+def _check_hostport(value: Any) -> str:
+    if not isinstance(value, str) or not _HOSTPORT.match(value.strip()):
+        raise ValidateError(f"expected host or host:port, got {value!r}")
+    port = _HOSTPORT.match(value.strip())["port"]  # type: ignore[index]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValidateError(f"port {port} is out of range 1-65535")
+    return value.strip()
+
+
+def _check_uid(value: Any) -> str:
+    if not isinstance(value, str) or not _UID.match(value):
+        raise ValidateError("expected 1-64 characters of letters, digits and _ . @ + -")
+    return value
+
+
+def _check_acc_rule(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidateError("expected one value; separate items with ';', not ','")
+    if value.strip():
+        try:
+            parse_acc_rule(value)
+        except AccRuleError as exc:
+            raise ValidateError(str(exc)) from None
+    return value
+
+
+def _check_dial_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not _DIAL_PREFIX.match(value):
+        raise ValidateError("expected up to 16 of the characters 0-9 * # +")
+    return value
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    appid: str
+    sip_svr: str
+
+    @property
+    def sip_domain(self) -> str:
+        """The host part of sip_svr: the SIP domain of dial strings."""
+        return _HOSTPORT.match(self.sip_svr)["host"]  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class Rtm2SipSettings:
+    on: bool
+    acc_rule: str
+    numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    on: bool
+    sip_account: str
+    sip_pwd: str
+    rtm_account: str
+
+
+@dataclass(frozen=True)
+class PstnSettings:
+    ip: str
+    prefix: str
+    gateway: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ip or self.gateway)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: int
+    file: str
+    max_file_size: int
+    backup_count: int
+    json: bool
+    console: str
+
+
+@dataclass(frozen=True)
+class EslSettings:
+    host: str
+    port: int
+    password: str
+    command_timeout: float
+    connect_timeout: float
+    reconnect_max_delay: float
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str
+    port: int
+    tls_cert: str
+    tls_key: str
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    ice_servers: tuple[str, ...]
+    turn_username: str
+    turn_password: str
+    host_addresses: tuple[str, ...]
+    codecs: tuple[str, ...]
+    unicast_host: str
+    unicast_port_min: int
+    unicast_port_max: int
+    media_timeout: float
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_calls: int
+    originate_timeout: int
+    invite_offline_timeout: float
+    invite_no_response_timeout: float
+    invite_expire_timeout: float
+    presence_grace: float
+    max_message_bytes: int
+    messages_per_second: float
+    max_pending_invitations: int
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    app_certificate: str
+    open_mode: bool
+    token_ttl: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration, typed. Built only by ``load`` / ``from_text``."""
+
+    source: str
+    global_: GlobalSettings
+    rtm2sip: Rtm2SipSettings
+    proxy: ProxySettings
+    pstn: PstnSettings
+    log: LogSettings
+    esl: EslSettings
+    socket: SocketSettings
+    web: WebSettings
+    media: MediaSettings
+    limits: LimitSettings
+    auth: AuthSettings
+    warnings: tuple[str, ...] = field(default=())
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this configuration, for log masking."""
+        values = [
+            self.esl.password,
+            self.proxy.sip_pwd,
+            self.auth.app_certificate,
+            self.media.turn_password,
+        ]
+        return [v for v in values if v]
+
+    def as_sections(self, mask: bool = True) -> dict[str, dict[str, Any]]:
+        """section -> key -> effective value, with secrets masked unless ``mask`` is False."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in fields(self):
+            if f.name in ("source", "warnings"):
+                continue
+            section = f.name.rstrip("_")
+            values = asdict(getattr(self, f.name))
+            values.pop("numbers", None)
+            for key, value in values.items():
+                if mask and (section, key) in SECRET_KEYS and value:
+                    values[key] = "***"
+                elif isinstance(value, tuple):
+                    values[key] = list(value)
+            out[section] = values
+        return out
+
+
+def _validator() -> Validator:
+    return Validator(
+        {
+            "port_or_empty": _check_port_or_empty,
+            "hostport": _check_hostport,
+            "uid": _check_uid,
+            "dial_prefix": _check_dial_prefix,
+            "acc_rule": _check_acc_rule,
+        }
+    )
+
+
+_TYPE_NAMES = {
+    "integer": "not a whole number",
+    "float": "not a number",
+    "boolean": "not a boolean (use 1 or 0, on or off, yes or no, true or false)",
+    "string": "not a single value (quote it if it contains a comma)",
+    "string_list": "not a list of values",
+}
+
+
+def _reason(error: object, check: str | None) -> str:
+    """A reason a person can act on, from validate's exception and the key's check."""
+    if error is False:
+        return "is required but missing"
+    if check is None or not isinstance(error, ValidateError):
+        return str(error)
+    name, _args, kwargs, _default = _validator()._parse_with_caching(check)
+    if isinstance(error, VdtValueTooSmallError):
+        return f"is below the minimum {kwargs.get('min')}"
+    if isinstance(error, VdtValueTooBigError):
+        return f"is above the maximum {kwargs.get('max')}"
+    if isinstance(error, VdtValueTooShortError):
+        return "must not be empty" if kwargs.get("min") in ("1", 1) else "is too short"
+    if isinstance(error, VdtValueTooLongError):
+        return f"is longer than {kwargs.get('max')} characters"
+    if name == "option":
+        return f"must be one of {', '.join(_args)}"
+    if isinstance(error, VdtTypeError) and name in _TYPE_NAMES:
+        return _TYPE_NAMES[name]
+    return str(error)
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a config file; ConfigError lists every defect."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(name, None, None, None, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(name, None, None, None, f"cannot read: {exc}")]) from None
+    return from_text(text, name, base_dir=Path(path).resolve().parent)
+
+
+def from_text(text: str, name: str = "<text>", base_dir: Path | None = None) -> Settings:
+    """Validate config text; ``name`` is used in messages, ``base_dir`` anchors log.file."""
+    try:
+        raw = ConfigObj(
+            text.splitlines(),
+            configspec=CONFIGSPEC.splitlines(),
+            encoding="utf-8",
+            interpolation=False,
+            file_error=False,
+            raise_errors=False,
+            list_values=True,
+        )
+    except ConfigObjError as exc:
+        errors = getattr(exc, "errors", None) or [exc]
+        problems = [ConfigProblem(name, None, None, None, _syntax_reason(e)) for e in errors]
+        raise ConfigError(problems) from None
+
+    problems: list[ConfigProblem] = []
+    warnings: list[str] = []
+    result = raw.validate(_validator(), preserve_errors=True, copy=True)
+    if result is not True:
+        for sections, key, error in flatten_errors(raw, result):
+            section = "/".join(sections)
+            value = raw.get(sections[0], {}).get(key) if sections and key else None
+            check = raw.configspec[sections[0]].get(key) if sections and key else None
+            problems.append(ConfigProblem(name, section, key, value, _reason(error, check)))
+
+    for sections, key in get_extra_values(raw):
+        if not sections and isinstance(raw.get(key), dict):
+            # A whole section the spec does not know: legacy (every key known) or unknown.
+            keys = list(raw[key].keys())
+            if keys and all((key, k) in LEGACY_KEYS for k in keys):
+                warnings.extend(_legacy_warning(name, key, k) for k in keys)
+            else:
+                problems.append(ConfigProblem(name, key, None, None, "unknown section"))
+        elif not sections:
+            problems.append(ConfigProblem(name, None, None, None, f"{key!r} is outside a section"))
+        elif (sections[0], key) in LEGACY_KEYS:
+            warnings.append(_legacy_warning(name, sections[0], key))
+        elif isinstance(raw[sections[0]].get(key), dict):
+            section = "/".join(sections)
+            problems.append(ConfigProblem(name, section, key, None, "unknown subsection"))
+        else:
+            value = raw[sections[0]].get(key) if len(sections) == 1 else None
+            problems.append(ConfigProblem(name, "/".join(sections), key, value, "unknown key"))
+    if problems:
+        raise ConfigError(problems)
+
+    settings = _build(raw, name, base_dir or Path.cwd(), problems, warnings)
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return settings
+
+
+def _legacy_warning(name: str, section: str, key: str) -> str:
+    return f"{name}: [{section}] {key}: {LEGACY_KEYS[(section, key)]}"
+
+
+def _syntax_reason(error: object) -> str:
+    line = getattr(error, "line_number", None)
+    message = str(error)
+    if line is not None and f"line {line}" not in message:
+        message = f"line {line}: {message}"
+    return f"syntax error: {message}"
+
+
+def _build(
+    raw: ConfigObj,
+    name: str,
+    base_dir: Path,
+    problems: list[ConfigProblem],
+    warnings: list[str],
+) -> Settings | None:
+    def bad(section: str, key: str, reason: str) -> None:
+        problems.append(ConfigProblem(name, section, key, raw[section][key], reason))
+
+    rtm2sip = raw["rtm2sip"]
+    numbers: tuple[str, ...] = ()
+    if rtm2sip["acc_rule"].strip():
+        numbers = parse_acc_rule(rtm2sip["acc_rule"])  # already checked by the spec
+    elif rtm2sip["on"]:
+        bad("rtm2sip", "acc_rule", "is empty while [rtm2sip] on = 1")
+
+    proxy = raw["proxy"]
+    if proxy["rtm_account"] in numbers:
+        bad("proxy", "rtm_account", "is also a number of [rtm2sip] acc_rule")
+    if not proxy["sip_account"] and "account" in proxy:
+        proxy["sip_account"] = str(proxy["account"])
+    if not proxy["sip_pwd"] and "pwd" in proxy:
+        proxy["sip_pwd"] = str(proxy["pwd"])
+
+    pstn = raw["pstn"]
+    if pstn["ip"] and pstn["gateway"]:
+        bad("pstn", "gateway", "set either [pstn] ip or [pstn] gateway, not both")
+
+    # SRProxy's [rtc]/[rtm] ip and port pointed at anyRTC's private cloud; here they are the
+    # bind address of the one web/signalling server, and override [web] when set.
+    web = dict(raw["web"])
+    for section in ("rtm", "rtc"):
+        for key, target in (("ip", "host"), ("port", "port")):
+            value = raw[section][key]
+            if value in ("", None):
+                continue
+            rtc_value = raw["rtc"][key]
+            if section == "rtm" and rtc_value not in ("", None) and rtc_value != value:
+                bad(section, key, f"differs from [rtc] {key}; both name the one web server")
+            web[target] = value
+    if bool(web["tls_cert"]) != bool(web["tls_key"]):
+        missing = "tls_key" if web["tls_cert"] else "tls_cert"
+        bad("web", missing, "set tls_cert and tls_key together")
+    for key in ("tls_cert", "tls_key"):
+        if web[key]:
+            resolved = _resolve(web[key], base_dir)
+            if not resolved.is_file():
+                bad("web", key, f"no such file: {resolved}")
+            web[key] = str(resolved)
+
+    if (raw["socket"]["host"], raw["socket"]["port"]) == (web["host"], web["port"]):
+        bad("socket", "port", "the outbound socket server and the web server share host:port")
+
+    media = raw["media"]
+    for url in media["ice_servers"]:
+        if not _ICE_URL.match(url):
+            bad("media", "ice_servers", f"{url!r} is not a stun:, turn: or turns: URL")
+        elif url.startswith("turn") and not (media["turn_username"] and media["turn_password"]):
+            bad("media", "ice_servers", "a TURN server needs turn_username and turn_password")
+    unknown_codecs = [c for c in media["codecs"] if c not in CODECS]
+    if unknown_codecs:
+        bad("media", "codecs", f"unknown codec(s) {unknown_codecs}; choose from {list(CODECS)}")
+    if media["unicast_port_max"] - media["unicast_port_min"] < 1:
+        bad("media", "unicast_port_max", "must be above unicast_port_min (ports come in pairs)")
+
+    log = raw["log"]
+    log_file = ""
+    if log["file"]:
+        resolved = _resolve(log["file"], base_dir)
+        if not resolved.parent.is_dir():
+            bad("log", "file", f"directory {resolved.parent} does not exist")
+        log_file = str(resolved)
+
+    auth = raw["auth"]
+    if auth["open_mode"] and auth["app_certificate"]:
+        warnings.append(f"{name}: [auth] open_mode = 1 ignores app_certificate: anyone may log in")
+
+    if problems:
+        return None
+    return Settings(
+        source=name,
+        global_=GlobalSettings(appid=raw["global"]["appid"], sip_svr=raw["global"]["sip_svr"]),
+        rtm2sip=Rtm2SipSettings(on=rtm2sip["on"], acc_rule=rtm2sip["acc_rule"], numbers=numbers),
+        proxy=ProxySettings(
+            on=proxy["on"],
+            sip_account=proxy["sip_account"],
+            sip_pwd=proxy["sip_pwd"],
+            rtm_account=proxy["rtm_account"],
+        ),
+        pstn=PstnSettings(ip=pstn["ip"], prefix=pstn["prefix"], gateway=pstn["gateway"]),
+        log=LogSettings(
+            level=log["level"],
+            file=log_file,
+            max_file_size=log["max_file_size"],
+            backup_count=log["backup_count"],
+            json=log["json"],
+            console=log["console"],
+        ),
+        esl=EslSettings(**_pick(raw["esl"], EslSettings)),
+        socket=SocketSettings(**_pick(raw["socket"], SocketSettings)),
+        web=WebSettings(**_pick(web, WebSettings)),
+        media=MediaSettings(
+            **{
+                **_pick(media, MediaSettings),
+                "ice_servers": tuple(media["ice_servers"]),
+                "host_addresses": tuple(media["host_addresses"]),
+                "codecs": tuple(media["codecs"]),
+            }
+        ),
+        limits=LimitSettings(**_pick(raw["limits"], LimitSettings)),
+        auth=AuthSettings(**_pick(auth, AuthSettings)),
+        warnings=tuple(warnings),
+    )
+
+
+def _pick(section: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    return {f.name: section[f.name] for f in fields(cls)}
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    # Relative paths are taken from the config file's folder, not from wherever the
+    # service manager happened to start the process.
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def defaults() -> Settings:
+    """The settings of an empty file: what the demo runs with."""
+    return from_text("", "<defaults>")
+
+
+def render(settings: Settings, mask: bool = True) -> str:
+    """The effective settings as rtx.conf text (secrets masked), for check-config."""
+    lines: list[str] = [f"# effective settings of {settings.source}"]
+    for section, values in settings.as_sections(mask=mask).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_format_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Iterable) and not isinstance(value, str):
+        items = [str(v) for v in value]
+        if not items:
+            return ","
+        # configobj reads "a," as a one-item list, "a" as a string.
+        return ", ".join(items) + ("," if len(items) == 1 else "")
+    if value is None or value == "":
+        return '""'
+    return str(value)

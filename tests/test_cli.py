@@ -1,0 +1,84 @@
+"""The esl-bridge command as a user runs it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esl_bridge import __version__
+
+FIXTURES = Path(__file__).parent / "fixtures" / "rtx"
+
+
+def esl_bridge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "esl_bridge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_version() -> None:
+    result = esl_bridge("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"esl-bridge {__version__}"
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("esl-bridge")
+    if exe is None:
+        pytest.skip("package not installed with pip (console script missing)")
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == f"esl-bridge {__version__}"
+
+
+def test_check_config_prints_effective_settings_with_secrets_masked() -> None:
+    result = esl_bridge("check-config", str(FIXTURES / "seed_guide.conf"))
+    assert result.returncode == 0, result.stderr
+    assert "sip_pwd = ***" in result.stdout
+    assert "password = ***" in result.stdout
+    assert "1234" not in result.stdout
+    assert "ClueCon" not in result.stdout
+    assert "acc_rule = 1005;10[06-19]" in result.stdout
+    assert "# acc_rule: 15 numbers (1005, 1006, 1007, 1008, 1009, ...)" in result.stdout
+    assert "OK" in result.stdout.splitlines()[-1]
+
+
+def test_check_config_reports_legacy_keys_as_warnings() -> None:
+    result = esl_bridge("check-config", str(FIXTURES / "srproxy_old.conf"))
+    assert result.returncode == 0
+    assert "warning:" in result.stderr and "[ivr] on" in result.stderr
+
+
+def test_bad_file_exits_2_naming_file_section_key_value_reason(tmp_path: Path) -> None:
+    path = tmp_path / "rtx.conf"
+    path.write_text("[esl]\nport=abc ## the ESL port\npassword=NotShown1\n[log]\nlevel=9\n")
+    result = esl_bridge("check-config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: [esl] port = 'abc': not a whole number" in result.stderr
+    assert f"{path}: [log] level = '9': is above the maximum 5" in result.stderr
+    assert "NotShown1" not in result.stderr + result.stdout
+
+
+def test_missing_file_exits_2() -> None:
+    result = esl_bridge("check-config", "/nonexistent/rtx.conf")
+    assert result.returncode == 2
+    assert "file not found" in result.stderr
+
+
+def test_run_refuses_a_config_without_any_way_to_log_in() -> None:
+    result = esl_bridge("run", str(FIXTURES / "seed_guide.conf"))
+    assert result.returncode == 2
+    assert "[auth] app_certificate is empty" in result.stderr
+
+
+def test_no_command_prints_help_and_fails() -> None:
+    result = esl_bridge()
+    assert result.returncode == 1
+    assert "check-config" in result.stderr

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install esl-bridge with its test dependencies and run the whole test suite.
+# On Debian as root it also installs what the browser and script tests need.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k config).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(chromium chromium-driver shellcheck iproute2 util-linux)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing Debian packages: ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check '.[test]'
+
+set +e
+python3 -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,732 @@
+"""One bridged call, web <-> SIP, as a state machine without I/O (SPEC section 4).
+
+A call takes events (from FreeSWITCH, from the signalling hub, from the media leg) with
+the current time ``now`` and returns actions for the adapters to carry out. Its
+transitions live in one table per direction (``RTC_TO_SIP_TABLE``, ``SIP_TO_RTC_TABLE``):
+state x event type -> handler. An event that the table does not list for the current
+state changes nothing (it is reported as ``Ignored`` so adapters can log it); a call never
+raises on an unexpected event, because FreeSWITCH and browsers send events late, twice
+and out of order.
+
+Both directions end the same way (``_finish``): the media leg is closed, the channel is
+hung up unless FreeSWITCH already did, the web side is told, the number is released, and
+the call waits in ENDING for FreeSWITCH's confirmation; if none comes within
+``hangup_grace`` it kills the channel once more and ends anyway, so nothing is left
+waiting.
+
+SRProxy's defects fixed here: an RTC -> SIP invitation is accepted only when the SIP side
+answers; a SIP caller hears ringback (pre_answer + tone), not an answered call, while the
+browser rings; the SIP caller hanging up while the browser rings cancels the invitation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# ---------------------------------------------------------------------------------------
+# Events: what happened. Adapters build them from ESL events, hub callbacks, media leg.
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every call event."""
+
+
+@dataclass(frozen=True)
+class OriginateFailed(Event):
+    """``bgapi originate`` answered ``-ERR <cause>`` (e.g. USER_NOT_REGISTERED)."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
+class ChannelRinging(Event):
+    """CHANNEL_PROGRESS: the SIP callee rings (180 without SDP)."""
+
+
+@dataclass(frozen=True)
+class ChannelEarlyMedia(Event):
+    """CHANNEL_PROGRESS_MEDIA: 183 with SDP; the channel has a read codec."""
+
+
+@dataclass(frozen=True)
+class ChannelAnswered(Event):
+    """CHANNEL_ANSWER."""
+
+
+@dataclass(frozen=True)
+class ChannelMediaReady(Event):
+    """The channel can take ``unicast`` (the adapter's unicast gate says so)."""
+
+
+@dataclass(frozen=True)
+class ChannelHungUp(Event):
+    """CHANNEL_HANGUP / CHANNEL_HANGUP_COMPLETE, or the channel is known to be gone."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
+class InvitationAccepted(Event):
+    """The web callee accepted (SIP -> RTC)."""
+
+    response: str = ""
+
+
+@dataclass(frozen=True)
+class InvitationRefused(Event):
+    """The web callee refused (SIP -> RTC)."""
+
+    response: str = ""
+
+
+@dataclass(frozen=True)
+class InvitationCanceled(Event):
+    """The web caller canceled before the SIP side answered (RTC -> SIP)."""
+
+
+@dataclass(frozen=True)
+class InvitationFailed(Event):
+    """The invitation failed: PEER_OFFLINE, PEER_NO_RESPONSE, INVITATION_EXPIRE..."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerEndCall(Event):
+    """``{"Cmd":"EndCall"}`` from the web user of this call."""
+
+
+@dataclass(frozen=True)
+class WebUserGone(Event):
+    """The web user went offline past the grace period (tab closed, network lost)."""
+
+
+@dataclass(frozen=True)
+class MediaConnected(Event):
+    """The browser's peer connection is up and its unicast endpoint is bound."""
+
+
+@dataclass(frozen=True)
+class MediaFailed(Event):
+    """The media leg could not be set up, or it timed out (no audio for too long)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shutdown(Event):
+    """The gateway is stopping: end the call cleanly."""
+
+
+# ---------------------------------------------------------------------------------------
+# Actions: what the adapters must do. Each names the call it belongs to.
+
+
+@dataclass(frozen=True)
+class Action:
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Originate(Action):
+    """``bgapi originate {variables}<destination> &park()`` with a uuid chosen here."""
+
+    uuid: str
+    destination: str
+    variables: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SetChannelVar(Action):
+    uuid: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class PreAnswer(Action):
+    uuid: str
+
+
+@dataclass(frozen=True)
+class PlayRingback(Action):
+    uuid: str
+
+
+@dataclass(frozen=True)
+class StopRingback(Action):
+    uuid: str
+
+
+@dataclass(frozen=True)
+class Answer(Action):
+    uuid: str
+
+
+@dataclass(frozen=True)
+class StartUnicast(Action):
+    """Start unicast on the channel toward the call's media endpoint.
+
+    Emitted only after ChannelMediaReady: unicast on a channel without a read codec
+    crashes FreeSWITCH 1.10.12 (SPEC section 5, fact 1).
+    """
+
+    uuid: str
+
+
+@dataclass(frozen=True)
+class Hangup(Action):
+    """Hang the channel up with a FreeSWITCH cause (uuid_kill or sendmsg hangup)."""
+
+    uuid: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class SendInvitation(Action):
+    """Invite a web user, from the gateway's own identity (SIP -> RTC)."""
+
+    callee: str
+    content: str
+
+
+@dataclass(frozen=True)
+class CancelInvitation(Action):
+    callee: str
+
+
+@dataclass(frozen=True)
+class AcceptInvitation(Action):
+    """Accept the web caller's invitation to ``number`` (RTC -> SIP)."""
+
+    caller: str
+    number: str
+    response: str
+
+
+@dataclass(frozen=True)
+class RefuseInvitation(Action):
+    caller: str
+    number: str
+    response: str
+
+
+@dataclass(frozen=True)
+class SendPeerMessage(Action):
+    """A peer message from ``sender`` (a gateway-served uid) to the web user."""
+
+    sender: str
+    to: str
+    text: str
+
+
+@dataclass(frozen=True)
+class OpenMedia(Action):
+    """Prepare the media leg for ChanId: the browser's offer for it will be answered."""
+
+    chan_id: str
+
+
+@dataclass(frozen=True)
+class CloseMedia(Action):
+    chan_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseNumber(Action):
+    number: str
+
+
+@dataclass(frozen=True)
+class CallEnded(Action):
+    """The call is over on every side; the owner forgets it."""
+
+    reason: str
+    cause: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class Ignored(Action):
+    """The event does not apply in this state; nothing was done."""
+
+    state: str
+    event: str
+
+
+# ---------------------------------------------------------------------------------------
+# Causes and reasons.
+
+# FreeSWITCH hangup cause -> the reason a web caller is shown (RTC -> SIP failures).
+SIP_FAILURE_REASONS: Mapping[str, str] = {
+    "USER_BUSY": "busy",
+    "NO_ANSWER": "no_answer",
+    "NO_USER_RESPONSE": "no_answer",
+    "ALLOTTED_TIMEOUT": "no_answer",
+    "PROGRESS_TIMEOUT": "no_answer",
+    "CALL_REJECTED": "rejected",
+    "USER_NOT_REGISTERED": "not_registered",
+    "SUBSCRIBER_ABSENT": "not_registered",
+    "UNALLOCATED_NUMBER": "unknown_number",
+    "NO_ROUTE_DESTINATION": "unknown_number",
+    "INVALID_NUMBER_FORMAT": "unknown_number",
+    "ORIGINATOR_CANCEL": "canceled",
+}
+UNREACHABLE = "unreachable"  # every other cause: network, timeout, switch errors
+
+# Invitation failure reason (SPEC section 3) -> hangup cause toward the SIP caller.
+INVITATION_FAILURE_CAUSES: Mapping[str, str] = {
+    "PEER_OFFLINE": "USER_NOT_REGISTERED",
+    "PEER_NO_RESPONSE": "NO_USER_RESPONSE",
+    "INVITATION_EXPIRE": "NO_ANSWER",
+    "NOT_LOGGEDIN": "USER_NOT_REGISTERED",
+    "ACCEPT_FAILURE": "NORMAL_TEMPORARY_FAILURE",
+}
+
+
+def sip_failure_reason(cause: str) -> str:
+    return SIP_FAILURE_REASONS.get(cause, UNREACHABLE)
+
+
+def refusal(reason: str, cause: str | None = None) -> str:
+    """The JSON refusal a web caller receives (never a bare word, unlike SRProxy)."""
+    body: dict[str, Any] = {"Cmd": "Refused", "Reason": reason}
+    if cause:
+        body["Cause"] = cause
+    return json.dumps(body, separators=(",", ":"))
+
+
+BUSY_REFUSAL = json.dumps({"Cmd": "Calling", "Reason": "calling"}, separators=(",", ":"))
+END_CALL = json.dumps({"Cmd": "EndCall"}, separators=(",", ":"))
+
+
+def sip_state_message(state: str, cause: str | None = None) -> str:
+    """A peer message telling the web caller what the SIP side does (ringing...)."""
+    body: dict[str, Any] = {"Cmd": "SipState", "State": state}
+    if cause:
+        body["Cause"] = cause
+    return json.dumps(body, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------
+# The call.
+
+
+class State(StrEnum):
+    ORIGINATING = "originating"  # RTC -> SIP: originate sent, nothing heard yet
+    RINGING = "ringing"  # RTC -> SIP: the phone rings; SIP -> RTC: the browser rings
+    EARLY_MEDIA = "early_media"  # RTC -> SIP: 183 with SDP
+    ANSWERING = "answering"  # SIP -> RTC: accepted, channel answer requested
+    CONNECTED = "connected"  # both sides answered
+    ENDING = "ending"  # hangup sent, waiting for FreeSWITCH's confirmation
+    ENDED = "ended"
+
+
+class Direction(StrEnum):
+    RTC_TO_SIP = "rtc_to_sip"
+    SIP_TO_RTC = "sip_to_rtc"
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What a call needs from the configuration."""
+
+    gateway_uid: str  # [proxy] rtm_account: sender of SIP -> RTC invitations
+    hangup_grace: float = 5.0  # seconds to wait for FreeSWITCH to confirm a hangup
+
+
+Handler = Callable[["Call", Any, float], list[Action]]
+
+
+@dataclass
+class Call:
+    """State shared by both directions. Use ``RtcToSipCall`` / ``SipToRtcCall``."""
+
+    call_id: str
+    uuid: str  # the FreeSWITCH channel
+    chan_id: str  # the web side's channel id (media leg key)
+    web_uid: str  # the web user on this call
+    number: str  # the SIP side: acc_rule number (RTC -> SIP) or caller number
+    settings: CallSettings
+    started_at: float
+    state: State = State.RINGING
+    direction: Direction = Direction.RTC_TO_SIP
+    channel_alive: bool = True
+    channel_media_ready: bool = False
+    media_connected: bool = False
+    unicast_started: bool = False
+    answered_at: float | None = None
+    ended_reason: str = ""
+    ended_cause: str = ""
+    _ending_deadline: float | None = field(default=None, repr=False)
+    _kill_retried: bool = field(default=False, repr=False)
+
+    TABLE: Mapping[tuple[State, type[Event]], Handler] = field(default_factory=dict, repr=False)
+
+    # -- driving --------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event; returns the actions to carry out, in order."""
+        handler = self.TABLE.get((self.state, type(event)))
+        if handler is None:
+            handler = _COMMON.get((self.state, type(event)))
+        if handler is None:
+            return [Ignored(self.call_id, self.state.value, type(event).__name__)]
+        return handler(self, event, now)
+
+    def next_deadline(self) -> float | None:
+        return self._ending_deadline if self.state is State.ENDING else None
+
+    def poll(self, now: float) -> list[Action]:
+        """Fire the hangup-confirmation timer if due."""
+        if self.state is not State.ENDING or self._ending_deadline is None:
+            return []
+        if now < self._ending_deadline:
+            return []
+        if not self._kill_retried:
+            # FreeSWITCH did not confirm: kill once more, then give it one more grace.
+            self._kill_retried = True
+            self._ending_deadline = now + self.settings.hangup_grace
+            return [Hangup(self.call_id, self.uuid, self.ended_cause or "NORMAL_CLEARING")]
+        self.channel_alive = False
+        return self._ended(forced=True)
+
+    @property
+    def is_over(self) -> bool:
+        return self.state is State.ENDED
+
+    # -- shared pieces ----------------------------------------------------------------
+
+    def _maybe_start_unicast(self) -> list[Action]:
+        # Both ends must be ready: the channel (a read codec exists) and our endpoint.
+        if self.channel_media_ready and self.media_connected and not self.unicast_started:
+            self.unicast_started = True
+            return [StartUnicast(self.call_id, self.uuid)]
+        return []
+
+    def _on_media_ready(self, event: ChannelMediaReady, now: float) -> list[Action]:
+        self.channel_media_ready = True
+        return self._maybe_start_unicast()
+
+    def _on_media_connected(self, event: MediaConnected, now: float) -> list[Action]:
+        self.media_connected = True
+        return self._maybe_start_unicast()
+
+    def _finish(
+        self,
+        now: float,
+        reason: str,
+        cause: str,
+        web_side: list[Action],
+        hang_up: bool = True,
+    ) -> list[Action]:
+        """End the call on every side; ``web_side`` says how the web user is told."""
+        actions: list[Action] = [CloseMedia(self.call_id, self.chan_id), *web_side]
+        self.ended_reason = reason
+        self.ended_cause = cause
+        if self.direction is Direction.RTC_TO_SIP:
+            actions.append(ReleaseNumber(self.call_id, self.number))
+        if hang_up and self.channel_alive:
+            actions.append(Hangup(self.call_id, self.uuid, cause))
+            self.state = State.ENDING
+            self._ending_deadline = now + self.settings.hangup_grace
+            return actions
+        return actions + self._ended()
+
+    def _ended(self, forced: bool = False) -> list[Action]:
+        self.state = State.ENDED
+        self._ending_deadline = None
+        return [CallEnded(self.call_id, self.ended_reason, self.ended_cause, forced)]
+
+    def _on_hangup_while_ending(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._ended()
+
+
+# ---------------------------------------------------------------------------------------
+# RTC -> SIP: a web user invited an acc_rule number; the gateway originated the SIP leg.
+
+
+class RtcToSipCall(Call):
+    """Created when the admission checks passed and the number was acquired."""
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        caller: str,
+        number: str,
+        destination: str,
+        variables: Mapping[str, str],
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[RtcToSipCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=caller,
+            number=number,
+            settings=settings,
+            started_at=now,
+            state=State.ORIGINATING,
+            direction=Direction.RTC_TO_SIP,
+            TABLE=RTC_TO_SIP_TABLE,
+        )
+        return call, [Originate(call_id, uuid, destination, dict(variables))]
+
+    def _tell_caller(self, text: str) -> SendPeerMessage:
+        return SendPeerMessage(self.call_id, sender=self.number, to=self.web_uid, text=text)
+
+    def _refuse(self, reason: str, cause: str) -> RefuseInvitation:
+        return RefuseInvitation(self.call_id, self.web_uid, self.number, refusal(reason, cause))
+
+    def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
+        self.state = State.RINGING
+        return [self._tell_caller(sip_state_message("ringing"))]
+
+    def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
+        self.state = State.EARLY_MEDIA
+        return [self._tell_caller(sip_state_message("early_media"))]
+
+    def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        # Accepted only now that the SIP side answered (SRProxy accepted at once).
+        self.state = State.CONNECTED
+        self.answered_at = now
+        response = json.dumps(
+            {
+                "Mode": 1,
+                "Conference": False,
+                "ChanId": self.chan_id,
+                "SipNumber": self.number,
+                "SipData": "",
+            },
+            separators=(",", ":"),
+        )
+        return [
+            OpenMedia(self.call_id, self.chan_id),
+            AcceptInvitation(self.call_id, self.web_uid, self.number, response),
+        ]
+
+    def on_originate_failed(self, event: OriginateFailed, now: float) -> list[Action]:
+        self.channel_alive = False
+        reason = sip_failure_reason(event.cause)
+        return self._finish(now, reason, event.cause, [self._refuse(reason, event.cause)])
+
+    def on_hangup_before_answer(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        reason = sip_failure_reason(event.cause)
+        return self._finish(now, reason, event.cause, [self._refuse(reason, event.cause)])
+
+    def on_canceled(self, event: InvitationCanceled, now: float) -> list[Action]:
+        # The web caller gave up: the SIP side gets a CANCEL through uuid_kill.
+        return self._finish(now, "canceled", "ORIGINATOR_CANCEL", [])
+
+    def on_caller_gone_before_answer(self, event: Event, now: float) -> list[Action]:
+        return self._finish(now, "caller_gone", "ORIGINATOR_CANCEL", [])
+
+    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [self._tell_caller(END_CALL)])
+
+    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
+
+    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
+
+    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._tell_caller(END_CALL)])
+
+    def on_shutdown_before_answer(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._refuse(UNREACHABLE, "")])
+
+    def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_caller(END_CALL)])
+
+
+def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = RtcToSipCall
+    table: dict[tuple[State, type[Event]], Handler] = {}
+    before_answer = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA)
+    for state in before_answer:
+        table[(state, ChannelAnswered)] = c.on_answered
+        table[(state, OriginateFailed)] = c.on_originate_failed
+        table[(state, ChannelHungUp)] = c.on_hangup_before_answer
+        table[(state, InvitationCanceled)] = c.on_canceled
+        table[(state, PeerEndCall)] = c.on_canceled
+        table[(state, WebUserGone)] = c.on_caller_gone_before_answer
+        table[(state, Shutdown)] = c.on_shutdown_before_answer
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
+    table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
+    table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
+    table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
+    table[(State.CONNECTED, ChannelHungUp)] = c.on_hangup_connected
+    table[(State.CONNECTED, PeerEndCall)] = c.on_end_call
+    table[(State.CONNECTED, WebUserGone)] = c.on_web_user_gone
+    table[(State.CONNECTED, MediaFailed)] = c.on_media_failed
+    table[(State.CONNECTED, Shutdown)] = c.on_shutdown_connected
+    table[(State.CONNECTED, ChannelMediaReady)] = Call._on_media_ready
+    table[(State.CONNECTED, MediaConnected)] = Call._on_media_connected
+    return table
+
+
+# ---------------------------------------------------------------------------------------
+# SIP -> RTC: a phone dialled 0XXXX; the dialplan's socket app brought the channel here.
+
+
+class SipToRtcCall(Call):
+    """Created when the outbound socket session arrived and the callee is online."""
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        callee: str,
+        caller_number: str,
+        cus_data: str,
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[SipToRtcCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=callee,
+            number=caller_number,
+            settings=settings,
+            started_at=now,
+            state=State.RINGING,
+            direction=Direction.SIP_TO_RTC,
+            TABLE=SIP_TO_RTC_TABLE,
+        )
+        content = json.dumps(
+            {
+                "Mode": 1,
+                "Conference": False,
+                "ChanId": chan_id,
+                "DisplayName": caller_number,
+                "SipData": cus_data,
+            },
+            separators=(",", ":"),
+        )
+        return call, [
+            # Before answer: DTMF otherwise adds a lasting delay (SPEC fact 4).
+            SetChannelVar(call_id, uuid, "rtp_autoflush", "true"),
+            # Ringback while the browser rings, not an answered call (SRProxy's defect).
+            PreAnswer(call_id, uuid),
+            PlayRingback(call_id, uuid),
+            SendInvitation(call_id, callee, content),
+        ]
+
+    def on_accepted(self, event: InvitationAccepted, now: float) -> list[Action]:
+        self.state = State.ANSWERING
+        return [
+            StopRingback(self.call_id, self.uuid),
+            OpenMedia(self.call_id, self.chan_id),
+            Answer(self.call_id, self.uuid),
+        ]
+
+    def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        self.state = State.CONNECTED
+        self.answered_at = now
+        return self._maybe_start_unicast()
+
+    def on_refused(self, event: InvitationRefused, now: float) -> list[Action]:
+        cause = "USER_BUSY" if _is_busy_response(event.response) else "CALL_REJECTED"
+        return self._finish(now, "refused", cause, [])
+
+    def on_failed(self, event: InvitationFailed, now: float) -> list[Action]:
+        cause = INVITATION_FAILURE_CAUSES.get(event.reason, "NO_ANSWER")
+        return self._finish(now, event.reason.lower(), cause, [])
+
+    def on_caller_hangup_while_ringing(self, event: ChannelHungUp, now: float) -> list[Action]:
+        # The phone gave up while the browser rang: cancel the invitation (SRProxy did not).
+        self.channel_alive = False
+        cancel = CancelInvitation(self.call_id, self.web_uid)
+        return self._finish(now, "sip_canceled", event.cause, [cancel])
+
+    def on_callee_gone_while_ringing(self, event: WebUserGone, now: float) -> list[Action]:
+        cancel = CancelInvitation(self.call_id, self.web_uid)
+        return self._finish(now, "web_gone", "USER_NOT_REGISTERED", [cancel])
+
+    def on_shutdown_while_ringing(self, event: Shutdown, now: float) -> list[Action]:
+        cancel = CancelInvitation(self.call_id, self.web_uid)
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [cancel])
+
+    def _tell_callee(self, text: str) -> SendPeerMessage:
+        sender = self.settings.gateway_uid
+        return SendPeerMessage(self.call_id, sender=sender, to=self.web_uid, text=text)
+
+    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [self._tell_callee(END_CALL)])
+
+    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
+
+    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
+
+    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._tell_callee(END_CALL)])
+
+    def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_callee(END_CALL)])
+
+
+def _is_busy_response(response: str) -> bool:
+    try:
+        body = json.loads(response)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("Cmd") == "Calling"
+
+
+def _sip_to_rtc_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = SipToRtcCall
+    table: dict[tuple[State, type[Event]], Handler] = {
+        (State.RINGING, InvitationAccepted): c.on_accepted,
+        (State.RINGING, InvitationRefused): c.on_refused,
+        (State.RINGING, InvitationFailed): c.on_failed,
+        (State.RINGING, ChannelHungUp): c.on_caller_hangup_while_ringing,
+        (State.RINGING, WebUserGone): c.on_callee_gone_while_ringing,
+        (State.RINGING, Shutdown): c.on_shutdown_while_ringing,
+        (State.ANSWERING, ChannelAnswered): c.on_answered,
+        (State.ANSWERING, ChannelHungUp): c.on_hangup_connected,
+        (State.ANSWERING, PeerEndCall): c.on_end_call,
+        (State.ANSWERING, WebUserGone): c.on_web_user_gone,
+        (State.ANSWERING, MediaFailed): c.on_media_failed,
+        (State.ANSWERING, Shutdown): c.on_shutdown_connected,
+        (State.CONNECTED, ChannelHungUp): c.on_hangup_connected,
+        (State.CONNECTED, PeerEndCall): c.on_end_call,
+        (State.CONNECTED, WebUserGone): c.on_web_user_gone,
+        (State.CONNECTED, MediaFailed): c.on_media_failed,
+        (State.CONNECTED, Shutdown): c.on_shutdown_connected,
+    }
+    for state in (State.RINGING, State.ANSWERING, State.CONNECTED):
+        # pre_answer completes while ringing: the channel can take unicast from then on.
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
+    for state in (State.ANSWERING, State.CONNECTED):
+        table[(state, MediaConnected)] = Call._on_media_connected
+    return table
+
+
+# Events every call treats alike, whatever its direction.
+_COMMON: dict[tuple[State, type[Event]], Handler] = {
+    (State.ENDING, ChannelHungUp): Call._on_hangup_while_ending,
+}
+
+RTC_TO_SIP_TABLE = _rtc_to_sip_table()
+SIP_TO_RTC_TABLE = _sip_to_rtc_table()

@@ -1,0 +1,211 @@
+"""Unicast UDP media of a simulated channel (ESL `sendmsg` call-command `unicast`).
+
+What FreeSWITCH 1.10.12 was seen to do (SPEC section 5, fixtures README):
+* one datagram per 20 ms from the channel's `local-port` to the app's `remote-port`, raw L16,
+  little-endian, at the channel's read rate, interleaved stereo for opus stereo=1;
+* all-0xFF frames (CNG filler): sometimes as the first datagram, 2 around each DTMF digit,
+  2 when answer follows pre_answer, and every frame while the far end sends no RTP;
+* every datagram received from the app goes straight to the far end (no pacing, no buffer).
+
+Not simulated: RTP, jitter, the DTMF-induced extra delay of SPEC fact 4, codec distortion.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import logging
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .codecs import Codec
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.020
+
+
+def tone_frame(freq: float, codec: Codec, index: int, amplitude: int = 8000) -> bytes:
+    """Frame `index` of a continuous sine, little-endian int16, interleaved if stereo."""
+    n = codec.rate // 50
+    start = index * n
+    w = 2 * math.pi * freq / codec.rate
+    samples = array.array("h")
+    for i in range(n):
+        v = int(amplitude * math.sin(w * (start + i)))
+        samples.extend([v] * codec.channels)
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def is_ff_frame(frame: bytes) -> bool:
+    return len(frame) > 0 and frame.count(0xFF) == len(frame)
+
+
+@dataclass
+class AudioSource:
+    """What the far end (phone) sends into the channel.
+
+    kind: "tone" (sine at `freq`), "silence" (zeros), "none" (no RTP: every unicast frame is
+    0xFF), "echo" (returns what the app sent, one frame later), or "custom" (`producer`).
+    """
+
+    kind: str = "tone"
+    freq: float = 440.0
+    amplitude: int = 8000
+    producer: Callable[[int, Codec], bytes] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | AudioSource | None) -> AudioSource:
+        """'tone440', 'tone2000', 'silence', 'none', 'echo' -> AudioSource."""
+        if isinstance(spec, AudioSource):
+            return spec
+        if spec is None:
+            return cls("tone", 440.0)
+        if spec.startswith("tone"):
+            return cls("tone", float(spec[4:] or 440))
+        if spec in ("silence", "none", "echo"):
+            return cls(spec)
+        raise ValueError(f"unknown audio spec {spec!r} (tone<Hz>, silence, none, echo)")
+
+
+@dataclass
+class Datagram:
+    monotonic: float
+    data: bytes
+
+
+@dataclass
+class UnicastStream:
+    """One activated unicast (one UDP port pair) of a channel."""
+
+    codec: Codec
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    source: AudioSource
+    first_frame_ff: bool = True
+    received: list[Datagram] = field(default_factory=list)
+    sent: list[Datagram] = field(default_factory=list)
+    keep_sent: bool = True
+    frames_sent: int = 0
+    frames_received: int = 0
+    error: str | None = None
+    started: bool = False
+    stopped: bool = False
+    _ff_pending: int = 0
+    _echo: deque[bytes] = field(default_factory=lambda: deque(maxlen=50))
+    _transport: asyncio.DatagramTransport | None = None
+    _task: asyncio.Task[None] | None = None
+    _index: int = 0
+
+    # ---- control (event loop only) ---------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        stream = self
+
+        class _Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                stream._on_datagram(data)
+
+            def error_received(self, exc: Exception) -> None:
+                # ICMP port unreachable while the app is not listening yet: keep sending.
+                log.debug("unicast %s: %s", stream.local, exc)
+
+        try:
+            transport, _ = await loop.create_datagram_endpoint(_Proto, local_addr=self.local)
+        except OSError as exc:
+            self.error = f"bind {self.local[0]}:{self.local[1]} failed: {exc}"
+            log.warning("unicast: %s", self.error)
+            return
+        self._transport = transport
+        self.started = True
+        if self.first_frame_ff:
+            self._ff_pending = 1
+        self._task = loop.create_task(self._pace())
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def inject_ff(self, frames: int) -> None:
+        """Queue all-0xFF frames (DTMF, pre_answer -> answer), as FreeSWITCH does."""
+        self._ff_pending += frames
+
+    # ---- observation (any thread) ------------------------------------------------------------
+    def received_bytes(self, include_ff: bool = False) -> bytes:
+        frames = list(self.received)
+        return b"".join(d.data for d in frames if include_ff or not is_ff_frame(d.data))
+
+    def received_samples(self, include_ff: bool = False) -> array.array[int]:
+        """What the app sent, as little-endian int16 (0xFF filler frames dropped by default)."""
+        raw = self.received_bytes(include_ff)
+        out = array.array("h")
+        out.frombytes(raw[: len(raw) // 2 * 2])
+        if sys.byteorder != "little":
+            out.byteswap()
+        return out
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _on_datagram(self, data: bytes) -> None:
+        self.frames_received += 1
+        self.received.append(Datagram(time.monotonic(), data))
+        if self.source.kind == "echo":
+            self._echo.append(data)
+
+    def _next_frame(self) -> bytes:
+        size = self.codec.frame_bytes
+        if self._ff_pending > 0:
+            self._ff_pending -= 1
+            self._index += 1
+            return b"\xff" * size
+        src = self.source
+        idx = self._index
+        self._index += 1
+        if src.kind == "tone":
+            return tone_frame(src.freq, self.codec, idx, src.amplitude)
+        if src.kind == "none":
+            return b"\xff" * size
+        if src.kind == "echo":
+            if self._echo:
+                frame = self._echo.popleft()
+                if len(frame) == size:
+                    return frame
+                return (frame + bytes(size))[:size]
+            return bytes(size)
+        if src.kind == "custom" and src.producer is not None:
+            return src.producer(idx, self.codec)
+        return bytes(size)
+
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        n = 0
+        try:
+            while not self.stopped:
+                transport = self._transport
+                if transport is None:
+                    return
+                frame = self._next_frame()
+                transport.sendto(frame, self.remote)
+                self.frames_sent += 1
+                if self.keep_sent:
+                    self.sent.append(Datagram(time.monotonic(), frame))
+                n += 1
+                target = t0 + n * FRAME_S
+                delay = target - loop.time()
+                if delay < -0.2:
+                    # The loop stalled (debugger, overloaded CI): re-anchor instead of bursting.
+                    t0, n = loop.time(), 0
+                    delay = FRAME_S
+                await asyncio.sleep(max(delay, 0.0))
+        except asyncio.CancelledError:
+            pass

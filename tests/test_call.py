@@ -50,8 +50,13 @@ def only(actions: list[c.Action], kind: type[c.Action]) -> c.Action:
     return found[0]
 
 
-def invite(b: CallBook, content: dict | str | None = None, number: str = "1005",
-           caller: str = "alice", now: float = 0.0) -> list[c.Action]:
+def invite(
+    b: CallBook,
+    content: dict | str | None = None,
+    number: str = "1005",
+    caller: str = "alice",
+    now: float = 0.0,
+) -> list[c.Action]:
     text = content if isinstance(content, str) else json.dumps(content or {"ChanId": "ch-a"})
     return b.invitation_to_number(caller, number, text, now)
 
@@ -161,7 +166,11 @@ def test_ringing_and_early_media_are_reported_and_accept_waits_for_answer() -> N
     accept = only(actions, c.AcceptInvitation)
     assert isinstance(accept, c.AcceptInvitation)
     assert json.loads(accept.response) == {
-        "Mode": 1, "Conference": False, "ChanId": "ch-a", "SipNumber": "1005", "SipData": "",
+        "Mode": 1,
+        "Conference": False,
+        "ChanId": "ch-a",
+        "SipNumber": "1005",
+        "SipData": "",
     }
     assert call.state is c.State.CONNECTED and call.answered_at == 3.0
     assert b.call_state_of("alice") == CALL_STATE_IN_CALL
@@ -280,8 +289,12 @@ def test_events_that_do_not_apply_are_ignored_without_change() -> None:
 
 def arrive(b: CallBook, callee: str | None = "bob", online: bool = True) -> list[c.Action]:
     return b.sip_call_arrived(
-        uuid="uuid-1", callee=callee, caller_number="1001", cus_data="order=7",
-        callee_online=online, now=0.0,
+        uuid="uuid-1",
+        callee=callee,
+        caller_number="1001",
+        cus_data="order=7",
+        callee_online=online,
+        now=0.0,
     )
 
 
@@ -315,7 +328,10 @@ def test_sip_call_rings_back_and_invites_with_the_caller_shown() -> None:
     call = b.by_uuid("uuid-1")
     assert call is not None
     assert content == {
-        "Mode": 1, "Conference": False, "ChanId": call.chan_id, "DisplayName": "1001",
+        "Mode": 1,
+        "Conference": False,
+        "ChanId": call.chan_id,
+        "DisplayName": "1001",
         "SipData": "order=7",
     }
     assert not any(isinstance(a, c.Answer) for a in actions)  # not answered while ringing
@@ -326,8 +342,14 @@ def test_sip_call_ids_are_unique_even_for_calls_in_the_same_instant() -> None:
     b = book(max_calls=100)
     chans = set()
     for i in range(50):
-        b.sip_call_arrived(uuid=f"u{i}", callee="bob", caller_number="1001", cus_data="",
-                           callee_online=True, now=0.0)
+        b.sip_call_arrived(
+            uuid=f"u{i}",
+            callee="bob",
+            caller_number="1001",
+            cus_data="",
+            callee_online=True,
+            now=0.0,
+        )
         chans.add(b.by_uuid(f"u{i}").chan_id)  # type: ignore[union-attr]
     assert len(chans) == 50
 
@@ -402,11 +424,21 @@ def test_shutdown_ends_every_call() -> None:
 # -- every state x event ----------------------------------------------------------------
 
 EVENTS: list[c.Event] = [
-    c.OriginateFailed("USER_BUSY"), c.ChannelRinging(), c.ChannelEarlyMedia(),
-    c.ChannelAnswered(), c.ChannelMediaReady(), c.ChannelHungUp("NORMAL_CLEARING"),
-    c.InvitationAccepted(), c.InvitationRefused(), c.InvitationCanceled(),
-    c.InvitationFailed("PEER_OFFLINE"), c.PeerEndCall(), c.WebUserGone(),
-    c.MediaConnected(), c.MediaFailed("media_timeout"), c.Shutdown(),
+    c.OriginateFailed("USER_BUSY"),
+    c.ChannelRinging(),
+    c.ChannelEarlyMedia(),
+    c.ChannelAnswered(),
+    c.ChannelMediaReady(),
+    c.ChannelHungUp("NORMAL_CLEARING"),
+    c.InvitationAccepted(),
+    c.InvitationRefused(),
+    c.InvitationCanceled(),
+    c.InvitationFailed("PEER_OFFLINE"),
+    c.PeerEndCall(),
+    c.WebUserGone(),
+    c.MediaConnected(),
+    c.MediaFailed("media_timeout"),
+    c.Shutdown(),
 ]
 
 

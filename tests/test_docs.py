@@ -16,9 +16,7 @@ README = (ROOT / "README.rst").read_text()
 
 
 def test_readme_is_valid_restructuredtext() -> None:
-    docutils.core.publish_doctree(
-        README, settings_overrides={"report_level": 5, "halt_level": 2}
-    )
+    docutils.core.publish_doctree(README, settings_overrides={"report_level": 5, "halt_level": 2})
 
 
 def test_every_config_key_is_in_the_reference() -> None:

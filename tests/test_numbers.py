@@ -26,7 +26,13 @@ def test_srproxy_example_expands_to_1005_and_1006_through_1019() -> None:
 
 def test_repo_sample_rule() -> None:
     assert parse_acc_rule("1016;1017;20[01-05]") == (
-        "1016", "1017", "2001", "2002", "2003", "2004", "2005",
+        "1016",
+        "1017",
+        "2001",
+        "2002",
+        "2003",
+        "2004",
+        "2005",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from esl_bridge import __version__, config
@@ -71,6 +72,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_UNAVAILABLE
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    if not settings.auth.app_certificate:
+        print(
+            f"esl-bridge token: {settings.source}: [auth] app_certificate is empty; "
+            "tokens are signed with it",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    from esl_bridge.signaling.auth import mint_token
+    from esl_bridge.signaling.protocol import valid_uid
+
+    if not valid_uid(args.uid):
+        print(f"esl-bridge token: {args.uid!r} is not a valid uid", file=sys.stderr)
+        return EXIT_FAILURE
+    ttl = args.ttl if args.ttl is not None else settings.auth.token_ttl
+    if ttl <= 0:
+        print("esl-bridge token: --ttl must be positive", file=sys.stderr)
+        return EXIT_FAILURE
+    # The token goes to stdout only, for the caller's own script; never to a log.
+    print(
+        mint_token(
+            settings.global_.appid, args.uid, settings.auth.app_certificate, ttl, time.time()
+        )
+    )
+    return EXIT_OK
+
+
 _NOT_BUILT = (
     "the call gateway (ESL control, signalling hub, media leg, call logic) is not built yet "
     "in this version; only check-config works. Nothing was started."
@@ -94,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="path to rtx.conf")
     check.set_defaults(func=cmd_check_config)
+
+    token = sub.add_parser(
+        "token", help="mint a login token for a web user (signed with [auth] app_certificate)"
+    )
+    token.add_argument("config", help="path to rtx.conf")
+    token.add_argument("--uid", required=True, help="the web user's uid")
+    token.add_argument(
+        "--ttl", type=int, default=None, help="lifetime in seconds (default: [auth] token_ttl)"
+    )
+    token.set_defaults(func=cmd_token)
     return parser
 
 

@@ -102,10 +102,10 @@ originate_timeout = integer(min=5, max=600, default=60)
 invite_offline_timeout = float(min=0.1, max=3600, default=30.0)
 invite_no_response_timeout = float(min=0.1, max=3600, default=30.0)
 invite_expire_timeout = float(min=0.1, max=3600, default=60.0)
-presence_grace = float(min=0, max=3600, default=10.0)
-max_message_bytes = integer(min=1024, max=1048576, default=32768)
+presence_grace = float(min=0.1, max=3600, default=15.0)
+max_message_bytes = integer(min=65536, max=4194304, default=131072)
 messages_per_second = float(min=0.1, max=10000, default=20.0)
-max_pending_invitations = integer(min=1, max=1000, default=8)
+max_pending_invitations = integer(min=1, max=1000, default=16)
 
 [auth]
 app_certificate = string(default='')

@@ -82,3 +82,49 @@ def test_no_command_prints_help_and_fails() -> None:
     result = esl_bridge()
     assert result.returncode == 1
     assert "check-config" in result.stderr
+
+
+def test_token_is_minted_for_the_configured_appid_and_verifies(tmp_path: Path) -> None:
+    import time
+
+    from esl_bridge.signaling.auth import TokenError, TokenInfo, verify_token
+
+    path = tmp_path / "rtx.conf"
+    cert = "cert-0123456789abcdef"
+    path.write_text(f"[global]\nappid=acme\n[auth]\napp_certificate={cert}\ntoken_ttl=600\n")
+    result = esl_bridge("token", str(path), "--uid", "alice")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    info = verify_token(token, "acme", "alice", cert, time.time())
+    assert isinstance(info, TokenInfo) and info.uid == "alice"
+    assert 590 <= info.expires_at - time.time() <= 600
+    assert verify_token(token, "acme", "bob", cert, time.time()) is TokenError.WRONG_UID
+    assert cert not in result.stdout + result.stderr
+
+
+def test_token_needs_a_certificate_and_a_valid_uid(tmp_path: Path) -> None:
+    result = esl_bridge("token", str(FIXTURES / "seed_guide.conf"), "--uid", "alice")
+    assert result.returncode == 2
+    assert "app_certificate is empty" in result.stderr
+    path = tmp_path / "rtx.conf"
+    path.write_text("[auth]\napp_certificate=cert-0123456789abcdef\n")
+    result = esl_bridge("token", str(path), "--uid", "a b")
+    assert result.returncode == 1
+    assert "not a valid uid" in result.stderr
+
+
+def test_hub_settings_come_from_rtx_conf() -> None:
+    from esl_bridge import config
+    from esl_bridge.signaling.settings import signaling_settings
+
+    settings = config.from_text(
+        "[global]\nappid=acme\n[auth]\nopen_mode=1\n[limits]\ninvite_offline_timeout=5\n"
+        "invite_no_response_timeout=6\ninvite_expire_timeout=7\npresence_grace=3\n"
+        "messages_per_second=4\nmax_pending_invitations=2\n"
+    )
+    hub = signaling_settings(settings)
+    assert hub.appid == "acme" and hub.open_mode
+    timeouts = hub.invitation_timeouts
+    assert (timeouts.peer_offline, timeouts.no_response, timeouts.answer) == (5, 6, 7)
+    assert (hub.grace_period, hub.rate_per_second, hub.rate_burst) == (3, 4, 8)
+    assert hub.max_pending_invitations == 2

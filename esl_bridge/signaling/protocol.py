@@ -194,6 +194,11 @@ class Limits:
     max_uids_per_request: int = 256
 
 
+def valid_uid(uid: str) -> bool:
+    """A uid as the hub accepts it: 1-64 printable ASCII characters, no space."""
+    return bool(_UID_RE.fullmatch(uid))
+
+
 def _str(obj: dict[str, Any], key: str, *, default: str | None = None) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from esl_bridge.config import Settings
 from esl_bridge.core.invitations import InvitationTimeouts
 
 
@@ -81,3 +82,23 @@ class SignalingSettings:
         if not self.appid and not self.extra_appids:
             return True
         return appid == self.appid or appid in self.extra_appids
+
+
+def signaling_settings(settings: Settings) -> SignalingSettings:
+    """The hub's settings from rtx.conf ([global] appid, [auth], [limits])."""
+    limits = settings.limits
+    return SignalingSettings(
+        appid=settings.global_.appid,
+        app_certificate=settings.auth.app_certificate,
+        open_mode=settings.auth.open_mode,
+        invitation_timeouts=InvitationTimeouts(
+            peer_offline=limits.invite_offline_timeout,
+            no_response=limits.invite_no_response_timeout,
+            answer=limits.invite_expire_timeout,
+        ),
+        grace_period=limits.presence_grace,
+        max_message_bytes=limits.max_message_bytes,
+        max_pending_invitations=limits.max_pending_invitations,
+        rate_per_second=limits.messages_per_second,
+        rate_burst=max(1, round(limits.messages_per_second * 2)),
+    )

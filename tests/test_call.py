@@ -411,6 +411,35 @@ def test_sip_hangup_in_call_tells_the_browser_from_the_gateway_identity() -> Non
     assert (message.sender, message.to, message.text) == ("gateway", "bob", '{"Cmd":"EndCall"}')
 
 
+@pytest.mark.parametrize(
+    ("connected", "expected"), [(False, "RefuseInvitation"), (True, "SendPeerMessage")]
+)
+def test_gateway_error_ends_an_rtc_call_and_tells_the_caller(
+    connected: bool, expected: str
+) -> None:
+    b = book()
+    call = start_rtc_call(b)
+    if connected:
+        b.handle(call.call_id, c.ChannelAnswered(), 1.0)
+    actions = b.handle(call.call_id, c.GatewayError("esl unicast failed"), 2.0)
+    assert kinds(actions) == ["CloseMedia", expected, "Hangup"]
+    assert actions[2].cause == "NORMAL_TEMPORARY_FAILURE"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("accepted", "expected"), [(False, "CancelInvitation"), (True, "SendPeerMessage")]
+)
+def test_gateway_error_ends_a_sip_call_and_tells_the_callee(accepted: bool, expected: str) -> None:
+    b = book()
+    arrive(b)
+    call = b.by_uuid("uuid-1")
+    assert call is not None
+    if accepted:
+        b.handle(call.call_id, c.InvitationAccepted(), 1.0)
+    actions = b.handle(call.call_id, c.GatewayError("esl answer failed"), 2.0)
+    assert kinds(actions) == ["CloseMedia", expected, "Hangup"]
+
+
 def test_shutdown_ends_every_call() -> None:
     b = book()
     arrive(b)
@@ -439,6 +468,7 @@ EVENTS: list[c.Event] = [
     c.MediaConnected(),
     c.MediaFailed("media_timeout"),
     c.Shutdown(),
+    c.GatewayError("esl answer failed"),
 ]
 
 

@@ -123,6 +123,14 @@ class Shutdown(Event):
     """The gateway is stopping: end the call cleanly."""
 
 
+@dataclass(frozen=True)
+class GatewayError(Event):
+    """Something the call needs failed on the gateway's side (an ESL command, the media
+    endpoint): end the call rather than leave it half set up."""
+
+    reason: str
+
+
 # ---------------------------------------------------------------------------------------
 # Actions: what the adapters must do. Each names the call it belongs to.
 
@@ -443,6 +451,13 @@ class Call:
         self._ending_deadline = None
         return [CallEnded(self.call_id, self.ended_reason, self.ended_cause, forced)]
 
+    def _on_gateway_error(self, event: GatewayError, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_TEMPORARY_FAILURE", self._tell_web_end())
+
+    def _tell_web_end(self) -> list[Action]:
+        """How the web user learns the call is over, in the current state (per direction)."""
+        return []
+
     def _on_hangup_while_ending(self, event: ChannelHungUp, now: float) -> list[Action]:
         self.channel_alive = False
         return self._ended()
@@ -552,6 +567,11 @@ class RtcToSipCall(Call):
     def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_caller(END_CALL)])
 
+    def _tell_web_end(self) -> list[Action]:
+        if self.state is State.CONNECTED:
+            return [self._tell_caller(END_CALL)]
+        return [self._refuse(UNREACHABLE, "")]
+
 
 def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
     c = RtcToSipCall
@@ -566,6 +586,8 @@ def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
         table[(state, WebUserGone)] = c.on_caller_gone_before_answer
         table[(state, Shutdown)] = c.on_shutdown_before_answer
         table[(state, ChannelMediaReady)] = Call._on_media_ready
+        table[(state, GatewayError)] = Call._on_gateway_error
+    table[(State.CONNECTED, GatewayError)] = Call._on_gateway_error
     table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
     table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
     table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
@@ -685,6 +707,11 @@ class SipToRtcCall(Call):
     def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_callee(END_CALL)])
 
+    def _tell_web_end(self) -> list[Action]:
+        if self.state is State.RINGING:
+            return [CancelInvitation(self.call_id, self.web_uid)]
+        return [self._tell_callee(END_CALL)]
+
 
 def _is_busy_response(response: str) -> bool:
     try:
@@ -720,6 +747,8 @@ def _sip_to_rtc_table() -> dict[tuple[State, type[Event]], Handler]:
         table[(state, ChannelMediaReady)] = Call._on_media_ready
     for state in (State.ANSWERING, State.CONNECTED):
         table[(state, MediaConnected)] = Call._on_media_connected
+    for state in (State.RINGING, State.ANSWERING, State.CONNECTED):
+        table[(state, GatewayError)] = Call._on_gateway_error
     return table
 
 

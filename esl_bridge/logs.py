@@ -51,9 +51,10 @@ _SECRET_FIELD = re.compile(r"(pass(word|wd)?|pwd|token|secret|certificate|creden
 SENSITIVE_FIELDS = frozenset(
     {"sdp", "content", "response", "user_data", "sip_data", "cus_data", "text", "payload", "raw"}
 )
-# Secrets inside free text: "auth ClueCon", "token=...", "password: ...".
+# Secrets inside free text: an ESL "auth ClueCon" line, "token=..." in a URL or a dump.
 _INLINE_SECRET = re.compile(
-    r"(?P<key>(?m:^)auth\s+(?=\S+\s*$)|\b(?:token|password|passwd|pwd|secret)\s*[=:]\s*)(?P<value>[^\s&,;\"']+)",
+    r"(?P<key>(?m:^)auth\s+(?=\S+\s*$)|\b(?:token|password|passwd|pwd|secret)=)"
+    r"(?P<value>[^\s&,;\"']+)",
     re.I,
 )
 

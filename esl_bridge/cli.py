@@ -12,7 +12,6 @@ from esl_bridge import __version__, config
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2  # a config file that cannot be used
-EXIT_UNAVAILABLE = 3  # asked for a part of the gateway that does not exist yet
 
 
 def _load(path: str) -> config.Settings | None:
@@ -64,12 +63,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"esl-bridge: {settings.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    from esl_bridge.logs import configure_logging, get_logger
+    from esl_bridge.logs import configure_logging
 
     configure_logging(settings.log, secrets=settings.secrets())
-    get_logger("cli").error("gateway_unavailable", reason=_NOT_BUILT)
-    print(f"esl-bridge run: {_NOT_BUILT}", file=sys.stderr)
-    return EXIT_UNAVAILABLE
+    from esl_bridge.gateway.process import Gateway
+
+    gateway = Gateway(settings)
+    try:
+        gateway.start()
+    except OSError as exc:
+        print(f"esl-bridge run: cannot start: {exc}", file=sys.stderr)
+        gateway.stop(drain=0)
+        return EXIT_FAILURE
+    host, port = gateway.web_address or (settings.web.host, settings.web.port)
+    scheme = "https" if settings.web.tls else "http"
+    print(
+        f"esl-bridge: gateway running, web client at {scheme}://{host}:{port}/ (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    gateway.wait()
+    gateway.stop()
+    return EXIT_OK
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -102,10 +116,39 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_NOT_BUILT = (
-    "the call gateway (ESL control, signalling hub, media leg, call logic) is not built yet "
-    "in this version; only check-config works. Nothing was started."
-)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from esl_bridge.config import LogSettings
+    from esl_bridge.gateway.demo import Demo
+    from esl_bridge.logs import configure_logging
+
+    configure_logging(
+        LogSettings(
+            level=args.log_level,
+            file="",
+            max_file_size=100,
+            backup_count=5,
+            json=False,
+            console="auto",
+        )
+    )
+    demo = Demo(web_host=args.host, web_port=args.port, log_level=args.log_level)
+    try:
+        gateway = demo.start()
+    except OSError as exc:
+        print(f"esl-bridge demo: cannot start: {exc}", file=sys.stderr)
+        demo.stop()
+        return EXIT_FAILURE
+    host, port = gateway.web_address or (args.host, args.port)
+    print(
+        f"esl-bridge demo: open http://{host}:{port}/ in a browser on this machine.\n"
+        "  Log in with any name (demo mode needs no token), then call 1000 (tone), "
+        "1001 (echo), 1003 (busy), 1004 (no answer)...\n"
+        "  FreeSWITCH is simulated; Ctrl-C stops everything.",
+        flush=True,
+    )
+    gateway.wait()
+    demo.stop()
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway from an rtx.conf file")
     run.add_argument("config", help="path to rtx.conf")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="run the gateway with a built-in FreeSWITCH simulator (no setup needed)"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="web server address (127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="web server port (8080)")
+    demo.add_argument(
+        "--log-level", type=int, default=2, choices=range(0, 6), help="0 SENSITIVE .. 5 NONE (2)"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser(
         "check-config", help="validate rtx.conf and print the effective settings (secrets masked)"

@@ -833,6 +833,9 @@ class ParticipantHandle:
     def subscribe(self, uid: str, uids: Iterable[str], now: float) -> Message:
         return self._request(uid, p.Subscribe(tuple(uids)), now)
 
+    def unsubscribe(self, uid: str, uids: Iterable[str], now: float) -> Message:
+        return self._request(uid, p.Unsubscribe(tuple(uids)), now)
+
     def _own(self, uid: str) -> _Session | None:
         session = self.hub._sessions.get((self.appid, uid))
         if session is None or session.participant is not self.participant:

@@ -1,0 +1,1 @@
+"""The gateway process: the call controller wired to FreeSWITCH, the hub and the media."""

@@ -1,0 +1,551 @@
+"""The call controller, on the asyncio thread: the call core wired to its three sides.
+
+* the signalling hub, where the gateway is a participant serving the acc_rule numbers and
+  [proxy] rtm_account (invitations, peer messages, presence of web users in calls);
+* FreeSWITCH, through a ``ChannelPort`` (the gevent side, reached through the handoff);
+* the media legs (aiortc + unicast), one per call, keyed by ChanId.
+
+Every input becomes a call event for ``CallBook``; every action it returns is carried out
+here. Peer messages between a web user and the gateway uid of its call, all JSON with a
+``Cmd``: EndCall, CallState -> CallStateResult, Offer -> Answer / MediaError (SDP of the
+call's ChanId, non-trickle), Dtmf (both ways), SipState (ringing, early media).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from esl_bridge.config import Settings
+from esl_bridge.core import call as c
+from esl_bridge.core.callbook import BookSettings, CallBook
+from esl_bridge.core.invitations import LocalState, RemoteState
+from esl_bridge.core.unicast_gate import GateInput, classify_event
+from esl_bridge.logs import bound_contextvars, get_logger
+from esl_bridge.media.leg import LegConfig, MediaLeg
+from esl_bridge.media.unicast import ChannelFormat, PortAllocator, UnicastParams
+from esl_bridge.numbers import NumberPool
+from esl_bridge.signaling.hub import Hub, ParticipantHandle
+
+log = get_logger("gateway.calls")
+
+_MAX_DTMF_DIGITS = 32
+_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
+
+
+class ChannelPort(Protocol):
+    """What the controller asks of FreeSWITCH; the calls return at once."""
+
+    def originate(
+        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+    ) -> None: ...
+
+    def operate(self, call_id: str, uuid: str, kind: str, *args: Any) -> None: ...
+
+
+@dataclass
+class _CallLinks:
+    """What ties one call to the hub and the media side."""
+
+    inv: str | None = None  # the web caller's invitation (RTC -> SIP)
+    ref: str | None = None  # the gateway's own invitation (SIP -> RTC)
+    leg: MediaLeg | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # latest channel variables
+
+
+class CallController:
+    """Owns the CallBook; every method runs on the asyncio loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        channels: ChannelPort,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        kick_hub: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.channels = channels
+        self._kick_hub = kick_hub
+        self.gateway_uid = settings.proxy.rtm_account
+        self.appid = settings.global_.appid
+        self.pool = NumberPool(settings.rtm2sip.numbers)
+        pstn = settings.pstn
+        self.book = CallBook(
+            BookSettings(
+                rtm2sip_on=settings.rtm2sip.on,
+                proxy_on=settings.proxy.on,
+                sip_domain=settings.global_.sip_domain,
+                gateway_uid=self.gateway_uid,
+                max_calls=settings.limits.max_calls,
+                originate_timeout=settings.limits.originate_timeout,
+                pstn_ip=pstn.ip,
+                pstn_prefix=pstn.prefix,
+                pstn_gateway=pstn.gateway,
+            ),
+            self.pool,
+        )
+        self.leg_config = LegConfig.from_settings(settings.media)
+        self.ports = PortAllocator(settings.media.unicast_port_min, settings.media.unicast_port_max)
+        self.handle: ParticipantHandle = hub.register_participant(self.appid, self)
+        self._links: dict[str, _CallLinks] = {}
+        self._watched: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self.esl_state = "disconnected"
+        self.ended_total: dict[str, int] = {}
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        served = [*self.pool, self.gateway_uid]
+        # Shown online only while FreeSWITCH is reachable (esl_state below).
+        self.handle.register(served, self.clock(), present=False)
+        self._timer = asyncio.create_task(self._timers(), name="call-timers")
+        log.info("calls_ready", numbers=len(self.pool), gateway_uid=self.gateway_uid)
+
+    async def stop(self, drain: float = 5.0) -> None:
+        """End every call, wait up to ``drain`` seconds for them to end, close media."""
+        self._run(self.book.shutdown(self.clock()))
+        deadline = self.clock() + drain
+        while len(self.book) and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for links in list(self._links.values()):
+            if links.leg is not None:
+                await links.leg.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.book.next_deadline()
+            # Wake at least every second to check media timeouts.
+            delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            try:
+                self._run(self.book.poll(self.clock()))
+                self._check_media_timeouts()
+            except Exception:  # keep the timers alive whatever a bug does
+                log.exception("call_timers_failed")
+
+    def _check_media_timeouts(self) -> None:
+        limit = self.settings.media.media_timeout
+        now = asyncio.get_running_loop().time()
+        for call in list(self.book):
+            links = self._links.get(call.call_id)
+            if links is None or links.leg is None or links.leg.endpoint is None:
+                continue
+            silent = links.leg.endpoint.seconds_since_rx(now)
+            if silent is not None and silent > limit:
+                self.event(call.call_id, c.MediaFailed("media_timeout"))
+
+    # -- inputs from FreeSWITCH (via the handoff) ----------------------------------------
+
+    def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None:
+        call = self.book.by_uuid(uuid)
+        if call is None:
+            return
+        links = self._links.setdefault(call.call_id, _CallLinks())
+        links.headers.update(headers)
+        events: list[c.Event] = []
+        if name == "CHANNEL_PROGRESS":
+            events.append(c.ChannelRinging())
+        elif name == "CHANNEL_PROGRESS_MEDIA":
+            events.append(c.ChannelEarlyMedia())
+        elif name == "CHANNEL_ANSWER":
+            events.append(c.ChannelAnswered())
+        elif name == "DTMF":
+            self._dtmf_to_web(call, headers.get("DTMF-Digit", ""))
+        # The one rule of when unicast is safe (SPEC section 5, fact 1).
+        gate_input = classify_event(name, headers)
+        if gate_input is GateInput.MEDIA_READY:
+            events.append(c.ChannelMediaReady())
+        elif gate_input is GateInput.HANGUP:
+            events.append(c.ChannelHungUp(headers.get("Hangup-Cause") or "NORMAL_CLEARING"))
+        for event in events:
+            self.event(call.call_id, event)
+
+    def originate_failed(self, call_id: str, uuid: str, cause: str) -> None:
+        self.event(call_id, c.OriginateFailed(cause))
+
+    def operation_failed(self, call_id: str, uuid: str, kind: str, error: str) -> None:
+        if kind == "hangup":
+            # Killing failed for another reason than "no such channel": the grace timer
+            # of the call retries and then gives up.
+            return
+        self.event(call_id, c.GatewayError(f"esl {kind} failed"))
+
+    def set_esl_state(self, state: str) -> None:
+        was_up = self.esl_state == "connected"
+        self.esl_state = state
+        up = state == "connected"
+        if up != was_up:
+            now = self.clock()
+            for uid in [*self.pool, self.gateway_uid]:
+                self.handle.set_present(uid, up, now)
+            self._kick_hub()
+
+    def calls_lost(self, uuids: list[str]) -> None:
+        """The inbound connection dropped: those channels are gone for us."""
+        for uuid in uuids:
+            self.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "LOSE_RACE"})
+
+    async def sip_call_arrived(self, record: Any) -> bool:
+        """A phone dialled 0XXXX; True when a call was created."""
+        callee = record.callee_uid
+        online = bool(callee) and self.handle.hub.is_online(self.appid, callee)
+        with bound_contextvars(uuid=record.uuid, uid=callee or ""):
+            log.info(
+                "sip_call_arrived",
+                caller=record.caller_number,
+                callee=callee,
+                online=online,
+            )
+        actions = self.book.sip_call_arrived(
+            uuid=record.uuid,
+            callee=callee,
+            caller_number=record.caller_number or "",
+            cus_data=record.cus_data or "",
+            callee_online=online,
+            now=self.clock(),
+        )
+        call = self.book.by_uuid(record.uuid)
+        if call is not None:
+            self._links.setdefault(call.call_id, _CallLinks()).headers.update(record.headers)
+        self._run(actions)
+        return call is not None
+
+    # -- inputs from the hub (Participant) ------------------------------------------------
+
+    def on_event(self, uid: str, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        try:
+            if kind == "invitation":
+                self._invitation(uid, message)
+            elif kind == "remote_state":
+                self._remote_state(message)
+            elif kind == "local_state":
+                self._local_state(message)
+            elif kind == "message":
+                self._peer_message(uid, str(message.get("from", "")), str(message.get("text", "")))
+            elif kind == "peer_status":
+                self._peer_status(message.get("peers") or {})
+        except Exception:  # a bug here must not break the hub's delivery loop
+            log.exception("hub_event_failed", type=kind, uid=uid)
+
+    def _invitation(self, number: str, message: dict[str, Any]) -> None:
+        inv = str(message["inv"])
+        caller = str(message["caller"])
+        content = str(message.get("content") or "")
+        channel_id = str(message.get("channel_id") or "")
+        if channel_id and content:
+            content = _with_chan_id(content, channel_id)
+        elif channel_id:
+            content = json.dumps({"ChanId": channel_id})
+        now = self.clock()
+        actions = self.book.invitation_to_number(caller, number, content, now)
+        created = next((a for a in actions if isinstance(a, c.Originate)), None)
+        if created is not None:
+            self._links.setdefault(created.call_id, _CallLinks()).inv = inv
+            self.handle.ack(number, inv, now)  # RECEIVED_BY_REMOTE
+            self._watch(caller)
+        else:
+            for action in actions:
+                if isinstance(action, c.RefuseInvitation):
+                    log.info(
+                        "invitation_refused", caller=caller, number=number, response=action.response
+                    )
+                    self.handle.refuse(number, inv, now, action.response)
+            return
+        self._run(actions)
+
+    def _call_for_inv(self, inv: str) -> c.Call | None:
+        for call_id, links in self._links.items():
+            if links.inv == inv or links.ref == inv:
+                return self.book.get(call_id)
+        return None
+
+    def _remote_state(self, message: dict[str, Any]) -> None:
+        call = self._call_for_inv(str(message.get("inv", "")))
+        if call is None:
+            return
+        state = message.get("state")
+        if state == RemoteState.CANCELED:
+            self.event(call.call_id, c.InvitationCanceled())
+        elif state == RemoteState.FAILURE:
+            self.event(call.call_id, c.WebUserGone())
+
+    def _local_state(self, message: dict[str, Any]) -> None:
+        ref = str(message.get("ref", ""))
+        call = next(
+            (self.book.get(i) for i, links in self._links.items() if links.ref == ref), None
+        )
+        if call is None:
+            return
+        state = message.get("state")
+        response = str(message.get("response") or "")
+        if state == LocalState.ACCEPTED_BY_REMOTE:
+            self.event(call.call_id, c.InvitationAccepted(response))
+        elif state == LocalState.REFUSED_BY_REMOTE:
+            self.event(call.call_id, c.InvitationRefused(response))
+        elif state == LocalState.FAILURE:
+            self.event(call.call_id, c.InvitationFailed(str(message.get("reason_name", ""))))
+
+    def _peer_status(self, peers: Mapping[str, str]) -> None:
+        for uid, status in peers.items():
+            if status != "OFFLINE":
+                continue
+            for call in self.book.calls_of(uid):
+                self.event(call.call_id, c.WebUserGone())
+
+    def _peer_message(self, to: str, sender: str, text: str) -> None:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        command = body.get("Cmd")
+        now = self.clock()
+        if command == "CallState":
+            result = {"Cmd": "CallStateResult", "state": self.book.call_state_of(sender), "Mode": 1}
+            self.handle.send_message(to, sender, json.dumps(result, separators=(",", ":")), now)
+            return
+        call = self._call_between(sender, to, body.get("ChanId"))
+        if call is None:
+            if command == "Offer":
+                self._media_error(to, sender, body.get("ChanId"), "no_such_call")
+            return
+        if command == "EndCall":
+            self.event(call.call_id, c.PeerEndCall())
+        elif command == "Offer":
+            self._spawn(self._answer_offer(call, to, sender, str(body.get("Sdp") or "")))
+        elif command == "Dtmf":
+            digits = str(body.get("Digits") or "")
+            if digits and len(digits) <= _MAX_DTMF_DIGITS and set(digits) <= _DTMF_DIGITS:
+                self.channels.operate(call.call_id, call.uuid, "send_dtmf", digits)
+
+    def _call_between(self, web_uid: str, gateway_side: str, chan_id: Any) -> c.Call | None:
+        for call in self.book.calls_of(web_uid):
+            if chan_id and call.chan_id != chan_id:
+                continue
+            if self._gateway_side(call) == gateway_side:
+                return call
+        return None
+
+    def _gateway_side(self, call: c.Call) -> str:
+        """The uid the web user talks to for this call."""
+        if call.direction is c.Direction.RTC_TO_SIP:
+            return call.number
+        return self.gateway_uid
+
+    # -- media ----------------------------------------------------------------------------
+
+    async def _answer_offer(self, call: c.Call, me: str, web_uid: str, sdp: str) -> None:
+        links = self._links.get(call.call_id)
+        if links is None or links.leg is None or not sdp:
+            self._media_error(me, web_uid, call.chan_id, "not_ready")
+            return
+        try:
+            answer = await links.leg.handle_offer(sdp)
+        except Exception as exc:
+            log.warning("offer_failed", call_id=call.call_id, error=str(exc))
+            self._media_error(me, web_uid, call.chan_id, "bad_offer")
+            self.event(call.call_id, c.MediaFailed("bad_offer"))
+            return
+        text = json.dumps({"Cmd": "Answer", "ChanId": call.chan_id, "Sdp": answer})
+        self.handle.send_message(me, web_uid, text, self.clock())
+        self._kick_hub()
+
+    def _media_error(self, me: str, web_uid: str, chan_id: Any, reason: str) -> None:
+        text = json.dumps({"Cmd": "MediaError", "ChanId": chan_id, "Reason": reason})
+        self.handle.send_message(me, web_uid, text, self.clock())
+
+    def _open_media(self, call: c.Call) -> None:
+        links = self._links.setdefault(call.call_id, _CallLinks())
+        if links.leg is not None:
+            return
+        call_id = call.call_id
+
+        def on_state(state: str) -> None:
+            if state == "connected":
+                self.event(call_id, c.MediaConnected())
+            elif state == "failed":
+                self.event(call_id, c.MediaFailed("ice_failed"))
+
+        links.leg = MediaLeg(self.leg_config, self.ports, call_id=call_id, on_state=on_state)
+
+    async def _start_unicast(self, call_id: str, uuid: str) -> None:
+        links = self._links.get(call_id)
+        try:
+            if links is None or links.leg is None:
+                raise RuntimeError("no media leg")
+            params: UnicastParams = await links.leg.start_unicast(
+                ChannelFormat.from_channel(links.headers)
+            )
+        except Exception as exc:
+            log.warning("unicast_setup_failed", call_id=call_id, error=str(exc))
+            self.event(call_id, c.GatewayError("unicast setup failed"))
+            return
+        self.channels.operate(call_id, uuid, "unicast", params)
+
+    def _dtmf_to_web(self, call: c.Call, digit: str) -> None:
+        if not digit:
+            return
+        text = json.dumps({"Cmd": "Dtmf", "ChanId": call.chan_id, "Digit": digit})
+        self.handle.send_message(self._gateway_side(call), call.web_uid, text, self.clock())
+
+    # -- events and actions ----------------------------------------------------------------
+
+    def event(self, call_id: str, event: c.Event) -> None:
+        self._run(self.book.handle(call_id, event, self.clock()))
+
+    def _run(self, actions: list[c.Action]) -> None:
+        for action in actions:
+            try:
+                self._apply(action)
+            except Exception:
+                log.exception("action_failed", call_id=action.call_id, action=type(action).__name__)
+        if actions:
+            self._kick_hub()
+            self._wake.set()
+
+    def _apply(self, action: c.Action) -> None:
+        now = self.clock()
+        call = self.book.get(action.call_id)
+        if isinstance(action, c.Originate):
+            log.info(
+                "originate",
+                call_id=action.call_id,
+                uuid=action.uuid,
+                destination=action.destination,
+            )
+            self.channels.originate(
+                action.call_id, action.uuid, action.destination, dict(action.variables)
+            )
+        elif isinstance(action, c.SetChannelVar):
+            self.channels.operate(action.call_id, action.uuid, "set_var", action.name, action.value)
+        elif isinstance(action, c.PreAnswer):
+            self.channels.operate(action.call_id, action.uuid, "pre_answer")
+        elif isinstance(action, c.PlayRingback):
+            self.channels.operate(action.call_id, action.uuid, "play_ringback")
+        elif isinstance(action, c.StopRingback):
+            self.channels.operate(action.call_id, action.uuid, "stop_ringback")
+        elif isinstance(action, c.Answer):
+            self.channels.operate(action.call_id, action.uuid, "answer")
+        elif isinstance(action, c.Hangup):
+            log.info("hangup", call_id=action.call_id, uuid=action.uuid, cause=action.cause)
+            self.channels.operate(action.call_id, action.uuid, "hangup", action.cause)
+        elif isinstance(action, c.StartUnicast):
+            self._spawn(self._start_unicast(action.call_id, action.uuid))
+        elif isinstance(action, c.SendInvitation):
+            self._send_invitation(action, now)
+        elif isinstance(action, c.CancelInvitation):
+            ref = self._links.get(action.call_id, _CallLinks()).ref
+            if ref:
+                self.handle.cancel(self.gateway_uid, ref, now)
+        elif isinstance(action, c.AcceptInvitation):
+            inv = self._links.get(action.call_id, _CallLinks()).inv
+            if inv:
+                self.handle.accept(action.number, inv, now, action.response)
+        elif isinstance(action, c.RefuseInvitation):
+            inv = self._links.get(action.call_id, _CallLinks()).inv
+            if inv:
+                self.handle.refuse(action.number, inv, now, action.response)
+        elif isinstance(action, c.SendPeerMessage):
+            self.handle.send_message(action.sender, action.to, action.text, now)
+        elif isinstance(action, c.OpenMedia):
+            if call is not None:
+                self._open_media(call)
+        elif isinstance(action, c.CloseMedia):
+            links = self._links.get(action.call_id)
+            if links is not None and links.leg is not None:
+                leg, links.leg = links.leg, None
+                self._spawn(leg.close())
+        elif isinstance(action, c.CallEnded):
+            self._ended(action)
+        elif isinstance(action, c.Ignored):
+            log.debug(
+                "event_ignored", call_id=action.call_id, state=action.state, event=action.event
+            )
+
+    def _send_invitation(self, action: c.SendInvitation, now: float) -> None:
+        call = self.book.get(action.call_id)
+        chan_id = call.chan_id if call is not None else ""
+        reply = self.handle.invite(
+            self.gateway_uid, action.callee, now, content=action.content, channel_id=chan_id
+        )
+        if reply.get("type") == "ok":
+            self._links.setdefault(action.call_id, _CallLinks()).ref = str(reply.get("ref"))
+            self._watch(action.callee)
+        else:
+            log.warning("invite_failed", call_id=action.call_id, reply=reply)
+            self.event(action.call_id, c.InvitationFailed("PEER_OFFLINE"))
+
+    def _ended(self, action: c.CallEnded) -> None:
+        links = self._links.pop(action.call_id, None)
+        if links is not None and links.leg is not None:
+            self._spawn(links.leg.close())
+        self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
+        log.info(
+            "call_ended",
+            call_id=action.call_id,
+            reason=action.reason,
+            cause=action.cause,
+            forced=action.forced,
+        )
+        self._unwatch_idle()
+
+    def _watch(self, uid: str) -> None:
+        if uid not in self._watched:
+            self._watched.add(uid)
+            self.handle.subscribe(self.gateway_uid, [uid], self.clock())
+
+    def _unwatch_idle(self) -> None:
+        idle = [uid for uid in self._watched if not self.book.calls_of(uid)]
+        if idle:
+            self._watched.difference_update(idle)
+            self.handle.unsubscribe(self.gateway_uid, idle, self.clock())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "esl": self.esl_state,
+            "calls": len(self.book),
+            "numbers_busy": len(self.pool.busy()),
+            "unicast_ports_in_use": self.ports.in_use,
+            "ended": dict(self.ended_total),
+        }
+
+
+def _with_chan_id(content: str, channel_id: str) -> str:
+    """The invitation's channelId fills in a content JSON that has no ChanId."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return content
+    if isinstance(body, dict) and not body.get("ChanId"):
+        body["ChanId"] = channel_id
+        return json.dumps(body)
+    return content

@@ -1,0 +1,199 @@
+"""One gateway process: the gevent hub (ESL) in the main thread, asyncio in another.
+
+``Gateway.start()`` brings up, in order: the asyncio thread with the web server, the
+signalling hub and the call controller; then FreeSWITCH's side (inbound connection and
+outbound socket server), so that nothing FreeSWITCH says can arrive before there is a
+controller to hear it. ``stop()`` ends every call (up to a drain time), then stops the
+FreeSWITCH side, the web server and the asyncio thread.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gevent
+import gevent.event
+from aiohttp import web
+
+from esl_bridge.config import Settings
+from esl_bridge.esl.protocol import ChannelRecord
+from esl_bridge.gateway.controller import CallController
+from esl_bridge.gateway.esl_side import EslSide, Operation
+from esl_bridge.gateway.web import add_operations_routes, client_config, ssl_context
+from esl_bridge.logs import get_logger
+from esl_bridge.loops import Loops
+from esl_bridge.signaling.server import setup_signaling
+from esl_bridge.signaling.settings import signaling_settings
+
+log = get_logger("gateway")
+
+_SIP_CALL_TIMEOUT = 10.0  # seconds the controller may take to decide on a SIP call
+
+
+class _ToController:
+    """EventSink of the ESL side: hands each report to the controller's thread.
+
+    The controller is set before the ESL side starts; a report without one (a start that
+    failed half-way and is being undone) is dropped.
+    """
+
+    def __init__(self, loops: Loops) -> None:
+        self._loops = loops
+        self.controller: CallController | None = None
+
+    def _post(self, method: str, *args: Any) -> None:
+        if self.controller is not None:
+            self._loops.call_soon(getattr(self.controller, method), *args)
+
+    def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None:
+        self._post("channel_event", uuid, name, dict(headers))
+
+    def originate_failed(self, call_id: str, uuid: str, cause: str) -> None:
+        self._post("originate_failed", call_id, uuid, cause)
+
+    def operation_failed(self, call_id: str, uuid: str, kind: str, error: str) -> None:
+        self._post("operation_failed", call_id, uuid, kind, error)
+
+    def esl_state(self, state: str) -> None:
+        self._post("set_esl_state", state)
+
+    def calls_lost(self, uuids: list[str]) -> None:
+        self._post("calls_lost", list(uuids))
+
+    def sip_call(self, record: ChannelRecord) -> bool:
+        if self.controller is None:
+            raise RuntimeError("no call controller")
+        return self._loops.run_coroutine(
+            self.controller.sip_call_arrived(record), timeout=_SIP_CALL_TIMEOUT
+        )
+
+
+class _ToEsl:
+    """ChannelPort of the controller: hands each request to the gevent hub."""
+
+    def __init__(self, loops: Loops, esl: EslSide) -> None:
+        self._loops = loops
+        self._esl = esl
+
+    def originate(
+        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+    ) -> None:
+        self._watch(
+            self._loops.spawn_greenlet(self._esl.originate, call_id, uuid, destination, variables)
+        )
+
+    def operate(self, call_id: str, uuid: str, kind: str, *args: Any) -> None:
+        operation = Operation(call_id, kind, tuple(args))
+        self._watch(self._loops.spawn_greenlet(self._esl.submit, uuid, operation))
+
+    @staticmethod
+    def _watch(future: Any) -> None:
+        def report(fut: Any) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("esl_handoff_failed", error=str(fut.exception()))
+
+        future.add_done_callback(report)
+
+
+class Gateway:
+    """The whole gateway in this process. ``extra_routes`` adds routes (the demo's)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo: bool = False,
+        extra_routes: Callable[[web.Application], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.demo = demo
+        self.loops = Loops()
+        self._extra_routes = extra_routes
+        self.controller: CallController | None = None
+        self.esl: EslSide | None = None
+        self._runner: web.AppRunner | None = None
+        self.web_address: tuple[str, int] | None = None
+        self.socket_address: tuple[str, int] | None = None
+        self._stopped = gevent.event.Event()
+
+    def start(self) -> None:
+        self.loops.start()
+        sink = _ToController(self.loops)
+        self.esl = EslSide(
+            self.settings.esl,
+            self.settings.socket,
+            sink,
+            originate_timeout=self.settings.limits.originate_timeout,
+        )
+        self.loops.run_coroutine(self._start_web(self.esl), timeout=30)
+        sink.controller = self.controller
+        self.socket_address = self.esl.start()
+        log.info(
+            "gateway_started",
+            web="{}:{}".format(*self.web_address) if self.web_address else None,
+            socket="{}:{}".format(*self.socket_address),
+            esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
+        )
+
+    async def _start_web(self, esl: EslSide) -> None:
+        from esl_bridge.web.client import setup_web_client
+
+        app = web.Application()
+        service = setup_signaling(app, signaling_settings(self.settings))
+        controller = CallController(
+            self.settings, service.hub, _ToEsl(self.loops, esl), kick_hub=service.kick
+        )
+        self.controller = controller
+        setup_web_client(app, client_config(self.settings, demo=self.demo))
+        add_operations_routes(app, controller.status, service.hub.stats)
+        if self._extra_routes is not None:
+            self._extra_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            self.settings.web.host,
+            self.settings.web.port,
+            ssl_context=ssl_context(self.settings),
+        )
+        await site.start()
+        await controller.start()
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+            self.web_address = (str(host), int(port))
+
+    def wait(self) -> None:
+        """Block (cooperatively) until SIGINT/SIGTERM or ``request_stop``."""
+        handlers = [
+            gevent.signal_handler(signal.SIGINT, self.request_stop),
+            gevent.signal_handler(signal.SIGTERM, self.request_stop),
+        ]
+        try:
+            self._stopped.wait()
+        finally:
+            for handler in handlers:
+                handler.cancel()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def stop(self, drain: float = 5.0) -> None:
+        log.info("gateway_stopping", drain_seconds=drain)
+        if self.controller is not None:
+            try:
+                self.loops.run_coroutine(self.controller.stop(drain), timeout=drain + 5)
+            except Exception as exc:
+                log.warning("drain_incomplete", error=str(exc))
+        if self.esl is not None:
+            self.esl.stop()
+        if self._runner is not None:
+            try:
+                self.loops.run_coroutine(self._runner.cleanup(), timeout=10)
+            except Exception as exc:
+                log.warning("web_stop_failed", error=str(exc))
+        self.loops.stop()
+        log.info("gateway_stopped")

@@ -1,0 +1,685 @@
+"""The per-call UDP endpoint of ESL ``unicast``: raw L16 frames to and from FreeSWITCH.
+
+What a real FreeSWITCH 1.10.12 does (SPEC section 5, fixtures/freeswitch/README.md):
+
+* one datagram per 20 ms read frame, raw L16 **little-endian**, at the channel's read rate
+  (``variable_read_rate``: 8000 for PCMU/PCMA, 16000 for G.722, 48000 for Opus), interleaved
+  stereo (3840 B) for Opus ``stereo=1`` -- and then it expects stereo back;
+* frames of all 0xFF bytes are its comfort-noise filler: silence, never audio;
+* its datagrams arrive 20 ms +-5 ms apart, from its ``local-port``;
+* every datagram it receives goes straight into RTP with no buffer and no pacing, so **we**
+  pace: one frame per 20 ms on an absolute schedule.
+
+The timing logic is sans-I/O (``FrameQueue``, ``Schedule``, ``ReceiveBuffer``, ``SendPacer``:
+plain classes that take ``now`` and return frames) so a fake clock can drive an hour of call
+in milliseconds. ``UnicastEndpoint`` is the thin asyncio adapter around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import sys
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+__all__ = [
+    "FRAME_S",
+    "ChannelFormat",
+    "FrameQueue",
+    "JitterSettings",
+    "NoFreePorts",
+    "PortAllocator",
+    "PortPair",
+    "ReceiveBuffer",
+    "Schedule",
+    "SendPacer",
+    "UnicastEndpoint",
+    "UnicastParams",
+    "UnicastStats",
+    "is_cng_frame",
+    "le16_to_native",
+    "native_to_le16",
+]
+
+log = structlog.get_logger(__name__)
+
+FRAME_S = 0.020  # FreeSWITCH's unicast frame: 20 ms
+SUPPORTED_RATES = (8000, 16000, 48000)
+
+
+# --------------------------------------------------------------------------- format
+
+
+@dataclass(frozen=True)
+class ChannelFormat:
+    """L16 format of a channel's unicast stream."""
+
+    rate: int
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rate not in SUPPORTED_RATES:
+            raise ValueError(f"unsupported unicast rate {self.rate} (want {SUPPORTED_RATES})")
+        if self.channels not in (1, 2):
+            raise ValueError(f"unsupported channel count {self.channels} (want 1 or 2)")
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.rate // 50
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.samples_per_frame * self.channels * 2
+
+    @property
+    def layout(self) -> str:
+        return "stereo" if self.channels == 2 else "mono"
+
+    def silence(self) -> bytes:
+        return bytes(self.frame_bytes)
+
+    @classmethod
+    def from_channel(cls, headers: Mapping[str, str]) -> ChannelFormat:
+        """From the channel's variables (an event or the connect reply, after answer).
+
+        ``variable_read_rate`` is the L16 rate FreeSWITCH uses (16000 for G.722, whose
+        ``rtp_use_codec_rate`` says 8000); ``variable_rtp_use_codec_channels`` is 2 for Opus
+        stereo=1. ``Channel-Read-Codec-Rate`` is a fallback for the rate.
+        """
+        raw_rate = headers.get("variable_read_rate") or headers.get("Channel-Read-Codec-Rate")
+        if not raw_rate:
+            raise ValueError("channel has no read rate yet (unicast needs an answered channel)")
+        raw_channels = headers.get("variable_rtp_use_codec_channels") or "1"
+        return cls(rate=int(raw_rate), channels=int(raw_channels))
+
+
+def is_cng_frame(data: bytes) -> bool:
+    """FreeSWITCH's no-audio filler: every byte 0xFF."""
+    return len(data) > 0 and data.count(0xFF) == len(data)
+
+
+def le16_to_native(data: bytes) -> bytes:
+    """Unicast L16 is little-endian; PyAV's s16 is host order."""
+    if sys.byteorder == "little":
+        return data
+    import array
+
+    samples = array.array("h", data)
+    samples.byteswap()
+    return samples.tobytes()
+
+
+native_to_le16 = le16_to_native  # the swap is its own inverse
+
+
+# --------------------------------------------------------------------------- timing core
+
+
+@dataclass(frozen=True)
+class JitterSettings:
+    """Buffer tuning, shared by both directions.
+
+    target_depth: frames kept ready in front of the clock; the queue is trimmed back to it
+    when, for ``window`` ticks in a row, it held more (so delay cannot creep up, and a
+    burst after a stall is gone within ``window`` x 20 ms).
+    max_depth: hard bound; the oldest frame is dropped on overflow.
+    margin_s: receive side only: play a frame this long after FreeSWITCH's datagram phase,
+    which absorbs its +-5 ms arrival jitter.
+    max_catchup: after a stall of the event loop, at most this many overdue ticks are
+    served at once; older ticks are skipped (counted as late) with their frames, so the
+    delay after the stall is the delay before it, and the schedule keeps its phase.
+    """
+
+    target_depth: int = 1
+    max_depth: int = 6
+    margin_s: float = 0.010
+    window: int = 25
+    max_catchup: int = 10
+
+
+class Schedule:
+    """Tick k is at ``start + k * period``: computed, never accumulated, so no drift."""
+
+    def __init__(self, start: float, period: float = FRAME_S) -> None:
+        self.start = start
+        self.period = period
+        self.index = 0
+
+    def deadline(self) -> float:
+        return self.start + self.index * self.period
+
+    def due(self, now: float) -> bool:
+        return now >= self.deadline()
+
+    def advance(self) -> None:
+        self.index += 1
+
+    def skip_to(self, now: float, keep: int) -> int:
+        """Skip overdue ticks so that at most ``keep`` remain due; returns how many."""
+        due = int((now - self.start) / self.period) + 1 - self.index
+        skipped = max(0, due - keep)
+        self.index += skipped
+        return skipped
+
+
+class FrameQueue:
+    """Bounded FIFO of equal-size frames with delay control.
+
+    ``pop`` is called once per tick. Depth at a tick above ``target_depth`` is slack; when
+    every one of the last ``window`` ticks had slack, the smallest slack seen in that run is
+    pure added delay (a burst after a stall, a faster far clock) and is dropped at once.
+    One tick at or below target restarts the run, so jitter the buffer really needs to
+    absorb is never trimmed away.
+    """
+
+    def __init__(self, settings: JitterSettings) -> None:
+        self.settings = settings
+        self._frames: deque[bytes] = deque()
+        self._run_ticks = 0  # consecutive ticks with depth above target
+        self._run_min = 0  # smallest depth during that run
+        self.pushed = 0
+        self.popped = 0
+        self.underruns = 0
+        self.overflow_drops = 0
+        self.trimmed = 0
+        self.late_drops = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, frame: bytes) -> None:
+        if len(self._frames) >= self.settings.max_depth:
+            self._frames.popleft()  # drop oldest: delay never grows past max_depth
+            self.overflow_drops += 1
+        self._frames.append(frame)
+        self.pushed += 1
+
+    def pop(self) -> bytes | None:
+        """One tick: the next frame, or None on underrun (the caller conceals)."""
+        depth = len(self._frames)
+        target = self.settings.target_depth
+        if depth > target:
+            self._run_min = depth if self._run_ticks == 0 else min(self._run_min, depth)
+            self._run_ticks += 1
+        else:
+            self._run_ticks = 0
+        frame = self._frames.popleft() if self._frames else None
+        if frame is None:
+            self.underruns += 1
+        else:
+            self.popped += 1
+        if self._run_ticks >= self.settings.window:
+            for _ in range(min(self._run_min - target, len(self._frames))):
+                self._frames.popleft()
+                self.trimmed += 1
+            self._run_ticks = 0
+        return frame
+
+    def drop_oldest(self, count: int) -> int:
+        """Discard the frames of ticks that were skipped (a stalled loop): they are late,
+        and playing them later would add their delay for good."""
+        dropped = max(0, min(count, len(self._frames)))
+        for _ in range(dropped):
+            self._frames.popleft()
+        self.late_drops += dropped
+        return dropped
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+class ReceiveBuffer:
+    """FreeSWITCH -> browser: jitter buffer plus playout clock.
+
+    Frames are sequenced by arrival (unicast has no sequence numbers). The playout clock
+    runs from ``created_at``; the first datagram re-anchors it to ``arrival + margin`` so the
+    playout phase sits in the middle of FreeSWITCH's 20 ms +-5 ms arrival spread. Missing
+    frames are concealed with silence; 0xFF frames become silence.
+    """
+
+    def __init__(
+        self, fmt: ChannelFormat, created_at: float, settings: JitterSettings | None = None
+    ) -> None:
+        self.fmt = fmt
+        self.settings = settings or JitterSettings()
+        self.queue = FrameQueue(self.settings)
+        self.schedule = Schedule(created_at)
+        self._silence = fmt.silence()
+        self.started = False
+        self.packets = 0
+        self.bytes = 0
+        self.cng_frames = 0
+        self.size_mismatches = 0
+        self.late_frames = 0
+        self.late_ticks = 0
+        self.jitter_s = 0.0
+        self.last_arrival: float | None = None
+        self._underrun_since_arrival = False
+
+    def push(self, data: bytes, now: float) -> None:
+        self.packets += 1
+        self.bytes += len(data)
+        if len(data) != self.fmt.frame_bytes:
+            self.size_mismatches += 1
+            return
+        if self.last_arrival is None:
+            self.schedule = Schedule(now + self.settings.margin_s)
+            self.started = True
+        else:
+            # RFC 3550 interarrival jitter against the nominal 20 ms spacing.
+            deviation = abs((now - self.last_arrival) - FRAME_S)
+            self.jitter_s += (deviation - self.jitter_s) / 16
+        if self._underrun_since_arrival:
+            self.late_frames += 1
+            self._underrun_since_arrival = False
+        self.last_arrival = now
+        if is_cng_frame(data):
+            self.cng_frames += 1
+            data = self._silence  # keeps its 20 ms slot, never played as audio
+        self.queue.push(data)
+
+    def next_deadline(self) -> float:
+        return self.schedule.deadline()
+
+    def pop(self, now: float) -> bytes:
+        """The frame for the tick that is due at ``now`` (call at ``next_deadline()``)."""
+        skipped = self.schedule.skip_to(now, self.settings.max_catchup)
+        self.late_ticks += skipped
+        self.schedule.advance()
+        if not self.started:
+            return self._silence
+        self.queue.drop_oldest(skipped)
+        frame = self.queue.pop()
+        if frame is None:
+            self._underrun_since_arrival = True
+            return self._silence
+        return frame
+
+
+class SendPacer:
+    """Browser -> FreeSWITCH: a small buffer in front of an absolute 20 ms clock.
+
+    ``start(now)`` when FreeSWITCH's first datagram arrived (only then do we know where to
+    send, like the recorded app). ``poll(now)`` returns the frames due; at a tick with no
+    frame it sends silence, so FreeSWITCH (which writes each datagram straight into RTP)
+    always gets exactly one frame per 20 ms.
+    """
+
+    def __init__(self, fmt: ChannelFormat, settings: JitterSettings | None = None) -> None:
+        self.fmt = fmt
+        self.settings = settings or JitterSettings()
+        self.queue = FrameQueue(self.settings)
+        self.schedule: Schedule | None = None
+        self._silence = fmt.silence()
+        self.source_started = False
+        self.packets = 0
+        self.bytes = 0
+        self.silence_frames = 0
+        self.late_ticks = 0
+        self.size_mismatches = 0
+
+    def push(self, frame: bytes) -> None:
+        if len(frame) != self.fmt.frame_bytes:
+            self.size_mismatches += 1
+            return
+        self.source_started = True
+        self.queue.push(frame)
+
+    def start(self, now: float) -> None:
+        if self.schedule is None:
+            self.schedule = Schedule(now)
+            # What the browser said while FreeSWITCH was not listening yet is stale; keep
+            # only the newest target_depth frames so the call does not start with a delay.
+            self.queue.drop_oldest(len(self.queue) - self.settings.target_depth)
+
+    @property
+    def started(self) -> bool:
+        return self.schedule is not None
+
+    def next_deadline(self) -> float | None:
+        return None if self.schedule is None else self.schedule.deadline()
+
+    def poll(self, now: float) -> list[bytes]:
+        if self.schedule is None:
+            return []
+        skipped = self.schedule.skip_to(now, self.settings.max_catchup)
+        self.late_ticks += skipped
+        self.queue.drop_oldest(skipped)
+        out: list[bytes] = []
+        while self.schedule.due(now):
+            self.schedule.advance()
+            frame = self.queue.pop() if self.source_started else None
+            if frame is None:
+                # Before the browser's audio starts this is plain silence, not an underrun
+                # (the queue counts underruns only once the source has started).
+                self.silence_frames += 1
+                frame = self._silence
+            out.append(frame)
+            self.packets += 1
+            self.bytes += len(frame)
+        return out
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@dataclass(frozen=True)
+class PortPair:
+    """``fs_port``: FreeSWITCH's ``local-port``; ``local_port``: ours (its ``remote-port``)."""
+
+    fs_port: int
+    local_port: int
+
+
+class NoFreePorts(RuntimeError):
+    pass
+
+
+class PortAllocator:
+    """Hands out (FreeSWITCH, ours) port pairs from ``[port_min, port_max]``.
+
+    Pairs are (even, odd) neighbours like the recorded app's. A pair in use is never handed
+    out again until released; the cursor goes round-robin so a just-freed pair is reused
+    last (a late datagram of the previous call then finds nobody).
+    """
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        first = port_min + (port_min % 2)
+        self._pairs = [PortPair(p, p + 1) for p in range(first, port_max, 2)]
+        if not self._pairs:
+            raise ValueError(f"port range {port_min}-{port_max} holds no port pair")
+        self._in_use: set[PortPair] = set()
+        self._cursor = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    def allocate(self) -> PortPair:
+        for _ in range(len(self._pairs)):
+            pair = self._pairs[self._cursor]
+            self._cursor = (self._cursor + 1) % len(self._pairs)
+            if pair not in self._in_use:
+                self._in_use.add(pair)
+                return pair
+        raise NoFreePorts(f"all {len(self._pairs)} unicast port pairs are in use")
+
+    def release(self, pair: PortPair) -> None:
+        self._in_use.discard(pair)
+
+
+# --------------------------------------------------------------------------- endpoint
+
+
+@dataclass(frozen=True)
+class UnicastParams:
+    """The headers of ``sendmsg`` call-command ``unicast`` (FreeSWITCH's point of view)."""
+
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    transport: str = "udp"
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "local-ip": self.local_ip,
+            "local-port": str(self.local_port),
+            "remote-ip": self.remote_ip,
+            "remote-port": str(self.remote_port),
+            "transport": self.transport,
+        }
+
+
+@dataclass
+class UnicastStats:
+    """A snapshot of one call's unicast media."""
+
+    rate: int
+    channels: int
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_cng_frames: int = 0
+    rx_size_mismatches: int = 0
+    rx_foreign_packets: int = 0
+    rx_underruns: int = 0
+    rx_overflow_drops: int = 0
+    rx_trimmed: int = 0
+    rx_late_drops: int = 0
+    rx_late_frames: int = 0
+    rx_late_ticks: int = 0
+    rx_jitter_ms: float = 0.0
+    rx_depth: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_silence_frames: int = 0
+    tx_underruns: int = 0
+    tx_overflow_drops: int = 0
+    tx_trimmed: int = 0
+    tx_late_drops: int = 0
+    tx_late_ticks: int = 0
+    tx_depth: int = 0
+    tx_size_mismatches: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: UnicastEndpoint) -> None:
+        self.endpoint = endpoint
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.endpoint._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while FreeSWITCH's side is not up yet, or already gone.
+        log.debug("unicast_socket_error", error=str(exc))
+
+
+class UnicastEndpoint:
+    """One call's unicast UDP socket, receive buffer and paced sender.
+
+    Life: ``await open()`` -> send ``params`` to FreeSWITCH as the unicast command (only when
+    the ``UnicastGate`` says so) -> ``read_frame``/``write_frame`` -> ``await close()``.
+    """
+
+    def __init__(
+        self,
+        fmt: ChannelFormat,
+        allocator: PortAllocator,
+        *,
+        host: str = "127.0.0.1",
+        fs_host: str | None = None,
+        settings: JitterSettings | None = None,
+    ) -> None:
+        if host in ("0.0.0.0", "::", "") or fs_host in ("0.0.0.0", "::"):
+            # FreeSWITCH is told remote-ip = host: it must be an address it can send to.
+            raise ValueError("unicast needs concrete addresses, not a wildcard")
+        self.fmt = fmt
+        self.host = host
+        self.fs_host = fs_host or host
+        self.settings = settings or JitterSettings()
+        self._allocator = allocator
+        self.pair: PortPair | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sender_task: asyncio.Task[None] | None = None
+        self._first_datagram = asyncio.Event()
+        self.fs_addr: tuple[str, int] | None = None
+        self.rx: ReceiveBuffer | None = None
+        self.tx = SendPacer(fmt, self.settings)
+        self.foreign_packets = 0
+        self.closed = False
+
+    # -- life
+
+    async def open(self, bind_attempts: int = 8) -> UnicastParams:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.rx = ReceiveBuffer(self.fmt, loop.time(), self.settings)
+        last_error: OSError | None = None
+        for _ in range(bind_attempts):
+            pair = self._allocator.allocate()
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=(self.host, pair.local_port)
+                )
+            except OSError as exc:
+                # Someone else holds the port: keep the pair marked (it is busy) no longer
+                # than this attempt and try the next one.
+                self._allocator.release(pair)
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+                last_error = exc
+                continue
+            self.pair = pair
+            self._transport = transport
+            self._protocol = protocol
+            self._sender_task = loop.create_task(self._send_loop(), name="unicast-sender")
+            log.info(
+                "unicast_open",
+                host=self.host,
+                fs_port=pair.fs_port,
+                port=pair.local_port,
+                rate=self.fmt.rate,
+                channels=self.fmt.channels,
+            )
+            return self.params
+        raise NoFreePorts(f"no bindable unicast port after {bind_attempts} tries: {last_error}")
+
+    @property
+    def params(self) -> UnicastParams:
+        if self.pair is None:
+            raise RuntimeError("endpoint is not open")
+        return UnicastParams(
+            local_ip=self.fs_host,
+            local_port=self.pair.fs_port,
+            remote_ip=self.host,
+            remote_port=self.pair.local_port,
+        )
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        task, self._sender_task = self._sender_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            if self._protocol is not None:
+                # asyncio closes the socket one loop turn later; wait, so the port is
+                # really free when close() returns.
+                await asyncio.wait_for(asyncio.shield(self._protocol.lost), 1.0)
+        if self.pair is not None:
+            self._allocator.release(self.pair)
+            log.info("unicast_closed", fs_port=self.pair.fs_port, port=self.pair.local_port)
+        if self.rx is not None:
+            self.rx.queue.clear()
+        self.tx.queue.clear()
+
+    # -- FreeSWITCH -> us
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, int]) -> None:
+        if self.closed or self.rx is None or self._loop is None:
+            return
+        source = (addr[0], addr[1])
+        if self.fs_addr is None:
+            if addr[0] != self.fs_host:
+                self.foreign_packets += 1
+                return
+            # Its source address is where FreeSWITCH listens (its local-port).
+            self.fs_addr = source
+            self._first_datagram.set()
+        elif source != self.fs_addr:
+            self.foreign_packets += 1
+            return
+        self.rx.push(data, self._loop.time())
+
+    def next_playout(self) -> float:
+        """Loop time at which the next frame toward the browser is due."""
+        assert self.rx is not None, "endpoint is not open"
+        return self.rx.next_deadline()
+
+    def read_frame(self, now: float) -> bytes:
+        """The L16 frame (little-endian) for the playout tick due at ``now``."""
+        assert self.rx is not None, "endpoint is not open"
+        return self.rx.pop(now)
+
+    # -- us -> FreeSWITCH
+
+    def write_frame(self, frame: bytes) -> None:
+        """Queue one exact 20 ms L16 little-endian frame for the paced sender."""
+        self.tx.push(frame)
+
+    async def _send_loop(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        await self._first_datagram.wait()
+        self.tx.start(loop.time())
+        while True:
+            deadline = self.tx.next_deadline()
+            assert deadline is not None
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            transport = self._transport
+            if transport is None or self.fs_addr is None:
+                return
+            for frame in self.tx.poll(loop.time()):
+                transport.sendto(frame, self.fs_addr)
+
+    # -- stats
+
+    def stats(self) -> UnicastStats:
+        rx, tx = self.rx, self.tx
+        s = UnicastStats(rate=self.fmt.rate, channels=self.fmt.channels)
+        if rx is not None:
+            s.rx_packets = rx.packets
+            s.rx_bytes = rx.bytes
+            s.rx_cng_frames = rx.cng_frames
+            s.rx_size_mismatches = rx.size_mismatches
+            s.rx_underruns = rx.queue.underruns
+            s.rx_overflow_drops = rx.queue.overflow_drops
+            s.rx_trimmed = rx.queue.trimmed
+            s.rx_late_drops = rx.queue.late_drops
+            s.rx_late_frames = rx.late_frames
+            s.rx_late_ticks = rx.late_ticks
+            s.rx_jitter_ms = round(rx.jitter_s * 1000, 3)
+            s.rx_depth = len(rx.queue)
+        s.rx_foreign_packets = self.foreign_packets
+        s.tx_packets = tx.packets
+        s.tx_bytes = tx.bytes
+        s.tx_silence_frames = tx.silence_frames
+        s.tx_underruns = tx.queue.underruns
+        s.tx_overflow_drops = tx.queue.overflow_drops
+        s.tx_trimmed = tx.queue.trimmed
+        s.tx_late_drops = tx.queue.late_drops
+        s.tx_late_ticks = tx.late_ticks
+        s.tx_depth = len(tx.queue)
+        s.tx_size_mismatches = tx.size_mismatches
+        return s
+
+    def seconds_since_rx(self, now: float) -> float | None:
+        """For the media timeout: None before FreeSWITCH's first datagram."""
+        if self.rx is None or self.rx.last_arrival is None:
+            return None
+        return now - self.rx.last_arrival

@@ -1,0 +1,527 @@
+"""Unicast media: channel format, port pairs, jitter buffer and pacing (fake clock), and the
+UDP endpoint on loopback against a tiny fake FreeSWITCH."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import itertools
+import random
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esl_bridge.media.unicast import (
+    FRAME_S,
+    ChannelFormat,
+    JitterSettings,
+    NoFreePorts,
+    PortAllocator,
+    ReceiveBuffer,
+    SendPacer,
+    UnicastEndpoint,
+    is_cng_frame,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "freeswitch"
+FMT8 = ChannelFormat(8000, 1)
+
+
+def tagged(fmt: ChannelFormat, n: int) -> bytes:
+    """A frame carrying its sequence number (never all 0xFF, never all zero)."""
+    return struct.pack("<ii", n, 0x1234) + bytes(fmt.frame_bytes - 8)
+
+
+def tag_of(frame: bytes) -> int | None:
+    n, marker = struct.unpack_from("<ii", frame)
+    return n if marker == 0x1234 else None
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+# --------------------------------------------------------------------------- format
+
+
+@pytest.mark.parametrize(
+    ("headers", "rate", "channels", "frame_bytes"),
+    [
+        ({"variable_read_rate": "8000", "variable_rtp_use_codec_channels": "1"}, 8000, 1, 320),
+        # G.722: FreeSWITCH's L16 is 16 kHz while rtp_use_codec_rate says 8000.
+        ({"variable_read_rate": "16000", "variable_rtp_use_codec_rate": "8000"}, 16000, 1, 640),
+        ({"variable_read_rate": "48000", "variable_rtp_use_codec_channels": "1"}, 48000, 1, 1920),
+        ({"variable_read_rate": "48000", "variable_rtp_use_codec_channels": "2"}, 48000, 2, 3840),
+        ({"Channel-Read-Codec-Rate": "8000"}, 8000, 1, 320),
+    ],
+)
+def test_channel_format_from_channel_variables(
+    headers: dict[str, str], rate: int, channels: int, frame_bytes: int
+) -> None:
+    fmt = ChannelFormat.from_channel(headers)
+    assert (fmt.rate, fmt.channels, fmt.frame_bytes) == (rate, channels, frame_bytes)
+
+
+def test_channel_format_rejects_unanswered_channel_and_odd_formats() -> None:
+    with pytest.raises(ValueError, match="read rate"):
+        ChannelFormat.from_channel({"variable_ep_codec_string": "PCMU@8000h@20i@64000b"})
+    with pytest.raises(ValueError):
+        ChannelFormat(44100, 1)
+    with pytest.raises(ValueError):
+        ChannelFormat(8000, 3)
+
+
+def test_recorded_datagram_sizes_match_the_formats() -> None:
+    for name, fmt in [
+        ("unicast_main_call_fs_to_app_first3s_pcmu_8k_mono.l16", ChannelFormat(8000, 1)),
+        ("unicast_g722_16k_mono_first1s.l16", ChannelFormat(16000, 1)),
+        ("unicast_opus_48k_mono_first0.5s.l16", ChannelFormat(48000, 1)),
+        ("unicast_opus_48k_stereo_interleaved_first0.5s.l16", ChannelFormat(48000, 2)),
+    ]:
+        assert (FIXTURES / name).stat().st_size % fmt.frame_bytes == 0, name
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def test_port_allocator_pairs_unique_exhaust_release() -> None:
+    alloc = PortAllocator(30001, 30010)  # odd start is rounded up to an even pair base
+    pairs = [alloc.allocate() for _ in range(alloc.capacity)]
+    assert [(p.fs_port, p.local_port) for p in pairs] == [
+        (30002, 30003),
+        (30004, 30005),
+        (30006, 30007),
+        (30008, 30009),
+    ]
+    with pytest.raises(NoFreePorts):
+        alloc.allocate()
+    alloc.release(pairs[1])
+    assert alloc.allocate() == pairs[1]
+    assert alloc.in_use == alloc.capacity
+
+
+def test_port_allocator_reuses_a_freed_pair_last() -> None:
+    alloc = PortAllocator(30000, 30007)
+    first = alloc.allocate()
+    alloc.release(first)
+    assert alloc.allocate() != first
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10)), max_size=60))
+def test_port_allocator_never_hands_out_a_pair_in_use(ops: list[tuple[bool, int]]) -> None:
+    alloc = PortAllocator(31000, 31011)
+    held: list = []
+    for allocate, index in ops:
+        if allocate:
+            try:
+                pair = alloc.allocate()
+            except NoFreePorts:
+                assert len(held) == alloc.capacity
+                continue
+            assert pair not in held
+            ports = {p for h in held for p in (h.fs_port, h.local_port)}
+            assert pair.fs_port not in ports and pair.local_port not in ports
+            held.append(pair)
+        elif held:
+            alloc.release(held.pop(index % len(held)))
+        assert alloc.in_use == len(held)
+
+
+# --------------------------------------------------------------------------- receive buffer
+
+
+def test_cng_frames_are_silence_and_bad_sizes_are_dropped() -> None:
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    buf.push(b"\xff" * 320, 0.0)
+    buf.push(b"\x01" * 100, 0.001)
+    buf.push(tagged(FMT8, 7), 0.020)
+    first = buf.pop(buf.next_deadline())
+    assert first == bytes(320) and not is_cng_frame(first)
+    assert tag_of(buf.pop(buf.next_deadline())) == 7
+    assert (buf.cng_frames, buf.size_mismatches, buf.packets) == (1, 1, 3)
+
+
+def simulate_receive(
+    arrivals: list[tuple[float, bytes]],
+    duration: float,
+    buf: ReceiveBuffer,
+    stall: tuple[float, float] | None = None,
+) -> list[tuple[float, bytes, int]]:
+    """Event simulation with a fake clock, shaped like the playout track: sleep until the
+    deadline, re-read it on waking (the first datagram re-anchors it), pop when due.
+    Returns (tick time, frame, queue depth after the tick)."""
+    out: list[tuple[float, bytes, int]] = []
+    arrivals = sorted(arrivals, key=lambda a: a[0])
+    i = 0
+    now = 0.0
+    while True:
+        wake = max(buf.next_deadline(), now)
+        if stall is not None and stall[0] <= wake < stall[1]:
+            wake = stall[1]  # the playout side (aiortc's sender) was stuck
+        if wake > duration:
+            return out
+        while i < len(arrivals) and arrivals[i][0] <= wake:
+            buf.push(arrivals[i][1], arrivals[i][0])
+            i += 1
+        now = wake
+        if buf.next_deadline() > now:
+            continue
+        out.append((now, buf.pop(now), len(buf.queue)))
+
+
+def simulate_send(
+    pushes: list[tuple[float, bytes]], start: float, duration: float, pacer: SendPacer
+) -> list[tuple[float, bytes]]:
+    """The paced sender with a fake clock; returns (send time, frame)."""
+    out: list[tuple[float, bytes]] = []
+    pushes = sorted(pushes, key=lambda a: a[0])
+    pacer.start(start)
+    i = 0
+    while True:
+        tick = pacer.next_deadline()
+        assert tick is not None
+        if tick > duration:
+            return out
+        while i < len(pushes) and pushes[i][0] <= tick:
+            pacer.push(pushes[i][1])
+            i += 1
+        out.extend((tick, f) for f in pacer.poll(tick))
+
+
+def assert_exact_schedule(times: list[float], first: float) -> None:
+    """Tick k at first + k * 20 ms, to float precision: no drift, no gap, no extra tick."""
+    expected = first + np.arange(len(times)) * FRAME_S
+    assert np.max(np.abs(np.array(times) - expected)) < 1e-9
+
+
+def test_ten_minute_call_no_drift_same_delay_at_end() -> None:
+    """Time-compressed 10-minute call, both directions, FreeSWITCH's +-5 ms jitter."""
+    rng = random.Random(5)
+    frames = int(600 / FRAME_S)
+    # FreeSWITCH -> us: frame n sent at 20 ms * n, arriving 3 ms later +-5 ms.
+    fs_arrivals = [
+        (0.003 + n * FRAME_S + rng.uniform(-0.005, 0.005), tagged(FMT8, n)) for n in range(frames)
+    ]
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    played = simulate_receive(fs_arrivals, 600.0, buf)
+    # After the first arrival, the playout schedule is exact and every tick yields a frame.
+    start = next(i for i, (_, f, _) in enumerate(played) if tag_of(f) is not None)
+    times = [t for t, _, _ in played[start:]]
+    # The first frame may go out up to one tick late (the re-anchored deadline had passed
+    # while the track slept); from then on the schedule is exact.
+    assert times[0] <= fs_arrivals[0][0] + 0.010 + FRAME_S
+    assert_exact_schedule(times[1:], times[1])
+    tags = [tag_of(f) for _, f, _ in played[start:]]
+    assert tags == list(range(len(tags)))  # no gap, no repeat, no reorder
+    delays = [t - n * FRAME_S for (t, _, _), n in zip(played[start + 1 :], tags[1:], strict=True)]
+    assert abs(delays[-1] - delays[0]) < 1e-9  # same delay at the end as at the start
+    assert delays[0] == pytest.approx(0.003 + 0.010, abs=0.005 + 1e-9)  # transit + margin
+    assert buf.queue.underruns == 0 and buf.queue.trimmed == 0 and buf.late_ticks == 0
+    assert buf.jitter_s * 1000 == pytest.approx(3.3, abs=1.0)  # uniform +-5 ms -> ~3.3 ms
+
+    # Browser -> FreeSWITCH: aiortc hands frames over with +-3 ms jitter; we pace.
+    pushes = [
+        (0.011 + m * FRAME_S + rng.uniform(-0.003, 0.003), tagged(FMT8, m)) for m in range(frames)
+    ]
+    pacer = SendPacer(FMT8)
+    sent = simulate_send(pushes, start=fs_arrivals[0][0], duration=600.0, pacer=pacer)
+    assert_exact_schedule([t for t, _ in sent], fs_arrivals[0][0])
+    assert len(sent) == int((600.0 - fs_arrivals[0][0]) / FRAME_S) + 1
+    sent_tags = [(t, tag_of(f)) for t, f in sent if tag_of(f) is not None]
+    assert [n for _, n in sent_tags] == list(range(len(sent_tags)))
+    tx_delays = [t - (0.011 + n * FRAME_S) for t, n in sent_tags]
+    assert abs(tx_delays[-1] - tx_delays[0]) < 1e-9
+    assert pacer.queue.underruns == 0 and pacer.queue.trimmed == 0
+
+
+@pytest.mark.parametrize("ppm", [-100, 100])
+def test_clock_skew_never_grows_the_delay(ppm: int) -> None:
+    """FreeSWITCH's clock 100 ppm off ours for 10 minutes (60 ms, 3 frames of skew): the
+    buffer conceals or trims; the delay stays within one frame of where it began."""
+    period = FRAME_S * (1 + ppm * 1e-6)
+    frames = int(600 / period)
+    arrivals = [(0.004 + n * period, tagged(FMT8, n)) for n in range(frames)]
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    played = simulate_receive(arrivals, 600.0, buf)
+    real = [(t, tag_of(f)) for t, f, _ in played if tag_of(f) is not None]
+    delays = [t - (0.004 + n * period) for t, n in real]
+    assert max(delays) - min(delays) <= FRAME_S + 1e-9
+    assert max(d for _, _, d in played) <= buf.settings.max_depth
+    tags = [n for _, n in real]
+    assert tags == sorted(set(tags))  # never reordered or repeated
+    if ppm > 0:  # FreeSWITCH slower: we run dry now and then, and fill with silence
+        assert buf.queue.underruns >= 2 and buf.queue.trimmed <= 1
+    else:  # FreeSWITCH faster: surplus frames are trimmed
+        assert buf.queue.trimmed >= 2 and buf.queue.underruns <= 1
+
+
+def test_loss_jitter_and_bursts_keep_the_output_continuous() -> None:
+    rng = random.Random(11)
+    frames = 3000  # one minute
+    arrivals: list[tuple[float, bytes]] = []
+    lost = set(rng.sample(range(frames), 150))  # 5 % loss
+    for n in range(frames):
+        if n in lost:
+            continue
+        t = 0.002 + n * FRAME_S + rng.uniform(-0.005, 0.005)
+        if n % 250 in (1, 2, 3):  # every 5 s, three frames held back and sent in one burst
+            t = 0.002 + (n - n % 250 + 3) * FRAME_S + 0.0001 * (n % 250)
+        arrivals.append((t, tagged(FMT8, n)))
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    played = simulate_receive(arrivals, 60.0, buf)
+    start = next(i for i, (_, f, _) in enumerate(played) if tag_of(f) is not None)
+    out = played[start + 1 :]
+    assert_exact_schedule([t for t, _, _ in out], out[0][0])  # a frame at every tick
+    assert all(len(f) == FMT8.frame_bytes for _, f, _ in out)
+    tags = [tag_of(f) for _, f, _ in out if tag_of(f) is not None]
+    assert tags == sorted(set(tags))
+    silent = sum(1 for _, f, _ in out if f == FMT8.silence())
+    assert silent == buf.queue.underruns >= len(lost) * 0.9
+    assert max(d for _, _, d in played) <= buf.settings.max_depth
+    # Delay after a minute of abuse is back within one frame of where it started.
+    first_t, first_f, _ = next(x for x in out if tag_of(x[1]) is not None)
+    d_start = first_t - (0.002 + (tag_of(first_f) or 0) * FRAME_S)
+    last_t, last_f, _ = next(x for x in reversed(out) if tag_of(x[1]) is not None)
+    d_end = last_t - (0.002 + (tag_of(last_f) or 0) * FRAME_S)
+    assert abs(d_end - d_start) <= FRAME_S + 0.005 + 1e-9
+
+
+def test_sender_fills_silence_before_and_during_browser_gaps_and_skips_stalls() -> None:
+    pacer = SendPacer(FMT8, JitterSettings(max_catchup=3))
+    assert pacer.poll(1.0) == []  # not started: FreeSWITCH has not spoken yet
+    pacer.start(1.0)
+    assert pacer.poll(1.0) == [FMT8.silence()]
+    pacer.push(tagged(FMT8, 0))
+    assert [tag_of(f) for f in pacer.poll(1.02)] == [0]
+    assert pacer.poll(1.04) == [FMT8.silence()]  # browser gap: silence, counted
+    assert pacer.queue.underruns == 1
+    # The loop stalled for a second: at most 3 catch-up frames, the rest skipped, and the
+    # schedule keeps its phase.
+    burst = pacer.poll(2.045)
+    # ticks 3..52 were due at 2.045 s: 47 skipped, 3 served, the next is tick 53
+    assert len(burst) == 3 and pacer.late_ticks == 47
+    assert pacer.queue.late_drops == 0  # nothing was queued to drop
+    assert pacer.next_deadline() == pytest.approx(1.0 + 53 * FRAME_S)
+    pacer.push(b"\x00" * 10)
+    assert pacer.size_mismatches == 1
+
+
+def test_a_stalled_playout_does_not_add_lasting_delay() -> None:
+    arrivals = [(0.004 + n * FRAME_S, tagged(FMT8, n)) for n in range(1000)]
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    played = simulate_receive(arrivals, 19.9, buf, stall=(5.0, 5.5))
+    real = [(t, tag_of(f)) for t, f, _ in played if tag_of(f) is not None]
+    delay_before = next(t - (0.004 + n * FRAME_S) for t, n in real if t > 1.0)
+    delay_after = next(t - (0.004 + n * FRAME_S) for t, n in real if t > 6.0)
+    assert delay_after == pytest.approx(delay_before, abs=1e-9)
+    assert buf.late_ticks > 0 and buf.queue.late_drops > 0  # stale frames went, not played
+
+
+def test_sender_overflow_drops_oldest() -> None:
+    pacer = SendPacer(FMT8, JitterSettings(max_depth=4))
+    pacer.start(0.0)
+    for n in range(10):
+        pacer.push(tagged(FMT8, n))
+    assert [tag_of(f) for f in pacer.poll(0.0)] == [6]
+    assert pacer.queue.overflow_drops == 6
+
+
+def test_sender_starts_without_the_backlog_of_before_freeswitch_spoke() -> None:
+    pacer = SendPacer(FMT8)
+    for n in range(5):
+        pacer.push(tagged(FMT8, n))
+    pacer.start(0.0)
+    assert [tag_of(f) for f in pacer.poll(0.0)] == [4]  # newest only: no start-up delay
+
+
+def test_real_freeswitch_arrival_times_and_payload() -> None:
+    """Replay the recorded call: real arrival times, the real first 3 s of L16."""
+    rows = list(csv.DictReader((FIXTURES / "unicast_main_call_fs_to_app.csv").open()))
+    pcm = (FIXTURES / "unicast_main_call_fs_to_app_first3s_pcmu_8k_mono.l16").read_bytes()
+    arrivals = []
+    for i, row in enumerate(rows):
+        if i < 150:
+            payload = pcm[i * 320 : (i + 1) * 320]
+            assert is_cng_frame(payload) == (row["all_0xFF"] == "1")
+        else:
+            payload = b"\xff" * 320 if row["all_0xFF"] == "1" else tagged(FMT8, i)
+        arrivals.append((float(row["t_rel_s"]), payload))
+    buf = ReceiveBuffer(FMT8, created_at=0.0)
+    played = simulate_receive(arrivals, float(rows[-1]["t_rel_s"]) + 0.015, buf)
+    assert buf.queue.underruns == 0 and buf.queue.overflow_drops == 0
+    assert buf.cng_frames == sum(r["all_0xFF"] == "1" for r in rows)
+    out = b"".join(f for _, f, _ in played[:150])
+    assert all(not is_cng_frame(f) for _, f, _ in played)
+    samples = np.frombuffer(out, dtype="<i2").astype(float)
+    assert dominant_hz(samples, 8000) == pytest.approx(1000, abs=10)
+
+
+# --------------------------------------------------------------------------- UDP endpoint
+
+
+def free_port_range(size: int = 40) -> tuple[int, int]:
+    """A block of even-based ports that is free right now (loopback only)."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000, 2)
+        socks = []
+        try:
+            for p in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base, base + size - 1
+    raise RuntimeError("no free port block")
+
+
+async def _endpoint_round_trip() -> None:
+    fmt = ChannelFormat(16000, 1)
+    alloc = PortAllocator(*free_port_range())
+    ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1")
+    params = await ep.open()
+    assert params.headers()["remote-port"] == str(ep.pair.local_port)  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+
+    # The fake FreeSWITCH binds its local-port, like the real one.
+    fs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fs.bind((params.local_ip, params.local_port))
+    fs.setblocking(False)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    try:
+        for n in range(5):
+            ep.write_frame(tagged(fmt, n))
+        await asyncio.sleep(0.1)
+        with pytest.raises(BlockingIOError):
+            fs.recv(4096)  # nothing sent before FreeSWITCH's first datagram
+
+        async def playout() -> list[bytes]:
+            """Like the browser track: wake at each playout deadline and take the frame."""
+            frames = []
+            for _ in range(20):
+                while (delay := ep.next_playout() - loop.time()) > 0:
+                    await asyncio.sleep(delay)
+                frames.append(ep.read_frame(loop.time()))
+            return frames
+
+        player = asyncio.create_task(playout())
+        target = (params.remote_ip, params.remote_port)
+        fs.sendto(b"\xff" * fmt.frame_bytes, target)  # CNG first, as recorded
+        fs.sendto(b"\x00" * 100, target)  # wrong size
+        for n in range(10):
+            fs.sendto(tagged(fmt, 100 + n), target)
+            await asyncio.sleep(FRAME_S)
+        stranger.sendto(tagged(fmt, 999), target)
+
+        got: list[bytes] = []
+        while len(got) < 12:
+            data, addr = await loop.sock_recvfrom(fs, 8192)
+            assert addr == (params.remote_ip, params.remote_port)
+            got.append(data)
+        assert all(len(d) == fmt.frame_bytes for d in got)
+        # Of the 5 frames queued before FreeSWITCH spoke only the newest is sent (no
+        # start-up backlog), then silence.
+        sent_tags = [tag_of(d) for d in got if tag_of(d) is not None]
+        assert sent_tags == [4]
+
+        # Playout toward the browser: CNG became silence, tagged frames in order.
+        played = await player
+        tags = [tag_of(f) for f in played if tag_of(f) is not None]
+        assert tags == sorted(tags) and tags and 999 not in tags
+        assert all(not is_cng_frame(f) for f in played)
+
+        stats = ep.stats()
+        assert stats.rx_packets == 12 and stats.rx_cng_frames == 1
+        assert stats.rx_size_mismatches == 1 and stats.rx_foreign_packets == 1
+        assert stats.tx_packets >= 12 and stats.rx_bytes == 11 * fmt.frame_bytes + 100
+    finally:
+        fs.close()
+        stranger.close()
+        task = ep._sender_task
+        await ep.close()
+        await ep.close()  # idempotent
+    assert task is not None and task.done()
+    assert alloc.in_use == 0 and ep._transport is None
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((params.remote_ip, params.remote_port))  # the port is really free again
+    probe.close()
+
+
+def test_endpoint_round_trip_on_loopback() -> None:
+    asyncio.run(asyncio.wait_for(_endpoint_round_trip(), 20))
+
+
+async def _endpoint_skips_busy_ports() -> None:
+    base, top = free_port_range(8)
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", base + 1))  # our side of the first pair is taken
+    try:
+        alloc = PortAllocator(base, top)
+        ep = UnicastEndpoint(FMT8, alloc)
+        params = await ep.open()
+        assert params.remote_port == base + 3
+        await ep.close()
+        assert alloc.in_use == 0
+    finally:
+        busy.close()
+
+
+def test_endpoint_refuses_wildcard_addresses() -> None:
+    with pytest.raises(ValueError, match="wildcard"):
+        UnicastEndpoint(FMT8, PortAllocator(30000, 30009), host="0.0.0.0")
+
+
+def test_endpoint_skips_busy_ports() -> None:
+    asyncio.run(asyncio.wait_for(_endpoint_skips_busy_ports(), 10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-0.03, 0.06), st.booleans()),  # (arrival offset, lost)
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(1, 3),
+)
+def test_receive_buffer_invariants_under_any_arrival_pattern(
+    pattern: list[tuple[float, bool]], target: int
+) -> None:
+    """Whatever the jitter, loss and bursts: one frame per tick, never reordered or repeated,
+    bounded depth, and every frame accounted for (played, dropped or still queued)."""
+    config = JitterSettings(target_depth=target, max_depth=target + 4, window=25)
+    buf = ReceiveBuffer(FMT8, created_at=0.0, settings=config)
+    arrivals = [
+        (max(0.0, n * FRAME_S + offset), tagged(FMT8, n))
+        for n, (offset, lost) in enumerate(pattern)
+        if not lost
+    ]
+    duration = len(pattern) * FRAME_S + 0.2
+    played = simulate_receive(arrivals, duration, buf)
+    # The first datagram re-anchors the clock (one short interval); after it, 20 ms apart.
+    first = min((t for t, _ in arrivals), default=duration)
+    ticks = [t for t, _, _ in played if t > first][1:]
+    assert all(b - a >= FRAME_S - 1e-9 for a, b in itertools.pairwise(ticks))
+    assert all(len(f) == FMT8.frame_bytes for _, f, _ in played)
+    assert max((d for _, _, d in played), default=0) <= config.max_depth
+    # Unicast has no sequence numbers: frames play in arrival order, each at most once.
+    rank = {tag_of(f): i for i, (_, f) in enumerate(sorted(arrivals, key=lambda a: a[0]))}
+    tags = [tag_of(f) for _, f, _ in played if tag_of(f) is not None]
+    ranks = [rank[t] for t in tags]
+    assert ranks == sorted(set(ranks))
+    q = buf.queue
+    assert q.pushed == len(arrivals)
+    assert q.popped + q.overflow_drops + q.trimmed + q.late_drops + len(q) == q.pushed
+    assert q.popped == len(tags)

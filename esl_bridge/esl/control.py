@@ -291,6 +291,27 @@ class _ExecWaiter:
     result: gevent.event.AsyncResult
 
 
+@dataclass
+class _Ringback:
+    """The ringback playback of a session: whether it began and whether it ended.
+
+    ``uuid_break`` only stops a playback that is running: sent before FreeSWITCH has
+    started the queued app, it does nothing and the tone then plays forever, holding the
+    ``answer`` queued behind it. So stopping waits for the start first.
+    """
+
+    event_uuid: str
+    data: str
+    started: gevent.event.Event
+    ended: gevent.event.Event
+
+    def matches(self, event: Event) -> bool:
+        if event.get("Application-UUID") == self.event_uuid:
+            return True
+        # A switch that ignores Event-UUID: the same application and argument.
+        return event.application == "playback" and event.get("Application-Data") == self.data
+
+
 class OutboundSession:
     """One call handed over by the dialplan ``socket`` application (async full).
 
@@ -323,7 +344,7 @@ class OutboundSession:
         self._hangup = gevent.event.Event()
         self.hangup_cause: str | None = None
         self.lingering = False
-        self._ringback = False
+        self._ringback: _Ringback | None = None
 
     # -- state
 
@@ -366,6 +387,15 @@ class OutboundSession:
 
     def _on_event(self, event: Event) -> None:
         name = event.name
+        ringback = self._ringback
+        if (
+            ringback is not None
+            and name in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE")
+            and ringback.matches(event)
+        ):
+            ringback.started.set()
+            if name == "CHANNEL_EXECUTE_COMPLETE":
+                ringback.ended.set()
         if self._channel is not None and event.uuid == self._channel.uuid:
             self._channel = self._channel.merged(event.headers)
         if name in _MEDIA_EVENTS:
@@ -386,6 +416,9 @@ class OutboundSession:
         elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             self.hangup_cause = event.get("Hangup-Cause") or self.hangup_cause
             self._hangup.set()
+            if self._ringback is not None:
+                self._ringback.started.set()
+                self._ringback.ended.set()
             self._fail_exec_waiters(EslDisconnected("the channel hung up"))
 
     def _complete_exec(self, event: Event) -> None:
@@ -460,10 +493,12 @@ class OutboundSession:
         *,
         wait: bool = False,
         timeout: float | None = None,
+        event_uuid: str | None = None,
     ) -> Event | None:
         """``sendmsg execute``. With ``wait`` return its CHANNEL_EXECUTE_COMPLETE event
-        (``timeout`` bounds the wait; default: the command timeout)."""
-        event_uuid = str(_uuid.uuid4())
+        (``timeout`` bounds the wait; default: the command timeout). ``event_uuid``
+        becomes the execution's Application-UUID (a new one when not given)."""
+        event_uuid = event_uuid or str(_uuid.uuid4())
         data = cmd.sendmsg_execute(app, arg, event_uuid=event_uuid)
         waiter: _ExecWaiter | None = None
         if wait:
@@ -509,14 +544,26 @@ class OutboundSession:
         """Ring tone to the SIP caller (after :meth:`pre_answer`); stopped by
         :meth:`stop_ringback` or :meth:`answer`. It blocks the channel's queue until
         broken, so media (unicast) starts only after it stops."""
-        self.execute("playback", f"tone_stream://{tone};loops=-1")
-        self._ringback = True
+        data = f"tone_stream://{tone};loops=-1"
+        event_uuid = str(_uuid.uuid4())
+        self._ringback = _Ringback(event_uuid, data, gevent.event.Event(), gevent.event.Event())
+        self.execute("playback", data, event_uuid=event_uuid)
 
     def stop_ringback(self) -> None:
-        if not self._ringback:
+        """Break the ringback and return once it has really ended (bounded waits)."""
+        ringback = self._ringback
+        if ringback is None:
             return
-        self._ringback = False
-        self.api("uuid_break", self.uuid, "all")
+        try:
+            # The tracker stays in place meanwhile: its start and end events may still come.
+            if not ringback.ended.is_set():
+                if not ringback.started.wait(timeout=self.command_timeout):
+                    raise EslTimeout(f"the ringback on {self.uuid} never started")
+                self.api("uuid_break", self.uuid, "all")
+                if not ringback.ended.wait(timeout=self.command_timeout):
+                    raise EslTimeout(f"the ringback on {self.uuid} did not stop")
+        finally:
+            self._ringback = None
 
     def start_unicast(
         self,

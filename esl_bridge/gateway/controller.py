@@ -134,8 +134,10 @@ class CallController:
             deadline = self.book.next_deadline()
             # Wake at least every second to check media timeouts.
             delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
+            # asyncio.timeout, not wait_for (see SignalingService._timers).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self._run(self.book.poll(self.clock()))
@@ -481,7 +483,7 @@ class CallController:
             self._ended(action)
         elif isinstance(action, c.Ignored):
             log.debug(
-                "event_ignored", call_id=action.call_id, state=action.state, event=action.event
+                "event_ignored", call_id=action.call_id, state=action.state, ignored=action.event
             )
 
     def _send_invitation(self, action: c.SendInvitation, now: float) -> None:

@@ -227,11 +227,14 @@ class EslSide:
 
     def _hangup(self, uuid: str, session: OutboundSession | None, op: Operation) -> None:
         (cause,) = op.args
+        # uuid_kill, not "sendmsg hangup": a sendmsg waits in the channel's queue behind a
+        # running application (the ringback), uuid_kill acts at once.
         if session is not None and not session.closed:
-            if not session.hung_up:
-                session.hangup(cause)
-            return
-        reply = self.inbound.uuid_kill(uuid, cause)
+            if session.hung_up:
+                return
+            reply = session.api("uuid_kill", uuid, cause)
+        else:
+            reply = self.inbound.uuid_kill(uuid, cause)
         if reply.ok:
             return
         if uuid in self._originating:

@@ -30,6 +30,7 @@ from esl_bridge.signaling.settings import signaling_settings
 log = get_logger("gateway")
 
 _SIP_CALL_TIMEOUT = 10.0  # seconds the controller may take to decide on a SIP call
+_WEB_SHUTDOWN = 3.0  # seconds open web connections get to finish when stopping
 
 
 class _ToController:
@@ -117,6 +118,7 @@ class Gateway:
         self.web_address: tuple[str, int] | None = None
         self.socket_address: tuple[str, int] | None = None
         self._stopped = gevent.event.Event()
+        self._stopping = False
 
     def start(self) -> None:
         self.loops.start()
@@ -150,7 +152,11 @@ class Gateway:
         add_operations_routes(app, controller.status, service.hub.stats)
         if self._extra_routes is not None:
             self._extra_routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Calls are drained before the web server stops; past that, a lingering browser
+        # connection must not hold the shutdown for aiohttp's default minute.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=_WEB_SHUTDOWN
+        )
         await runner.setup()
         site = web.TCPSite(
             runner,
@@ -182,6 +188,10 @@ class Gateway:
         self._stopped.set()
 
     def stop(self, drain: float = 5.0) -> None:
+        """Drain and stop everything; a second call does nothing."""
+        if self._stopping:
+            return
+        self._stopping = True
         log.info("gateway_stopping", drain_seconds=drain)
         if self.controller is not None:
             try:

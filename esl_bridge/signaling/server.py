@@ -121,8 +121,11 @@ class SignalingService:
         while True:
             deadline = self.hub.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.now())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that lands as the event is set, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self.hub.poll(self.now())

@@ -55,6 +55,13 @@ def startup_problems(settings: config.Settings) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        print(
+            "esl-bridge run: no rtx.conf given, so no FreeSWITCH is configured: "
+            "starting the built-in demo with a simulated FreeSWITCH.",
+            file=sys.stderr,
+        )
+        return cmd_demo(argparse.Namespace(host="127.0.0.1", port=8080, log_level=2))
     settings = _load(args.config)
     if settings is None:
         return EXIT_CONFIG
@@ -159,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"esl-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway from an rtx.conf file")
-    run.add_argument("config", help="path to rtx.conf")
+    run = sub.add_parser(
+        "run", help="run the gateway from an rtx.conf file (without one: the demo)"
+    )
+    run.add_argument("config", nargs="?", help="path to rtx.conf; omitted: run the demo")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(

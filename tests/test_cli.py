@@ -73,6 +73,7 @@ def test_missing_file_exits_2() -> None:
 
 
 def test_run_refuses_a_config_without_any_way_to_log_in() -> None:
+    """An unchanged SRProxy file has no [auth]: nobody could log in, so run says so."""
     result = esl_bridge("run", str(FIXTURES / "seed_guide.conf"))
     assert result.returncode == 2
     assert "[auth] app_certificate is empty" in result.stderr
@@ -128,3 +129,99 @@ def test_hub_settings_come_from_rtx_conf() -> None:
     assert (timeouts.peer_offline, timeouts.no_response, timeouts.answer) == (5, 6, 7)
     assert (hub.grace_period, hub.rate_per_second, hub.rate_burst) == (3, 4, 8)
     assert hub.max_pending_invitations == 2
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "esl_bridge", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _get_json(url: str, timeout: float = 20.0) -> tuple[int, dict]:
+    """Poll until the server answers; returns (status, body)."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err
+
+
+def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
+    from esl_bridge.gateway.demo import free_port
+
+    port = free_port()
+    process = _start(["demo", "--port", str(port)])
+    try:
+        status, health = _get_json(f"http://127.0.0.1:{port}/healthz")
+        assert (status, health["esl"]) == (200, "connected")
+        status, client = _get_json(f"http://127.0.0.1:{port}/config.json")
+        assert client["demo"] is True and client["open_mode"] is True
+        assert "1000" in client["numbers"] and client["ice_servers"] == []
+    finally:
+        code, err = _stop(process)
+    assert code == 0, err
+    assert "gateway_stopped" in err
+
+
+def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> None:
+    from esl_bridge.gateway.demo import free_port
+
+    web, esl, sock = free_port(), free_port(), free_port()
+    path = tmp_path / "rtx.conf"
+    path.write_text(
+        f"[esl]\nport={esl}\n[socket]\nport={sock}\n[web]\nport={web}\n"
+        "[auth]\napp_certificate=cert-0123456789abcdef\n"
+    )
+    process = _start(["run", str(path)])
+    try:
+        status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
+        assert status == 503 and health["status"] == "degraded"
+        assert process.poll() is None  # still running, reconnecting
+    finally:
+        code, err = _stop(process)
+    assert code == 0, err
+    assert "cert-0123456789abcdef" not in err
+
+
+def test_run_connects_to_freeswitch_from_rtx_conf(tmp_path: Path) -> None:
+    from esl_bridge.gateway.demo import free_port
+    from esl_bridge.sim import SimConfig, SimulatorThread
+
+    web, sock = free_port(), free_port()
+    with SimulatorThread(SimConfig(socket_target=("127.0.0.1", sock))) as sim:
+        path = tmp_path / "rtx.conf"
+        path.write_text(
+            f"[esl]\nport={sim.esl_port}\npassword={sim.password}\n[socket]\nport={sock}\n"
+            f"[web]\nport={web}\n[auth]\napp_certificate=cert-0123456789abcdef\n"
+            "[log]\nlevel=1\n"
+        )
+        process = _start(["run", str(path)])
+        try:
+            status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
+            assert (status, health["esl"]) == (200, "connected")
+        finally:
+            code, err = _stop(process)
+        assert code == 0, err
+        assert sim.password not in err  # the ESL password never reaches the log

@@ -18,6 +18,7 @@ const ui = {
   loginForm: $("login-form"), uid: $("uid"), token: $("token"), tokenRow: $("token-row"),
   login: $("login"), logout: $("logout"), identity: $("identity"),
   numbersBox: $("numbers-box"), numbers: $("numbers"), demoHint: $("demo-hint"),
+  demoCallMe: $("demo-call-me"),
   statusBox: $("status-box"), state: $("call-state"), peer: $("call-peer"),
   timer: $("call-timer"), reason: $("call-reason"),
   incoming: $("incoming"), caller: $("caller"), incomingNote: $("incoming-note"),
@@ -742,6 +743,7 @@ function render() {
   ui.token.disabled = loggedInAs !== null;
   ui.login.disabled = loggedInAs !== null;
   ui.logout.disabled = loggedInAs === null;
+  ui.demoCallMe.disabled = !online || call !== null;
   ui.identity.hidden = !online;
   ui.identity.textContent = online ? `You are ${loggedInAs}. Calls to ${loggedInAs} ring here.` : "";
 
@@ -864,8 +866,25 @@ function exposeTestHook() {
   });
 }
 
+// Demo only: the gateway's simulated phone 1001 dials 0<uid> (POST /demo/call-me).
+async function demoCallMe() {
+  if (!loggedInAs) { showMessage("Log in first."); return; }
+  try {
+    const resp = await fetch("/demo/call-me", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ uid: loggedInAs, caller: "1001" }),
+    });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    showMessage("Phone 1001 is calling you…", "info");
+  } catch (err) {
+    showMessage(`The simulated phone could not call (${err.message}).`);
+  }
+}
+
 async function main() {
   wire();
+  ui.demoCallMe.addEventListener("click", demoCallMe);
   try {
     const resp = await fetch("/config.json", { cache: "no-store" });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);

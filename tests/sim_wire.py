@@ -1,18 +1,17 @@
 """Minimal ESL frame reading for the simulator tests (independent of esl_bridge.esl).
 
-Also reads the recorded transcripts of tests/fixtures/freeswitch/ (format: README there).
+Transcripts are read by tests/esl_transcripts.py, the one reader of the recordings.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "fixtures" / "freeswitch"
+from esl_transcripts import FIXTURES, Record
+from esl_transcripts import read_transcript as read_esl_transcript
 
 
 @dataclass
@@ -212,36 +211,14 @@ def auth(port: int, password: str = "ClueCon") -> Conn:
 # ---- transcripts ---------------------------------------------------------------------------
 
 
-@dataclass
-class Record:
-    seq: int
-    t: float
-    direction: str  # "FreeSWITCH->app" or "app->FreeSWITCH"
-    data: bytes
-
-
-_RECORD = re.compile(rb"### (\d+) \+([\d.]+) \S+ \S+ \((\S+)\) len=(\d+)")
-
-
 def read_transcript(name: str) -> list[Record]:
-    data = (FIXTURES / name).read_bytes()
-    out: list[Record] = []
-    pos = 0
-    while True:
-        m = _RECORD.search(data, pos)
-        if m is None:
-            return out
-        start = m.end() + 1
-        n = int(m.group(4))
-        out.append(
-            Record(int(m.group(1)), float(m.group(2)), m.group(3).decode(), data[start : start + n])
-        )
-        pos = start + n
+    """The records of a fixture transcript, by file name (one reader for all tests)."""
+    return read_esl_transcript(FIXTURES / name).records
 
 
 def fs_frames(name: str) -> list[Frame]:
     """Every frame FreeSWITCH sent in a transcript, in order."""
-    stream = b"".join(r.data for r in read_transcript(name) if r.direction == "FreeSWITCH->app")
+    stream = b"".join(r.data for r in read_transcript(name) if r.from_freeswitch)
     frames, rest = split_frames(stream)
     assert rest == b"", rest[:100]
     return frames

@@ -1,0 +1,176 @@
+"""Calls through the whole gateway against a real FreeSWITCH 1.10 (SPEC section 4).
+
+Skipped unless ``ESL_BRIDGE_FREESWITCH=host:port:password`` is set. The switch runs the
+vanilla configuration plus ``dialplan/`` (the ``0`` route with ``esl_bridge_socket``
+pointing at ``ESL_BRIDGE_FREESWITCH_SOCKET``, default 127.0.0.1:8084, where this test's
+gateway listens) and users from ``scripts/freeswitch.sh`` or the vanilla 1000-1019.
+
+Phones: ``ESL_BRIDGE_FREESWITCH_USER`` (default 1001) must be a registered phone that
+answers automatically (baresip with ``answermode=auto``, as in the fixtures' setup) and
+sends audio; ``ESL_BRIDGE_FREESWITCH_UNREGISTERED`` (default 1019) a directory user that is
+not registered. The SIP -> web direction needs no phone: ``originate loopback/0<uid>``
+sends a leg through the default context, the ``0`` route and the socket application.
+
+Web users speak the WebSocket protocol (tests/gateway_support.py); media is set up only
+in the browser tests, so these check the signalling and FreeSWITCH's side: answered,
+refused with the right cause, and no channel left on the switch afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+from gateway_support import APPID, WebUser, wait_until
+
+from esl_bridge.config import from_text
+from esl_bridge.gateway.demo import free_port
+from esl_bridge.gateway.process import Gateway
+
+_TARGET = os.environ.get("ESL_BRIDGE_FREESWITCH", "")
+_SOCKET = os.environ.get("ESL_BRIDGE_FREESWITCH_SOCKET", "127.0.0.1:8084")
+_PHONE = os.environ.get("ESL_BRIDGE_FREESWITCH_USER", "1001")
+_UNREGISTERED = os.environ.get("ESL_BRIDGE_FREESWITCH_UNREGISTERED", "1019")
+
+pytestmark = [
+    pytest.mark.freeswitch,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not _TARGET, reason="ESL_BRIDGE_FREESWITCH=host:port:password not set"),
+]
+
+RECEIVED, ACCEPTED, REFUSED = 2, 3, 4
+
+
+@contextlib.contextmanager
+def gateway_on_freeswitch() -> Iterator[Gateway]:
+    host, port, password = _TARGET.split(":", 2)
+    socket_host, socket_port = _SOCKET.rsplit(":", 1)
+    settings = from_text(
+        f"""
+[global]
+appid = {APPID}
+sip_svr = {host}:5060
+[rtm2sip]
+on = 1
+acc_rule = {_PHONE};{_UNREGISTERED}
+[proxy]
+on = 1
+rtm_account = gateway
+[esl]
+host = {host}
+port = {port}
+password = {password}
+[socket]
+host = {socket_host}
+port = {socket_port}
+[web]
+port = {free_port()}
+[auth]
+open_mode = 1
+[limits]
+originate_timeout = 20
+presence_grace = 1
+""",
+        "<freeswitch test>",
+    )
+    gateway = Gateway(settings)
+    try:
+        gateway.start()
+        wait_until(
+            lambda: gateway.controller is not None
+            and gateway.controller.esl_state == "connected",
+            10,
+            "ESL connected to FreeSWITCH",
+        )
+        yield gateway
+    finally:
+        gateway.stop(drain=5.0)
+
+
+def channel_count(gateway: Gateway) -> int:
+    """``show channels count`` on the switch ("N total.")."""
+    assert gateway.esl is not None
+    reply = gateway.esl.inbound.api("show", "channels", "count")
+    for word in reply.text.split():
+        if word.isdigit():
+            return int(word)
+    raise AssertionError(f"unexpected show channels reply: {reply.text!r}")
+
+
+def assert_switch_clean(gateway: Gateway, before: int) -> None:
+    controller = gateway.controller
+    assert controller is not None
+    wait_until(lambda: controller.status()["calls"] == 0, 15, "no call in the gateway")
+    wait_until(lambda: channel_count(gateway) <= before, 15, "no channel left on the switch")
+    assert controller.status()["numbers_busy"] == 0
+
+
+def test_web_user_calls_a_registered_phone_and_hangs_up() -> None:
+    """A registered auto-answer phone: accepted only at answer, EndCall hangs it up."""
+    with gateway_on_freeswitch() as gateway:
+        before = channel_count(gateway)
+        alice = WebUser(gateway, "alice").connect()
+        alice.invite(_PHONE, "fs-ch-1", UserData="from the freeswitch test")
+        alice.wait_local_state(RECEIVED, timeout=10)
+        accepted = alice.wait_local_state(ACCEPTED, timeout=30)
+        assert json.loads(accepted["response"])["SipNumber"] == _PHONE
+        assert channel_count(gateway) >= before + 1
+        alice.peer(_PHONE, Cmd="EndCall")
+        assert_switch_clean(gateway, before)
+        alice.close()
+
+
+def test_unregistered_user_is_refused_with_its_cause() -> None:
+    with gateway_on_freeswitch() as gateway:
+        before = channel_count(gateway)
+        alice = WebUser(gateway, "alice").connect()
+        alice.invite(_UNREGISTERED, "fs-ch-2")
+        refused = alice.wait_local_state(REFUSED, timeout=20)
+        assert json.loads(refused["response"]) == {
+            "Cmd": "Refused",
+            "Reason": "not_registered",
+            "Cause": "USER_NOT_REGISTERED",
+        }
+        assert_switch_clean(gateway, before)
+        alice.close()
+
+
+def test_sip_leg_through_the_dialplan_route_rings_the_web_user() -> None:
+    """``originate loopback/0bob/default &park()``: the 0 route hands the leg to the
+    gateway's socket; bob is invited with the caller shown; accept answers it."""
+    with gateway_on_freeswitch() as gateway:
+        before = channel_count(gateway)
+        bob = WebUser(gateway, "bob").connect()
+        assert gateway.esl is not None
+        job = gateway.esl.inbound.bgapi(
+            "originate",
+            "{origination_caller_id_number=1005}loopback/0bob/default &park()",
+            timeout=30,
+        )
+        assert job.body.startswith("+OK"), job.body
+        invitation = bob.wait(lambda m: m.get("type") == "invitation", timeout=15)
+        content = json.loads(invitation["content"])
+        assert content["Mode"] == 1 and content["ChanId"] == invitation["channel_id"]
+        assert bob.request({"type": "accept", "inv": invitation["inv"]})["type"] == "ok"
+        controller = gateway.controller
+        assert controller is not None
+        wait_until(lambda: controller.status()["calls"] == 1, 10, "call connected")
+        bob.peer("gateway", Cmd="EndCall", ChanId=content["ChanId"])
+        assert_switch_clean(gateway, before)
+        bob.close()
+
+
+def test_web_user_offline_hangs_the_sip_leg_up_at_once() -> None:
+    with gateway_on_freeswitch() as gateway:
+        before = channel_count(gateway)
+        assert gateway.esl is not None
+        job = gateway.esl.inbound.bgapi(
+            "originate", "loopback/0nobody-here/default &park()", timeout=30
+        )
+        # The loopback a-leg may answer before the b-leg is refused; either way the
+        # b-leg is hung up by the gateway and nothing stays on the switch.
+        assert job.body.startswith(("+OK", "-ERR")), job.body
+        assert_switch_clean(gateway, before)

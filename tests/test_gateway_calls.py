@@ -221,3 +221,48 @@ def test_gateway_shutdown_ends_calls_on_both_sides() -> None:
         gateway.stop(drain=3.0)
         wait_until(lambda: sim.live_channel_count() == 0, 5, "channels ended by shutdown")
         assert not sim.crashed
+
+
+@loopback_only
+def test_dtmf_travels_both_ways() -> None:
+    with running_gateway() as (gateway, sim):
+        bob = WebUser(gateway, "bob").connect()
+        phone = sim.place_call(caller="1001", dest="0bob")
+        invitation = bob.wait(lambda m: m.get("type") == "invitation")
+        chan_id = json.loads(invitation["content"])["ChanId"]
+        bob.request({"type": "accept", "inv": invitation["inv"]})
+        wait_until(lambda: phone.answered, 5, "the phone answered")
+        # Browser -> SIP: over signalling, then uuid_send_dtmf.
+        bob.peer("gateway", Cmd="Dtmf", ChanId=chan_id, Digits="12#")
+        wait_until(lambda: phone.dtmf_to_phone == "12#", 5, "digits at the phone")
+        # Not digits: ignored, nothing sent.
+        bob.peer("gateway", Cmd="Dtmf", ChanId=chan_id, Digits="1; hangup")
+        # SIP -> browser: the phone's RFC 2833 digit arrives as a DTMF event.
+        phone.send_dtmf("7")
+        message = bob.wait_peer_cmd("Dtmf")
+        assert (message["from"], message["ChanId"], message["Digit"]) == ("gateway", chan_id, "7")
+        assert phone.dtmf_to_phone == "12#"
+        bob.peer("gateway", Cmd="EndCall", ChanId=chan_id)
+        assert_nothing_left(gateway, sim)
+        bob.close()
+
+
+@loopback_only
+def test_freeswitch_restart_ends_live_calls_and_the_gateway_reconnects() -> None:
+    with running_gateway() as (gateway, sim):
+        controller = gateway.controller
+        assert controller is not None
+        alice = WebUser(gateway, "alice").connect()
+        alice.invite("1000", "ch-restart")
+        alice.wait_local_state(ACCEPTED)
+        sim.restart()  # every connection and call dropped, same port
+        assert alice.wait_peer_cmd("EndCall", timeout=10)["from"] == "1000"
+        wait_until(lambda: controller.status()["calls"] == 0, 10, "the call ended")
+        wait_until(lambda: controller.esl_state == "connected", 10, "ESL back")
+        assert controller.status()["numbers_busy"] == 0
+        # And the next call works.
+        alice.invite("1000", "ch-after")
+        alice.wait_local_state(ACCEPTED)
+        alice.peer("1000", Cmd="EndCall")
+        assert_nothing_left(gateway, sim)
+        alice.close()

@@ -205,7 +205,9 @@ class CallController:
     def calls_lost(self, uuids: list[str]) -> None:
         """The inbound connection dropped: those channels are gone for us."""
         for uuid in uuids:
-            self.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "LOSE_RACE"})
+            self.channel_event(
+                uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "NORMAL_TEMPORARY_FAILURE"}
+            )
 
     async def sip_call_arrived(self, record: Any) -> bool:
         """A phone dialled 0XXXX; True when a call was created."""
@@ -406,6 +408,24 @@ class CallController:
             return
         self.channels.operate(call_id, uuid, "unicast", params)
 
+    async def _close_leg(self, call_id: str, leg: MediaLeg) -> None:
+        """Log the call's media figures, then close its leg (peer connection, ports)."""
+        try:
+            stats = await leg.stats()
+            unicast = stats.unicast
+            log.info(
+                "media_stats",
+                call_id=call_id,
+                codec=stats.codec,
+                connection=stats.connection_state,
+                frames_to_browser=stats.track_frames,
+                frames_from_browser=stats.browser_frames_in,
+                unicast=None if unicast is None else vars(unicast),
+            )
+        except Exception as exc:  # figures are a nicety; closing is not
+            log.warning("media_stats_failed", call_id=call_id, error=str(exc))
+        await leg.close()
+
     def _dtmf_to_web(self, call: c.Call, digit: str) -> None:
         if not digit:
             return
@@ -478,7 +498,7 @@ class CallController:
             links = self._links.get(action.call_id)
             if links is not None and links.leg is not None:
                 leg, links.leg = links.leg, None
-                self._spawn(leg.close())
+                self._spawn(self._close_leg(action.call_id, leg))
         elif isinstance(action, c.CallEnded):
             self._ended(action)
         elif isinstance(action, c.Ignored):
@@ -502,7 +522,7 @@ class CallController:
     def _ended(self, action: c.CallEnded) -> None:
         links = self._links.pop(action.call_id, None)
         if links is not None and links.leg is not None:
-            self._spawn(links.leg.close())
+            self._spawn(self._close_leg(action.call_id, links.leg))
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
         log.info(
             "call_ended",

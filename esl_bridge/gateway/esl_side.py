@@ -178,6 +178,16 @@ class EslSide:
                     return
                 try:
                     self._run(uuid, operation)
+                except EslDisconnected as exc:
+                    # The channel or its connection is gone: its hangup reaches the call
+                    # anyway (event, socket end or lost-calls report); not a call failure.
+                    log.info(
+                        "channel_operation_moot",
+                        call_id=operation.call_id,
+                        uuid=uuid,
+                        operation=operation.kind,
+                        reason=str(exc),
+                    )
                 except (EslError, ValueError) as exc:
                     log.warning(
                         "channel_operation_failed",

@@ -660,6 +660,7 @@ function onRemoteInvitation(ri) {
     showMessage(`Missed call from ${display}: you were in another call.`, "warning");
     return;
   }
+  showMessage(""); // an older notice (e.g. a missed call) is not about this call
   const chanId = String(content.ChanId || ri.channelId || newChanId());
   const c = newCall("in", ri.callerId, display, chanId);
   c.invitation = ri;

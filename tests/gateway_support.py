@@ -24,7 +24,15 @@ from esl_bridge.sim import SimConfig, SimulatorThread
 APPID = "e2e"
 
 
-def gateway_settings(esl_port: int, socket_port: int, web_port: int, extra: str = "") -> Any:
+def gateway_settings(
+    esl_port: int,
+    socket_port: int,
+    web_port: int,
+    extra: str = "",
+    *,
+    presence_grace: float = 0.5,
+) -> Any:
+    """``extra``: more lines of the [limits] section (or further sections)."""
     text = f"""
 [global]
 appid = {APPID}
@@ -45,19 +53,25 @@ port = {web_port}
 open_mode = 1
 [limits]
 originate_timeout = 5
-presence_grace = 0.5
+presence_grace = {presence_grace}
 {extra}
 """
     return config.from_text(text, "<e2e>")
 
 
 @contextlib.contextmanager
-def running_gateway(extra: str = "") -> Iterator[tuple[Gateway, SimulatorThread]]:
+def running_gateway(
+    extra: str = "", *, presence_grace: float = 0.5
+) -> Iterator[tuple[Gateway, SimulatorThread]]:
     socket_port = free_port()
     sim = SimulatorThread(
         SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
     ).start()
-    gateway = Gateway(gateway_settings(sim.esl_port, socket_port, free_port(), extra))
+    gateway = Gateway(
+        gateway_settings(
+            sim.esl_port, socket_port, free_port(), extra, presence_grace=presence_grace
+        )
+    )
     try:
         gateway.start()
         wait_until(

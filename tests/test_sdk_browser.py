@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from aiohttp import web
+from browser import CHROMEDRIVER, CHROMIUM, chromium
 from netns import assert_loopback_only, loopback_only
 
 from esl_bridge.core.invitations import InvitationTimeouts
@@ -29,8 +26,6 @@ from esl_bridge.signaling.settings import SignalingSettings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 APPID = "app1"
 CERT = "browser-test-certificate"
 WAIT = 15.0  # upper bound for any awaited event; never an assertion on elapsed time
@@ -170,42 +165,6 @@ class ServerThread:
         self.loop.call_soon_threadsafe(drop)
 
 
-@contextmanager
-def chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="esl-bridge-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
-        # Two users share one browser: keep the tab in the background at full speed.
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_script_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 class Page:
     """One tab = one user."""
 
@@ -275,7 +234,7 @@ def run_scenario(scenario: str) -> None:
         invitation_timeouts=InvitationTimeouts(peer_offline=1.0, no_response=1.0, answer=2.0),
         grace_period=10.0,
     )
-    with ServerThread(settings) as server, chromium() as driver:
+    with ServerThread(settings) as server, chromium(microphone_hz=None) as driver:
         base = f"http://127.0.0.1:{server.port}"
         alice = open_page(driver, base, "alice", first=True)
         bob = open_page(driver, base, "bob", first=False)

@@ -20,12 +20,9 @@ import fractions
 import json
 import math
 import shutil
-import tempfile
 import threading
 import time
-import wave
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -35,6 +32,7 @@ import pytest
 from aiohttp import web
 from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, MIC_HZ, OVERLAP_JS, chromium
 from netns import assert_loopback_only, loopback_only
 
 from esl_bridge.core.invitations import InvitationTimeouts
@@ -44,8 +42,6 @@ from esl_bridge.signaling.server import SignalingService, setup_signaling
 from esl_bridge.signaling.settings import SignalingSettings
 from esl_bridge.web.client import setup_web_client
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 APPID = "app1"
 CERT = "web-client-test-certificate"
 GATEWAY_UID = "10000"
@@ -445,90 +441,6 @@ class Server:
 # ---- the browser ---------------------------------------------------------------------
 
 
-MIC_HZ = 1000.0  # the fake microphone's tone
-
-
-def write_tone_wav(path: Path, freq: float = MIC_HZ, seconds: float = 2.0) -> None:
-    """A looped fake microphone: a sine at -12 dBFS, 48 kHz mono 16-bit."""
-    rate = 48000
-    t = np.arange(int(rate * seconds)) / rate
-    samples = (0.25 * 32767 * np.sin(2 * math.pi * freq * t)).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.tobytes())
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="esl-bridge-chromium-")
-    mic = Path(profile) / "mic.wav"
-    write_tone_wav(mic)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        f"--user-data-dir={profile}",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={mic}",
-        "--allow-loopback-in-peer-connection",
-        "--autoplay-policy=no-user-gesture-required",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
-        "--window-size=1280,800",
-        # A second tab (takeover) must keep running at full speed in the background.
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_script_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-# Measure the dominant frequency of the remote audio with an AnalyserNode in the page.
-DOMINANT_HZ_JS = """
-const done = arguments[arguments.length - 1];
-const stream = window.eslBridgeClient.remoteStream();
-if (!stream) { done({error: "no remote stream"}); return; }
-const ctx = new AudioContext();
-const source = ctx.createMediaStreamSource(stream);
-const analyser = ctx.createAnalyser();
-analyser.fftSize = 8192;
-analyser.smoothingTimeConstant = 0;
-source.connect(analyser);
-const bins = new Float32Array(analyser.frequencyBinCount);
-setTimeout(() => {
-  analyser.getFloatFrequencyData(bins);
-  let best = 1;
-  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
-  const result = {hz: best * ctx.sampleRate / analyser.fftSize, db: bins[best],
-                  state: ctx.state};
-  ctx.close();
-  done(result);
-}, 1200);
-"""
-
-
 class Page:
     """The page in the current tab, with screenshot and wait helpers."""
 
@@ -641,27 +553,6 @@ class Page:
         for path in self.saved:
             assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert (SCREENS / path.name).exists()
-
-
-OVERLAP_JS = """
-(() => {
-  const els = [...document.querySelectorAll("button, input, #call-state, #call-peer,"
-    + " #call-timer, #call-reason, #conn-state, #message, #caller, #mic-level")]
-    .filter((e) => e.offsetParent !== null || e.id === "conn-state");
-  const boxes = els.map((e) => [e.id || e.textContent.trim(), e.getBoundingClientRect()]);
-  const bad = [];
-  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-    const [a, r] = boxes[i], [b, s] = boxes[j];
-    if (r.width === 0 || s.width === 0) continue;
-    const x = Math.min(r.right, s.right) - Math.max(r.left, s.left);
-    const y = Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top);
-    if (x > 1 && y > 1) bad.push([a, b]);
-  }
-  const wide = document.documentElement.scrollWidth > window.innerWidth + 1;
-  if (wide) bad.push(["page", "wider than the viewport"]);
-  return bad;
-})()
-"""
 
 
 def wait_for(check: Callable[[], Any], what: str, debug: Callable[[], str] | None = None) -> Any:

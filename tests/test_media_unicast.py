@@ -525,3 +525,19 @@ def test_receive_buffer_invariants_under_any_arrival_pattern(
     assert q.pushed == len(arrivals)
     assert q.popped + q.overflow_drops + q.trimmed + q.late_drops + len(q) == q.pushed
     assert q.popped == len(tags)
+
+
+async def _silent_channel_times_out() -> tuple[float | None, float | None]:
+    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_port_range()))
+    before = endpoint.seconds_since_rx(0.0)
+    await endpoint.open()
+    # No datagram ever comes: the silence counts from the opening, on the loop's clock.
+    later = endpoint.seconds_since_rx(asyncio.get_running_loop().time() + 30.0)
+    await endpoint.close()
+    return before, later
+
+
+def test_a_channel_that_never_sends_still_counts_toward_the_media_timeout() -> None:
+    before, later = asyncio.run(asyncio.wait_for(_silent_channel_times_out(), 10))
+    assert before is None  # not open yet: nothing to time
+    assert later is not None and later >= 30.0

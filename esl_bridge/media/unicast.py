@@ -524,6 +524,7 @@ class UnicastEndpoint:
         self.rx: ReceiveBuffer | None = None
         self.tx = SendPacer(fmt, self.settings)
         self.foreign_packets = 0
+        self._opened_at: float | None = None
         self.closed = False
 
     # -- life
@@ -532,6 +533,7 @@ class UnicastEndpoint:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.rx = ReceiveBuffer(self.fmt, loop.time(), self.settings)
+        self._opened_at = loop.time()
         last_error: OSError | None = None
         for _ in range(bind_attempts):
             pair = self._allocator.allocate()
@@ -679,7 +681,10 @@ class UnicastEndpoint:
         return s
 
     def seconds_since_rx(self, now: float) -> float | None:
-        """For the media timeout: None before FreeSWITCH's first datagram."""
-        if self.rx is None or self.rx.last_arrival is None:
+        """For the media timeout: seconds since FreeSWITCH's last datagram, or since the
+        endpoint opened when none came yet (a channel that never sends must time out
+        too); None while the endpoint is not open."""
+        if self.rx is None or self._opened_at is None:
             return None
-        return now - self.rx.last_arrival
+        last = self.rx.last_arrival
+        return now - (last if last is not None else self._opened_at)

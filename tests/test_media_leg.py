@@ -252,7 +252,7 @@ def test_no_ice_server_by_default() -> None:
     config = LegConfig().rtc_configuration()
     assert config.iceServers == []
     turn = LegConfig(
-        ice_servers=("turn:turn.example.net:3478",), turn_username="u", turn_password="p"
+        ice_servers=("turn:127.0.0.1:3478",), turn_username="u", turn_password="p"
     ).rtc_configuration()
     assert turn.iceServers is not None and turn.iceServers[0].username == "u"
 

@@ -15,6 +15,7 @@ one machine is an event for the other one.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -338,7 +339,7 @@ S = TypeVar("S", LocalState, RemoteState)
 E = TypeVar("E", LocalEvent, RemoteEvent)
 
 
-class _Machine(Generic[S, E]):
+class _Machine(ABC, Generic[S, E]):
     _table: Mapping[tuple[S, E], Transition | Reject]
     _terminal: frozenset[S]
 
@@ -406,8 +407,9 @@ class _Machine(Generic[S, E]):
             return out
         raise ValueError(f"{type(self).__name__} cannot run {op}")
 
+    @abstractmethod
     def _timer_event(self, timer: Timer) -> E:
-        raise NotImplementedError
+        """The event a timer of this side turns into when it fires."""
 
 
 class LocalInvitation(_Machine[LocalState, LocalEvent]):

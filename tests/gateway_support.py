@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
-import gevent
+from ports_and_waits import gevent_wait
 
 from esl_bridge import config
 from esl_bridge.gateway.demo import free_port
@@ -87,11 +87,8 @@ def running_gateway(
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll cooperatively (the gevent hub keeps running the ESL side meanwhile)."""
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not check():
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        gevent.sleep(0.02)
+    if not gevent_wait(check, timeout):
+        raise AssertionError(f"timed out waiting for: {what}")
 
 
 class WebUser:

@@ -18,6 +18,7 @@ from esl_fakes import (
     replay_outbound,
 )
 from esl_transcripts import FIXTURES, read_transcript
+from ports_and_waits import gevent_wait as _wait_until
 from structlog.testing import capture_logs
 
 from esl_bridge.esl import commands as cmd
@@ -35,14 +36,6 @@ from esl_bridge.esl.control import (
 from esl_bridge.esl.protocol import DisconnectNotice, Event
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.01)
-        return True
-    return False
 
 
 # ------------------------------------------------------------------------------ outbound

@@ -18,6 +18,8 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
+from ports_and_waits import free_udp_port as _free_udp_port
+from ports_and_waits import gevent_wait as _wait_until
 
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.control import InboundClient, OutboundServer, OutboundSession
@@ -35,22 +37,6 @@ pytestmark = [
 def _target() -> tuple[str, int, str]:
     host, port, password = _TARGET.split(":", 2)
     return host, int(port), password
-
-
-def _wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.02)
-        return True
-    return False
-
-
-def _free_udp_port() -> int:
-    probe = stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
 
 
 @pytest.fixture

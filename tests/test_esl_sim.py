@@ -13,6 +13,8 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
+from ports_and_waits import free_udp_port as _free_udp_port
+from ports_and_waits import gevent_wait as _wait_until
 from structlog.testing import capture_logs
 
 from esl_bridge.esl import commands as cmd
@@ -30,22 +32,6 @@ sim_thread = pytest.importorskip("esl_bridge.sim.thread")
 SimConfig = pytest.importorskip("esl_bridge.sim.server").SimConfig
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.01)
-        return True
-    return False
-
-
-def _free_udp_port() -> int:
-    probe = stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
 
 
 class _Outbound:

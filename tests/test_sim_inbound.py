@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from ports_and_waits import free_udp_port as _free_udp_port
 from sim_wire import Conn, Event, auth, fs_events, read_transcript
 
 from esl_bridge.sim import Extension, SimConfig, SimulatorThread, wire
@@ -274,14 +275,6 @@ def test_unicast_on_parked_echo_channel(sim: SimulatorThread) -> None:
     assert ch.unicast.frames_received >= 50
     c.command(f"api uuid_kill {uuid}")
     assert sim.wait_for(lambda: sim.live_channel_count() == 0, 5)
-
-
-def _free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_stale_timestamps_option() -> None:

@@ -8,6 +8,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
+from ports_and_waits import free_udp_port as _free_udp_port
 from sim_wire import Conn, Event, auth, fs_events, fs_frames, read_transcript
 
 from esl_bridge.sim import SimConfig, SimulatorThread, wire
@@ -417,14 +418,6 @@ def _unicast(local: int, remote: int) -> str:
         f"sendmsg\ncall-command: unicast\nlocal-ip: 127.0.0.1\nlocal-port: {local}\n"
         f"remote-ip: 127.0.0.1\nremote-port: {remote}\ntransport: udp"
     )
-
-
-def _free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _free_tcp_port() -> int:

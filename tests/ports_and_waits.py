@@ -1,0 +1,28 @@
+"""Small helpers shared by the tests: free loopback ports and cooperative waits."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import gevent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody uses right now (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    return free_port(socket.SOCK_DGRAM)
+
+
+def gevent_wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` while the gevent hub keeps running; False on timeout."""
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(0.01)
+        return True
+    return False

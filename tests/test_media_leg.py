@@ -5,7 +5,6 @@ network namespace that has only ``lo`` (tests/netns.py)."""
 from __future__ import annotations
 
 import asyncio
-import fractions
 import math
 import os
 import socket
@@ -13,9 +12,10 @@ import socket
 import av
 import numpy as np
 import pytest
-from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from netns import loopback_only
+from tones import ToneTrack
 
 from esl_bridge.media.leg import (
     LegConfig,
@@ -27,38 +27,6 @@ from esl_bridge.media.leg import (
 from esl_bridge.media.unicast import FRAME_S, ChannelFormat, PortAllocator
 
 AUDIO_S = 1.2  # seconds of audio each way; the first 0.5 s are ignored (start-up)
-
-
-class ToneTrack(AudioStreamTrack):
-    """The browser's microphone: a sine, 48 kHz s16, on an absolute 20 ms schedule."""
-
-    def __init__(self, freq: float, layout: str = "stereo") -> None:
-        super().__init__()
-        self.freq = freq
-        self.layout = layout
-        self.n = 0
-        self.t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self.t0 is None:
-            self.t0 = loop.time()
-        delay = self.t0 + self.n * FRAME_S - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        samples = 960
-        t = (np.arange(samples) + self.n * samples) / 48000
-        mono = (8000 * np.sin(2 * math.pi * self.freq * t)).astype("<i2")
-        data = np.repeat(mono, 2) if self.layout == "stereo" else mono
-        frame = av.AudioFrame(format="s16", layout=self.layout, samples=samples)
-        frame.planes[0].update(data.tobytes())
-        frame.sample_rate = 48000
-        frame.time_base = fractions.Fraction(1, 48000)
-        frame.pts = self.n * samples
-        self.n += 1
-        return frame
 
 
 class FakeFreeSwitch(asyncio.DatagramProtocol):

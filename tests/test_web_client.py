@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fractions
 import json
-import math
 import shutil
 import threading
 import time
@@ -26,14 +24,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import av
 import numpy as np
 import pytest
 from aiohttp import web
-from aiortc import AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, MIC_HZ, OVERLAP_JS, chromium
 from netns import assert_loopback_only, loopback_only
+from tones import ToneTrack
 
 from esl_bridge.core.invitations import InvitationTimeouts
 from esl_bridge.media.leg import use_host_addresses
@@ -134,36 +132,6 @@ def test_login_and_network_in_chromium(tmp_path: Path) -> None:
 
 
 # ---- the fake gateway ----------------------------------------------------------------
-
-
-class ToneTrack(AudioStreamTrack):
-    """The SIP side's audio: a 440 Hz sine, 48 kHz stereo s16, paced at 20 ms."""
-
-    def __init__(self, freq: float = 440.0) -> None:
-        super().__init__()
-        self.freq = freq
-        self.n = 0
-        self.t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self.t0 is None:
-            self.t0 = loop.time()
-        delay = self.t0 + self.n * 0.02 - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        samples = 960
-        t = (np.arange(samples) + self.n * samples) / 48000
-        mono = (8000 * np.sin(2 * math.pi * self.freq * t)).astype("<i2")
-        frame = av.AudioFrame(format="s16", layout="stereo", samples=samples)
-        frame.planes[0].update(np.repeat(mono, 2).tobytes())
-        frame.sample_rate = 48000
-        frame.time_base = fractions.Fraction(1, 48000)
-        frame.pts = self.n * samples
-        self.n += 1
-        return frame
 
 
 class FakeGateway:

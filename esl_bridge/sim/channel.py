@@ -241,6 +241,10 @@ class Channel:
         self.session: Any = None  # the outbound EslSession controlling this channel
         self.app_runner: asyncio.Task[None] | None = None
         self.current_app: str | None = None
+        # An application running inside the socket app's park loop (e.g. the ringback);
+        # when the socket goes meanwhile, the socket app returns only after it ends.
+        self.running_app: str | None = None
+        self.socket_gone = False
         self.socket_app: tuple[str, str] | None = None  # (args, Application-UUID)
         self.notice_sent = False
         self.audio = AudioSource("tone", 440.0)  # what the far end sends

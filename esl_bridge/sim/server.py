@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -464,6 +465,8 @@ class Simulator:
         self.crash_reason: str | None = None
         self.reply_delay = 0.0
         self._drop_next_command = 0
+        self._sched: dict[int, tuple[str, asyncio.Task[Any]]] = {}  # sched_api tasks
+        self._sched_next = 0
         self._sequence = 0
         self._session_counter = 0
         self._server: asyncio.base_events.Server | None = None
@@ -718,10 +721,77 @@ class Simulator:
         return "+OK\n"
 
     async def _api_hupall(self, arg: str) -> str:
-        cause = arg.split()[0] if arg.split() else "MANAGER_REQUEST"
+        """`hupall [cause] [var value]...`: every channel, or those whose variables match."""
+        words = arg.split()
+        cause = words[0] if words and words[0] in Q850 else "MANAGER_REQUEST"
+        pairs = list(zip(words[1::2], words[2::2], strict=False))
         for ch in list(self.channels.values()):
+            if ch.hung_up or any(ch.get_var(k) != v for k, v in pairs):
+                continue
             self._spawn(self.hangup(ch, cause))
-        return "+OK hangup all channels with cause " + cause + "\n"
+        if not pairs:
+            return f"+OK hangup all channels with cause {cause}\n"
+        more = "" if len(pairs) == 1 else "..."
+        k, v = pairs[0]
+        return f"+OK hangup all channels matching [{k}]=[{v}]{more} with cause: {cause}\n"
+
+    async def _api_sched_api(self, arg: str) -> str:
+        """`sched_api +<secs>|@<secs>|<epoch> <group> <command...>` on the switch's scheduler."""
+        parts = arg.split(" ", 2)
+        if len(parts) < 3 or not parts[2]:
+            return (
+                "-ERR Invalid syntax. USAGE: [+@]<time> <group_name> <command_string>[&]\n"
+            )
+        when, group, command = parts
+        try:
+            if when[:1] in "+@":
+                delay = float(int(when[1:] or "0"))
+            else:
+                delay = max(0.0, int(when) - time.time())
+        except ValueError:
+            delay = 0.0
+        self._sched_next += 1
+        task_id = self._sched_next
+        self._sched[task_id] = (group, self._spawn(self._sched_run(task_id, delay, command)))
+        return f"+OK Added: {task_id}\n"
+
+    async def _sched_run(self, task_id: int, delay: float, command: str) -> None:
+        await asyncio.sleep(delay)
+        self._sched.pop(task_id, None)
+        name, _, rest = command.rstrip("&").partition(" ")
+        await self.api(name, rest)
+
+    async def _api_sched_del(self, arg: str) -> str:
+        target = arg.strip()
+        if not target:
+            return "-ERR Invalid syntax\n"
+        if target.isdigit():
+            ids = [int(target)] if int(target) in self._sched else []
+        else:
+            ids = [i for i, (group, _t) in self._sched.items() if group == target]
+        for i in ids:
+            _group, task = self._sched.pop(i)
+            task.cancel()
+        return f"+OK Deleted: {len(ids)}\n"
+
+    def scheduled_groups(self) -> list[str]:
+        """Test hook: the groups of the scheduler tasks still pending."""
+        return [group for group, _t in self._sched.values()]
+
+    async def _api_uuid_setvar_multi(self, arg: str) -> str:
+        parts = arg.split(maxsplit=1)
+        ch = self.channels.get(parts[0]) if parts else None
+        if ch is None:
+            return "-ERR No such channel!\n"
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
+        for item in parts[1].split(";"):
+            name, eq, value = item.partition("=")
+            if name and eq:
+                ch.set_var(name, value)
+            elif name:
+                ch.unset_var(name)
+        return "+OK\n"
 
     async def _api_sofia_contact(self, arg: str) -> str:
         target = arg.split()[0] if arg.split() else ""
@@ -742,6 +812,8 @@ class Simulator:
             live = []
         if len(words) > 1 and words[1].lower() == "count":
             return f"\n{len(live)} total.\n"
+        if words[1:] == ["as", "json"]:
+            return self._show_json(live)
         if not live:
             return f"\n{len(live)} total.\n"
         rows = [SHOW_CHANNELS_HEADER]
@@ -792,6 +864,28 @@ class Simulator:
                 )
             )
         return "\n".join(rows) + f"\n\n{len(live)} total.\n"
+
+    def _show_json(self, live: list[Channel]) -> str:
+        """`show channels as json`: {"row_count":0} when empty, else rows of the columns."""
+        if not live:
+            return '{"row_count":0}'
+        columns = SHOW_CHANNELS_HEADER.split(",")
+        rows = []
+        for c in live:
+            row = dict.fromkeys(columns, "")
+            row.update(
+                uuid=c.uuid,
+                direction=c.direction,
+                created_epoch=str(c.created_us // 1_000_000),
+                name=c.name,
+                state=c.state,
+                hostname=self.hostname,
+                callstate=c.call_state,
+                call_uuid=c.uuid,
+                application=c.current_app or "",
+            )
+            rows.append(row)
+        return json.dumps({"row_count": len(rows), "rows": rows}, indent=1)
 
     # ---- originate ---------------------------------------------------------------------------
     async def _api_originate(self, arg: str) -> str:
@@ -1309,7 +1403,16 @@ class Simulator:
             if kind == "unicast":
                 await self._process_unicast(ch, msg)
             elif kind == "execute":
-                await self._execute(ch, msg)
+                ch.running_app = msg.get("execute-app-name", "")
+                try:
+                    await self._execute(ch, msg)
+                finally:
+                    ch.running_app = None
+            if ch.socket_gone and not ch.hung_up:
+                # The socket app returned once that application ended; the dialplan's
+                # `hangup` runs next.
+                await self.hangup(ch, "NORMAL_CLEARING")
+                return
 
     async def _execute(self, ch: Channel, msg: dict[str, str]) -> None:
         app = msg.get("execute-app-name", "")
@@ -1626,6 +1729,13 @@ class Simulator:
         ch = session.channel
         if ch is None or ch.hung_up or self.crashed:
             return
+        if ch.running_app is not None:
+            # Recorded on FreeSWITCH 1.10.12: an application running in the park loop (the
+            # endless ringback `playback ...;loops=-1`) is not interrupted by the socket's
+            # end; the channel stays until that application ends (never, for the ringback)
+            # or something else hangs it up.
+            ch.socket_gone = True
+            return
         self._spawn(self.hangup(ch, "NORMAL_CLEARING"))
 
     # ---- crash & faults ----------------------------------------------------------------------
@@ -1643,6 +1753,7 @@ class Simulator:
         self._drop_everything()
 
     def _drop_everything(self) -> None:
+        self._sched.clear()  # the scheduler dies with the switch (its tasks are cancelled below)
         for ch in list(self.channels.values()):
             self._destroy_silently(ch)
         for s in list(self.sessions):

@@ -742,6 +742,7 @@ class InboundClient:
         connect_timeout: float = 5.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        reconnect_probe: float = 0.5,
         on_event: Callable[[Event], None] | None = None,
         on_state: Callable[[ConnectionState], None] | None = None,
         on_calls_lost: Callable[[list[str]], None] | None = None,
@@ -755,6 +756,7 @@ class InboundClient:
         self.connect_timeout = connect_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.reconnect_probe = reconnect_probe
         self._on_event = on_event
         self._on_state = on_state
         self._on_calls_lost = on_calls_lost
@@ -847,18 +849,33 @@ class InboundClient:
 
     def _run(self) -> None:
         delay = self.backoff_initial
+        probing = False  # asking a port that refused: stay DISCONNECTED, log nothing new
         while not self._stopping:
-            self._set_state(ConnectionState.CONNECTING)
+            if not probing:
+                self._set_state(ConnectionState.CONNECTING)
             try:
                 conn = self._open()
             except EslAuthError as exc:
                 self.last_error = str(exc)
                 self._set_state(ConnectionState.AUTH_FAILED, error=str(exc))
                 return
+            except ConnectionRefusedError as exc:
+                # Nothing listens (the switch is down or starting): asking again costs one
+                # SYN and its RST, so ask often and reconnect within ``reconnect_probe`` of
+                # the switch coming back, instead of after a backoff grown meanwhile.
+                self.last_error = str(exc)
+                self._set_state(
+                    ConnectionState.DISCONNECTED, error=str(exc), retry_in_s=self.reconnect_probe
+                )
+                probing = True
+                gevent.sleep(self.reconnect_probe)
+                continue
             except (EslError, OSError) as exc:
+                probing = False
                 self.last_error = str(exc)
                 self._set_state(ConnectionState.DISCONNECTED, error=str(exc), retry_in_s=delay)
             else:
+                probing = False
                 delay = self.backoff_initial
                 self.connections += 1
                 self._set_state(ConnectionState.CONNECTED, connection=self.connections)

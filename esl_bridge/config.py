@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,7 @@ from configobj.validate import (
     VdtValueTooSmallError,
 )
 
+from esl_bridge.esl.orphans import default_node_id, valid_node_id
 from esl_bridge.numbers import AccRuleError, parse_acc_rule
 
 # The configspec is the single place where keys, types, ranges and defaults live;
@@ -74,6 +76,11 @@ password = string(min=1, default='ClueCon')
 command_timeout = float(min=0.1, max=120, default=5.0)
 connect_timeout = float(min=0.1, max=60, default=5.0)
 reconnect_max_delay = float(min=0.5, max=300, default=30.0)
+reconnect_probe_interval = float(min=0.1, max=10, default=0.5)
+orphan_timeout = float(min=3, max=3600, default=30.0)
+
+[cluster]
+node_id = string(max=64, default='')
 
 [socket]
 host = string(min=1, default='127.0.0.1')
@@ -274,6 +281,13 @@ class EslSettings:
     command_timeout: float
     connect_timeout: float
     reconnect_max_delay: float
+    reconnect_probe_interval: float
+    orphan_timeout: float
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    node_id: str  # filled in by load(): "<hostname>-<socket port>" when the file leaves it empty
 
 
 @dataclass(frozen=True)
@@ -338,6 +352,7 @@ class Settings:
     pstn: PstnSettings
     log: LogSettings
     esl: EslSettings
+    cluster: ClusterSettings
     socket: SocketSettings
     web: WebSettings
     media: MediaSettings
@@ -546,6 +561,12 @@ def _build(
                 bad("web", key, f"no such file: {resolved}")
             web[key] = str(resolved)
 
+    node_id = raw["cluster"]["node_id"] or default_node_id(
+        socket.gethostname(), raw["socket"]["port"]
+    )
+    if not valid_node_id(node_id):
+        bad("cluster", "node_id", "use 1-64 letters, digits, '_', '.' or '-'")
+
     if (raw["socket"]["host"], raw["socket"]["port"]) == (web["host"], web["port"]):
         bad("socket", "port", "the outbound socket server and the web server share host:port")
 
@@ -595,6 +616,7 @@ def _build(
             console=log["console"],
         ),
         esl=EslSettings(**_pick(raw["esl"], EslSettings)),
+        cluster=ClusterSettings(node_id=node_id),
         socket=SocketSettings(**_pick(raw["socket"], SocketSettings)),
         web=WebSettings(**_pick(web, WebSettings)),
         media=MediaSettings(

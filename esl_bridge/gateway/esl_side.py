@@ -20,6 +20,7 @@ import gevent.queue
 
 from esl_bridge.config import EslSettings, SocketSettings
 from esl_bridge.esl import commands as cmd
+from esl_bridge.esl import orphans
 from esl_bridge.esl.control import (
     ConnectionState,
     EslDisconnected,
@@ -28,7 +29,8 @@ from esl_bridge.esl.control import (
     OutboundServer,
     OutboundSession,
 )
-from esl_bridge.esl.protocol import ChannelRecord, DisconnectNotice, Event
+from esl_bridge.esl.orphans import GatewayIdentity, Watchdog
+from esl_bridge.esl.protocol import ApiResponse, ChannelRecord, DisconnectNotice, Event
 from esl_bridge.logs import get_logger
 
 log = get_logger("gateway.esl")
@@ -88,10 +90,18 @@ class EslSide:
         socket: SocketSettings,
         sink: EventSink,
         *,
+        identity: GatewayIdentity,
+        orphan_timeout: float = 30.0,
         originate_timeout: float = 60.0,
     ) -> None:
         self.sink = sink
         self.originate_timeout = originate_timeout
+        self.identity = identity
+        self.watchdog = Watchdog(identity, orphan_timeout)
+        self._watchdog_loop: gevent.Greenlet | None = None
+        self._cleaned = False  # the predecessor's leftovers are gone (once per process)
+        self._ready_reported = False
+        self.orphans_ended = 0
         self.inbound = InboundClient(
             esl.host,
             esl.port,
@@ -101,6 +111,7 @@ class EslSide:
             backoff_max=esl.reconnect_max_delay,
             on_event=self._on_inbound_event,
             on_state=self._on_state,
+            reconnect_probe=esl.reconnect_probe_interval,
             on_calls_lost=sink.calls_lost,
         )
         self.outbound = OutboundServer(
@@ -115,9 +126,14 @@ class EslSide:
 
     def start(self) -> tuple[str, int]:
         self.inbound.start()
+        self._watchdog_loop = gevent.spawn(self._keep_watchdog_armed)
         return self.outbound.start()
 
     def stop(self) -> None:
+        if self._watchdog_loop is not None:
+            self._watchdog_loop.kill(block=True, timeout=1.0)
+            self._watchdog_loop = None
+        self._end_own_channels()
         self.outbound.stop(timeout=2.0)
         self.inbound.stop()
 
@@ -126,7 +142,102 @@ class EslSide:
         return self.inbound.state is ConnectionState.CONNECTED
 
     def _on_state(self, state: ConnectionState) -> None:
+        if state is ConnectionState.CONNECTED:
+            # Numbers are served (presence, calls) only once the predecessor's leftovers
+            # are gone, so a new call never meets a leftover's unicast ports.
+            gevent.spawn(self._connected)
+            return
+        self._ready_reported = False
         self.sink.esl_state(state.value)
+
+    # -- orphans: cleanup at start, watchdog (esl/orphans.py says why) --------------------
+
+    def _connected(self) -> None:
+        if not self._cleaned:
+            try:
+                self._end_predecessors_channels()
+                self._cleaned = True
+            except EslError as exc:
+                # Not fatal: the predecessor's own watchdog still ends them within the bound.
+                log.warning("esl.orphans.cleanup_failed", error=str(exc))
+        self._arm_watchdog()
+        if self.inbound.state is ConnectionState.CONNECTED and not self._ready_reported:
+            self._ready_reported = True
+            self.sink.esl_state(ConnectionState.CONNECTED.value)
+
+    def _end_predecessors_channels(self) -> None:
+        listing = self._api_text("show", "channels as json")
+        ended = 0
+        for uuid in orphans.channel_uuids(listing):
+            node = orphans.getvar_value(self._api_text("uuid_getvar", uuid, orphans.NODE_VAR))
+            if node != self.identity.node_id:
+                continue
+            instance = orphans.getvar_value(
+                self._api_text("uuid_getvar", uuid, orphans.INSTANCE_VAR)
+            )
+            if not self.identity.is_predecessor(node, instance or ""):
+                continue
+            if self.inbound.uuid_kill(uuid, orphans.ORPHAN_CAUSE).ok:
+                ended += 1
+                log.warning("esl.orphans.channel_ended", uuid=uuid, instance=instance)
+        self.orphans_ended += ended
+        log.info(
+            "esl.orphans.cleanup_done",
+            node=self.identity.node_id,
+            instance=self.identity.instance_id,
+            ended=ended,
+            cause=orphans.ORPHAN_CAUSE,
+        )
+
+    def _api_text(self, command: str, *args: str) -> str:
+        return self.inbound.api(command, *args).body
+
+    def _keep_watchdog_armed(self) -> None:
+        while True:
+            gevent.sleep(self.watchdog.period)
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        """Arm the next watchdog task, then delete the previous one (never none armed)."""
+        api = self._any_api()
+        if api is None:
+            return  # nothing reaches the switch; the armed task keeps its time
+        try:
+            command, arg = self.watchdog.arm_args()
+            reply = api(command, arg)
+            if not reply.ok:
+                log.error("esl.orphans.watchdog_refused", reply=reply.text[:200])
+                return
+            previous = self.watchdog.armed_ok()
+            if previous is not None:
+                api("sched_del", previous)
+        except EslError as exc:
+            log.warning("esl.orphans.watchdog_not_armed", error=str(exc))
+
+    def _any_api(self) -> Any:
+        """A way to run an api command: the inbound connection, else any socket session."""
+        if self.inbound.connected:
+            return self.inbound.api
+        for session in list(self._sessions.values()):
+            if not session.closed:
+                return session.api
+        return None
+
+    def _end_own_channels(self) -> None:
+        """On a clean stop, after the drain: nothing of this process stays on the switch."""
+        api = self._any_api()
+        if api is None:
+            return
+        try:
+            api(
+                "hupall",
+                f"{orphans.ORPHAN_CAUSE} {orphans.INSTANCE_VAR} {self.identity.instance_id}",
+            )
+            group = self.watchdog.disarm()
+            if group is not None:
+                api("sched_del", group)
+        except EslError as exc:
+            log.warning("esl.orphans.stop_cleanup_failed", error=str(exc))
 
     # -- operations (called in the hub's thread through the handoff) ---------------------
 
@@ -150,7 +261,9 @@ class EslSide:
         self._originating.add(uuid)
         self.inbound.track_call(uuid)
         try:
-            arg = cmd.originate_arg(destination, cmd.park_app(), variables)
+            arg = cmd.originate_arg(
+                destination, cmd.park_app(), {**variables, **self.identity.channel_vars()}
+            )
             result = self.inbound.originate(arg, timeout=self.originate_timeout + 10)
         except (EslError, ValueError) as exc:
             log.warning("originate_error", call_id=call_id, uuid=uuid, error=str(exc))
@@ -253,6 +366,13 @@ class EslSide:
         # "-ERR No such channel!": it is gone already; say so, the call must end.
         self.sink.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": cause})
 
+    def _claim(self, session: OutboundSession) -> None:
+        reply: ApiResponse = session.api(
+            "uuid_setvar_multi", session.uuid, self.identity.setvar_multi_arg()
+        )
+        if not reply.ok:
+            raise EslError(f"uuid_setvar_multi: {reply.text[:200]}")
+
     def _api_ok(self, command: str, *args: str) -> None:
         reply = self.inbound.api(command, *args)
         if not reply.ok:
@@ -275,6 +395,8 @@ class EslSide:
         hung_up = False
         try:
             try:
+                # First of all: mark the channel as this process's, for the watchdog.
+                self._claim(session)
                 self.sink.sip_call(session.channel)
             except Exception as exc:  # the call logic could not take it: fail loudly
                 log.error("sip_call_not_taken", uuid=uuid, error=str(exc))

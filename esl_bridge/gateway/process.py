@@ -18,6 +18,7 @@ import gevent.event
 from aiohttp import web
 
 from esl_bridge.config import Settings
+from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.gateway.esl_side import EslSide, Operation
@@ -123,10 +124,13 @@ class Gateway:
     def start(self) -> None:
         self.loops.start()
         sink = _ToController(self.loops)
+        self.identity = GatewayIdentity.new(self.settings.cluster.node_id)
         self.esl = EslSide(
             self.settings.esl,
             self.settings.socket,
             sink,
+            identity=self.identity,
+            orphan_timeout=self.settings.esl.orphan_timeout,
             originate_timeout=self.settings.limits.originate_timeout,
         )
         self.loops.run_coroutine(self._start_web(self.esl), timeout=30)
@@ -137,6 +141,8 @@ class Gateway:
             web="{}:{}".format(*self.web_address) if self.web_address else None,
             socket="{}:{}".format(*self.socket_address),
             esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
+            node=self.identity.node_id,
+            instance=self.identity.instance_id,
         )
 
     async def _start_web(self, esl: EslSide) -> None:

@@ -31,8 +31,10 @@ def gateway_settings(
     extra: str = "",
     *,
     presence_grace: float = 0.5,
+    esl_extra: str = "",
 ) -> Any:
-    """``extra``: more lines of the [limits] section (or further sections)."""
+    """``extra``: more lines of the [limits] section (or further sections);
+    ``esl_extra``: more lines of the [esl] section."""
     text = f"""
 [global]
 appid = {APPID}
@@ -45,6 +47,7 @@ rtm_account = gateway
 [esl]
 port = {esl_port}
 command_timeout = 3
+{esl_extra}
 [socket]
 port = {socket_port}
 [web]
@@ -61,7 +64,7 @@ presence_grace = {presence_grace}
 
 @contextlib.contextmanager
 def running_gateway(
-    extra: str = "", *, presence_grace: float = 0.5
+    extra: str = "", *, presence_grace: float = 0.5, esl_extra: str = ""
 ) -> Iterator[tuple[Gateway, SimulatorThread]]:
     socket_port = free_port()
     sim = SimulatorThread(
@@ -69,7 +72,12 @@ def running_gateway(
     ).start()
     gateway = Gateway(
         gateway_settings(
-            sim.esl_port, socket_port, free_port(), extra, presence_grace=presence_grace
+            sim.esl_port,
+            socket_port,
+            free_port(),
+            extra,
+            presence_grace=presence_grace,
+            esl_extra=esl_extra,
         )
     )
     try:

@@ -460,6 +460,39 @@ def test_switch_restart_reconnects_and_resubscribes(switch) -> None:
     assert states.count(ConnectionState.CONNECTED) == 2
 
 
+def test_a_switch_that_refuses_is_asked_again_at_the_probe_interval(switch) -> None:
+    """While nothing listens, the wait between tries stays at the probe interval (it had
+    grown to 6.4 s by the time a restarted FreeSWITCH answered), and the state stays
+    DISCONNECTED instead of logging every try."""
+    states: list[ConnectionState] = []
+    client = _client(switch, on_state=states.append, backoff_max=30.0, reconnect_probe=0.3)
+    waits: list[float] = []
+
+    def recorded_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        gevent.sleep(0.01)  # the test does not wait the real interval
+
+    client._sleep = recorded_sleep
+    try:
+        client.connect()
+        port = switch.port
+        switch.stop()
+        assert _wait_until(lambda: len(waits) >= 12)  # far past where a backoff doubles
+        assert set(waits[1:]) == {0.3}, waits
+        # connecting, connected, disconnected, one more try, then quiet while it refuses
+        assert states.count(ConnectionState.CONNECTING) == 2, states
+        restarted = FakeInboundSwitch(port=port)
+        restarted.start()
+        try:
+            client.wait_connected(5)
+            assert client.api("status").ok
+        finally:
+            client.stop()
+            restarted.stop()
+    finally:
+        client.stop()
+
+
 def test_garbage_frame_is_a_clear_error_and_client_goes_on(switch) -> None:
     switch.garbage_on.add("api garbage")
     with capture_logs() as logs:

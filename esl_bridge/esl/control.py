@@ -757,6 +757,7 @@ class InboundClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.reconnect_probe = reconnect_probe
+        self._sleep: Callable[[float], None] = gevent.sleep  # between attempts; tests watch it
         self._on_event = on_event
         self._on_state = on_state
         self._on_calls_lost = on_calls_lost
@@ -868,7 +869,7 @@ class InboundClient:
                     ConnectionState.DISCONNECTED, error=str(exc), retry_in_s=self.reconnect_probe
                 )
                 probing = True
-                gevent.sleep(self.reconnect_probe)
+                self._sleep(self.reconnect_probe)
                 continue
             except (EslError, OSError) as exc:
                 probing = False
@@ -887,7 +888,7 @@ class InboundClient:
                 self._set_state(
                     ConnectionState.DISCONNECTED, error=self.last_error, retry_in_s=delay
                 )
-            gevent.sleep(delay * random.uniform(0.8, 1.2))
+            self._sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.backoff_max)
 
     def _open(self) -> _Connection:

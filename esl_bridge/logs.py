@@ -168,9 +168,12 @@ def add_secret(secret: str) -> None:
     _redactor.add(secret)
 
 
-def bounded(value: object, limit: int = BOUND) -> str:
+def bounded(value: object, limit: int = BOUND) -> Any:
     """``value`` (peer data: a reply, a header, an error text) for a log line: secrets
-    masked first, then cut to ``limit`` characters plus ``...(N bytes)``, N its UTF-8 size."""
+    masked first, then cut to ``limit`` characters plus ``...(N bytes)``, N its UTF-8 size.
+    None, booleans and numbers are returned as they are."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
     text = value if isinstance(value, str) else repr(value)
     text = _redactor.scrub(text)
     if len(text) <= limit:

@@ -258,6 +258,7 @@ def test_bounded_keeps_short_values_and_cuts_long_ones() -> None:
     cut = logs.bounded(long)
     assert cut == "é" * 200 + "...(600 bytes)"
     assert logs.bounded({"a": "b"}) == "{'a': 'b'}"
+    assert (logs.bounded(None), logs.bounded(7)) == (None, 7)
 
 
 def test_bounded_masks_before_it_cuts(tmp_path: Path) -> None:

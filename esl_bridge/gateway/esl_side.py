@@ -29,7 +29,7 @@ from esl_bridge.esl.control import (
     OutboundSession,
 )
 from esl_bridge.esl.protocol import ChannelRecord, DisconnectNotice, Event
-from esl_bridge.logs import get_logger
+from esl_bridge.logs import bounded, get_logger
 
 log = get_logger("gateway.esl")
 
@@ -153,7 +153,7 @@ class EslSide:
             arg = cmd.originate_arg(destination, cmd.park_app(), variables)
             result = self.inbound.originate(arg, timeout=self.originate_timeout + 10)
         except (EslError, ValueError) as exc:
-            log.warning("originate_error", call_id=call_id, uuid=uuid, error=str(exc))
+            log.warning("originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
             self.inbound.untrack_call(uuid)
             self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
             return
@@ -277,7 +277,7 @@ class EslSide:
             try:
                 self.sink.sip_call(session.channel)
             except Exception as exc:  # the call logic could not take it: fail loudly
-                log.error("sip_call_not_taken", uuid=uuid, error=str(exc))
+                log.error("sip_call_not_taken", uuid=uuid, error=bounded(str(exc)))
                 session.hangup("NORMAL_TEMPORARY_FAILURE")
             while True:
                 item = session.events.get()

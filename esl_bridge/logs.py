@@ -68,7 +68,7 @@ _INLINE_SECRET = re.compile(
     # an ESL login line, "auth ClueCon", and "userauth user@domain:password"
     r"(?m:^)auth\s+(?=\S+\s*$)|(?m:^)userauth\s+[^:\s]+:"
     # key=value, key: value, "key": "value"
-    rf"|(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*{_SECRET_WORD}[\"']?\s*[=:]\s*"
+    rf"|(?<![A-Za-z0-9_.-])[_.-]*(?:[A-Za-z0-9]+[_.-])*{_SECRET_WORD}[\"']?\s*[=:]\s*"
     # uuid_setvar <uuid> sip_auth_password VALUE
     rf"|\buuid_setvar\s+\S+\s+(?:[A-Za-z0-9]+[_.-])*{_SECRET_WORD}\s+"
     # Authorization: Bearer VALUE

@@ -203,6 +203,7 @@ def test_the_timestamp_field_is_never_masked() -> None:
         ('{"password": "1234", "port": 31234}', '{"password": "***", "port": 31234}'),
         ("uuid_setvar c0ffee00-1234-4abc sip_auth_password 1234", None),
         ("auth 1234", "auth ***"),
+        ("esl --password=1234 --port 31234", "esl --password=*** --port 31234"),
         ("sip://1000:1234@127.0.0.1", "sip://1000:***@127.0.0.1"),
         ("refused: the secret 1234 is wrong", "refused: the secret *** is wrong"),
         ("value '1234' given", "value '***' given"),

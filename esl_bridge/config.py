@@ -151,6 +151,7 @@ _HOSTPORT = re.compile(rf"^(?P<host>\[[0-9A-Fa-f:.]+\]|{_HOSTNAME})(?::(?P<port>
 _HOST = re.compile(rf"^{_HOSTNAME}$")
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _INTERPOLATION = re.compile(r"%\(|\$\{")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _DIAL_PREFIX = re.compile(r"^[0-9*#+]{0,16}$")
 _ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
@@ -539,8 +540,18 @@ def _build(
     warnings: list[str],
 ) -> Settings | None:
     def bad(section: str, key: str, reason: str) -> None:
+        if any((p.section, p.key) == (section, key) for p in problems):
+            return  # one problem per key: the first found
         problems.append(ConfigProblem(name, section, key, raw[section][key], reason))
 
+    # A newline in a '''triple-quoted''' value would end an ESL command early (the
+    # rest of the password becomes a command); no key has a use for control characters.
+    for section in raw.configspec:
+        for key in raw.configspec[section]:
+            value = raw[section][key]
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(item, str) and _CONTROL.search(item) for item in items):
+                bad(section, key, "contains a control character (newline, tab, NUL, ...)")
     if not valid_appid(raw["global"]["appid"]):
         # The login frame's appid rule: any other appid could never log in.
         bad("global", "appid", "expected 1-64 of the characters A-Z a-z 0-9 _ . -")

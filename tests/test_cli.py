@@ -102,7 +102,11 @@ BAD_FILES: dict[str, tuple[str, str]] = {
     "log_file_is_a_directory": (_RUNNABLE + "[log]\nfile = {tmp}\n", "is a directory"),
     "appid_with_space": (_RUNNABLE + "[global]\nappid = 'my app'\n", "A-Z a-z 0-9 _ . -"),
     "appid_not_ascii": (_RUNNABLE + "[global]\nappid = ü\n", "A-Z a-z 0-9 _ . -"),
-    "appid_with_nul": (_RUNNABLE + "[global]\nappid = 'a\x00b'\n", "A-Z a-z 0-9 _ . -"),
+    "appid_with_nul": (_RUNNABLE + "[global]\nappid = 'a\x00b'\n", "control character"),
+    "esl_password_with_newline": (
+        _RUNNABLE + "[esl]\npassword = '''ClueCon\nevent plain ALL'''\n",
+        "[esl] password = '***': contains a control character",
+    ),
     "sip_svr_interpolation": (_RUNNABLE + "[global]\nsip_svr = %(foo)s\n", "interpolation"),
     "empty_file": ("", "[auth] app_certificate is empty"),
     "unicast_range_reversed": (

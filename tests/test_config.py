@@ -315,3 +315,19 @@ def test_pair_count_agrees_with_the_port_allocator() -> None:
                     PortAllocator(low, high)
             else:
                 assert PortAllocator(low, high).capacity == pairs
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("esl", "password", "'''ClueCon\nevent plain ALL'''"),
+        ("proxy", "sip_pwd", "'a\tb'"),
+        ("pstn", "gateway", "'gw\x00'"),
+        ("media", "codecs", "opus, 'PC\x7fMU'"),
+    ],
+)
+def test_control_characters_are_refused_in_any_value(section: str, key: str, value: str) -> None:
+    problem = only_problem(f"[{section}]\n{key} = {value}\n")
+    assert (problem.section, problem.key) == (section, key)
+    assert "control character" in problem.reason
+    assert "ClueCon" not in str(problem)

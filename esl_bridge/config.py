@@ -154,7 +154,11 @@ _INTERPOLATION = re.compile(r"%\(|\$\{")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _DIAL_PREFIX = re.compile(r"^[0-9*#+]{0,16}$")
-_ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
+# As aiortc parses them (no IPv6 literal), with a host that is a name or IPv4 address.
+_ICE_URL = re.compile(
+    rf"^(?P<scheme>stun|turn|turns):{_HOSTNAME}(?::(?P<port>[0-9]{{1,5}}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
 
 
 class ConfigProblem:
@@ -607,8 +611,11 @@ def _build(
 
     media = raw["media"]
     for url in media["ice_servers"]:
-        if not _ICE_URL.match(url):
+        ice = _ICE_URL.match(url)
+        if not ice or not 1 <= int(ice["port"] or 3478) <= 65535:
             bad("media", "ice_servers", f"{url!r} is not a stun:, turn: or turns: URL")
+        elif ice["transport"] and ice["scheme"] == "stun":
+            bad("media", "ice_servers", f"{url!r}: a stun: URL takes no ?transport")
         elif url.startswith("turn") and not (media["turn_username"] and media["turn_password"]):
             bad("media", "ice_servers", "a TURN server needs turn_username and turn_password")
     unknown_codecs = [c for c in media["codecs"] if c not in CODECS]

@@ -331,3 +331,32 @@ def test_control_characters_are_refused_in_any_value(section: str, key: str, val
     assert (problem.section, problem.key) == (section, key)
     assert "control character" in problem.reason
     assert "ClueCon" not in str(problem)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "stun:%(host)s",
+        "stun:127.0.0.1:99999",
+        "stun:127.0.0.1?transport=udp",
+        "turn:[::1]:3478",
+        "turn:127.0.0.1:3478?transport=sctp",
+        "stun:127.0.0.1:3478/x",
+    ],
+)
+def test_ice_server_urls_aiortc_could_not_use_are_refused(url: str) -> None:
+    problem = only_problem(f"[media]\nice_servers = {url},\nturn_username = u\nturn_password = p\n")
+    assert (problem.section, problem.key) == ("media", "ice_servers")
+
+
+def test_usual_ice_server_urls_load_and_parse_in_aiortc() -> None:
+    from aiortc.rtcicetransport import parse_stun_turn_uri
+
+    urls = ["stun:127.0.0.1", "stun:stun.lan:3478", "turn:127.0.0.1:3478?transport=tcp"]
+    urls.append("turns:turn.lan:5349")
+    settings = config.from_text(
+        f"[media]\nice_servers = {', '.join(urls)}\nturn_username = u\nturn_password = p\n"
+    )
+    assert settings.media.ice_servers == tuple(urls)
+    for url in urls:
+        parse_stun_turn_uri(url)

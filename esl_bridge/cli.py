@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from esl_bridge import __version__, config
 
@@ -14,27 +15,37 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2  # a config file that cannot be used
 
 
-def _load(path: str) -> config.Settings | None:
-    """Load a config file, printing every defect to stderr; None when it cannot be used."""
+def _load(path: str, *, for_run: bool = False) -> config.Settings | None:
+    """Load a config file, printing every defect to stderr; None when it cannot be used.
+
+    ``for_run``: also what ``run`` would refuse (``run_problems``). ``run`` and
+    ``check-config`` both load this way, so they cannot disagree about a file.
+    """
     try:
         settings = config.load(path)
     except config.ConfigError as exc:
-        print(f"esl-bridge: {len(exc.problems)} problem(s) in the configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(exc.problems)
         return None
     for warning in settings.warnings:
         print(f"esl-bridge: warning: {warning}", file=sys.stderr)
+    problems = run_problems(settings) if for_run else []
+    if problems:
+        _report(problems)
+        return None
     return settings
 
 
+def _report(problems: Sequence[config.ConfigProblem]) -> None:
+    print(f"esl-bridge: {len(problems)} problem(s) in the configuration:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = _load(args.config, for_run=True)
     if settings is None:
         return EXIT_CONFIG
     print(config.render(settings))
-    for note in startup_problems(settings):
-        print(f"esl-bridge: warning: {note}", file=sys.stderr)
     numbers = settings.rtm2sip.numbers
     if numbers:
         shown = ", ".join(numbers[:5]) + (", ..." if len(numbers) > 5 else "")
@@ -43,15 +54,76 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def startup_problems(settings: config.Settings) -> list[str]:
-    """What keeps ``run`` from starting with these settings, though the file itself is valid."""
-    problems = []
+def run_problems(settings: config.Settings) -> list[config.ConfigProblem]:
+    """What keeps ``run`` from starting with these settings, though the file itself is valid.
+
+    Besides the login rule, the parts of the gateway that check their own settings are
+    built here once, before anything starts, so a value they refuse is a config problem.
+    """
+    source = settings.source
+    problems: list[config.ConfigProblem] = []
     if not settings.auth.open_mode and not settings.auth.app_certificate:
         problems.append(
-            "[auth] app_certificate is empty: no web user could log in. Set it to a long "
-            "random secret (tokens are signed with it), or open_mode = 1 for a local demo."
+            config.ConfigProblem(
+                source,
+                None,
+                None,
+                None,
+                "[auth] app_certificate is empty: no web user could log in. Set it to a long "
+                "random secret (tokens are signed with it), or open_mode = 1 for a local demo.",
+            )
         )
+    from esl_bridge.media.unicast import PortAllocator
+    from esl_bridge.signaling.settings import signaling_settings
+
+    try:
+        signaling_settings(settings)
+    except ValueError as exc:
+        problems.append(config.ConfigProblem(source, "limits", None, None, str(exc)))
+    media = settings.media
+    try:
+        PortAllocator(media.unicast_port_min, media.unicast_port_max)
+    except ValueError as exc:
+        problems.append(
+            config.ConfigProblem(
+                source, "media", "unicast_port_max", media.unicast_port_max, str(exc)
+            )
+        )
+    if settings.web.tls:
+        from esl_bridge.gateway.web import ssl_context
+
+        try:
+            ssl_context(settings)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            problems.append(
+                config.ConfigProblem(
+                    source,
+                    "web",
+                    "tls_cert",
+                    settings.web.tls_cert,
+                    f"cannot load it with tls_key: {exc}",
+                )
+            )
+    if settings.log.file:
+        problem = _log_file_problem(settings)
+        if problem is not None:
+            problems.append(problem)
     return problems
+
+
+def _log_file_problem(settings: config.Settings) -> config.ConfigProblem | None:
+    """Open [log] file for appending as the log handler will; a file made here is removed."""
+    path = Path(settings.log.file)
+    existed = path.exists()
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        reason = f"cannot be opened for writing: {exc.strerror or exc}"
+        return config.ConfigProblem(settings.source, "log", "file", settings.log.file, reason)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -62,17 +134,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return cmd_demo(argparse.Namespace(host="127.0.0.1", port=8080, log_level=2))
-    settings = _load(args.config)
+    settings = _load(args.config, for_run=True)
     if settings is None:
-        return EXIT_CONFIG
-    problems = startup_problems(settings)
-    if problems:
-        for problem in problems:
-            print(f"esl-bridge: {settings.source}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     from esl_bridge.logs import configure_logging
 
-    configure_logging(settings.log, secrets=settings.secrets())
+    try:
+        configure_logging(settings.log, secrets=settings.secrets())
+    except OSError as exc:  # the file went away or lost its rights since the check
+        reason = f"cannot be opened for writing: {exc.strerror or exc}"
+        _report([config.ConfigProblem(settings.source, "log", "file", settings.log.file, reason)])
+        return EXIT_CONFIG
     from esl_bridge.gateway.process import Gateway
 
     gateway = Gateway(settings)
@@ -82,6 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"esl-bridge run: cannot start: {exc}", file=sys.stderr)
         gateway.stop(drain=0)
         return EXIT_FAILURE
+    except ValueError as exc:  # a setting some part refuses that the checks above missed
+        print(f"esl-bridge run: {settings.source}: cannot start: {exc}", file=sys.stderr)
+        gateway.stop(drain=0)
+        return EXIT_CONFIG
     host, port = gateway.web_address or (settings.web.host, settings.web.port)
     scheme = "https" if settings.web.tls else "http"
     print(

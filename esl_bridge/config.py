@@ -8,6 +8,8 @@ Every defect is reported at once, each naming file, section, key, value and reas
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 import socket
@@ -26,10 +28,12 @@ from configobj.validate import (
     VdtValueTooLongError,
     VdtValueTooShortError,
     VdtValueTooSmallError,
+    is_float,
 )
 
 from esl_bridge.esl.orphans import default_node_id, valid_node_id
 from esl_bridge.numbers import AccRuleError, parse_acc_rule
+from esl_bridge.signaling.protocol import valid_appid, valid_uid
 
 # The configspec is the single place where keys, types, ranges and defaults live;
 # README.rst's configuration reference documents the same table.
@@ -147,10 +151,21 @@ LEGACY_KEYS: Mapping[tuple[str, str], str] = {
 }
 
 CODECS = ("opus", "PCMU", "PCMA")
-_HOSTPORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+)(?::(?P<port>[0-9]{1,5}))?$")
+# A host name is letters, digits, _ . - (it ends up in FreeSWITCH dial strings, where
+# braces, commas, quotes or @ would change their meaning).
+_HOSTNAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})"
+_HOSTPORT = re.compile(rf"^(?P<host>\[[0-9A-Fa-f:.]+\]|{_HOSTNAME})(?::(?P<port>[0-9]{{1,5}}))?$")
+_HOST = re.compile(rf"^{_HOSTNAME}$")
+_GATEWAY_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+_INTERPOLATION = re.compile(r"%\(|\$\{")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _DIAL_PREFIX = re.compile(r"^[0-9*#+]{0,16}$")
-_ICE_URL = re.compile(r"^(stun|turn|turns):[^\s]+$")
+# As aiortc parses them (no IPv6 literal), with a host that is a name or IPv4 address.
+_ICE_URL = re.compile(
+    rf"^(?P<scheme>stun|turn|turns):{_HOSTNAME}(?::(?P<port>[0-9]{{1,5}}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
 
 
 class ConfigProblem:
@@ -194,7 +209,31 @@ def _check_port_or_empty(value: Any) -> int | None:
     return int(text)
 
 
+class VdtNotFinite(ValidateError):
+    """A float key given nan or inf: no timer or rate can use it."""
+
+    def __init__(self, value: object):
+        super().__init__("is not a finite number (nan and inf are not allowed)")
+        self.value = value
+
+
+def _check_finite_float(value: Any, min: Any = None, max: Any = None) -> float:
+    # Replaces validate's own "float" check, which lets nan through every min/max.
+    number = is_float(value, min, max)
+    if not math.isfinite(number):
+        raise VdtNotFinite(value)
+    return number
+
+
+def _interpolation_reason(value: str) -> str | None:
+    if _INTERPOLATION.search(value):
+        return "interpolation (%(name)s, ${name}) is not supported: write the value itself"
+    return None
+
+
 def _check_hostport(value: Any) -> str:
+    if isinstance(value, str) and _interpolation_reason(value):
+        raise ValidateError(_interpolation_reason(value))
     if not isinstance(value, str) or not _HOSTPORT.match(value.strip()):
         raise ValidateError(f"expected host or host:port, got {value!r}")
     port = _HOSTPORT.match(value.strip())["port"]  # type: ignore[index]
@@ -204,7 +243,8 @@ def _check_hostport(value: Any) -> str:
 
 
 def _check_uid(value: Any) -> str:
-    if not isinstance(value, str) or not _UID.match(value):
+    # The signalling protocol's own uid rule, and narrower: the uid also names SIP legs.
+    if not isinstance(value, str) or not (valid_uid(value) and _UID.match(value)):
         raise ValidateError("expected 1-64 characters of letters, digits and _ . @ + -")
     return value
 
@@ -396,6 +436,7 @@ def _validator() -> Validator:
             "uid": _check_uid,
             "dial_prefix": _check_dial_prefix,
             "acc_rule": _check_acc_rule,
+            "float": _check_finite_float,
         }
     )
 
@@ -518,7 +559,22 @@ def _build(
     warnings: list[str],
 ) -> Settings | None:
     def bad(section: str, key: str, reason: str) -> None:
+        if any((p.section, p.key) == (section, key) for p in problems):
+            return  # one problem per key: the first found
         problems.append(ConfigProblem(name, section, key, raw[section][key], reason))
+
+    # A newline in a '''triple-quoted''' value would end an ESL command early (the
+    # rest of the password becomes a command); no key has a use for control characters.
+    for section in raw.configspec:
+        for key in raw.configspec[section]:
+            value = raw[section][key]
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(item, str) and _CONTROL.search(item) for item in items):
+                bad(section, key, "contains a control character (newline, tab, NUL, ...)")
+    if not valid_appid(raw["global"]["appid"]):
+        # The login frame's appid rule: any other appid could never log in.
+        bad("global", "appid", "expected 1-64 of the characters A-Z a-z 0-9 _ . -")
+    _check_hosts(raw, bad)
 
     rtm2sip = raw["rtm2sip"]
     numbers: tuple[str, ...] = ()
@@ -538,6 +594,10 @@ def _build(
     pstn = raw["pstn"]
     if pstn["ip"] and pstn["gateway"]:
         bad("pstn", "gateway", "set either [pstn] ip or [pstn] gateway, not both")
+    if pstn["ip"] and not _HOSTPORT.match(pstn["ip"]):
+        bad("pstn", "ip", _interpolation_reason(pstn["ip"]) or "expected host or host:port")
+    if pstn["gateway"] and not _GATEWAY_NAME.match(pstn["gateway"]):
+        bad("pstn", "gateway", "expected 1-64 of the characters A-Z a-z 0-9 _ . @ + -")
 
     # SRProxy's [rtc]/[rtm] ip and port pointed at anyRTC's private cloud; here they are the
     # bind address of the one web/signalling server, and override [web] when set.
@@ -572,15 +632,28 @@ def _build(
 
     media = raw["media"]
     for url in media["ice_servers"]:
-        if not _ICE_URL.match(url):
+        ice = _ICE_URL.match(url)
+        if not ice or not 1 <= int(ice["port"] or 3478) <= 65535:
             bad("media", "ice_servers", f"{url!r} is not a stun:, turn: or turns: URL")
+        elif ice["transport"] and ice["scheme"] == "stun":
+            bad("media", "ice_servers", f"{url!r}: a stun: URL takes no ?transport")
         elif url.startswith("turn") and not (media["turn_username"] and media["turn_password"]):
             bad("media", "ice_servers", "a TURN server needs turn_username and turn_password")
     unknown_codecs = [c for c in media["codecs"] if c not in CODECS]
     if unknown_codecs:
         bad("media", "codecs", f"unknown codec(s) {unknown_codecs}; choose from {list(CODECS)}")
-    if media["unicast_port_max"] - media["unicast_port_min"] < 1:
-        bad("media", "unicast_port_max", "must be above unicast_port_min (ports come in pairs)")
+    low, high = media["unicast_port_min"], media["unicast_port_max"]
+    pairs = unicast_pairs(low, high)
+    if pairs == 0:
+        bad("media", "unicast_port_max", f"{low}-{high} holds no (even, odd) port pairs")
+    elif pairs < raw["limits"]["max_calls"]:
+        max_calls = raw["limits"]["max_calls"]
+        bad(
+            "media",
+            "unicast_port_max",
+            f"{low}-{high} holds {pairs} port pairs, fewer than [limits] max_calls = "
+            f"{max_calls} (each call uses one pair)",
+        )
 
     log = raw["log"]
     log_file = ""
@@ -588,6 +661,10 @@ def _build(
         resolved = _resolve(log["file"], base_dir)
         if not resolved.parent.is_dir():
             bad("log", "file", f"directory {resolved.parent} does not exist")
+        elif resolved.is_dir():
+            bad("log", "file", f"{resolved} is a directory; name a file")
+        elif not os.access(resolved if resolved.exists() else resolved.parent, os.W_OK):
+            bad("log", "file", f"{resolved} cannot be written")
         log_file = str(resolved)
 
     auth = raw["auth"]
@@ -631,6 +708,35 @@ def _build(
         auth=AuthSettings(**_pick(auth, AuthSettings)),
         warnings=tuple(warnings),
     )
+
+
+# Bind addresses: a host name or an IP address. ICE host candidates: IP addresses only.
+_HOST_KEYS = (("esl", "host"), ("socket", "host"), ("web", "host"), ("media", "unicast_host"))
+
+
+def _check_hosts(raw: ConfigObj, bad: Any) -> None:
+    keys = [*_HOST_KEYS, *((s, "ip") for s in ("rtc", "rtm") if raw[s]["ip"])]
+    for section, key in keys:
+        value = raw[section][key]
+        if not (_HOST.match(value) or _is_ip(value)):
+            bad(section, key, _interpolation_reason(value) or "expected a host name or IP address")
+    for address in raw["media"]["host_addresses"]:
+        if not _is_ip(address):
+            bad("media", "host_addresses", f"{address!r} is not an IP address")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def unicast_pairs(port_min: int, port_max: int) -> int:
+    """How many (even, odd) port pairs [port_min, port_max] holds, as the allocator counts."""
+    first = port_min + port_min % 2
+    return len(range(first, port_max, 2))
 
 
 def _pick(section: Mapping[str, Any], cls: type) -> dict[str, Any]:

@@ -38,8 +38,16 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.strip() == f"esl-bridge {__version__}"
 
 
-def test_check_config_prints_effective_settings_with_secrets_masked() -> None:
-    result = esl_bridge("check-config", str(FIXTURES / "seed_guide.conf"))
+def runnable_copy(fixture: str, tmp_path: Path) -> Path:
+    """An SRProxy sample plus the [auth] section run needs (SRProxy has none)."""
+    path = tmp_path / fixture
+    text = (FIXTURES / fixture).read_text()
+    path.write_text(text + "\n[auth]\napp_certificate = cert-0123456789abcdef\n")
+    return path
+
+
+def test_check_config_prints_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    result = esl_bridge("check-config", str(runnable_copy("seed_guide.conf", tmp_path)))
     assert result.returncode == 0, result.stderr
     assert "sip_pwd = ***" in result.stdout
     assert "password = ***" in result.stdout
@@ -47,11 +55,12 @@ def test_check_config_prints_effective_settings_with_secrets_masked() -> None:
     assert "ClueCon" not in result.stdout
     assert "acc_rule = 1005;10[06-19]" in result.stdout
     assert "# acc_rule: 15 numbers (1005, 1006, 1007, 1008, 1009, ...)" in result.stdout
+    assert "cert-0123456789abcdef" not in result.stdout
     assert "OK" in result.stdout.splitlines()[-1]
 
 
-def test_check_config_reports_legacy_keys_as_warnings() -> None:
-    result = esl_bridge("check-config", str(FIXTURES / "srproxy_old.conf"))
+def test_check_config_reports_legacy_keys_as_warnings(tmp_path: Path) -> None:
+    result = esl_bridge("check-config", str(runnable_copy("srproxy_old.conf", tmp_path)))
     assert result.returncode == 0
     assert "warning:" in result.stderr and "[ivr] on" in result.stderr
 
@@ -73,10 +82,74 @@ def test_missing_file_exits_2() -> None:
 
 
 def test_run_refuses_a_config_without_any_way_to_log_in() -> None:
-    """An unchanged SRProxy file has no [auth]: nobody could log in, so run says so."""
+    """An unchanged SRProxy file has no [auth]: nobody could log in, so run says so,
+    and check-config says the same."""
     result = esl_bridge("run", str(FIXTURES / "seed_guide.conf"))
     assert result.returncode == 2
     assert "[auth] app_certificate is empty" in result.stderr
+    checked = esl_bridge("check-config", str(FIXTURES / "seed_guide.conf"))
+    assert checked.returncode == 2
+    assert (checked.stdout, checked.stderr) == ("", result.stderr)
+
+
+# Files check-config used to pass and run then choked on (a traceback, NaN timers, a
+# refusal of its own). Each: (text, what the one problem line says).
+_RUNNABLE = "[auth]\nopen_mode = 1\n"
+BAD_FILES: dict[str, tuple[str, str]] = {
+    "nan_grace": (_RUNNABLE + "[limits]\npresence_grace = nan\n", "not a finite number"),
+    "nan_media_timeout": (_RUNNABLE + "[media]\nmedia_timeout = nan\n", "not a finite number"),
+    "nan_command_timeout": (_RUNNABLE + "[esl]\ncommand_timeout = nan\n", "not a finite"),
+    "log_file_is_a_directory": (_RUNNABLE + "[log]\nfile = {tmp}\n", "is a directory"),
+    "appid_with_space": (_RUNNABLE + "[global]\nappid = 'my app'\n", "A-Z a-z 0-9 _ . -"),
+    "appid_not_ascii": (_RUNNABLE + "[global]\nappid = ü\n", "A-Z a-z 0-9 _ . -"),
+    "appid_with_nul": (_RUNNABLE + "[global]\nappid = 'a\x00b'\n", "control character"),
+    "esl_password_with_newline": (
+        _RUNNABLE + "[esl]\npassword = '''ClueCon\nevent plain ALL'''\n",
+        "[esl] password = '***': contains a control character",
+    ),
+    "sip_svr_interpolation": (_RUNNABLE + "[global]\nsip_svr = %(foo)s\n", "interpolation"),
+    "empty_file": ("", "[auth] app_certificate is empty"),
+    "unicast_range_reversed": (
+        _RUNNABLE + "[media]\nunicast_port_min = 31000\nunicast_port_max = 30000\n",
+        "no (even, odd) port pairs",
+    ),
+    "max_calls_over_port_pairs": (_RUNNABLE + "[limits]\nmax_calls = 501\n", "max_calls"),
+    "tls_files_not_pem": (
+        _RUNNABLE + "[web]\ntls_cert = {tmp}/junk.pem\ntls_key = {tmp}/junk.pem\n",
+        "cannot load it with tls_key",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_run_refuses_at_once_what_check_config_refuses(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from esl_bridge.cli import main
+    from esl_bridge.gateway.demo import free_port
+
+    text, fragment = BAD_FILES[name]
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    path = tmp_path / "rtx.conf"
+    # Free loopback ports: if run wrongly started, it would not collide with anything.
+    ports = f"[web]\nport = {free_port()}\n[socket]\nport = {free_port()}\n"
+    if "[web]" in text:
+        ports = f"[socket]\nport = {free_port()}\n"
+    path.write_text(text.format(tmp=tmp_path) + ports, encoding="utf-8")
+
+    assert main(["check-config", str(path)]) == 2
+    checked = capsys.readouterr()
+    assert checked.out == ""
+    header, problem = checked.err.splitlines()
+    assert header == "esl-bridge: 1 problem(s) in the configuration:"
+    assert problem.startswith(f"  {path}: ") and fragment in problem
+
+    # run refuses before starting anything; were it to start, the timeout fails the test.
+    result = esl_bridge("run", str(path))
+    assert result.returncode == 2
+    assert result.stderr == checked.err
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
 
 
 def test_no_command_prints_help_and_fails() -> None:

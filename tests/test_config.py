@@ -182,3 +182,181 @@ def test_rendered_settings_load_back_to_the_same_settings() -> None:
 def test_boolean_flags_accept_srproxy_style_values() -> None:
     for text, expected in (("1", True), ("0", False), ("on", True), ("off", False)):
         assert config.from_text(f"[proxy]\non={text}\n").proxy.on is expected
+
+
+# -- values that would crash or silently break run: refused by the one validation path
+
+
+def spec_keys(check: str) -> list[tuple[str, str]]:
+    """(section, key) of every key the configspec checks with ``check``."""
+    keys, section = [], ""
+    for line in config.CONFIGSPEC.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif f"= {check}(" in line:
+            keys.append((section, line.split("=", 1)[0].strip()))
+    return keys
+
+
+FLOAT_KEYS = spec_keys("float")
+
+
+def test_the_spec_has_the_float_keys_the_tests_walk() -> None:
+    assert len(FLOAT_KEYS) >= 9
+    assert ("limits", "presence_grace") in FLOAT_KEYS
+    assert ("media", "media_timeout") in FLOAT_KEYS
+
+
+@pytest.mark.parametrize(("section", "key"), FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan", "inf", "-inf", "1e999"])
+def test_every_float_key_refuses_nan_and_inf(section: str, key: str, value: str) -> None:
+    problem = only_problem(f"[{section}]\n{key} = {value}\n")
+    assert (problem.section, problem.key) == (section, key)
+    if "nan" in value.lower():
+        assert "not a finite number" in problem.reason
+
+
+def test_finite_floats_still_load() -> None:
+    settings = config.from_text("[limits]\npresence_grace = 2.5\n[media]\nmedia_timeout=1e1\n")
+    assert settings.limits.presence_grace == 2.5
+    assert settings.media.media_timeout == 10.0
+
+
+@pytest.mark.parametrize("appid", ["my app", "ü", "a\x00b", "a/b", "app:1", "x" * 65])
+def test_appid_follows_the_login_frames_rule(appid: str) -> None:
+    from esl_bridge.signaling.protocol import valid_appid
+
+    assert not valid_appid(appid)
+    problem = only_problem(f"[global]\nappid = '{appid}'\n")
+    assert (problem.section, problem.key) == ("global", "appid")
+
+
+def test_an_appid_the_protocol_accepts_loads() -> None:
+    from esl_bridge.signaling.protocol import valid_appid
+
+    assert valid_appid("acme.prod-1_x")
+    assert config.from_text("[global]\nappid = acme.prod-1_x\n").global_.appid == "acme.prod-1_x"
+
+
+@pytest.mark.parametrize("uid", ["a b", "ü", "a\x00b", "x" * 65])
+def test_rtm_account_is_a_uid_the_protocol_accepts(uid: str) -> None:
+    from esl_bridge.signaling.protocol import valid_uid
+
+    assert not valid_uid(uid)
+    problem = only_problem(f"[proxy]\nrtm_account = '{uid}'\n")
+    assert (problem.section, problem.key) == ("proxy", "rtm_account")
+
+
+@pytest.mark.parametrize(
+    ("text", "section", "key", "fragment"),
+    [
+        ("[global]\nsip_svr = %(foo)s\n", "global", "sip_svr", "interpolation"),
+        ("[global]\nsip_svr = ${host}:5060\n", "global", "sip_svr", "interpolation"),
+        ("[global]\nsip_svr = fs{x}:5060\n", "global", "sip_svr", "host:port"),
+        ("[global]\nsip_svr = user@fs\n", "global", "sip_svr", "host:port"),
+        ("[esl]\nhost = %(fs)s\n", "esl", "host", "interpolation"),
+        ("[web]\nhost = 'a b'\n", "web", "host", "host name"),
+        ("[socket]\nhost = -x\n", "socket", "host", "host name"),
+        ("[media]\nunicast_host = a/b\n", "media", "unicast_host", "host name"),
+        ("[rtc]\nip = 'a}b'\n", "rtc", "ip", "host name"),
+        ("[media]\nhost_addresses = localhost,\n", "media", "host_addresses", "IP address"),
+        ("[pstn]\nip = 192.0.2.1}\n", "pstn", "ip", "host:port"),
+        ("[pstn]\nip = %(gw)s\n", "pstn", "ip", "interpolation"),
+        ("[pstn]\ngateway = 'gw}x'\n", "pstn", "gateway", "characters"),
+    ],
+)
+def test_hosts_and_names_that_end_up_in_dial_strings_or_binds(
+    text: str, section: str, key: str, fragment: str
+) -> None:
+    problem = only_problem(text)
+    assert (problem.section, problem.key) == (section, key)
+    assert fragment in problem.reason
+
+
+def test_usual_hosts_load() -> None:
+    settings = config.from_text(
+        "[global]\nsip_svr = fs-1.example_lan:5080\n[esl]\nhost = ::1\n[web]\nhost = localhost\n"
+        "[media]\nhost_addresses = 127.0.0.1, ::1\n[pstn]\nip = [2001:db8::1]:5060\n"
+    )
+    assert settings.global_.sip_domain == "fs-1.example_lan"
+    assert settings.pstn.ip == "[2001:db8::1]:5060"
+
+
+def test_log_file_must_be_a_file(tmp_path: Path) -> None:
+    problem = only_problem(f"[log]\nfile = {tmp_path}\n")
+    assert (problem.section, problem.key) == ("log", "file")
+    assert "is a directory" in problem.reason
+    assert "is a directory" in only_problem("[log]\nfile = /proc\n").reason
+
+
+@pytest.mark.parametrize(("low", "high"), [(30001, 30002), (31000, 30000), (30001, 30001)])
+def test_a_unicast_range_without_a_pair_is_refused(low: int, high: int) -> None:
+    problem = only_problem(f"[media]\nunicast_port_min={low}\nunicast_port_max={high}\n")
+    assert (problem.section, problem.key) == ("media", "unicast_port_max")
+    assert "no (even, odd) port pairs" in problem.reason
+
+
+def test_a_unicast_range_too_small_for_max_calls_is_refused() -> None:
+    text = "[media]\nunicast_port_min=30000\nunicast_port_max=30009\n[limits]\nmax_calls={}\n"
+    assert config.from_text(text.format(5)).limits.max_calls == 5  # 5 pairs, 5 calls
+    problem = only_problem(text.format(6))
+    assert (problem.section, problem.key) == ("media", "unicast_port_max")
+    assert "holds 5 port pairs, fewer than [limits] max_calls = 6" in problem.reason
+
+
+def test_pair_count_agrees_with_the_port_allocator() -> None:
+    from esl_bridge.media.unicast import PortAllocator
+
+    for low in range(1024, 1030):
+        for high in range(1020, 1036):
+            pairs = config.unicast_pairs(low, high)
+            if pairs == 0:
+                with pytest.raises(ValueError):
+                    PortAllocator(low, high)
+            else:
+                assert PortAllocator(low, high).capacity == pairs
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("esl", "password", "'''ClueCon\nevent plain ALL'''"),
+        ("proxy", "sip_pwd", "'a\tb'"),
+        ("pstn", "gateway", "'gw\x00'"),
+        ("media", "codecs", "opus, 'PC\x7fMU'"),
+    ],
+)
+def test_control_characters_are_refused_in_any_value(section: str, key: str, value: str) -> None:
+    problem = only_problem(f"[{section}]\n{key} = {value}\n")
+    assert (problem.section, problem.key) == (section, key)
+    assert "control character" in problem.reason
+    assert "ClueCon" not in str(problem)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "stun:%(host)s",
+        "stun:127.0.0.1:99999",
+        "stun:127.0.0.1?transport=udp",
+        "turn:[::1]:3478",
+        "turn:127.0.0.1:3478?transport=sctp",
+        "stun:127.0.0.1:3478/x",
+    ],
+)
+def test_ice_server_urls_aiortc_could_not_use_are_refused(url: str) -> None:
+    problem = only_problem(f"[media]\nice_servers = {url},\nturn_username = u\nturn_password = p\n")
+    assert (problem.section, problem.key) == ("media", "ice_servers")
+
+
+def test_usual_ice_server_urls_load_and_parse_in_aiortc() -> None:
+    from aiortc.rtcicetransport import parse_stun_turn_uri
+
+    urls = ["stun:127.0.0.1", "stun:stun.lan:3478", "turn:127.0.0.1:3478?transport=tcp"]
+    urls.append("turns:turn.lan:5349")
+    settings = config.from_text(
+        f"[media]\nice_servers = {', '.join(urls)}\nturn_username = u\nturn_password = p\n"
+    )
+    assert settings.media.ice_servers == tuple(urls)
+    for url in urls:
+        parse_stun_turn_uri(url)

@@ -572,3 +572,34 @@ def test_background_job_wait_is_bounded(switch) -> None:
             waiting.get(timeout=5)
     finally:
         client.stop()
+
+
+def test_a_huge_unexpected_connect_reply_is_logged_bounded(outbound) -> None:
+    """A peer answering connect with a large header map that is not channel data: the
+    session fails with one warning whose peer text is cut, not the whole map."""
+    headers = "".join(f"X-Header-{i}: {'v' * 20}\n" for i in range(6000))
+    reply = f"Content-Type: command/reply\nReply-Text: +OK\n{headers}\n".encode()
+
+    def peer(address: tuple[str, int]) -> None:
+        sock = gevent.socket.create_connection(address)
+        buf = bytearray()
+        try:
+            assert read_command(sock, buf, 5) == cmd.CONNECT
+            sock.sendall(reply)
+            while sock.recv(65536):  # until the gateway ends the session
+                pass
+        except ConnectionResetError:  # it may close before reading all of the reply
+            pass
+        finally:
+            sock.close()
+
+    server = outbound(lambda session: None)
+    with capture_logs() as logs:
+        gevent.spawn(peer, server.address).get(timeout=20)
+    failed = [entry for entry in logs if entry["event"] == "esl.outbound.session_failed"]
+    assert len(failed) == 1
+    error = failed[0]["error"]
+    assert error.startswith("unexpected connect reply: ")
+    assert len(error) <= 200 + len("...(999999 bytes)")
+    assert error.endswith(" bytes)")
+    assert not server.sessions  # the handler never saw it

@@ -55,6 +55,7 @@ from esl_bridge.esl.protocol import (
     RudeRejection,
     decode,
 )
+from esl_bridge.logs import bounded
 
 __all__ = [
     "DEFAULT_INBOUND_EVENTS",
@@ -181,11 +182,11 @@ class _Connection:
                     try:
                         message = decode(frame)
                     except EventDecodeError as exc:
-                        self._log.warning("esl.bad_event_skipped", error=str(exc))
+                        self._log.warning("esl.bad_event_skipped", error=bounded(str(exc)))
                         continue
                     self._dispatch(message)
         except EslProtocolError as exc:
-            self._log.error("esl.protocol_error", error=str(exc))
+            self._log.error("esl.protocol_error", error=bounded(str(exc)))
             reason = EslDisconnected(f"{self.name}: protocol error: {exc}")
         except OSError as exc:
             reason = EslDisconnected(f"{self.name}: connection lost: {exc}")
@@ -201,7 +202,7 @@ class _Connection:
                 if not waiter.ready():
                     waiter.set(message)
                     return
-            self._log.warning("esl.unexpected_reply", reply=getattr(message, "text", ""))
+            self._log.warning("esl.unexpected_reply", reply=bounded(getattr(message, "text", "")))
             return
         try:
             self._on_message(message)
@@ -383,7 +384,7 @@ class OutboundSession:
                 self._log.info("esl.outbound.linger_notice")
             self.events.put(message)
         elif isinstance(message, RudeRejection):
-            self._conn.close(EslAuthError(f"rude rejection: {message.body.strip()}"))
+            self._conn.close(EslAuthError(f"rude rejection: {bounded(message.body.strip())}"))
 
     def _on_event(self, event: Event) -> None:
         name = event.name
@@ -455,7 +456,7 @@ class OutboundSession:
         _tcp_nodelay(self._conn._sock)
         reply = self._conn.command(cmd.CONNECT, self.command_timeout)
         if not isinstance(reply, CommandReply) or not reply.is_channel_data:
-            raise EslError(f"unexpected connect reply: {reply!r}")
+            raise EslError(f"unexpected connect reply: {bounded(reply)}")
         self._channel = reply.channel()
         if self._channel.answer_state in ("answered", "early") and self._channel.has_media:
             # An originated leg handed over after answer already has its read codec.
@@ -466,14 +467,14 @@ class OutboundSession:
             # Unquoted &socket(...) in originate: static mode, no media (SPEC fact 6).
             self._log.warning(
                 "esl.outbound.not_async_full",
-                socket_mode=self._channel.socket_mode,
-                control=self._channel.control,
+                socket_mode=bounded(self._channel.socket_mode),
+                control=bounded(self._channel.control),
             )
         self._expect_ok(cmd.MYEVENTS, "myevents")
         if linger:
             reply = self._conn.command(cmd.linger(), self.command_timeout)
             if isinstance(reply, CommandReply) and not reply.ok:
-                self._log.warning("esl.outbound.linger_refused", reply=reply.text)
+                self._log.warning("esl.outbound.linger_refused", reply=bounded(reply.text))
         return self._channel
 
     # -- commands
@@ -680,7 +681,7 @@ class OutboundServer:
                 return
             self._handler(session)
         except EslError as exc:
-            session._log.warning("esl.outbound.session_failed", error=str(exc))
+            session._log.warning("esl.outbound.session_failed", error=bounded(str(exc)))
         except Exception:
             session._log.exception("esl.outbound.handler_failed")
         finally:
@@ -912,10 +913,12 @@ class InboundClient:
             except gevent.Timeout:
                 raise EslTimeout("no auth/request greeting from FreeSWITCH") from None
             if isinstance(first, RudeRejection):
-                raise EslAuthError(f"ESL access denied by FreeSWITCH: {first.body.strip()}")
+                raise EslAuthError(
+                    f"ESL access denied by FreeSWITCH: {bounded(first.body.strip())}"
+                )
             reply = conn.command(cmd.auth(self._password), self.command_timeout)
             if not isinstance(reply, CommandReply) or not reply.ok:
-                text = reply.text if isinstance(reply, CommandReply) else repr(reply)
+                text = bounded(reply.text if isinstance(reply, CommandReply) else reply)
                 raise EslAuthError(
                     f"ESL authentication failed at {self.host}:{self.port} ({text}); "
                     "check the ESL password"

@@ -31,7 +31,7 @@ from esl_bridge.esl.control import (
 )
 from esl_bridge.esl.orphans import GatewayIdentity, Watchdog
 from esl_bridge.esl.protocol import ApiResponse, ChannelRecord, DisconnectNotice, Event
-from esl_bridge.logs import get_logger
+from esl_bridge.logs import bounded, get_logger
 
 log = get_logger("gateway.esl")
 
@@ -206,7 +206,7 @@ class EslSide:
             command, arg = self.watchdog.arm_args()
             reply = api(command, arg)
             if not reply.ok:
-                log.error("esl.orphans.watchdog_refused", reply=reply.text[:200])
+                log.error("esl.orphans.watchdog_refused", reply=bounded(reply.text))
                 return
             previous = self.watchdog.armed_ok()
             if previous is not None:
@@ -266,7 +266,7 @@ class EslSide:
             )
             result = self.inbound.originate(arg, timeout=self.originate_timeout + 10)
         except (EslError, ValueError) as exc:
-            log.warning("originate_error", call_id=call_id, uuid=uuid, error=str(exc))
+            log.warning("originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
             self.inbound.untrack_call(uuid)
             self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
             return
@@ -371,7 +371,7 @@ class EslSide:
             "uuid_setvar_multi", session.uuid, self.identity.setvar_multi_arg()
         )
         if not reply.ok:
-            raise EslError(f"uuid_setvar_multi: {reply.text[:200]}")
+            raise EslError(f"uuid_setvar_multi: {bounded(reply.text)}")
 
     def _api_ok(self, command: str, *args: str) -> None:
         reply = self.inbound.api(command, *args)
@@ -399,7 +399,7 @@ class EslSide:
                 self._claim(session)
                 self.sink.sip_call(session.channel)
             except Exception as exc:  # the call logic could not take it: fail loudly
-                log.error("sip_call_not_taken", uuid=uuid, error=str(exc))
+                log.error("sip_call_not_taken", uuid=uuid, error=bounded(str(exc)))
                 session.hangup("NORMAL_TEMPORARY_FAILURE")
             while True:
                 item = session.events.get()

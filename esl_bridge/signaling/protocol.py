@@ -199,6 +199,11 @@ def valid_uid(uid: str) -> bool:
     return bool(_UID_RE.fullmatch(uid))
 
 
+def valid_appid(appid: str) -> bool:
+    """An appid as the hub accepts it at login: 1-64 of A-Z a-z 0-9 _ . -"""
+    return bool(_APPID_RE.fullmatch(appid))
+
+
 def _str(obj: dict[str, Any], key: str, *, default: str | None = None) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str):

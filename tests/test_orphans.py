@@ -12,20 +12,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_support import APPID, WebUser, running_gateway, wait_until
+from gateway_process import GatewayProcess
+from gateway_support import WebUser, running_gateway, wait_until
 from netns import loopback_only
 from ports_and_waits import free_port
 
@@ -151,102 +145,15 @@ def test_channels_carry_the_identity_and_one_watchdog_task_stays_armed() -> None
 # -- a gateway process killed with SIGKILL ---------------------------------------------------
 
 
-class _Remote:
-    """What WebUser needs of a gateway: a loop to run its client on and the web address."""
-
-    def __init__(self, loops: Loops, web_address: tuple[str, int]) -> None:
-        self.loops = loops
-        self.web_address = web_address
-
-
-class GatewayProcess:
-    """``esl-bridge run`` in a subprocess, against the simulator; JSON log lines in a file."""
-
-    def __init__(
-        self, tmp: Path, sim: SimulatorThread, socket_port: int, orphan_timeout: float
-    ) -> None:
-        self.web_port = free_port()
-        self.log_file = tmp / f"gateway-{self.web_port}.log"
-        conf = tmp / f"rtx-{self.web_port}.conf"
-        conf.write_text(
-            textwrap.dedent(
-                f"""\
-                [global]
-                appid = {APPID}
-                [rtm2sip]
-                on = 1
-                acc_rule = 10[00-19]
-                [proxy]
-                on = 1
-                [esl]
-                port = {sim.esl_port}
-                command_timeout = 3
-                orphan_timeout = {orphan_timeout}
-                [socket]
-                port = {socket_port}
-                [web]
-                port = {self.web_port}
-                [auth]
-                open_mode = 1
-                [log]
-                file = {self.log_file}
-                json = 1
-                console = off
-                [cluster]
-                node_id = node-under-test
-                [limits]
-                originate_timeout = 120
-                """
-            )
-        )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "esl_bridge", "run", str(conf)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        wait_until(self._healthy, 30, "the gateway process serving (ESL connected)")
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"gateway exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/healthz", timeout=1
-            ) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def log_events(self, name: str) -> list[dict[str, Any]]:
-        if not self.log_file.exists():
-            return []
-        found = []
-        for line in self.log_file.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("event") == name:
-                found.append(entry)
-        return found
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+def _gateway(
+    tmp: Path, sim: SimulatorThread, socket_port: int, orphan_timeout: float
+) -> GatewayProcess:
+    return GatewayProcess(
+        tmp,
+        esl=("127.0.0.1", sim.esl_port, sim.password),
+        socket=("127.0.0.1", socket_port),
+        orphan_timeout=orphan_timeout,
+    )
 
 
 @contextmanager
@@ -269,16 +176,12 @@ _FAST_WATCHDOG = 3
 _BOUND = 3 + 1 + 10  # the watchdog, the scheduler's resolution, room for a busy machine
 
 
-def _web_user(gateway: GatewayProcess, loops: Loops, uid: str) -> WebUser:
-    return WebUser(_Remote(loops, ("127.0.0.1", gateway.web_port)), uid).connect()  # type: ignore[arg-type]
-
-
 def _put_call_in_state(
     state: str, gateway: GatewayProcess, sim: SimulatorThread, loops: Loops
 ) -> Any:
     """A call of the gateway in ``state``; returns the simulated channel."""
     if state in ("sip_to_web_ringing", "sip_to_web_answered"):
-        bob = _web_user(gateway, loops, "bob")
+        bob = gateway.web_user(loops, "bob")
         phone = sim.place_call(caller="1001", dest="0bob")
         invitation = bob.wait(lambda m: m.get("type") == "invitation")
         channel = phone.channel
@@ -291,7 +194,7 @@ def _put_call_in_state(
             assert reply["type"] == "ok", reply
             wait_until(lambda: phone.answered, 10, "the phone answered")
         return channel
-    alice = _web_user(gateway, loops, "alice")
+    alice = gateway.web_user(loops, "alice")
     number = "1004" if state == "web_to_sip_ringing" else "1000"  # no answer / answers
     alice.invite(number, "ch-1")
     wait_until(lambda: len(sim.channels()) == 1, 10, "the originated leg")
@@ -308,7 +211,7 @@ def _put_call_in_state(
 @loopback_only(timeout=120)
 def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: Path) -> None:
     with _switch_and_loop() as (sim, socket_port, loops):
-        gateway = GatewayProcess(tmp_path, sim, socket_port, _FAST_WATCHDOG)
+        gateway = _gateway(tmp_path, sim, socket_port, _FAST_WATCHDOG)
         try:
             channel = _put_call_in_state(state, gateway, sim, loops)
             assert not channel.hung_up
@@ -327,7 +230,7 @@ def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: 
 def test_a_restarted_gateway_ends_its_predecessors_leftovers_only(tmp_path: Path) -> None:
     slow_watchdog = 3600
     with _switch_and_loop() as (sim, socket_port, loops):
-        first = GatewayProcess(tmp_path, sim, socket_port, slow_watchdog)
+        first = _gateway(tmp_path, sim, socket_port, slow_watchdog)
         try:
             leftover = _put_call_in_state("web_to_sip_answered", first, sim, loops)
             first.kill()
@@ -336,7 +239,7 @@ def test_a_restarted_gateway_ends_its_predecessors_leftovers_only(tmp_path: Path
         # A channel of another gateway node on the same switch must survive the cleanup.
         foreign = _originate(sim, "esl_bridge_node=other-node,esl_bridge_instance=feed", "1001")
         assert not leftover.hung_up
-        second = GatewayProcess(tmp_path, sim, socket_port, slow_watchdog)
+        second = _gateway(tmp_path, sim, socket_port, slow_watchdog)
         try:
             # /healthz is 200 only after the cleanup: it has run by now.
             [done] = second.log_events("esl.orphans.cleanup_done")

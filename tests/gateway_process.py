@@ -1,0 +1,140 @@
+"""``esl-bridge run`` in a subprocess, for tests that kill it (SIGKILL) or restart it.
+
+The gateway logs JSON lines to a file the test reads; its web users are WebUser clients
+running on a ``Loops`` of the test process (``web_user``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway_support import APPID, WebUser, wait_until
+from ports_and_waits import free_port
+
+from esl_bridge.loops import Loops
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Remote:
+    """What WebUser needs of a gateway: a loop to run its client on and the web address."""
+
+    def __init__(self, loops: Loops, web_address: tuple[str, int]) -> None:
+        self.loops = loops
+        self.web_address = web_address
+
+
+class GatewayProcess:
+    """One gateway process; ``esl`` is (host, port, password), ``socket`` (host, port)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        esl: tuple[str, int, str],
+        socket: tuple[str, int],
+        orphan_timeout: float,
+        acc_rule: str = "10[00-19]",
+        sip_svr: str = "127.0.0.1:5060",
+        node_id: str = "node-under-test",
+        originate_timeout: int = 120,
+    ) -> None:
+        self.web_port = free_port()
+        self.log_file = tmp / f"gateway-{self.web_port}.log"
+        conf = tmp / f"rtx-{self.web_port}.conf"
+        conf.write_text(
+            textwrap.dedent(
+                f"""\
+                [global]
+                appid = {APPID}
+                sip_svr = {sip_svr}
+                [rtm2sip]
+                on = 1
+                acc_rule = {acc_rule}
+                [proxy]
+                on = 1
+                [esl]
+                host = {esl[0]}
+                port = {esl[1]}
+                password = {esl[2]}
+                command_timeout = 3
+                orphan_timeout = {orphan_timeout}
+                [socket]
+                host = {socket[0]}
+                port = {socket[1]}
+                [web]
+                port = {self.web_port}
+                [auth]
+                open_mode = 1
+                [log]
+                file = {self.log_file}
+                json = 1
+                console = off
+                [cluster]
+                node_id = {node_id}
+                [limits]
+                originate_timeout = {originate_timeout}
+                """
+            )
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "esl_bridge", "run", str(conf)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(self._healthy, 30, "the gateway process serving (ESL connected)")
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            error = self.proc.stderr.read() if self.proc.stderr else b""
+            raise AssertionError(f"gateway exited: {error!r}")
+        try:
+            url = f"http://127.0.0.1:{self.web_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def web_user(self, loops: Loops, uid: str) -> WebUser:
+        remote = _Remote(loops, ("127.0.0.1", self.web_port))
+        return WebUser(remote, uid).connect()  # type: ignore[arg-type]
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        found = []
+        for line in self.log_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == name:
+                found.append(entry)
+        return found
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

@@ -244,7 +244,12 @@ class Channel:
         # An application running inside the socket app's park loop (e.g. the ringback);
         # when the socket goes meanwhile, the socket app returns only after it ends.
         self.running_app: str | None = None
+        self.running_exec: tuple[str, str, str] | None = None  # (app, arg, Application-UUID)
         self.socket_gone = False
+        # The dialplan's `hangup` cause after the socket app, for channels that came through
+        # the `0` route of dialplan/ (None: no dialplan runs after it).
+        self.after_socket_hangup: str | None = None
+        self.hangup_by_switch = False  # uuid_kill, hupall, the hangup app (not the phone)
         self.socket_app: tuple[str, str] | None = None  # (args, Application-UUID)
         self.notice_sent = False
         self.audio = AudioSource("tone", 440.0)  # what the far end sends

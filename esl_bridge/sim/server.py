@@ -678,7 +678,7 @@ class Simulator:
 
     async def _kill_soon(self, ch: Channel, cause: str) -> None:
         await asyncio.sleep(0.02)  # recorded: the hangup events follow the +OK by ~20 ms
-        await self.hangup(ch, cause)
+        await self.hangup(ch, cause, by_switch=True)
 
     async def _api_uuid_send_dtmf(self, arg: str) -> str:
         parts = arg.split()
@@ -728,7 +728,7 @@ class Simulator:
         for ch in list(self.channels.values()):
             if ch.hung_up or any(ch.get_var(k) != v for k, v in pairs):
                 continue
-            self._spawn(self.hangup(ch, cause))
+            self._spawn(self.hangup(ch, cause, by_switch=True))
         if not pairs:
             return f"+OK hangup all channels with cause {cause}\n"
         more = "" if len(pairs) == 1 else "..."
@@ -812,80 +812,67 @@ class Simulator:
             live = []
         if len(words) > 1 and words[1].lower() == "count":
             return f"\n{len(live)} total.\n"
+        columns = SHOW_CHANNELS_HEADER.split(",")
         if words[1:] == ["as", "json"]:
-            return self._show_json(live)
+            # Recorded (orphans/esl_inbound_orphan_api_replies.txt): `{"row_count": 0}` and a
+            # newline when empty, else compact JSON without one.
+            if not live:
+                return '{"row_count": 0}\n'
+            rows = [dict(zip(columns, self._show_row(c), strict=True)) for c in live]
+            return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
         if not live:
             return f"\n{len(live)} total.\n"
-        rows = [SHOW_CHANNELS_HEADER]
-        for c in live:
-            app = getattr(c, "current_app", None) or ""
-            rows.append(
-                ",".join(
-                    [
-                        c.uuid,
-                        c.direction,
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created_us / 1e6)),
-                        str(c.created_us // 1_000_000),
-                        c.name,
-                        c.state,
-                        c.profile.get("Caller-ID-Name") or "",
-                        c.profile.get("Caller-ID-Number") or "",
-                        "127.0.0.1",
-                        c.profile.get("Destination-Number") or "",
-                        app,
-                        "",
-                        "XML",
-                        "default",
-                        c.codec.name if c.has_read_codec else "",
-                        str(c.codec.rate) if c.has_read_codec else "",
-                        str(c.codec.bit_rate) if c.has_read_codec else "",
-                        c.codec.name if c.has_read_codec else "",
-                        str(c.codec.rate) if c.has_read_codec else "",
-                        str(c.codec.bit_rate) if c.has_read_codec else "",
-                        "",
-                        self.hostname,
-                        c.presence_id or "",
-                        "",
-                        "",
-                        c.call_state,
-                        "",
-                        "",
-                        "",
-                        c.uuid,
-                        "",
-                        "",
-                        c.profile.get("Caller-ID-Name") or "",
-                        c.profile.get("Caller-ID-Number") or "",
-                        "127.0.0.1",
-                        c.profile.get("Destination-Number") or "",
-                        "XML",
-                        "default",
-                    ]
-                )
-            )
-        return "\n".join(rows) + f"\n\n{len(live)} total.\n"
+        lines = [SHOW_CHANNELS_HEADER, *(",".join(self._show_row(c)) for c in live)]
+        return "\n".join(lines) + f"\n\n{len(live)} total.\n"
 
-    def _show_json(self, live: list[Channel]) -> str:
-        """`show channels as json`: {"row_count":0} when empty, else rows of the columns."""
-        if not live:
-            return '{"row_count":0}'
-        columns = SHOW_CHANNELS_HEADER.split(",")
-        rows = []
-        for c in live:
-            row = dict.fromkeys(columns, "")
-            row.update(
-                uuid=c.uuid,
-                direction=c.direction,
-                created_epoch=str(c.created_us // 1_000_000),
-                name=c.name,
-                state=c.state,
-                hostname=self.hostname,
-                callstate=c.call_state,
-                call_uuid=c.uuid,
-                application=c.current_app or "",
-            )
-            rows.append(row)
-        return json.dumps({"row_count": len(rows), "rows": rows}, indent=1)
+    def _show_row(self, c: Channel) -> list[str]:
+        """One channel's values in the order of SHOW_CHANNELS_HEADER (from the core's
+        channel table: the running application, codecs once media is up)."""
+        app = c.running_app or c.current_app or ""
+        codec = [c.codec.name, str(c.codec.rate), str(c.codec.bit_rate)]
+        codec = codec if c.has_read_codec else ["", "", ""]
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created_us / 1e6))
+        cid_name = c.profile.get("Caller-ID-Name") or ""
+        cid_num = c.profile.get("Caller-ID-Number") or ""
+        dest = c.profile.get("Destination-Number") or c.sip_contact_user or ""
+        user = c.sip_contact_user.split("-")[0] if c.sip_contact_user else ""
+        presence = c.presence_id or (f"{user}@{self.domain}" if user else "")
+        return [
+            c.uuid,
+            c.direction,
+            created,
+            str(c.created_us // 1_000_000),
+            c.name,
+            c.state,
+            cid_name,
+            cid_num,
+            "127.0.0.1",
+            dest,
+            app,
+            "",
+            "XML",
+            "default",
+            *codec,
+            *codec,
+            "",
+            self.hostname,
+            presence,
+            "",
+            user,
+            c.call_state,
+            "",
+            c.profile.get("Callee-ID-Number") or dest,
+            "RECV" if c.answered else "",
+            c.uuid,
+            "",
+            "",
+            cid_name,
+            cid_num or "0000000000",
+            "127.0.0.1",
+            dest,
+            "XML",
+            "default",
+        ]
 
     # ---- originate ---------------------------------------------------------------------------
     async def _api_originate(self, arg: str) -> str:
@@ -1055,6 +1042,7 @@ class Simulator:
         ch.set_profile(Network_Addr="127.0.0.1")
         ch.set_vars(originated_progress_vars(ch, cid_num))
         self.fire_channel(ch, "CHANNEL_PROGRESS")
+        ch.call_state = "RINGING"  # recorded: the event still says DOWN, the channel then rings
 
     def _mark_progress_media(self, ch: Channel) -> None:
         """183 with SDP: media (and a read codec) exist from here on."""
@@ -1134,9 +1122,28 @@ class Simulator:
             ch.set_var("current_application", app.name or "park")
             ch.current_app = app.name
             ch.last_app = app.name
+            if ch.answered:
+                self._spawn(self._park_after_originate(ch, app.name or "park"))
+            else:
+                self._park_originated(ch, app.name or "park")
+
+    async def _park_after_originate(self, ch: Channel, app: str) -> None:
+        """Recorded after an answer (orphans/esl_inbound_orphan_originator_killed_ringing_
+        observer.txt): the originate's BACKGROUND_JOB comes first, then CHANNEL_EXECUTE park
+        and CHANNEL_PARK. After a 183 (esl_inbound_unicast_early_media_originate.txt) the
+        channel parks before the BACKGROUND_JOB: two threads of the switch race there."""
+        await asyncio.sleep(0)
+        if ch.hung_up:
+            return
+        self._park_originated(ch, app)
+
+    def _park_originated(self, ch: Channel, app: str) -> None:
+        with self.batch():
+            if app == "park":
+                self._exec_start(ch, "park", "", str(uuidlib.uuid4()))
             ch.parked = True
             self.fire_channel(ch, "CHANNEL_PARK")
-            self._start_app_runner(ch)
+        self._start_app_runner(ch)
 
     async def _originate_loopback(
         self,
@@ -1256,6 +1263,7 @@ class Simulator:
         self._exec_start(ch, "set", set_arg, str(uuidlib.uuid4()))
         ch.set_var("sip_h_X-Number", f"<sip:{m.group(1)}@{self.domain}>")
         self._exec_complete(ch, "set", set_arg, str(uuidlib.uuid4()))
+        ch.after_socket_hangup = "NORMAL_TEMPORARY_FAILURE"  # the route's last action
         await self._run_socket_app(ch, f"{tgt[0]}:{tgt[1]} async full", phone=phone)
 
     async def _run_socket_app(self, ch: Channel, args: str, *, phone: PhoneCall | None) -> None:
@@ -1409,9 +1417,8 @@ class Simulator:
                 finally:
                     ch.running_app = None
             if ch.socket_gone and not ch.hung_up:
-                # The socket app returned once that application ended; the dialplan's
-                # `hangup` runs next.
-                await self.hangup(ch, "NORMAL_CLEARING")
+                # The socket app returned once that application ended; the dialplan goes on.
+                await self._socket_app_returned(ch)
                 return
 
     async def _execute(self, ch: Channel, msg: dict[str, str]) -> None:
@@ -1494,7 +1501,12 @@ class Simulator:
             with contextlib.suppress(ValueError):
                 await self._interruptible(ch, float(arg) / 1000.0)
         elif app == "playback":
-            await self._interruptible(ch, _playback_seconds(arg))
+            ch.running_exec = (app, arg, app_uuid)
+            try:
+                await self._interruptible(ch, _playback_seconds(arg))
+            finally:
+                if ch.running_exec is not None and ch.running_exec[2] == app_uuid:
+                    ch.running_exec = None
             if ch.hung_up:
                 return
             self._exec_complete(ch, app, arg, app_uuid, response="FILE PLAYED")
@@ -1606,10 +1618,14 @@ class Simulator:
         self.crash(reason)
 
     # ---- hangup ------------------------------------------------------------------------------
-    async def hangup(self, ch: Channel, cause: str = "NORMAL_CLEARING") -> None:
-        """Hang a channel up from outside the socket (phone BYE, uuid_kill, timeout)."""
+    async def hangup(
+        self, ch: Channel, cause: str = "NORMAL_CLEARING", *, by_switch: bool = False
+    ) -> None:
+        """Hang a channel up from outside the socket (phone BYE, uuid_kill, timeout);
+        ``by_switch``: FreeSWITCH ends it (uuid_kill, hupall), not the phone."""
         if ch.hung_up or ch.destroyed:
             return
+        ch.hangup_by_switch = by_switch
         with self.batch():
             self._mark_hangup(ch, cause)
             self._teardown(ch)
@@ -1617,6 +1633,7 @@ class Simulator:
     async def _hangup_from_app(self, ch: Channel, cause: str, app_uuid: str, arg: str) -> None:
         """The `hangup` application: recorded order is EXECUTE, HANGUP, linger notice,
         EXECUTE_COMPLETE(hangup), then (20 ms later) UNPARK ... HANGUP_COMPLETE."""
+        ch.hangup_by_switch = True
         with self.batch():
             self._mark_hangup(ch, cause, notice_now=True)
         with self.batch():
@@ -1649,6 +1666,13 @@ class Simulator:
         if ch.unicast is not None:
             ch.unicast.stop()
         self.fire_channel(ch, "CHANNEL_HANGUP")
+        running, ch.running_exec = ch.running_exec, None
+        if running is not None:
+            # Recorded: the interrupted application completes right after CHANNEL_HANGUP
+            # (playback answers FILE PLAYED).
+            app, arg, app_uuid = running
+            response = "FILE PLAYED" if app == "playback" else "_none_"
+            self._exec_complete(ch, app, arg, app_uuid, response=response)
         session: EslSession | None = ch.session
         ch.notice_sent = False
         if session is not None and not session.closed and session.connected:
@@ -1664,7 +1688,13 @@ class Simulator:
     def _teardown(self, ch: Channel) -> None:
         if ch.destroyed:
             return
-        ch.set_var("sip_hangup_disposition", "recv_bye" if ch.kind == "phone" else "send_bye")
+        if ch.hangup_by_switch and not ch.answered:
+            # Recorded (orphans/): the switch CANCELs a leg it rings, and refuses a caller
+            # it has not answered.
+            disposition = "send_cancel" if ch.kind == "originated" else "send_refuse"
+        else:
+            disposition = "recv_bye" if ch.kind == "phone" else "send_bye"
+        ch.set_var("sip_hangup_disposition", disposition)
         app = getattr(ch, "current_app", None)
         if ch.parked:
             ch.parked = False
@@ -1730,13 +1760,39 @@ class Simulator:
         if ch is None or ch.hung_up or self.crashed:
             return
         if ch.running_app is not None:
-            # Recorded on FreeSWITCH 1.10.12: an application running in the park loop (the
-            # endless ringback `playback ...;loops=-1`) is not interrupted by the socket's
-            # end; the channel stays until that application ends (never, for the ringback)
-            # or something else hangs it up.
+            # Recorded on FreeSWITCH 1.10.12 (orphans/esl_outbound_orphan_killed_preanswer_
+            # ringback.txt): an application running in the park loop (the endless ringback
+            # `playback ...;loops=-1`) is not interrupted by the socket's end; the channel
+            # stays until that application ends (never, for the ringback) or something else
+            # hangs it up.
             ch.socket_gone = True
             return
-        self._spawn(self.hangup(ch, "NORMAL_CLEARING"))
+        self._spawn(self._socket_app_returned(ch))
+
+    async def _socket_app_returned(self, ch: Channel) -> None:
+        """The socket app returns (its connection is gone): the park loop ends, and the
+        dialplan of dialplan/ goes on with `hangup NORMAL_TEMPORARY_FAILURE` (recorded:
+        UNPARK, EXECUTE_COMPLETE socket, EXECUTE hangup, HANGUP, EXECUTE_COMPLETE hangup,
+        HANGUP_COMPLETE)."""
+        if ch.hung_up or ch.destroyed:
+            return
+        if ch.after_socket_hangup is None:
+            # An originated `&socket(...)` leg: no dialplan after the application.
+            await self.hangup(ch, "NORMAL_CLEARING")
+            return
+        with self.batch():
+            if ch.parked:
+                ch.parked = False
+                self.fire_channel(ch, "CHANNEL_UNPARK")
+            socket_app = ch.socket_app
+            if socket_app is not None:
+                self._exec_complete(ch, "socket", socket_app[0], socket_app[1])
+            ch.current_app = None
+            ch.session = None
+        arg, app_uuid = ch.after_socket_hangup, str(uuidlib.uuid4())
+        with self.batch():
+            self._exec_start(ch, "hangup", arg, app_uuid)
+        await self._hangup_from_app(ch, arg, app_uuid, arg)
 
     # ---- crash & faults ----------------------------------------------------------------------
     def crash(self, reason: str) -> None:

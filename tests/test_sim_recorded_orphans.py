@@ -40,6 +40,7 @@ OBSERVED = (
     "CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY BACKGROUND_JOB"
 )
 NOT_SIMULATED = {"CHANNEL_CALLSTATE", "CHANNEL_DESTROY"}
+TAGS = "esl_bridge_node=n1;esl_bridge_instance=abc"
 
 
 # ---- the recordings ----------------------------------------------------------------------------
@@ -303,18 +304,25 @@ def recorded_rows(name: str, label: str) -> list[tuple[str, str, str, str]]:
     raise AssertionError(f"{name}: no {label} snapshot")
 
 
-def outbound_app(sim: SimulatorThread, app: str) -> tuple[socket.socket, str, Conn]:
+def outbound_app(
+    sim: SimulatorThread, app: str, *, tag: bool = False, observer: Conn | None = None
+) -> tuple[socket.socket, str, Conn]:
     """Listen where the dialplan's socket app connects; a phone dials 01000; the app does
-    connect, myevents, linger, `app`, and for pre_answer the endless ringback."""
+    connect, (with `tag`, uuid_setvar_multi as the gateway does), myevents, linger, `app`,
+    and for pre_answer the endless ringback."""
     listener = socket.create_server(("127.0.0.1", 0))
-    observer = auth(sim.esl_port)
-    observer.command(f"event plain {OBSERVED}")
+    if observer is None:
+        observer = auth(sim.esl_port)
+        observer.command(f"event plain {OBSERVED}")
     sim.place_call(caller="1001", dest="01000", target=listener.getsockname()[:2])
     listener.settimeout(10)
     sock, _ = listener.accept()
     listener.close()
     app_conn = Conn(sock)
     uuid = app_conn.command("connect").get("Unique-ID") or ""
+    if tag:
+        reply = app_conn.command(f"api uuid_setvar_multi {uuid} {TAGS}")
+        assert reply.body == b"+OK\n"
     app_conn.command("myevents")
     app_conn.command("linger")
     app_conn.command(f"sendmsg\ncall-command: execute\nexecute-app-name: {app}")
@@ -478,5 +486,84 @@ def test_originator_killed_while_ringing_details(sim: SimulatorThread) -> None:
     ]
     observer.command(f"api uuid_kill {UUID_B}")
     wait_events(observer, [("CHANNEL_HANGUP_COMPLETE", UUID_B)])
+    found = differences(checks)
+    assert not found, "\n".join(found)
+
+
+# ---- 2 + 3: the watchdog ends the orphans of every state ---------------------------------------
+
+
+WATCHDOG = ORPHANS + "esl_inbound_orphan_watchdog_ends_every_state_observer.txt"
+
+
+def end_orphans_of_every_state(sim: SimulatorThread) -> tuple[dict[str, Event], str]:
+    """A parked answered originate, a ringing originate and a SIP caller in the ringback,
+    each left by its killed controller; then the watchdog's task. Returns the
+    CHANNEL_HANGUP_COMPLETE events by uuid, and the SIP caller's uuid."""
+    sim.set_extension("1007", Extension("ringing", answer_after=None))
+    observer = auth(sim.esl_port)
+    observer.command(f"event plain {OBSERVED}")
+    answered = originator(sim, "1001", UUID_A, "BACKGROUND_JOB")
+    abort(answered.sock)
+    ringing = originator(sim, "1007", UUID_B, "CHANNEL_PROGRESS")
+    abort(ringing.sock)
+    sock, uuid, _observer = outbound_app(sim, "pre_answer", tag=True, observer=observer)
+    abort(sock)
+    assert sim.wait_for(lambda: sessions_open(sim, outbound=False) == 1, 10)
+    assert sim.wait_for(lambda: sessions_open(sim, outbound=True) == 0, 10)
+    assert sim.live_channel_count() == 3
+    reply = observer.command(
+        "api sched_api +2 esl_bridge_abc_9 hupall NORMAL_TEMPORARY_FAILURE esl_bridge_instance abc"
+    )
+    assert reply.body.startswith(b"+OK Added: ")
+    ended: dict[str, Event] = {}
+    while len(ended) < 3:
+        ev = observer.read_event("CHANNEL_HANGUP_COMPLETE", timeout=15)
+        ended[ev.get("Unique-ID") or ""] = ev
+    return ended, uuid
+
+
+def test_watchdog_ends_the_orphans_of_every_state(sim: SimulatorThread) -> None:
+    """Recorded: after the gateway died with a parked answered originate, a ringing originate
+    and a SIP caller in the ringback (tagged with uuid_setvar_multi), `sched_api +2 ... hupall
+    ... esl_bridge_instance abc` ended all three with NORMAL_TEMPORARY_FAILURE (1.53 s later)."""
+    recorded = [
+        ev.get("Hangup-Cause")
+        for _t, ev in recorded_events(WATCHDOG)
+        if ev.name == "CHANNEL_HANGUP_COMPLETE"
+    ]
+    assert recorded == ["NORMAL_TEMPORARY_FAILURE"] * 3
+    ended, uuid = end_orphans_of_every_state(sim)
+    assert set(ended) == {UUID_A, UUID_B, uuid}
+    assert [ev.get("Hangup-Cause") for ev in ended.values()] == recorded
+    assert sim.live_channel_count() == 0
+
+
+def test_watchdog_ends_the_orphans_of_every_state_details(sim: SimulatorThread) -> None:
+    """How each leg ends on the SIP side: a BYE, a CANCEL, a refusal of the early dialog."""
+    recorded = {
+        ev.get("Unique-ID"): ev.get("variable_sip_hangup_disposition")
+        for _t, ev in recorded_events(WATCHDOG)
+        if ev.name == "CHANNEL_HANGUP_COMPLETE"
+    }
+    sip_caller = next(u for u in recorded if u not in (UUID_A, UUID_B))
+    assert (recorded[UUID_A], recorded[UUID_B], recorded[sip_caller]) == (
+        "send_bye",
+        "send_cancel",
+        "send_refuse",
+    )
+    ended, uuid = end_orphans_of_every_state(sim)
+    checks = [
+        (
+            f"sip_hangup_disposition of {what}",
+            ended[mine].get("variable_sip_hangup_disposition"),
+            recorded[theirs],
+        )
+        for what, mine, theirs in (
+            ("the answered originate", UUID_A, UUID_A),
+            ("the ringing originate", UUID_B, UUID_B),
+            ("the SIP caller in early media", uuid, sip_caller),
+        )
+    ]
     found = differences(checks)
     assert not found, "\n".join(found)

@@ -89,6 +89,11 @@ class Frame:
     def name(self) -> str:
         return self.event.get("Event-Name", "")
 
+    @property
+    def inner_body(self) -> bytes:
+        """The body of an event (after its own headers), e.g. a BACKGROUND_JOB's result."""
+        return self.body.split(b"\n\n", 1)[1] if b"\n\n" in self.body else b""
+
 
 class Session:
     """One recorded TCP connection; a thread reads, splits frames and records every chunk."""
@@ -287,16 +292,18 @@ def app_outbound(out: Path, mode: str) -> None:
     connect = s.command("connect")
     uuid = urllib.parse.unquote(connect.headers.get("Unique-ID", ""))
     s.note(f"scenario={mode} uuid={uuid}")
+    if mode.endswith("-tagged"):  # as the gateway does at the start of every socket session
+        s.api(f"uuid_setvar_multi {uuid} esl_bridge_node=n1;esl_bridge_instance=abc")
     s.command("myevents")
     s.command("linger")
-    app = "pre_answer" if mode == "preanswer" else "answer"
+    app = "pre_answer" if mode.startswith("preanswer") else "answer"
     s.command(
         f"sendmsg\ncall-command: execute\nexecute-app-name: {app}\n"
         f"Event-UUID: 5e1f0000-0000-4000-8000-00000000e001"
     )
     done = s.wait_event(executed("CHANNEL_EXECUTE_COMPLETE", app), 10)
     s.note(f"{app} complete: {done is not None}")
-    if mode == "preanswer":
+    if mode.startswith("preanswer"):
         s.command(
             "sendmsg\ncall-command: execute\nexecute-app-name: playback\n"
             f"execute-app-arg: {RINGBACK}\nEvent-UUID: 5e1f0000-0000-4000-8000-00000000e002"
@@ -317,7 +324,7 @@ def app_inbound(out: Path, mode: str) -> None:
     )
     if mode == "answered":
         ok = s.wait_event(named("BACKGROUND_JOB"), 30)
-        s.note(f"BACKGROUND_JOB body {ok.body!r}" if ok else "no BACKGROUND_JOB")
+        s.note(f"BACKGROUND_JOB body {ok.inner_body!r}" if ok else "no BACKGROUND_JOB")
     else:
         ok = s.wait_event(
             lambda e: (
@@ -493,6 +500,56 @@ def scenario_inbound_dies(out: Path, mode: str) -> None:
     obs.close()
 
 
+def scenario_watchdog_orphans(out: Path) -> None:
+    """Three orphans of one dead instance (a parked answered originate, a ringing originate,
+    a SIP caller in the ringback), then the watchdog's task fires: does it end all three?"""
+    obs = inbound(
+        out / "esl_inbound_orphan_watchdog_ends_every_state_observer.txt",
+        "observer: sched_api hupall ends the orphans of a killed gateway",
+    )
+    obs.command(f"event plain {OBSERVED}")
+    uuids = []
+    for mode in ("answered", "ringing"):
+        child = spawn("app-inbound", str(out / f"esl_inbound_orphan_watchdog_{mode}.txt"), mode)
+        uuids.append(wait_line(child, "READY", 60))
+        kill9(child, obs)
+    child = spawn(
+        "app-outbound",
+        str(out / "esl_outbound_orphan_watchdog_preanswer_tagged.txt"),
+        "preanswer-tagged",
+    )
+    wait_line(child, "LISTENING")
+    obs.note("phone 1001 dials 01000")
+    phone(4441, "dial", "01000")
+    uuids.append(wait_line(child, "READY", 60))
+    time.sleep(0.5)
+    t = kill9(child, obs)
+    sleep_until(obs, t + 1)
+    snapshot(obs, "+1 s, three orphans")
+    for uuid in uuids:
+        obs.api(f"uuid_getvar {uuid} esl_bridge_instance")
+    obs.api("sched_api +2 esl_bridge_abc_9 hupall NORMAL_TEMPORARY_FAILURE esl_bridge_instance abc")
+    sent = obs.elapsed()
+    for uuid in uuids:
+        hc = obs.wait_event(named("CHANNEL_HANGUP_COMPLETE", uuid), 10)
+        if hc is None:
+            obs.note(f"{uuid}: no CHANNEL_HANGUP_COMPLETE")
+            continue
+        e = hc.event
+        obs.note(
+            f"{uuid}: HANGUP_COMPLETE at +{obs.elapsed() - sent:.3f} s after sched_api, "
+            f"cause={e.get('Hangup-Cause')} answer_state={e.get('Answer-State')} "
+            f"sip_term_status={e.get('variable_sip_term_status')} "
+            f"sip_invite_failure_status={e.get('variable_sip_invite_failure_status')} "
+            f"disposition={e.get('variable_sip_hangup_disposition')}"
+        )
+    time.sleep(1)
+    snapshot(obs, "end")
+    obs.command("exit")
+    time.sleep(0.3)
+    obs.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -504,6 +561,7 @@ def main() -> None:
             "socket-answered",
             "inbound-answered",
             "inbound-ringing",
+            "watchdog-orphans",
             "app-outbound",
             "app-inbound",
         ],
@@ -519,6 +577,8 @@ def main() -> None:
         scenario_api(args.out)
     elif args.scenario == "watchdog":
         scenario_watchdog(args.out)
+    elif args.scenario == "watchdog-orphans":
+        scenario_watchdog_orphans(args.out)
     elif args.scenario.startswith("socket-"):
         scenario_outbound_dies(args.out, args.scenario.removeprefix("socket-").replace("-", ""))
     else:

@@ -26,6 +26,8 @@ from esl_transcripts import FIXTURES
 from esl_transcripts import read_transcript as read_path
 from sim_wire import Conn, Event, Frame, auth, split_frames
 
+from esl_bridge.esl import orphans
+from esl_bridge.esl.protocol import FrameParser, decode
 from esl_bridge.sim import Extension, SimConfig, SimulatorThread
 
 ORPHANS = "orphans/"
@@ -159,6 +161,33 @@ def replay(sim: SimulatorThread, name: str) -> list[tuple[str, bytes, bytes]]:
         out.append((x.command, x.reply.raw, mine.raw))
         wait_events(c, [(e.name, e.get("Unique-ID")) for e in x.events if e.name])
     return out
+
+
+# ---- the gateway's own parsing, on the real bytes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", sorted((FIXTURES / "orphans").glob("esl_*.txt")), ids=lambda p: p.stem
+)
+def test_gateway_parser_reads_every_orphan_transcript(path) -> None:
+    chunks = read_path(path).freeswitch_chunks()
+    parser, whole = FrameParser(), FrameParser()
+    frames = [f for chunk in chunks for f in parser.feed(chunk)]
+    assert frames and frames == whole.feed(b"".join(chunks))
+    for frame in frames:
+        decode(frame)
+
+
+def test_gateway_reads_the_recorded_listing_and_getvar_replies() -> None:
+    listings = show_json_replies(API)
+    assert [len(orphans.channel_uuids(b.decode())) for b in listings] == [0, 1, 2, 1, 0]
+    assert orphans.channel_uuids(listings[2].decode()) == [UUID_A, UUID_B]
+    getvar = [
+        x.reply.body.decode()
+        for x in exchanges(API)
+        if x.command.startswith("api uuid_getvar ") and x.reply is not None
+    ]
+    assert [orphans.getvar_value(text) for text in getvar] == [None, "n1", "abc", None]
 
 
 # ---- 1. api replies ---------------------------------------------------------------------------

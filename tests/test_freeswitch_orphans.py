@@ -6,8 +6,10 @@ tests/test_freeswitch_calls.py (vanilla configuration plus ``dialplan/``, whose
 ``ESL_BRIDGE_FREESWITCH_USER``, default 1001, a registered phone that answers by itself).
 The SIP -> web calls need no phone: ``originate loopback/0bob`` runs the dialplan's ``0``
 route. Each test runs the gateway as a subprocess, puts a call in a state, kills the
-gateway, and waits for the switch to have no channel of that gateway left (``uuid_exists``
-on each), within ``orphan_timeout`` plus the scheduler's second and room for a busy machine.
+gateway, and waits for the switch to have no channel of that gateway left (its
+CHANNEL_HANGUP_COMPLETE seen by a separate ESL connection, then ``uuid_exists``), within
+``orphan_timeout`` plus the scheduler's second and room for a busy machine. Without the
+watchdog the ringing and parked ones would stay for good (tests/fixtures/freeswitch/orphans).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import gevent
 import pytest
 from gateway_process import GatewayProcess
 from gateway_support import wait_until
+from sim_wire import Conn, Event
 
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import InboundClient
@@ -83,6 +86,32 @@ def _exists(switch: InboundClient, uuid: str) -> bool:
     return switch.api("uuid_exists", uuid).text == "true"
 
 
+def _observer() -> Conn:
+    """A raw ESL connection that sees the channels' events (hangup cause, applications)."""
+    host, port, password = _TARGET.split(":", 2)
+    c = Conn.connect(int(port), host)
+    assert c.read_frame().content_type == "auth/request"
+    assert c.command(f"auth {password}").get("Reply-Text") == "+OK accepted"
+    c.command("event plain CHANNEL_EXECUTE CHANNEL_HANGUP_COMPLETE")
+    return c
+
+
+def _ended(watch: Conn, uuids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """uuid -> (hangup cause, applications executed meanwhile), once each has ended."""
+    apps: dict[str, list[str]] = {u: [] for u in uuids}
+    causes: dict[str, str] = {}
+    while len(causes) < len(uuids):
+        event: Event = watch.read_event(None, _BOUND)
+        uuid = event.get("Unique-ID") or ""
+        if uuid not in apps:
+            continue
+        if event.name == "CHANNEL_EXECUTE":
+            apps[uuid].append(event.get("Application") or "")
+        elif event.name == "CHANNEL_HANGUP_COMPLETE":
+            causes[uuid] = event.get("Hangup-Cause") or ""
+    return {u: (causes[u], apps[u]) for u in uuids}
+
+
 def _loopback_call_to(switch: InboundClient, uid: str) -> str:
     """A SIP -> web call through the dialplan; returns the uuid of the caller's leg."""
     a_leg = str(uuidlib.uuid4())
@@ -118,7 +147,18 @@ def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: 
                 alice.wait_local_state(ACCEPTED, timeout=30)
             wait_until(lambda: bool(_channels_of(switch, node_id)), 15, "the gateway's channel")
             mine = _channels_of(switch, node_id)
-            gateway.kill()
+            watch = _observer()
+            try:
+                gateway.kill()
+                ended = _ended(watch, mine)
+            finally:
+                watch.close()
+            for uuid, (cause, apps) in ended.items():
+                # The watchdog's cause; for the answered SIP caller, the dialplan's hangup
+                # after the socket app returned (recorded), with the same cause.
+                assert cause == "NORMAL_TEMPORARY_FAILURE", (uuid, cause, apps)
+                if state == "sip_to_web_ringing":
+                    assert "hangup" not in apps  # the endless ringback: only the watchdog
             wait_until(
                 lambda: not any(_exists(switch, u) for u in mine + extra),
                 _BOUND,

@@ -104,4 +104,6 @@ def signaling_settings(settings: Settings) -> SignalingSettings:
         max_pending_invitations=limits.max_pending_invitations,
         rate_per_second=limits.messages_per_second,
         rate_burst=max(1, round(limits.messages_per_second * 2)),
+        login_timeout=limits.login_timeout,
+        max_send_queue_bytes=limits.send_queue_bytes,
     )

@@ -86,7 +86,7 @@ tls_cert = string(default='')
 tls_key = string(default='')
 header_timeout = float(min=0.1, max=600, default=10.0)
 max_connections = integer(min=1, max=1000000, default=1000)
-max_connections_per_address = integer(min=1, max=1000000, default=100)
+max_connections_per_ip = integer(min=1, max=1000000, default=100)
 
 [media]
 ice_servers = string_list(default=list())
@@ -295,7 +295,7 @@ class WebSettings:
     tls_key: str
     header_timeout: float = 10.0
     max_connections: int = 1000
-    max_connections_per_address: int = 100
+    max_connections_per_ip: int = 100
 
     @property
     def tls(self) -> bool:

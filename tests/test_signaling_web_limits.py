@@ -127,8 +127,8 @@ def test_the_header_timeout_spares_an_open_websocket() -> None:
 @pytest.mark.parametrize(
     "limits",
     [
-        {"max_connections_per_address": 3},
-        {"max_connections": 3, "max_connections_per_address": 100},
+        {"max_connections_per_ip": 3},
+        {"max_connections": 3, "max_connections_per_ip": 100},
     ],
 )
 def test_the_connection_over_the_cap_is_refused_at_once(limits: dict[str, int]) -> None:

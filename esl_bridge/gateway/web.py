@@ -192,7 +192,7 @@ class ConnectionGuard:
         if self.open >= self.max_total:
             reason = "max_connections"
         elif held >= self.max_per_address:
-            reason = "max_connections_per_address"
+            reason = "max_connections_per_ip"
         else:
             self.open += 1
             self._by_address[address] = held + 1
@@ -338,7 +338,7 @@ async def start_web_server(
     await runner.setup()
     assert runner.server is not None
     guard = ConnectionGuard(
-        effective_max_connections(limits.max_connections), limits.max_connections_per_address
+        effective_max_connections(limits.max_connections), limits.max_connections_per_ip
     )
     loop = asyncio.get_running_loop()
     factory = guard.protocol_factory(runner.server)
@@ -365,7 +365,7 @@ async def start_web_server(
         "web.limits",
         header_timeout=limits.header_timeout,
         max_connections=guard.max_total,
-        max_connections_per_address=guard.max_per_address,
+        max_connections_per_ip=guard.max_per_address,
     )
     return WebServer(runner, server, guard)
 

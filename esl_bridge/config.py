@@ -85,7 +85,7 @@ port = integer(min=1, max=65535, default=8080)
 tls_cert = string(default='')
 tls_key = string(default='')
 header_timeout = float(min=0.1, max=600, default=10.0)
-max_connections = integer(min=1, max=1000000, default=1000)
+max_connections = integer(min=1, max=1000000, default=512)
 max_connections_per_ip = integer(min=1, max=1000000, default=100)
 
 [media]
@@ -294,7 +294,7 @@ class WebSettings:
     tls_cert: str
     tls_key: str
     header_timeout: float = 10.0
-    max_connections: int = 1000
+    max_connections: int = 512
     max_connections_per_ip: int = 100
 
     @property

@@ -184,3 +184,36 @@ def test_accept_failures_give_one_warning_not_a_flood(caplog: pytest.LogCaptureF
         run(main(), timeout=2 * BOUND)
     flood = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     assert flood == []
+
+
+def test_the_cap_leaves_file_descriptors_under_the_process_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resource
+
+    from esl_bridge.gateway import web as web_module
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (160, 4096))
+    with capture_logs() as logs:
+        assert web_module.effective_max_connections(512) == 160 - web_module.FD_RESERVE
+    assert [e["event"] for e in logs] == ["web.max_connections_lowered"]
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (65536, 65536))
+    assert web_module.effective_max_connections(512) == 512
+
+
+def test_the_signalling_limits_come_from_rtx_conf() -> None:
+    from esl_bridge.signaling.settings import signaling_settings
+
+    settings = config.from_text(
+        "[limits]\nlogin_timeout = 5.5\nsend_queue_bytes = 70000\n", "<limits>"
+    )
+    hub = signaling_settings(settings)
+    assert (hub.login_timeout, hub.max_send_queue_bytes) == (5.5, 70000)
+    defaults = signaling_settings(config.defaults())
+    assert (defaults.login_timeout, defaults.max_send_queue_bytes) == (30.0, 1048576)
+    web = config.defaults().web
+    assert (web.header_timeout, web.max_connections, web.max_connections_per_ip) == (
+        10.0,
+        512,
+        100,
+    )

@@ -100,7 +100,10 @@ class _WsConn:
             self.close_request = (code, reason)
             self._wake.set()
             if self._abort is not None:
-                loop = asyncio.get_running_loop()
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop: nothing can be written either
+                    return
                 self._abort_handle = loop.call_later(self._close_timeout, self._cut_off)
 
     def _cut_off(self) -> None:

@@ -11,6 +11,7 @@ addressed to it still gets its pong, and nothing is left on the hub once all are
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -106,20 +107,24 @@ def test_hostile_frames_through_the_real_server(sequence: list[tuple[bytes, bool
                     if mallory.ws.closed:
                         break
                     opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
-                    await mallory.ws.send_frame(payload, opcode)
+                    # A frame past the limit may be cut off by the server mid-write.
+                    with contextlib.suppress(ConnectionError):
+                        await mallory.ws.send_frame(payload, opcode)
                 if not mallory.ws.closed:
                     # Replies come in order: once the pong is here, all were answered
                     # (every one parsed as JSON by recv), unless the server closed it.
-                    msg_id = await mallory.send("ping")
-                    while True:
+                    try:
+                        msg_id = await mallory.send("ping")
+                    except ConnectionError:  # closed by the server meanwhile
+                        msg_id = None
+                    while msg_id is not None:
                         msg = await mallory.recv(timeout=30)
                         if msg is None or (msg.get("re") == msg_id and msg["type"] == "pong"):
                             break
                 pong = await victim.request("ping")
                 assert pong["type"] == "pong"
-                await e.dropped(victim)
-                if not mallory.ws.closed:
-                    await e.dropped(mallory)
+                await victim.ws.close()
+                await mallory.ws.close()
                 await e.until(lambda: e.hub.stats()["connections"] == 0)
         bad = [x for x in logs if x.get("log_level") in ("error", "critical") or "exc_info" in x]
         assert bad == [], bad

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -70,7 +71,7 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bytes:
         while True:
             try:
                 chunk = await reader.read(4096)
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):  # closed without ceremony
                 return got
             if not chunk:
                 return got
@@ -217,3 +218,60 @@ def test_the_signalling_limits_come_from_rtx_conf() -> None:
         512,
         100,
     )
+
+
+def _self_signed(tmp: Any) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_over_tls_a_stalled_handshake_or_head_is_closed_and_requests_work(tmp_path: Any) -> None:
+    cert, key = _self_signed(tmp_path)
+    settings = web_settings(header_timeout=0.3, tls_cert=cert, tls_key=key)
+    client_context = ssl.create_default_context()
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+
+    async def main() -> None:
+        async with serving(settings) as server:
+            no_hello_r, no_hello_w = await connect(server)  # TCP only, never a ClientHello
+            half_r, half_w = await asyncio.open_connection(*server.address, ssl=client_context)
+            half_w.write(b"GET /heal")
+            assert await closed_by_server(no_hello_r) == b""
+            assert await closed_by_server(half_r) == b""
+            reader, writer = await asyncio.open_connection(*server.address, ssl=client_context)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await closed_by_server(reader)).startswith(b"HTTP/1.1 200")
+            for w in (no_hello_w, half_w, writer):
+                w.close()
+            await until(lambda: server.guard.open == 0)
+
+    run(main(), timeout=2 * BOUND)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import socket
 import ssl
@@ -273,5 +274,52 @@ def test_over_tls_a_stalled_handshake_or_head_is_closed_and_requests_work(tmp_pa
             for w in (no_hello_w, half_w, writer):
                 w.close()
             await until(lambda: server.guard.open == 0)
+
+    run(main(), timeout=2 * BOUND)
+
+
+def test_the_connection_figures_are_in_status_and_metrics() -> None:
+    from aiohttp import web
+
+    from esl_bridge.gateway.web import add_operations_routes
+
+    async def main() -> None:
+        holder: list[WebServer] = []
+        application = web.Application()
+        add_operations_routes(
+            application,
+            lambda: {
+                "esl": "connected",
+                "calls": 0,
+                "numbers_busy": 0,
+                "unicast_ports_in_use": 0,
+                "ended": {},
+            },
+            lambda: {"connections": 0},
+            lambda: holder[0].guard.stats() if holder else {},
+        )
+        settings = web_settings(header_timeout=600, max_connections_per_ip=2)
+        server = await start_web_server(application, settings, shutdown_timeout=1.0)
+        holder.append(server)
+        try:
+            held = [await connect(server) for _ in range(2)]
+            await until(lambda: server.guard.open == 2)
+            third_r, third_w = await connect(server)
+            assert (await closed_by_server(third_r)).startswith(b"HTTP/1.1 503")
+            for _, w in held:
+                w.close()
+            await until(lambda: server.guard.open == 0)
+            reader, writer = await connect(server)
+            writer.write(b"GET /status.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = await closed_by_server(reader)
+            body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+            assert body["web"] == {"open": 1, "addresses": 1, "refused": 1, "accept_failures": 0}
+            reader, writer = await connect(server)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            metrics = (await closed_by_server(reader)).decode()
+            assert "esl_bridge_web_refused 1.0" in metrics
+            third_w.close()
+        finally:
+            await server.stop()
 
     run(main(), timeout=2 * BOUND)

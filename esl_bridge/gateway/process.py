@@ -154,7 +154,7 @@ class Gateway:
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
-        add_operations_routes(app, controller.status, service.hub.stats)
+        add_operations_routes(app, controller.status, service.hub.stats, self._web_stats)
         if self._extra_routes is not None:
             self._extra_routes(app)
         # Calls are drained before the web server stops; past that, a lingering browser
@@ -163,6 +163,9 @@ class Gateway:
         await controller.start()
         self._web = server
         self.web_address = server.address
+
+    def _web_stats(self) -> dict[str, int]:
+        return self._web.guard.stats() if self._web is not None else {}
 
     def wait(self) -> None:
         """Block (cooperatively) until SIGINT/SIGTERM or ``request_stop``."""

@@ -45,9 +45,15 @@ _ACCEPT_FAILED = "socket.accept() out of system resource"
 class GatewayCollector(Collector):
     """Reads the live figures at scrape time; nothing is counted twice or kept stale."""
 
-    def __init__(self, status: StatusSource, hub_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        status: StatusSource,
+        hub_stats: Callable[[], dict[str, int]],
+        web_stats: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self._status = status
         self._hub_stats = hub_stats
+        self._web_stats = web_stats or dict
 
     def collect(self) -> Iterator[Any]:
         status = self._status()
@@ -77,14 +83,26 @@ class GatewayCollector(Collector):
             yield GaugeMetricFamily(
                 f"esl_bridge_hub_{name}", f"signalling hub: {name}", value=value
             )
+        for name, value in sorted(self._web_stats().items()):
+            yield GaugeMetricFamily(
+                f"esl_bridge_web_{name}", f"web server connections: {name}", value=value
+            )
 
 
 def add_operations_routes(
-    app: web.Application, status: StatusSource, hub_stats: Callable[[], dict[str, int]]
+    app: web.Application,
+    status: StatusSource,
+    hub_stats: Callable[[], dict[str, int]],
+    web_stats: Callable[[], dict[str, int]] | None = None,
 ) -> None:
-    """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``."""
+    """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``.
+
+    ``web_stats``: the connection guard's figures (open, addresses, refused, accept
+    failures), shown as ``web`` in ``/status.json`` and ``esl_bridge_web_*`` metrics.
+    """
+    web_figures = web_stats or dict
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(GatewayCollector(status, hub_stats))
+    registry.register(GatewayCollector(status, hub_stats, web_figures))
 
     async def healthz(request: web.Request) -> web.Response:
         current = status()
@@ -95,7 +113,7 @@ def add_operations_routes(
         )
 
     async def status_json(request: web.Request) -> web.Response:
-        return web.json_response({**status(), "hub": hub_stats()})
+        return web.json_response({**status(), "hub": hub_stats(), "web": web_figures()})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(

@@ -111,3 +111,18 @@ def test_any_other_send_failure_is_logged_and_drops_the_socket() -> None:
         assert logs[0]["error"] == "ValueError"
 
     run(main())
+
+
+def test_one_frame_larger_than_the_byte_bound_still_goes_out() -> None:
+    async def main() -> None:
+        ws = StuckWs()
+        ws.release.set()
+        conn = _WsConn(ws, max_queue=8, max_queue_bytes=1000)  # type: ignore[arg-type]
+        writer = asyncio.create_task(conn.run())
+        conn.send({"v": 1, "type": "message", "text": "z" * 5000})
+        assert conn.close_request is None
+        conn.close(1000, "done")
+        await asyncio.wait_for(writer, 5)
+        assert json.loads(ws.sent[0])["text"] == "z" * 5000
+
+    run(main())

@@ -77,7 +77,8 @@ class _WsConn:
         if self.close_request is not None:
             return
         data = _encode(message)
-        if (
+        # One frame is always taken into an empty queue, whatever its size.
+        if self._queue and (
             len(self._queue) >= self._max_queue
             or self._queued_bytes + len(data) > self._max_queue_bytes
         ):

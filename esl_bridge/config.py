@@ -95,6 +95,9 @@ host = string(min=1, default='127.0.0.1')
 port = integer(min=1, max=65535, default=8080)
 tls_cert = string(default='')
 tls_key = string(default='')
+header_timeout = float(min=0.1, max=600, default=10.0)
+max_connections = integer(min=1, max=1000000, default=512)
+max_connections_per_ip = integer(min=1, max=1000000, default=100)
 
 [media]
 ice_servers = string_list(default=list())
@@ -117,6 +120,8 @@ presence_grace = float(min=0.1, max=3600, default=15.0)
 max_message_bytes = integer(min=65536, max=4194304, default=131072)
 messages_per_second = float(min=0.1, max=10000, default=20.0)
 max_pending_invitations = integer(min=1, max=1000, default=16)
+login_timeout = float(min=0.1, max=3600, default=30.0)
+send_queue_bytes = integer(min=65536, max=1073741824, default=1048576)
 
 [auth]
 app_certificate = string(default='')
@@ -342,6 +347,9 @@ class WebSettings:
     port: int
     tls_cert: str
     tls_key: str
+    header_timeout: float = 10.0
+    max_connections: int = 512
+    max_connections_per_ip: int = 100
 
     @property
     def tls(self) -> bool:
@@ -372,6 +380,8 @@ class LimitSettings:
     max_message_bytes: int
     messages_per_second: float
     max_pending_invitations: int
+    login_timeout: float = 30.0
+    send_queue_bytes: int = 1048576
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from esl_bridge.core import peer_json
+
 # ---------------------------------------------------------------------------------------
 # Events: what happened. Adapters build them from ESL events, hub callbacks, media leg.
 
@@ -715,8 +717,8 @@ class SipToRtcCall(Call):
 
 def _is_busy_response(response: str) -> bool:
     try:
-        body = json.loads(response)
-    except (TypeError, ValueError):
+        body = peer_json.loads(response)
+    except ValueError:
         return False
     return isinstance(body, dict) and body.get("Cmd") == "Calling"
 

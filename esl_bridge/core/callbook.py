@@ -12,13 +12,12 @@ out the returned actions. Admission (SPEC section 4, step 1 of each flow):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-from esl_bridge.core import ids
+from esl_bridge.core import ids, peer_json
 from esl_bridge.core.call import (
     BUSY_REFUSAL,
     Action,
@@ -284,8 +283,8 @@ def _json_object(content: str) -> dict[str, Any] | None:
     if not content:
         return {}
     try:
-        body = json.loads(content)
-    except (TypeError, ValueError):
+        body = peer_json.loads(content)
+    except ValueError:
         return None
     return body if isinstance(body, dict) else None
 

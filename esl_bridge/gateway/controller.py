@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from esl_bridge.config import Settings
 from esl_bridge.core import call as c
+from esl_bridge.core import peer_json
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.unicast_gate import GateInput, classify_event
@@ -319,7 +320,7 @@ class CallController:
 
     def _peer_message(self, to: str, sender: str, text: str) -> None:
         try:
-            body = json.loads(text)
+            body = peer_json.loads(text)
         except ValueError:
             return
         if not isinstance(body, dict):
@@ -564,7 +565,7 @@ class CallController:
 def _with_chan_id(content: str, channel_id: str) -> str:
     """The invitation's channelId fills in a content JSON that has no ChanId."""
     try:
-        body = json.loads(content)
+        body = peer_json.loads(content)
     except ValueError:
         return content
     if isinstance(body, dict) and not body.get("ChanId"):

@@ -22,7 +22,12 @@ from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.gateway.esl_side import EslSide, Operation
-from esl_bridge.gateway.web import add_operations_routes, client_config, ssl_context
+from esl_bridge.gateway.web import (
+    WebServer,
+    add_operations_routes,
+    client_config,
+    start_web_server,
+)
 from esl_bridge.logs import get_logger
 from esl_bridge.loops import Loops
 from esl_bridge.signaling.server import setup_signaling
@@ -115,7 +120,7 @@ class Gateway:
         self._extra_routes = extra_routes
         self.controller: CallController | None = None
         self.esl: EslSide | None = None
-        self._runner: web.AppRunner | None = None
+        self._web: WebServer | None = None
         self.web_address: tuple[str, int] | None = None
         self.socket_address: tuple[str, int] | None = None
         self._stopped = gevent.event.Event()
@@ -155,28 +160,18 @@ class Gateway:
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
-        add_operations_routes(app, controller.status, service.hub.stats)
+        add_operations_routes(app, controller.status, service.hub.stats, self._web_stats)
         if self._extra_routes is not None:
             self._extra_routes(app)
         # Calls are drained before the web server stops; past that, a lingering browser
         # connection must not hold the shutdown for aiohttp's default minute.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=_WEB_SHUTDOWN
-        )
-        await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self.settings.web.host,
-            self.settings.web.port,
-            ssl_context=ssl_context(self.settings),
-        )
-        await site.start()
+        server = await start_web_server(app, self.settings, shutdown_timeout=_WEB_SHUTDOWN)
         await controller.start()
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            host, port = sockets[0].getsockname()[:2]
-            self.web_address = (str(host), int(port))
+        self._web = server
+        self.web_address = server.address
+
+    def _web_stats(self) -> dict[str, int]:
+        return self._web.guard.stats() if self._web is not None else {}
 
     def wait(self) -> None:
         """Block (cooperatively) until SIGINT/SIGTERM or ``request_stop``."""
@@ -206,9 +201,9 @@ class Gateway:
                 log.warning("drain_incomplete", error=str(exc))
         if self.esl is not None:
             self.esl.stop()
-        if self._runner is not None:
+        if self._web is not None:
             try:
-                self.loops.run_coroutine(self._runner.cleanup(), timeout=10)
+                self.loops.run_coroutine(self._web.stop(), timeout=10)
             except Exception as exc:
                 log.warning("web_stop_failed", error=str(exc))
         self.loops.stop()

@@ -1,8 +1,20 @@
-"""The gateway's web server: signalling, web client, health, metrics (asyncio thread)."""
+"""The gateway's web server: signalling, web client, health, metrics (asyncio thread).
+
+``start_web_server`` serves an application with the limits that keep one peer from
+holding the server: a connection must deliver a complete request head within
+``[web] header_timeout`` of opening (or of its previous response), and
+``ConnectionGuard`` caps open connections in total and per peer address. When the
+process runs out of file descriptors, asyncio's accept failures become one rate-limited
+warning instead of a line per attempt.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import resource
+import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,16 +24,36 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from esl_bridge.config import Settings
+from esl_bridge.logs import get_logger
+
+log = get_logger("web")
 
 StatusSource = Callable[[], dict[str, Any]]
+
+#: File descriptors kept free of web connections for FreeSWITCH, media and logs.
+FD_RESERVE = 64
+#: Seconds between two warnings of the same kind (refused connections, accept failures).
+WARN_INTERVAL = 60.0
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\n"
+    b"too many connections\n"
+)
+_ACCEPT_FAILED = "socket.accept() out of system resource"
 
 
 class GatewayCollector(Collector):
     """Reads the live figures at scrape time; nothing is counted twice or kept stale."""
 
-    def __init__(self, status: StatusSource, hub_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        status: StatusSource,
+        hub_stats: Callable[[], dict[str, int]],
+        web_stats: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self._status = status
         self._hub_stats = hub_stats
+        self._web_stats = web_stats or dict
 
     def collect(self) -> Iterator[Any]:
         status = self._status()
@@ -51,14 +83,26 @@ class GatewayCollector(Collector):
             yield GaugeMetricFamily(
                 f"esl_bridge_hub_{name}", f"signalling hub: {name}", value=value
             )
+        for name, value in sorted(self._web_stats().items()):
+            yield GaugeMetricFamily(
+                f"esl_bridge_web_{name}", f"web server connections: {name}", value=value
+            )
 
 
 def add_operations_routes(
-    app: web.Application, status: StatusSource, hub_stats: Callable[[], dict[str, int]]
+    app: web.Application,
+    status: StatusSource,
+    hub_stats: Callable[[], dict[str, int]],
+    web_stats: Callable[[], dict[str, int]] | None = None,
 ) -> None:
-    """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``."""
+    """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``.
+
+    ``web_stats``: the connection guard's figures (open, addresses, refused, accept
+    failures), shown as ``web`` in ``/status.json`` and ``esl_bridge_web_*`` metrics.
+    """
+    web_figures = web_stats or dict
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(GatewayCollector(status, hub_stats))
+    registry.register(GatewayCollector(status, hub_stats, web_figures))
 
     async def healthz(request: web.Request) -> web.Response:
         current = status()
@@ -69,7 +113,7 @@ def add_operations_routes(
         )
 
     async def status_json(request: web.Request) -> web.Response:
-        return web.json_response({**status(), "hub": hub_stats()})
+        return web.json_response({**status(), "hub": hub_stats(), "web": web_figures()})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -107,3 +151,242 @@ def client_config(settings: Settings, *, demo: bool = False) -> dict[str, Any]:
         "ice_servers": ice,
         "demo": demo,
     }
+
+
+class _RateLimitedWarning:
+    """One warning per ``interval`` for an event; the next one tells how many were held."""
+
+    def __init__(self, event: str, interval: float, clock: Callable[[], float]) -> None:
+        self._event = event
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self._held = 0
+
+    def __call__(self, **fields: Any) -> None:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            self._held += 1
+            return
+        self._last = now
+        log.warning(self._event, suppressed=self._held, **fields)
+        self._held = 0
+
+
+class ConnectionGuard:
+    """Caps the web server's open connections, in total and per peer address.
+
+    A connection over a cap is answered ``503`` and closed at once, before anything is
+    read, so it holds its file descriptor for no longer than that.
+    """
+
+    def __init__(
+        self,
+        max_total: int,
+        max_per_address: int,
+        *,
+        warn_interval: float = WARN_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.open = 0
+        self.refused = 0
+        self.accept_failures = 0
+        self._by_address: dict[str, int] = {}
+        self._warn_refused = _RateLimitedWarning("web.connection_refused", warn_interval, clock)
+        self._warn_accept = _RateLimitedWarning("web.accept_failed", warn_interval, clock)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "open": self.open,
+            "addresses": len(self._by_address),
+            "refused": self.refused,
+            "accept_failures": self.accept_failures,
+        }
+
+    def admit(self, address: str) -> bool:
+        held = self._by_address.get(address, 0)
+        if self.open >= self.max_total:
+            reason = "max_connections"
+        elif held >= self.max_per_address:
+            reason = "max_connections_per_ip"
+        else:
+            self.open += 1
+            self._by_address[address] = held + 1
+            return True
+        self.refused += 1
+        self._warn_refused(reason=reason, address=address, open=self.open)
+        return False
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        held = self._by_address.get(address, 0) - 1
+        if held > 0:
+            self._by_address[address] = held
+        else:
+            self._by_address.pop(address, None)
+
+    def protocol_factory(
+        self, inner: Callable[[], asyncio.BaseProtocol]
+    ) -> Callable[[], asyncio.Protocol]:
+        """Wrap aiohttp's protocol factory (``runner.server``) with the caps."""
+        return lambda: _GuardedProtocol(self, inner)
+
+    def accept_failed(self, context: dict[str, Any]) -> None:
+        self.accept_failures += 1
+        exc = context.get("exception")
+        self._warn_accept(error=str(exc) if exc is not None else context.get("message"))
+
+    def install(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+        """Route asyncio's accept failures on ``sockets`` to the rate-limited warning.
+
+        On EMFILE asyncio reports every failed ``accept()`` (up to the backlog, each time
+        the listening socket is retried): tens of thousands of lines a minute.
+        """
+        ours = {s.fileno() for s in sockets}
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            sock = context.get("socket")
+            if context.get("message") == _ACCEPT_FAILED and (sock is None or sock.fileno() in ours):
+                self.accept_failed(context)
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """aiohttp's request handler, created only for a connection the guard admits."""
+
+    def __init__(self, guard: ConnectionGuard, factory: Callable[[], asyncio.BaseProtocol]):
+        self._guard = guard
+        self._factory = factory
+        self._inner: Any = None
+        self._address: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if not self._guard.admit(address):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(_REFUSAL)
+            transport.close()
+            return
+        self._address = address
+        self._inner = self._factory()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._address is not None:
+            self._guard.release(self._address)
+            self._address = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+
+def effective_max_connections(configured: int) -> int:
+    """``configured``, lowered to leave ``FD_RESERVE`` descriptors under the soft
+    RLIMIT_NOFILE, so that the cap refuses connections before accept() fails."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= configured:
+        return configured
+    lowered = max(1, soft - FD_RESERVE)
+    log.warning(
+        "web.max_connections_lowered",
+        configured=configured,
+        effective=lowered,
+        fd_limit=soft,
+    )
+    return lowered
+
+
+class WebServer:
+    """The running web server: its runner (cleaned up on stop), guard and address."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server, guard: ConnectionGuard):
+        self.runner = runner
+        self.server = server
+        self.guard = guard
+        sockets = list(server.sockets)
+        host, port = sockets[0].getsockname()[:2] if sockets else ("", 0)
+        self.address = (str(host), int(port))
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()
+
+
+async def start_web_server(
+    app: web.Application,
+    settings: Settings,
+    *,
+    shutdown_timeout: float = 60.0,
+    sock: socket.socket | None = None,
+) -> WebServer:
+    """Serve ``app`` on ``[web] host:port`` (or on ``sock``) with the web limits."""
+    limits = settings.web
+    # aiohttp's keep-alive timer runs from the connection's start and from each response
+    # until a complete request head has arrived: it is the header timeout.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=limits.header_timeout,
+    )
+    await runner.setup()
+    assert runner.server is not None
+    guard = ConnectionGuard(
+        effective_max_connections(limits.max_connections), limits.max_connections_per_ip
+    )
+    loop = asyncio.get_running_loop()
+    factory = guard.protocol_factory(runner.server)
+    context = ssl_context(settings)
+    try:
+        if sock is not None:
+            server = await loop.create_server(
+                factory, sock=sock, ssl=context, ssl_handshake_timeout=_handshake(context, limits)
+            )
+        else:
+            server = await loop.create_server(
+                factory,
+                limits.host,
+                limits.port,
+                ssl=context,
+                ssl_handshake_timeout=_handshake(context, limits),
+                reuse_address=True,
+            )
+    except BaseException:
+        await runner.cleanup()
+        raise
+    guard.install(loop, list(server.sockets))
+    log.info(
+        "web.limits",
+        header_timeout=limits.header_timeout,
+        max_connections=guard.max_total,
+        max_connections_per_ip=guard.max_per_address,
+    )
+    return WebServer(runner, server, guard)
+
+
+def _handshake(context: ssl.SSLContext | None, limits: Any) -> float | None:
+    return limits.header_timeout if context is not None else None

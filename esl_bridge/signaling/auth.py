@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 
+from esl_bridge.core import peer_json
+
 __all__ = ["TokenError", "TokenInfo", "mask_secret", "mint_token", "verify_token"]
 
 _VERSION = "1"
@@ -76,9 +78,10 @@ def _parse(token: str) -> tuple[TokenInfo, bytes] | None:
     if len(parts) != 3 or parts[0] != _VERSION:
         return None
     try:
-        payload = json.loads(_b64d(parts[1]))
+        # Bounded: a payload nested thousands deep is malformed, not a RecursionError.
+        payload = peer_json.loads(_b64d(parts[1]))
         sig = _b64d(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error):
         return None
     if not isinstance(payload, dict):
         return None
@@ -89,6 +92,8 @@ def _parse(token: str) -> tuple[TokenInfo, bytes] | None:
         return None
     if "\n" in appid or "\n" in uid:
         return None  # the signed message joins fields with newlines
+    if peer_json.has_lone_surrogate(appid) or peer_json.has_lone_surrogate(uid):
+        return None  # cannot be encoded to be signed
     return TokenInfo(appid, uid, expiry), sig
 
 

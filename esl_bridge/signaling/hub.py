@@ -187,6 +187,14 @@ class Hub:
                 self._dispatch(cs, decoded, now)
         self._flush_participants(now)
 
+    def oversized(self, cid: int, now: float) -> None:
+        """Connection ``cid`` sent a frame the adapter refused to read, being over
+        ``max_message_bytes``: the same error and close as for one it did read."""
+        cs = self._conns.get(cid)
+        if cs is not None:
+            self._fatal(cs, p.too_large(self._limits), now)
+        self._flush_participants(now)
+
     def disconnect(self, cid: int, now: float) -> None:
         """The socket of ``cid`` is gone: its session waits ``grace_period`` for a resume."""
         cs = self._conns.pop(cid, None)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from esl_bridge.core import peer_json
 from esl_bridge.core.invitations import (
     CHANNEL_ID_MAX_BYTES,
     CONTENT_MAX_BYTES,
@@ -28,6 +29,7 @@ MAX_TOKEN_CHARS = 2048
 _UID_RE = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII, no space, 1..64
 _APPID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REF_RE = re.compile(r"[\x21-\x7e]{1,64}")
+_SURROGATE_MESSAGE = "'{}' holds a lone surrogate (\\ud800-\\udfff escape): not valid Unicode"
 
 
 class Err:
@@ -296,6 +298,16 @@ def _body(kind: str, obj: dict[str, Any], limits: Limits) -> Body:
     raise _Invalid(Err.UNKNOWN_TYPE, "unknown message type")
 
 
+def too_large(limits: Limits) -> ProtocolError:
+    """The reply to a frame over ``max_message_bytes``: an error, then close 4003."""
+    return ProtocolError(
+        Err.MESSAGE_TOO_LARGE,
+        f"frame over {limits.max_message_bytes} bytes",
+        fatal=True,
+        close=Close.MESSAGE_TOO_LARGE,
+    )
+
+
 def frame_size(raw: str | bytes) -> int:
     return len(raw) if isinstance(raw, bytes) else utf8_len(raw)
 
@@ -304,19 +316,17 @@ def decode_client(raw: str | bytes, limits: Limits | None = None) -> ClientMessa
     """Validate one client frame. Never raises; a bad frame yields the error to reply."""
     limits = limits or Limits()
     if frame_size(raw) > limits.max_message_bytes:
-        return ProtocolError(
-            Err.MESSAGE_TOO_LARGE,
-            f"frame over {limits.max_message_bytes} bytes",
-            fatal=True,
-            close=Close.MESSAGE_TOO_LARGE,
-        )
+        return too_large(limits)
     try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError):
-        return ProtocolError(Err.BAD_MESSAGE, "not JSON")
+        obj = peer_json.loads(raw)
+    except peer_json.PeerJsonError as exc:
+        return ProtocolError(Err.BAD_MESSAGE, str(exc))
     if not isinstance(obj, dict):
         return ProtocolError(Err.BAD_MESSAGE, "not a JSON object")
     msg_id = obj.get("id")
+    if isinstance(msg_id, str) and peer_json.has_lone_surrogate(msg_id):
+        # Not echoed: a reply carrying it could not be encoded.
+        return ProtocolError(Err.INVALID_ARGUMENT, _SURROGATE_MESSAGE.format("id"))
     if isinstance(msg_id, bool) or not (
         msg_id is None
         or (isinstance(msg_id, int) and -(2**53) <= msg_id <= 2**53)
@@ -331,6 +341,13 @@ def decode_client(raw: str | bytes, limits: Limits | None = None) -> ClientMessa
     kind = obj.get("type")
     if not isinstance(kind, str):
         return ProtocolError(Err.BAD_MESSAGE, "'type' must be a string", msg_id)
+    # A string that UTF-8 cannot encode would be accepted here and then break the
+    # connection of whoever it is forwarded to: refused at the door, field named.
+    for key, value in obj.items():
+        if isinstance(value, str) and peer_json.has_lone_surrogate(value):
+            short = len(key) <= MAX_ID_CHARS and not peer_json.has_lone_surrogate(key)
+            name = key if short else "?"
+            return ProtocolError(Err.INVALID_ARGUMENT, _SURROGATE_MESSAGE.format(name), msg_id)
     try:
         body = _body(kind, obj, limits)
     except _Invalid as exc:
@@ -376,8 +393,8 @@ CMD_CALLING = "Calling"
 def peer_command(text: str) -> dict[str, Any] | None:
     """The ARCall command in a peer message (``{"Cmd": ...}``), or None for free text."""
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
+        obj = peer_json.loads(text)
+    except peer_json.PeerJsonError:
         return None
     if isinstance(obj, dict) and isinstance(obj.get("Cmd"), str):
         return obj

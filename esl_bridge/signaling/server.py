@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from esl_bridge.signaling import protocol as p
 from esl_bridge.signaling.hub import Hub
@@ -32,29 +33,91 @@ from esl_bridge.signaling.settings import SignalingSettings
 log = structlog.get_logger("esl_bridge.signaling")
 
 
-class _WsConn:
-    """The hub's ``Conn`` for one WebSocket: a bounded queue drained by a writer task."""
+#: Seconds a connection the hub closed gets to take its last frames and the close
+#: handshake; a peer that reads nothing is cut off (transport aborted) after it.
+CLOSE_TIMEOUT = 5.0
 
-    def __init__(self, ws: web.WebSocketResponse, max_queue: int) -> None:
+
+class _WsConn:
+    """The hub's ``Conn`` for one WebSocket: a queue drained by a writer task.
+
+    The queue is bounded in frames and in bytes of UTF-8; past either bound the
+    connection is closed as a slow consumer (4005): what is queued is dropped, the
+    ``closing`` frame goes out, and a peer that does not read even that is cut off after
+    ``close_timeout``. Frames are encoded when queued, so an encoding problem surfaces
+    here, for one message, and never stops the writer.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        max_queue: int,
+        max_queue_bytes: int = 1024 * 1024,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
         self._ws = ws
-        self._queue: deque[str] = deque()
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._max_queue = max_queue
+        self._max_queue_bytes = max_queue_bytes
+        self._close_timeout = close_timeout
+        self._abort = abort
+        self._abort_handle: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self.close_request: tuple[int, str] | None = None
+        self.failed = False  # the writer stopped on an error (logged, socket aborted)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
 
     def send(self, message: dict[str, Any]) -> None:
         if self.close_request is not None:
             return
-        if len(self._queue) >= self._max_queue:
+        data = _encode(message)
+        # One frame is always taken into an empty queue, whatever its size.
+        if self._queue and (
+            len(self._queue) >= self._max_queue
+            or self._queued_bytes + len(data) > self._max_queue_bytes
+        ):
+            log.info(
+                "signaling.slow_consumer",
+                queued_frames=len(self._queue),
+                queued_bytes=self._queued_bytes,
+            )
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._queue.append(_encode(p.closing(p.Close.SLOW_CONSUMER)))
             self.close(*p.Close.SLOW_CONSUMER)
             return
-        self._queue.append(p.encode(message))
+        self._queue.append(data)
+        self._queued_bytes += len(data)
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
         if self.close_request is None:
             self.close_request = (code, reason)
             self._wake.set()
+            if self._abort is not None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop: nothing can be written either
+                    return
+                self._abort_handle = loop.call_later(self._close_timeout, self._cut_off)
+
+    def _cut_off(self) -> None:
+        self._abort_handle = None
+        if self._abort is not None:
+            log.info("signaling.close_timeout", reason=(self.close_request or (0, ""))[1])
+            self._abort()
+
+    def stopped(self) -> None:
+        """The socket is gone: no cut-off is needed any more."""
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+            self._abort_handle = None
 
     async def run(self) -> None:
         """Write queued frames; close the socket once the hub asked for it."""
@@ -63,13 +126,54 @@ class _WsConn:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._queue:
-                    await self._ws.send_str(self._queue.popleft())
+                    data = self._queue.popleft()
+                    self._queued_bytes -= len(data)
+                    await self._ws.send_frame(data, WSMsgType.TEXT)
                 if self.close_request is not None:
                     code, reason = self.close_request
                     await self._ws.close(code=code, message=reason.encode())
+                    self.stopped()
                     return
         except (ConnectionError, RuntimeError):
             return  # the peer is gone; the reader side reports the disconnect
+        except Exception as exc:
+            # Never a silent stall: say so (no frame content) and drop the socket, so
+            # the reader side sees the disconnect and the session takes its course.
+            self.failed = True
+            log.error("signaling.send_failed", error=type(exc).__name__)
+            if self._abort is not None:
+                self._abort()
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    """A server frame as UTF-8. Text the door let through cannot fail; should a string
+    ever hold a lone surrogate, it goes out escaped rather than breaking the socket."""
+    try:
+        return p.encode(message).encode("utf-8")
+    except UnicodeEncodeError:
+        log.warning("signaling.unencodable_frame", type=str(message.get("type"))[:32])
+        return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+class _SignalingWebSocket(web.WebSocketResponse):
+    """aiohttp answers a frame over its size limit with a bare 1009 close. This socket
+    first lets the hub send its ``MESSAGE_TOO_LARGE`` error and ``closing`` frame and
+    close with 4003, as for any frame over the limit."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_too_big: Callable[[], Awaitable[None]] | None = None
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        hook = self.on_too_big
+        if code == WSCloseCode.MESSAGE_TOO_BIG and hook is not None and not self.closed:
+            self.on_too_big = None
+            await hook()
+            if self.closed:
+                return True
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class SignalingService:
@@ -89,6 +193,7 @@ class SignalingService:
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self.close_timeout = CLOSE_TIMEOUT
 
     def now(self) -> float:
         return self.clock()
@@ -133,28 +238,51 @@ class SignalingService:
                 log.exception("signaling.poll_failed")
 
     async def handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        # aiohttp's own limit sits above ours, so an oversize frame normally gets the
-        # protocol's error reply and close reason instead of a bare 1009.
-        ws = web.WebSocketResponse(
+        # aiohttp checks a frame's length from its header, before reading the payload;
+        # its limit is ours, and _SignalingWebSocket turns its 1009 into our 4003.
+        ws = _SignalingWebSocket(
             heartbeat=self.settings.heartbeat,
-            max_msg_size=self.settings.max_message_bytes * 4 + 1024,
+            max_msg_size=self.settings.max_message_bytes + 1,
         )
         await ws.prepare(request)
-        conn = _WsConn(ws, self.settings.max_send_queue)
+        transport = request.transport
+
+        def abort() -> None:
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+
+        conn = _WsConn(
+            ws,
+            self.settings.max_send_queue,
+            self.settings.max_send_queue_bytes,
+            close_timeout=self.close_timeout,
+            abort=abort,
+        )
         writer = asyncio.create_task(conn.run())
         cid = self.hub.connect(conn, self.now())
         self._sockets.add(ws)
+
+        async def too_big() -> None:
+            self.hub.oversized(cid, self.now())
+            self.kick()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.close_timeout):
+                    await asyncio.shield(writer)
+
+        ws.on_too_big = too_big
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     try:
                         self.hub.receive(cid, msg.data, self.now())
-                    except Exception:  # the hub is built never to raise; belt and braces
-                        log.exception("signaling.receive_failed")
+                    except Exception as exc:  # the hub is built never to raise
+                        # No traceback: its frames would hold what the peer sent.
+                        log.error("signaling.receive_failed", error=type(exc).__name__)
                     self.kick()
-                if conn.close_request is not None:
+                if conn.close_request is not None or conn.failed:
                     break
         finally:
+            ws.on_too_big = None
             self._sockets.discard(ws)
             self.hub.disconnect(cid, self.now())
             self.kick()
@@ -162,6 +290,7 @@ class SignalingService:
                 writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            conn.stopped()
             if not ws.closed:
                 await ws.close()
         return ws

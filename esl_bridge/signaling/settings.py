@@ -50,8 +50,10 @@ class SignalingSettings:
     #: Messages queued for a session whose socket dropped (flushed on resume).
     #: Past it the session ends.
     max_detached_queue: int = 256
-    #: Messages queued toward a slow reader before its connection is closed.
+    #: Messages queued toward a slow reader before its connection is closed (4005) ...
     max_send_queue: int = 1024
+    #: ... and bytes of UTF-8 queued toward it, whichever bound is reached first.
+    max_send_queue_bytes: int = 1024 * 1024
     #: WebSocket ping interval that detects dead sockets; None disables it.
     heartbeat: float | None = 20.0
 
@@ -67,6 +69,7 @@ class SignalingSettings:
             "rate_burst": self.rate_burst,
             "max_detached_queue": self.max_detached_queue,
             "max_send_queue": self.max_send_queue,
+            "max_send_queue_bytes": self.max_send_queue_bytes,
             "peer_offline": self.invitation_timeouts.peer_offline,
             "no_response": self.invitation_timeouts.no_response,
             "answer": self.invitation_timeouts.answer,
@@ -101,4 +104,6 @@ def signaling_settings(settings: Settings) -> SignalingSettings:
         max_pending_invitations=limits.max_pending_invitations,
         rate_per_second=limits.messages_per_second,
         rate_burst=max(1, round(limits.messages_per_second * 2)),
+        login_timeout=limits.login_timeout,
+        max_send_queue_bytes=limits.send_queue_bytes,
     )

@@ -20,6 +20,7 @@ from esl_bridge.media.unicast import (
     FRAME_S,
     ChannelFormat,
     JitterSettings,
+    MediaCounters,
     NoFreePorts,
     PortAllocator,
     PortPair,
@@ -563,7 +564,8 @@ async def _endpoint_skips_busy_ports() -> None:
 async def _endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
     fmt = FMT8
     alloc = PortAllocator(*free_port_range())
-    ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1")
+    counters = MediaCounters()  # the gateway's totals, shared by all its endpoints
+    ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1", counters=counters)
     params = await ep.open()
     loop = asyncio.get_running_loop()
     # From FreeSWITCH's address but another port (a leftover leg, another call): it comes
@@ -601,7 +603,7 @@ async def _endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
         tags = [tag_of(f) for f in frames if tag_of(f) is not None]
         assert tags and all(t < 100 for t in tags)  # only the switch's own frames
         stats = ep.stats()
-        assert stats.rx_foreign_packets == 15
+        assert stats.rx_foreign_packets == 15 and counters.foreign_packets == 15
         assert stats.rx_packets == 10
     finally:
         impostor.close()

@@ -36,6 +36,7 @@ __all__ = [
     "ChannelFormat",
     "FrameQueue",
     "JitterSettings",
+    "MediaCounters",
     "NoFreePorts",
     "PairProbe",
     "PortAllocator",
@@ -555,6 +556,13 @@ class UnicastParams:
 
 
 @dataclass
+class MediaCounters:
+    """Totals over every call of a gateway (for /metrics), shared by its endpoints."""
+
+    foreign_packets: int = 0  # datagrams dropped: not from the call's switch port
+
+
+@dataclass
 class UnicastStats:
     """A snapshot of one call's unicast media."""
 
@@ -618,6 +626,7 @@ class UnicastEndpoint:
         host: str = "127.0.0.1",
         fs_host: str | None = None,
         settings: JitterSettings | None = None,
+        counters: MediaCounters | None = None,
     ) -> None:
         if host in ("0.0.0.0", "::", "") or fs_host in ("0.0.0.0", "::"):
             # FreeSWITCH is told remote-ip = host: it must be an address it can send to.
@@ -637,6 +646,7 @@ class UnicastEndpoint:
         self.rx: ReceiveBuffer | None = None
         self.tx = SendPacer(fmt, self.settings)
         self.foreign_packets = 0
+        self.counters = counters
         self._opened_at: float | None = None
         self._requested_at: float | None = None
         self.closed = False
@@ -729,6 +739,8 @@ class UnicastEndpoint:
             # Another call's leg, a leftover of a killed gateway, a stranger: never
             # played, never answered (we learn nothing from it).
             self.foreign_packets += 1
+            if self.counters is not None:
+                self.counters.foreign_packets += 1
             return
         if self.fs_addr is None:
             self.fs_addr = self.expected_source

@@ -741,6 +741,13 @@ class UnicastEndpoint:
             self.foreign_packets += 1
             if self.counters is not None:
                 self.counters.foreign_packets += 1
+            if self.foreign_packets == 1:  # once per call; the count goes into media_stats
+                log.warning(
+                    "unicast_foreign_datagram",
+                    source=f"{addr[0]}:{addr[1]}",
+                    expected=f"{self.fs_host}:{self.pair.fs_port if self.pair else None}",
+                    port=self.pair.local_port if self.pair else None,
+                )
             return
         if self.fs_addr is None:
             self.fs_addr = self.expected_source

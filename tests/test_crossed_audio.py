@@ -1,4 +1,4 @@
-"""Issue 17: audio can never cross between calls.
+"""Audio can never cross between calls.
 
 A gateway killed with kill -9 leaves FreeSWITCH legs behind that keep their unicast port
 bound and keep sending to the gateway's old port. Here a "leftover" socket stands for such

@@ -395,9 +395,9 @@ class PortAllocator:
     """Hands out (FreeSWITCH, ours) port pairs from ``[port_min, port_max]``; sans-I/O.
 
     Pairs are (even, odd) neighbours like the recorded app's. A port still bound on the
-    switch must never be handed out (issue 17: a FreeSWITCH leg that outlived a killed
-    gateway keeps its ``local-port`` and keeps sending to our old port; a new call on that
-    pair fails to bind on the switch and hears the old call). Three defences:
+    switch must never be handed out: a FreeSWITCH leg that outlived a killed gateway keeps
+    its ``local-port`` and keeps sending to our old port, and a new call on that pair fails
+    to bind on the switch and hears the old call. Three defences:
 
     * the choice is random within the range, so a restarted gateway does not start at the
       bottom of it again, where the leftovers of the one before sit;

@@ -109,6 +109,8 @@ unicast_host = string(min=1, default='127.0.0.1')
 unicast_port_min = integer(min=1024, max=65535, default=30000)
 unicast_port_max = integer(min=1024, max=65535, default=30999)
 media_timeout = float(min=1, max=3600, default=30.0)
+unicast_start_timeout = float(min=0.5, max=120, default=5.0)
+unicast_port_quarantine = float(min=0, max=3600, default=60.0)
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
@@ -367,6 +369,8 @@ class MediaSettings:
     unicast_port_min: int
     unicast_port_max: int
     media_timeout: float
+    unicast_start_timeout: float
+    unicast_port_quarantine: float
 
 
 @dataclass(frozen=True)

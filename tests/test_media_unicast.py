@@ -20,12 +20,16 @@ from esl_bridge.media.unicast import (
     FRAME_S,
     ChannelFormat,
     JitterSettings,
+    MediaCounters,
     NoFreePorts,
     PortAllocator,
+    PortPair,
     ReceiveBuffer,
     SendPacer,
     UnicastEndpoint,
+    bind_probe,
     is_cng_frame,
+    is_local_address,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "freeswitch"
@@ -91,47 +95,125 @@ def test_recorded_datagram_sizes_match_the_formats() -> None:
 
 
 def test_port_allocator_pairs_unique_exhaust_release() -> None:
-    alloc = PortAllocator(30001, 30010)  # odd start is rounded up to an even pair base
-    pairs = [alloc.allocate() for _ in range(alloc.capacity)]
-    assert [(p.fs_port, p.local_port) for p in pairs] == [
+    alloc = PortAllocator(30001, 30010, quarantine=0.0)  # odd start: rounded up to even
+    pairs = [alloc.allocate(0.0) for _ in range(alloc.capacity)]
+    assert sorted((p.fs_port, p.local_port) for p in pairs) == [
         (30002, 30003),
         (30004, 30005),
         (30006, 30007),
         (30008, 30009),
     ]
     with pytest.raises(NoFreePorts):
-        alloc.allocate()
-    alloc.release(pairs[1])
-    assert alloc.allocate() == pairs[1]
+        alloc.allocate(0.0)
+    alloc.release(pairs[1], 0.0)
+    assert alloc.allocate(0.0) == pairs[1]
     assert alloc.in_use == alloc.capacity
 
 
-def test_port_allocator_reuses_a_freed_pair_last() -> None:
-    alloc = PortAllocator(30000, 30007)
-    first = alloc.allocate()
-    alloc.release(first)
-    assert alloc.allocate() != first
+def test_port_allocator_quarantines_a_freed_pair() -> None:
+    """A pair whose call ended is not handed out again for ``quarantine`` seconds: the
+    switch's side of it may still be bound (a leg that outlived its call)."""
+    alloc = PortAllocator(30000, 30003, quarantine=60.0, rng=random.Random(1))
+    first = alloc.allocate(100.0)
+    second = alloc.allocate(100.0)
+    alloc.release(first, 100.0)
+    assert alloc.in_use == 1 and alloc.quarantined(100.0) == 1
+    with pytest.raises(NoFreePorts, match="quarantine"):
+        alloc.allocate(159.9)  # the only free pair is still in quarantine
+    assert alloc.allocate(160.0) == first
+    alloc.release(second, 160.0)
+    alloc.release(first, 161.0)
+    assert alloc.quarantined(220.5) == 1 and alloc.quarantined(221.0) == 0
+
+
+def test_port_allocator_starts_anywhere_in_the_range() -> None:
+    """A restarted gateway must not start at the bottom of the range again (where the
+    leftovers of the killed one sit): the choice is random."""
+    firsts = {
+        PortAllocator(30000, 30999, rng=random.Random(seed)).allocate(0.0) for seed in range(20)
+    }
+    assert len(firsts) > 10
+    assert all(30000 <= p.fs_port <= 30998 and p.local_port == p.fs_port + 1 for p in firsts)
+
+
+class FakeProbe:
+    """Ports some other process holds; the probe says no for a pair touching one."""
+
+    def __init__(self, busy: set[int]) -> None:
+        self.busy = busy
+        self.probed: list[PortPair] = []
+
+    def __call__(self, pair: PortPair) -> bool:
+        self.probed.append(pair)
+        return pair.fs_port not in self.busy and pair.local_port not in self.busy
+
+
+def test_port_allocator_never_hands_out_a_pair_the_probe_finds_bound() -> None:
+    # Pairs (30000, 30001) .. (30014, 30015); leftovers hold the switch side of all but
+    # one and our side of another.
+    busy = {30000, 30002, 30004, 30006, 30008, 30010, 30013}
+    probe = FakeProbe(busy)
+    alloc = PortAllocator(30000, 30015, quarantine=30.0, probe=probe, rng=random.Random(7))
+    assert alloc.allocate(0.0) == PortPair(30014, 30015)
+    # Each busy pair was probed once and is now in quarantine, not probed again.
+    assert len(probe.probed) == len(set(probe.probed))
+    with pytest.raises(NoFreePorts):
+        alloc.allocate(1.0)
+    assert alloc.in_use == 1
+    probe.busy = set()  # the leftovers are gone; after the quarantine the pairs are back
+    assert alloc.allocate(40.0) != PortPair(30014, 30015)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10)), max_size=60))
-def test_port_allocator_never_hands_out_a_pair_in_use(ops: list[tuple[bool, int]]) -> None:
-    alloc = PortAllocator(31000, 31011)
-    held: list = []
-    for allocate, index in ops:
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 10), st.floats(0, 5)), max_size=60),
+    st.sets(st.integers(31000, 31011)),
+)
+def test_port_allocator_never_hands_out_a_pair_in_use_or_quarantined_or_bound(
+    ops: list[tuple[bool, int, float]], busy: set[int]
+) -> None:
+    alloc = PortAllocator(31000, 31011, quarantine=2.0, probe=FakeProbe(busy), rng=random.Random(3))
+    held: list[PortPair] = []
+    freed: dict[PortPair, float] = {}
+    now = 0.0
+    for allocate, index, step in ops:
+        now += step
         if allocate:
             try:
-                pair = alloc.allocate()
+                pair = alloc.allocate(now)
             except NoFreePorts:
-                assert len(held) == alloc.capacity
                 continue
             assert pair not in held
-            ports = {p for h in held for p in (h.fs_port, h.local_port)}
-            assert pair.fs_port not in ports and pair.local_port not in ports
+            assert now >= freed.get(pair, -1e9) + 2.0
+            assert pair.fs_port not in busy and pair.local_port not in busy
             held.append(pair)
         elif held:
-            alloc.release(held.pop(index % len(held)))
+            pair = held.pop(index % len(held))
+            alloc.release(pair, now)
+            freed[pair] = now
         assert alloc.in_use == len(held)
+
+
+def test_bind_probe_sees_a_port_held_on_either_side() -> None:
+    base, _ = free_port_range(4)
+    probe = bind_probe("127.0.0.1", "127.0.0.1")
+    assert probe is not None
+    assert probe(PortPair(base, base + 1))
+    for port in (base, base + 1):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        holder.bind(("127.0.0.1", port))
+        try:
+            assert not probe(PortPair(base, base + 1))
+        finally:
+            holder.close()
+    assert probe(PortPair(base, base + 1))  # the probe itself keeps nothing bound
+
+
+def test_the_probe_applies_only_when_the_switch_address_is_on_this_host() -> None:
+    assert is_local_address("127.0.0.1") and is_local_address("127.0.0.53")
+    assert not is_local_address("192.0.2.7")  # TEST-NET-1: never an address of this host
+    assert not is_local_address("not an address")
+    assert bind_probe("127.0.0.1", "192.0.2.7") is None
 
 
 # --------------------------------------------------------------------------- receive buffer
@@ -464,18 +546,80 @@ def test_endpoint_round_trip_on_loopback() -> None:
 
 
 async def _endpoint_skips_busy_ports() -> None:
-    base, top = free_port_range(8)
+    base, top = free_port_range(4)  # two pairs
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", base + 1))  # our side of the first pair is taken
     try:
-        alloc = PortAllocator(base, top)
-        ep = UnicastEndpoint(FMT8, alloc)
-        params = await ep.open()
-        assert params.remote_port == base + 3
-        await ep.close()
-        assert alloc.in_use == 0
+        for seed in range(4):  # whichever pair the random choice tries first
+            alloc = PortAllocator(base, top, rng=random.Random(seed))
+            ep = UnicastEndpoint(FMT8, alloc)
+            params = await ep.open()
+            assert params.remote_port == base + 3
+            await ep.close()
+            assert alloc.in_use == 0
     finally:
         busy.close()
+
+
+async def _endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
+    fmt = FMT8
+    alloc = PortAllocator(*free_port_range())
+    counters = MediaCounters()  # the gateway's totals, shared by all its endpoints
+    ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1", counters=counters)
+    params = await ep.open()
+    loop = asyncio.get_running_loop()
+    # From FreeSWITCH's address but another port (a leftover leg, another call): it comes
+    # first, so nothing may be learnt from it.
+    impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    impostor.bind(("127.0.0.1", 0))
+    impostor.setblocking(False)
+    fs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fs.bind((params.local_ip, params.local_port))
+    fs.setblocking(False)
+    target = (params.remote_ip, params.remote_port)
+    try:
+        ep.unicast_requested(loop.time())
+        for n in range(5):
+            impostor.sendto(tagged(fmt, 500 + n), target)
+        await asyncio.sleep(0.1)
+        assert ep.not_started_for(loop.time()) is not None  # strangers do not start it
+        for n in range(10):
+            fs.sendto(tagged(fmt, n), target)
+            impostor.sendto(tagged(fmt, 600 + n), target)
+            await asyncio.sleep(FRAME_S)
+        assert ep.not_started_for(loop.time()) is None
+        frames = []
+        while len(frames) < 10:
+            while (delay := ep.next_playout() - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            frames.append(ep.read_frame(loop.time()))
+        got: list[bytes] = []
+        while len(got) < 5:
+            data, addr = await loop.sock_recvfrom(fs, 8192)
+            assert addr == target  # from our port, to the switch's
+            got.append(data)
+        with pytest.raises(BlockingIOError):
+            impostor.recv(8192)  # never one datagram toward the impostor
+        tags = [tag_of(f) for f in frames if tag_of(f) is not None]
+        assert tags and all(t < 100 for t in tags)  # only the switch's own frames
+        stats = ep.stats()
+        assert stats.rx_foreign_packets == 15 and counters.foreign_packets == 15
+        assert stats.rx_packets == 10
+    finally:
+        impostor.close()
+        fs.close()
+        await ep.close()
+
+
+def test_endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
+    asyncio.run(asyncio.wait_for(_endpoint_takes_audio_only_from_the_pairs_switch_port(), 20))
+
+
+def test_start_timeout_counts_from_the_unicast_command() -> None:
+    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_port_range()))
+    assert endpoint.not_started_for(10.0) is None  # no command sent yet: nothing to time
+    endpoint.unicast_requested(10.0)
+    assert endpoint.not_started_for(15.5) == pytest.approx(5.5)
 
 
 def test_endpoint_refuses_wildcard_addresses() -> None:

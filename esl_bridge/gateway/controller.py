@@ -29,7 +29,13 @@ from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.leg import LegConfig, MediaLeg
-from esl_bridge.media.unicast import ChannelFormat, PortAllocator, UnicastParams
+from esl_bridge.media.unicast import (
+    ChannelFormat,
+    MediaCounters,
+    PortAllocator,
+    UnicastParams,
+    bind_probe,
+)
 from esl_bridge.numbers import NumberPool
 from esl_bridge.signaling.hub import Hub, ParticipantHandle
 
@@ -94,7 +100,8 @@ class CallController:
             self.pool,
         )
         self.leg_config = LegConfig.from_settings(settings.media)
-        self.ports = PortAllocator(settings.media.unicast_port_min, settings.media.unicast_port_max)
+        self.ports = self._port_allocator()
+        self.media_counters = MediaCounters()  # shared by every call's unicast endpoint
         self.handle: ParticipantHandle = hub.register_participant(self.appid, self)
         self._links: dict[str, _CallLinks] = {}
         self._watched: set[str] = set()
@@ -146,15 +153,47 @@ class CallController:
             except Exception:  # keep the timers alive whatever a bug does
                 log.exception("call_timers_failed")
 
+    def _port_allocator(self) -> PortAllocator:
+        """Unicast port pairs: random within the range, quarantined after use, and probed
+        (both ports bound for an instant) when FreeSWITCH's unicast address is ours."""
+        media = self.settings.media
+        fs_host = self.leg_config.fs_unicast_host or self.leg_config.unicast_host
+        probe = bind_probe(self.leg_config.unicast_host, fs_host)
+        if probe is None:
+            log.warning("unicast_probe_off", fs_host=fs_host, reason="not an address of this host")
+        return PortAllocator(
+            media.unicast_port_min,
+            media.unicast_port_max,
+            quarantine=media.unicast_port_quarantine,
+            probe=probe,
+        )
+
     def _check_media_timeouts(self) -> None:
-        limit = self.settings.media.media_timeout
+        media = self.settings.media
         now = asyncio.get_running_loop().time()
         for call in list(self.book):
             links = self._links.get(call.call_id)
             if links is None or links.leg is None or links.leg.endpoint is None:
                 continue
-            silent = links.leg.endpoint.seconds_since_rx(now)
-            if silent is not None and silent > limit:
+            endpoint = links.leg.endpoint
+            waiting = endpoint.not_started_for(now)
+            if waiting is not None and waiting > media.unicast_start_timeout:
+                # No datagram from the switch's port since the unicast command: it failed
+                # there ("Failure creating unicast connection" is only in its log).
+                pair = endpoint.pair
+                log.warning(
+                    "unicast_not_started",
+                    call_id=call.call_id,
+                    uuid=call.uuid,
+                    fs_port=None if pair is None else pair.fs_port,
+                    port=None if pair is None else pair.local_port,
+                    foreign_packets=endpoint.foreign_packets,
+                    waited=round(waiting, 3),
+                )
+                self.event(call.call_id, c.MediaFailed("unicast_not_started"))
+                continue
+            silent = endpoint.seconds_since_rx(now)
+            if silent is not None and silent > media.media_timeout:
                 self.event(call.call_id, c.MediaFailed("media_timeout"))
 
     # -- inputs from FreeSWITCH (via the handoff) ----------------------------------------
@@ -393,14 +432,21 @@ class CallController:
             elif state == "failed":
                 self.event(call_id, c.MediaFailed("ice_failed"))
 
-        links.leg = MediaLeg(self.leg_config, self.ports, call_id=call_id, on_state=on_state)
+        links.leg = MediaLeg(
+            self.leg_config,
+            self.ports,
+            call_id=call_id,
+            on_state=on_state,
+            counters=self.media_counters,
+        )
 
     async def _start_unicast(self, call_id: str, uuid: str) -> None:
         links = self._links.get(call_id)
+        leg = None if links is None else links.leg
         try:
-            if links is None or links.leg is None:
+            if links is None or leg is None:
                 raise RuntimeError("no media leg")
-            params: UnicastParams = await links.leg.start_unicast(
+            params: UnicastParams = await leg.start_unicast(
                 ChannelFormat.from_channel(links.headers)
             )
         except Exception as exc:
@@ -408,6 +454,9 @@ class CallController:
             self.event(call_id, c.GatewayError("unicast setup failed"))
             return
         self.channels.operate(call_id, uuid, "unicast", params)
+        if leg.endpoint is not None:
+            # The start timeout (_check_media_timeouts) counts from here.
+            leg.endpoint.unicast_requested(asyncio.get_running_loop().time())
 
     async def _close_leg(self, call_id: str, leg: MediaLeg) -> None:
         """Log the call's media figures, then close its leg (peer connection, ports)."""
@@ -558,6 +607,7 @@ class CallController:
             "calls": len(self.book),
             "numbers_busy": len(self.pool.busy()),
             "unicast_ports_in_use": self.ports.in_use,
+            "unicast_foreign_packets": self.media_counters.foreign_packets,
             "ended": dict(self.ended_total),
         }
 

@@ -73,6 +73,11 @@ class GatewayCollector(Collector):
             "unicast port pairs in use",
             value=status["unicast_ports_in_use"],
         )
+        yield CounterMetricFamily(
+            "esl_bridge_unicast_foreign_packets",
+            "unicast datagrams dropped: not from the call's FreeSWITCH port",
+            value=status.get("unicast_foreign_packets", 0),
+        )
         ended = CounterMetricFamily(
             "esl_bridge_calls_ended", "calls ended, by reason", labels=["reason"]
         )

@@ -60,6 +60,7 @@ from .unicast import (
     FRAME_S,
     ChannelFormat,
     JitterSettings,
+    MediaCounters,
     PortAllocator,
     UnicastEndpoint,
     UnicastParams,
@@ -399,9 +400,11 @@ class MediaLeg:
         *,
         call_id: str = "",
         on_state: Callable[[str], None] | None = None,
+        counters: MediaCounters | None = None,
     ) -> None:
         self.config = config
         self.allocator = allocator
+        self.counters = counters
         self.log = log.bind(call_id=call_id) if call_id else log
         self._on_state = on_state
         self.pc = RTCPeerConnection(configuration=config.rtc_configuration())
@@ -482,6 +485,7 @@ class MediaLeg:
             host=self.config.unicast_host,
             fs_host=self.config.fs_unicast_host,
             settings=self.config.jitter,
+            counters=self.counters,
         )
         params = await endpoint.open()
         self.endpoint = endpoint

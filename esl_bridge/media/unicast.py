@@ -20,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
+import random
+import socket
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +36,9 @@ __all__ = [
     "ChannelFormat",
     "FrameQueue",
     "JitterSettings",
+    "MediaCounters",
     "NoFreePorts",
+    "PairProbe",
     "PortAllocator",
     "PortPair",
     "ReceiveBuffer",
@@ -42,7 +47,9 @@ __all__ = [
     "UnicastEndpoint",
     "UnicastParams",
     "UnicastStats",
+    "bind_probe",
     "is_cng_frame",
+    "is_local_address",
     "le16_to_native",
     "native_to_le16",
 ]
@@ -381,21 +388,50 @@ class NoFreePorts(RuntimeError):
     pass
 
 
-class PortAllocator:
-    """Hands out (FreeSWITCH, ours) port pairs from ``[port_min, port_max]``.
+PairProbe = Callable[[PortPair], bool]
 
-    Pairs are (even, odd) neighbours like the recorded app's. A pair in use is never handed
-    out again until released; the cursor goes round-robin so a just-freed pair is reused
-    last (a late datagram of the previous call then finds nobody).
+
+class PortAllocator:
+    """Hands out (FreeSWITCH, ours) port pairs from ``[port_min, port_max]``; sans-I/O.
+
+    Pairs are (even, odd) neighbours like the recorded app's. A port still bound on the
+    switch must never be handed out: a FreeSWITCH leg that outlived a killed gateway keeps
+    its ``local-port`` and keeps sending to our old port, and a new call on that pair fails
+    to bind on the switch and hears the old call. Three defences:
+
+    * the choice is random within the range, so a restarted gateway does not start at the
+      bottom of it again, where the leftovers of the one before sit;
+    * a pair whose call ended stays out of use for ``quarantine`` seconds (a leg may
+      outlive its call on the switch for a while), and so does a pair found busy;
+    * ``probe`` (the only I/O, injected: ``bind_probe``), when given, must say that both
+      ports of a pair are free before it is handed out.
+
+    Every method takes ``now`` (any monotonic clock, the same for all calls).
     """
 
-    def __init__(self, port_min: int, port_max: int) -> None:
+    def __init__(
+        self,
+        port_min: int,
+        port_max: int,
+        *,
+        quarantine: float = 60.0,
+        probe: PairProbe | None = None,
+        rng: random.Random | None = None,
+        max_probes: int = 64,
+    ) -> None:
         first = port_min + (port_min % 2)
         self._pairs = [PortPair(p, p + 1) for p in range(first, port_max, 2)]
         if not self._pairs:
             raise ValueError(f"port range {port_min}-{port_max} holds no port pair")
+        if quarantine < 0:
+            raise ValueError("quarantine must not be negative")
+        self.quarantine = quarantine
+        self.probe = probe
+        self.max_probes = max_probes
+        self._rng = rng or random.Random()
         self._in_use: set[PortPair] = set()
-        self._cursor = 0
+        self._until: dict[PortPair, float] = {}  # pair -> end of its quarantine
+        self.rejected = 0  # pairs the probe found bound
 
     @property
     def capacity(self) -> int:
@@ -405,17 +441,95 @@ class PortAllocator:
     def in_use(self) -> int:
         return len(self._in_use)
 
-    def allocate(self) -> PortPair:
-        for _ in range(len(self._pairs)):
-            pair = self._pairs[self._cursor]
-            self._cursor = (self._cursor + 1) % len(self._pairs)
-            if pair not in self._in_use:
-                self._in_use.add(pair)
-                return pair
-        raise NoFreePorts(f"all {len(self._pairs)} unicast port pairs are in use")
+    def quarantined(self, now: float) -> int:
+        self._expire(now)
+        return len(self._until)
 
-    def release(self, pair: PortPair) -> None:
+    def _expire(self, now: float) -> None:
+        for pair in [p for p, until in self._until.items() if until <= now]:
+            del self._until[pair]
+
+    def allocate(self, now: float) -> PortPair:
+        self._expire(now)
+        free = [p for p in self._pairs if p not in self._in_use and p not in self._until]
+        if not free:
+            raise NoFreePorts(
+                f"no free unicast port pair: {len(self._in_use)} in use, "
+                f"{len(self._until)} in quarantine, of {len(self._pairs)}"
+            )
+        probes = 0
+        while free:
+            # A random pick (swap-remove): no pair is tried twice, none is favoured.
+            index = self._rng.randrange(len(free))
+            free[index], free[-1] = free[-1], free[index]
+            pair = free.pop()
+            if self.probe is not None:
+                if probes >= self.max_probes:
+                    break
+                probes += 1
+                if not self.probe(pair):
+                    self.reject(pair, now)
+                    log.warning("unicast_pair_busy", fs_port=pair.fs_port, port=pair.local_port)
+                    continue
+            self._in_use.add(pair)
+            return pair
+        raise NoFreePorts(
+            f"no unicast port pair is free on this host ({probes} probed and found bound; "
+            f"{len(self._until)} in quarantine, {len(self._in_use)} in use)"
+        )
+
+    def release(self, pair: PortPair, now: float) -> None:
+        """The call of ``pair`` ended: back in the pool after the quarantine."""
         self._in_use.discard(pair)
+        if self.quarantine > 0:
+            self._until[pair] = now + self.quarantine
+
+    def reject(self, pair: PortPair, now: float) -> None:
+        """``pair`` was found bound by someone else: kept out for a quarantine."""
+        self.rejected += 1
+        self._in_use.discard(pair)
+        self._until[pair] = now + max(self.quarantine, 1.0)
+
+
+def is_local_address(address: str) -> bool:
+    """True when ``address`` is loopback or one of this host's addresses (so a socket can
+    be bound to it); False for anything else, names included."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))  # EADDRNOTAVAIL unless the address is ours
+    except OSError:
+        return False
+    return True
+
+
+def _port_free(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, port))  # no SO_REUSEADDR: any holder makes this fail
+    except OSError:
+        return False
+    return True
+
+
+def bind_probe(host: str, fs_host: str) -> PairProbe | None:
+    """A probe that binds both ports of a pair for an instant: ``fs_port`` on ``fs_host``
+    (FreeSWITCH's ``local-ip``) and ``local_port`` on ``host`` (ours). None when
+    ``fs_host`` is not an address of this host: then nobody here can see its ports."""
+    if not is_local_address(fs_host):
+        return None
+
+    def probe(pair: PortPair) -> bool:
+        return _port_free(fs_host, pair.fs_port) and _port_free(host, pair.local_port)
+
+    return probe
 
 
 # --------------------------------------------------------------------------- endpoint
@@ -439,6 +553,13 @@ class UnicastParams:
             "remote-port": str(self.remote_port),
             "transport": self.transport,
         }
+
+
+@dataclass
+class MediaCounters:
+    """Totals over every call of a gateway (for /metrics), shared by its endpoints."""
+
+    foreign_packets: int = 0  # datagrams dropped: not from the call's switch port
 
 
 @dataclass
@@ -505,6 +626,7 @@ class UnicastEndpoint:
         host: str = "127.0.0.1",
         fs_host: str | None = None,
         settings: JitterSettings | None = None,
+        counters: MediaCounters | None = None,
     ) -> None:
         if host in ("0.0.0.0", "::", "") or fs_host in ("0.0.0.0", "::"):
             # FreeSWITCH is told remote-ip = host: it must be an address it can send to.
@@ -524,7 +646,9 @@ class UnicastEndpoint:
         self.rx: ReceiveBuffer | None = None
         self.tx = SendPacer(fmt, self.settings)
         self.foreign_packets = 0
+        self.counters = counters
         self._opened_at: float | None = None
+        self._requested_at: float | None = None
         self.closed = False
 
     # -- life
@@ -536,15 +660,14 @@ class UnicastEndpoint:
         self._opened_at = loop.time()
         last_error: OSError | None = None
         for _ in range(bind_attempts):
-            pair = self._allocator.allocate()
+            pair = self._allocator.allocate(loop.time())
             try:
                 transport, protocol = await loop.create_datagram_endpoint(
                     lambda: _Protocol(self), local_addr=(self.host, pair.local_port)
                 )
             except OSError as exc:
-                # Someone else holds the port: keep the pair marked (it is busy) no longer
-                # than this attempt and try the next one.
-                self._allocator.release(pair)
+                # Someone else holds the port: that pair sits out a quarantine; try another.
+                self._allocator.reject(pair, loop.time())
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
                 last_error = exc
@@ -592,28 +715,43 @@ class UnicastEndpoint:
                 # really free when close() returns.
                 await asyncio.wait_for(asyncio.shield(self._protocol.lost), 1.0)
         if self.pair is not None:
-            self._allocator.release(self.pair)
+            self._allocator.release(self.pair, self._now())
             log.info("unicast_closed", fs_port=self.pair.fs_port, port=self.pair.local_port)
         if self.rx is not None:
             self.rx.queue.clear()
         self.tx.queue.clear()
 
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
     # -- FreeSWITCH -> us
+
+    @property
+    def expected_source(self) -> tuple[str, int] | None:
+        """Where the channel's datagrams come from: FreeSWITCH sends from its
+        ``local-port`` on its ``local-ip``, and from nowhere else."""
+        return None if self.pair is None else (self.fs_host, self.pair.fs_port)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, int]) -> None:
         if self.closed or self.rx is None or self._loop is None:
             return
-        source = (addr[0], addr[1])
-        if self.fs_addr is None:
-            if addr[0] != self.fs_host:
-                self.foreign_packets += 1
-                return
-            # Its source address is where FreeSWITCH listens (its local-port).
-            self.fs_addr = source
-            self._first_datagram.set()
-        elif source != self.fs_addr:
+        if (addr[0], addr[1]) != self.expected_source:
+            # Another call's leg, a leftover of a killed gateway, a stranger: never
+            # played, never answered (we learn nothing from it).
             self.foreign_packets += 1
+            if self.counters is not None:
+                self.counters.foreign_packets += 1
+            if self.foreign_packets == 1:  # once per call; the count goes into media_stats
+                log.warning(
+                    "unicast_foreign_datagram",
+                    source=f"{addr[0]}:{addr[1]}",
+                    expected=f"{self.fs_host}:{self.pair.fs_port if self.pair else None}",
+                    port=self.pair.local_port if self.pair else None,
+                )
             return
+        if self.fs_addr is None:
+            self.fs_addr = self.expected_source
+            self._first_datagram.set()
         self.rx.push(data, self._loop.time())
 
     def next_playout(self) -> float:
@@ -679,6 +817,18 @@ class UnicastEndpoint:
         s.tx_depth = len(tx.queue)
         s.tx_size_mismatches = tx.size_mismatches
         return s
+
+    def unicast_requested(self, now: float) -> None:
+        """The ``unicast`` command was sent now: the start timeout counts from here."""
+        if self._requested_at is None:
+            self._requested_at = now
+
+    def not_started_for(self, now: float) -> float | None:
+        """Seconds since the ``unicast`` command while no datagram came from the switch's
+        port yet; None before the command and once the stream has started."""
+        if self._requested_at is None or self.fs_addr is not None:
+            return None
+        return now - self._requested_at
 
     def seconds_since_rx(self, now: float) -> float | None:
         """For the media timeout: seconds since FreeSWITCH's last datagram, or since the

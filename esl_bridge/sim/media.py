@@ -52,7 +52,9 @@ class AudioSource:
     """What the far end (phone) sends into the channel.
 
     kind: "tone" (sine at `freq`), "silence" (zeros), "none" (no RTP: every unicast frame is
-    0xFF), "echo" (returns what the app sent, one frame later), or "custom" (`producer`).
+    0xFF), "echo" (returns what the app sent, one frame later), "custom" (`producer`), or
+    "unicast_fails" (fault: the unicast command is taken but its port is never bound, as
+    after FreeSWITCH's "Failure creating unicast connection": nothing sent or received).
     """
 
     kind: str = "tone"
@@ -62,16 +64,18 @@ class AudioSource:
 
     @classmethod
     def parse(cls, spec: str | AudioSource | None) -> AudioSource:
-        """'tone440', 'tone2000', 'silence', 'none', 'echo' -> AudioSource."""
+        """'tone440', 'tone2000', 'silence', 'none', 'echo', 'unicast_fails' -> AudioSource."""
         if isinstance(spec, AudioSource):
             return spec
         if spec is None:
             return cls("tone", 440.0)
         if spec.startswith("tone"):
             return cls("tone", float(spec[4:] or 440))
-        if spec in ("silence", "none", "echo"):
+        if spec in ("silence", "none", "echo", "unicast_fails"):
             return cls(spec)
-        raise ValueError(f"unknown audio spec {spec!r} (tone<Hz>, silence, none, echo)")
+        raise ValueError(
+            f"unknown audio spec {spec!r} (tone<Hz>, silence, none, echo, unicast_fails)"
+        )
 
 
 @dataclass
@@ -117,8 +121,11 @@ class UnicastStream:
                 log.debug("unicast %s: %s", stream.local, exc)
 
         try:
+            if self.source.kind == "unicast_fails":
+                raise OSError("fault: unicast_fails")
             transport, _ = await loop.create_datagram_endpoint(_Proto, local_addr=self.local)
         except OSError as exc:
+            # FreeSWITCH logs "Failure creating unicast connection" (CRIT) and nothing else.
             self.error = f"bind {self.local[0]}:{self.local[1]} failed: {exc}"
             log.warning("unicast: %s", self.error)
             return

@@ -1,8 +1,9 @@
 """acc_rule: the SIP numbers RTC users may call, and who holds each one right now.
 
-Grammar (SPEC section 2): a ``;``-separated list of items. ``prefix[from-to]`` expands to
-``prefix`` + every number from..to inclusive, zero-padded to the width of ``from``; any
-other item is one literal number. ``1005;10[06-19]`` is 1005 and 1006..1019.
+Grammar (README.rst, section acc_rule): a ``;``-separated list of items.
+``prefix[from-to]`` expands to ``prefix`` + every number from..to inclusive, zero-padded
+to the width of ``from``; any other item is one literal number. ``1005;10[06-19]`` is
+1005 and 1006..1019.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The call core: both directions of SPEC section 4, driven with a fake clock."""
+"""The call core: both directions of docs/architecture.rst, driven with a fake clock."""
 
 from __future__ import annotations
 

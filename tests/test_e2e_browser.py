@@ -1,5 +1,5 @@
 """The product end to end: the web client page in headless Chromium, the real gateway
-process and the FreeSWITCH simulator (SPEC section 4, issue 6 "How it will be checked").
+process and the FreeSWITCH simulator (docs/architecture.rst, issue 6 "How it will be checked").
 
 The page is served by the gateway at ``/``; Chromium runs with the flags of
 tests/browser.py (its ``chromium()``: a fake microphone playing a 1 kHz tone,

@@ -326,7 +326,7 @@ def test_model_reads_the_recorded_forms() -> None:
         "user/1001",
         ["&socket(127.0.0.1:8084 async full)"],
     )
-    # Unquoted: split at the spaces (SPEC fact 6).
+    # Unquoted: split at the spaces (docs/freeswitch.rst, fact 6).
     assert fs_read_originate("user/1001 &socket(127.0.0.1:8084 async full)")[2] == [
         "&socket(127.0.0.1:8084",
         "async",

@@ -4,7 +4,7 @@ Skipped unless ``ESL_BRIDGE_FREESWITCH=host:port:password`` is set. Optional:
 ``ESL_BRIDGE_FREESWITCH_SOCKET=host:port`` where the dialplan's ``socket`` application
 connects (``$${esl_bridge_socket}``, default 127.0.0.1:8084; the test listens there) and
 ``ESL_BRIDGE_FREESWITCH_USER=N`` a registered directory user that answers.
-Written against the recorded facts (SPEC section 5, tests/fixtures/freeswitch).
+Written against the recorded facts (docs/freeswitch.rst, tests/fixtures/freeswitch).
 """
 
 from __future__ import annotations

@@ -316,7 +316,7 @@ def test_x_number_forms(value: str | None, uid: str | None) -> None:
 
 
 def test_read_rate_prefers_variable_read_rate() -> None:
-    # G.722: read_rate 16000 while the RTP clock rate says 8000 (SPEC fact 2).
+    # G.722: read_rate 16000 while the RTP clock rate says 8000 (docs/freeswitch.rst, fact 2).
     record = ChannelRecord.from_headers(
         {
             "Unique-ID": "u1",
@@ -346,7 +346,8 @@ def test_codec_summaries_connect_reply(stem: str) -> None:
     headers = {k: unquote(v) for k, v in load_summary(stem)["connect_reply"].items()}
     record = ChannelRecord.from_headers(headers)
     assert record.callee_uid == "1002" and record.async_full and record.caller_number == "1003"
-    assert not record.has_media  # before answer there is no read codec (SPEC fact 5)
+    # Before answer there is no read codec (docs/freeswitch.rst, fact 5).
+    assert not record.has_media
 
 
 # ---------------------------------------------------------------------------- garbage

@@ -1,4 +1,4 @@
-"""Calls through the whole gateway against a real FreeSWITCH 1.10 (SPEC section 4).
+"""Calls through the whole gateway against a real FreeSWITCH 1.10 (docs/architecture.rst).
 
 Skipped unless ``ESL_BRIDGE_FREESWITCH=host:port:password`` is set. The switch runs the
 vanilla configuration plus ``dialplan/`` (the ``0`` route with ``esl_bridge_socket``

@@ -1,4 +1,4 @@
-"""Calls through the whole gateway against the FreeSWITCH simulator (SPEC section 4).
+"""Calls through the whole gateway against the FreeSWITCH simulator (docs/architecture.rst).
 
 Web users speak the WebSocket protocol directly (no browser, no SDP here: the media is
 tested on its own and in the browser tests). After every scenario nothing may be left:

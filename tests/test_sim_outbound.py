@@ -277,7 +277,7 @@ def test_datagram_rate_is_about_50_per_second(sim: SimulatorThread, gateway: soc
 
 
 def test_unicast_before_answer_is_fatal(sim: SimulatorThread, gateway: socket.socket) -> None:
-    """SPEC fact 1: +OK, then everything drops; the simulator reports why."""
+    """docs/freeswitch.rst, fact 1: +OK, then everything drops; the simulator reports why."""
     inbound = auth(sim.esl_port)
     call = sim.place_call("1001", "0999")
     g = accept(gateway)

@@ -1,4 +1,4 @@
-"""One bridged call, web <-> SIP, as a state machine without I/O (SPEC section 4).
+"""One bridged call, web <-> SIP, as a state machine without I/O (docs/architecture.rst).
 
 A call takes events (from FreeSWITCH, from the signalling hub, from the media leg) with
 the current time ``now`` and returns actions for the adapters to carry out. Its
@@ -183,7 +183,7 @@ class StartUnicast(Action):
     """Start unicast on the channel toward the call's media endpoint.
 
     Emitted only after ChannelMediaReady: unicast on a channel without a read codec
-    crashes FreeSWITCH 1.10.12 (SPEC section 5, fact 1).
+    crashes FreeSWITCH 1.10.12 (docs/freeswitch.rst, fact 1).
     """
 
     uuid: str
@@ -289,7 +289,8 @@ SIP_FAILURE_REASONS: Mapping[str, str] = {
 }
 UNREACHABLE = "unreachable"  # every other cause: network, timeout, switch errors
 
-# Invitation failure reason (SPEC section 3) -> hangup cause toward the SIP caller.
+# Invitation failure reason (README.rst, Invitation states and reasons) -> hangup cause
+# toward the SIP caller.
 INVITATION_FAILURE_CAUSES: Mapping[str, str] = {
     "PEER_OFFLINE": "USER_NOT_REGISTERED",
     "PEER_NO_RESPONSE": "NO_USER_RESPONSE",
@@ -646,7 +647,7 @@ class SipToRtcCall(Call):
             separators=(",", ":"),
         )
         return call, [
-            # Before answer: DTMF otherwise adds a lasting delay (SPEC fact 4).
+            # Before answer: DTMF otherwise adds a lasting delay (docs/freeswitch.rst, fact 4).
             SetChannelVar(call_id, uuid, "rtp_autoflush", "true"),
             # Ringback while the browser rings, not an answered call (SRProxy's defect).
             PreAnswer(call_id, uuid),

@@ -1,7 +1,7 @@
 """Every live call, the admission rules that create them, and routing of events to them.
 
 No I/O: the owner feeds web invitations, SIP arrivals and events with ``now`` and carries
-out the returned actions. Admission (SPEC section 4, step 1 of each flow):
+out the returned actions. Admission (docs/architecture.rst, the first steps of each call):
 
 * RTC -> SIP: rtm2sip must be on, the number must be in acc_rule, the content must be a
   JSON object, there must be room, and the number must be free (else the busy refusal
@@ -37,7 +37,7 @@ from esl_bridge.core.call import (
 from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
 from esl_bridge.numbers import NumberBusy, NumberPool, NumberUnknown
 
-# CallStateResult "state" values (SPEC section 3).
+# CallStateResult "state" values (docs/protocol.rst).
 CALL_STATE_IDLE = 0
 CALL_STATE_CALLING = 1
 CALL_STATE_IN_CALL = 2
@@ -186,7 +186,7 @@ class CallBook:
             "origination_caller_id_number": call_number,
             "origination_caller_id_name": caller,
             "originate_timeout": str(s.originate_timeout),
-            # Before answer, or DTMF adds a lasting delay (SPEC section 5, fact 4).
+            # Before answer, or DTMF adds a lasting delay (docs/freeswitch.rst, fact 4).
             "rtp_autoflush": "true",
         }
         if user_data:

@@ -1,4 +1,5 @@
-"""Call-invitation state machines of the RTM contract (SPEC section 3), without any I/O.
+"""Call-invitation state machines of the RTM contract, without any I/O (README.rst,
+Signalling protocol).
 
 ``LocalInvitation`` is the caller's side, ``RemoteInvitation`` the callee's. Each takes
 events together with the current time ``now`` (seconds on any monotonic clock) and returns
@@ -224,7 +225,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class InvitationTimeouts:
-    """Failure timers in seconds (SPEC: 30 / 30 / 60; tests shorten them)."""
+    """Failure timers in seconds (README.rst: 30 / 30 / 60; tests shorten them)."""
 
     peer_offline: float = 30.0  # callee offline that long after sending -> PEER_OFFLINE
     no_response: float = 30.0  # callee online, no ack that long -> PEER_NO_RESPONSE

@@ -1,4 +1,4 @@
-"""When ESL ``unicast`` may be sent on a channel, without any I/O (SPEC section 5, fact 1).
+"""When ESL ``unicast`` may be sent on a channel, without any I/O (docs/freeswitch.rst, fact 1).
 
 On a real FreeSWITCH 1.10.12, ``unicast`` on a channel that has no read codec yet answers
 ``+OK`` and then crashes the whole switch (SIGSEGV in ``switch_ivr_activate_unicast``),

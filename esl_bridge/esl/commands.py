@@ -8,7 +8,7 @@ reads an ``originate`` argument, in three passes, each one a ``switch_separate_s
 that honours single quotes and backslash escapes and then strips them:
 
 1. the whole argument is split at spaces (so ``'&socket(h:p async full)'`` must be
-   quoted, SPEC fact 6);
+   quoted, docs/freeswitch.rst, fact 6);
 2. the ``{...}`` block is split at commas (``\\,`` keeps a comma in a value; the
    ``^^<c>`` prefix that switches the separator is not needed then);
 3. each ``name=value`` is split at the first ``=``.
@@ -203,7 +203,7 @@ def sendmsg_unicast(
 ) -> bytes:
     """``call-command: unicast``. ``local-*`` is FreeSWITCH's side (it binds there),
     ``remote-*`` the gateway's UDP endpoint. Only after the channel has a read codec
-    (SPEC fact 1): the builder cannot know, the control layer checks."""
+    (docs/freeswitch.rst, fact 1): the builder cannot know, the control layer checks."""
     if transport not in ("udp", "tcp"):
         raise ValueError(f"invalid unicast transport: {transport!r}")
     lines = [
@@ -352,7 +352,7 @@ def park_app() -> str:
 
 def socket_app(host: str, port: int, mode: str = "async full") -> str:
     """``'&socket(host:port async full)'`` QUOTED: unquoted, originate splits it at the
-    spaces and the socket runs static single-channel with no media (SPEC fact 6)."""
+    spaces and the socket runs static single-channel with no media (docs/freeswitch.rst, fact 6)."""
     if mode not in ("async full", "async", "full", ""):
         raise ValueError(f"invalid socket mode: {mode!r}")
     target = f"{_match(_HOST_RE, host, 'socket host')}:{_port(port, 'socket port')}"

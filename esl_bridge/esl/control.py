@@ -74,7 +74,7 @@ __all__ = [
 
 log = structlog.get_logger("esl_bridge.esl")
 
-# Only what the call logic uses (SPEC 4): job results, progress/early media, answer,
+# Only what the call logic uses (docs/architecture.rst): job results, progress/early media, answer,
 # hangup and DTMF. CHANNEL_CREATE/PARK are not needed.
 DEFAULT_INBOUND_EVENTS: tuple[str, ...] = (
     "BACKGROUND_JOB",
@@ -116,7 +116,8 @@ class EslCommandError(EslError):
 
 class UnicastNotSafe(EslError):
     """``unicast`` before the channel has a read codec would crash FreeSWITCH 1.10.12
-    (SPEC fact 1); wait for CHANNEL_ANSWER, pre_answer's completion or early media."""
+    (docs/freeswitch.rst, fact 1); wait for CHANNEL_ANSWER, pre_answer's completion or
+    early media."""
 
 
 def _describe(data: bytes) -> str:
@@ -464,7 +465,8 @@ class OutboundSession:
         self._log = self._log.bind(uuid=self._channel.uuid)
         self._conn._log = self._log
         if not self._channel.async_full:
-            # Unquoted &socket(...) in originate: static mode, no media (SPEC fact 6).
+            # Unquoted &socket(...) in originate: static mode, no media
+            # (docs/freeswitch.rst, fact 6).
             self._log.warning(
                 "esl.outbound.not_async_full",
                 socket_mode=bounded(self._channel.socket_mode),
@@ -530,7 +532,8 @@ class OutboundSession:
             self.set_var(name, value)
 
     def pre_answer(self, *, timeout: float | None = None) -> None:
-        """183 with SDP; returns once done, so unicast is then safe (SPEC fact 1)."""
+        """183 with SDP; returns once done, so unicast is then safe (docs/freeswitch.rst,
+        fact 1)."""
         self.execute("pre_answer", wait=True, timeout=timeout)
         self._media_ready.set()
 
@@ -575,7 +578,7 @@ class OutboundSession:
         *,
         flags: str | None = None,
     ) -> None:
-        """Start unicast; refuses before the channel has media (SPEC fact 1).
+        """Start unicast; refuses before the channel has media (docs/freeswitch.rst, fact 1).
 
         FreeSWITCH has no ESL command to stop unicast: it ends when the channel leaves
         park or hangs up; the media side just closes its UDP socket.
@@ -1041,8 +1044,8 @@ class InboundClient:
     def originate(self, originate_arg: str, *, timeout: float = 65.0) -> OriginateResult:
         """``bgapi originate <arg>`` (build the arg with ``commands.originate_arg``).
 
-        ``+OK <uuid>`` arrives at answer, or at a 183 with SDP (SPEC fact 7); the uuid is
-        then tracked as a live call until its CHANNEL_HANGUP_COMPLETE.
+        ``+OK <uuid>`` arrives at answer, or at a 183 with SDP (docs/freeswitch.rst, fact 7);
+        the uuid is then tracked as a live call until its CHANNEL_HANGUP_COMPLETE.
         """
         event = self.bgapi("originate", originate_arg, timeout=timeout)
         result = OriginateResult.from_body(event.body)

@@ -11,7 +11,7 @@ Wire facts (checked against the FreeSWITCH 1.10.12 transcripts in tests/fixtures
 * A frame is a header block ended by an empty line, then ``Content-Length`` bytes of body
   when that header is present. Outer header values are plain text, except in the
   outbound ``connect`` reply, whose values are URL-encoded and which has no
-  Content-Length (``Content-Type`` comes near the end, SPEC fact 5).
+  Content-Length (``Content-Type`` comes near the end, docs/freeswitch.rst, fact 5).
 * ``text/event-plain`` bodies are themselves a header block (URL-encoded values), an
   empty line, and an optional inner body sized by an inner ``Content-Length``
   (``BACKGROUND_JOB`` carries ``+OK <uuid>`` / ``-ERR CAUSE`` there).
@@ -490,12 +490,14 @@ class ChannelRecord:
 
     @property
     def async_full(self) -> bool:
-        """The socket runs async with full control (quoted ``&socket(...)``, SPEC fact 6)."""
+        """The socket runs async with full control (quoted ``&socket(...)``,
+        docs/freeswitch.rst, fact 6)."""
         return self.socket_mode == "async" and self.control == "full"
 
     @property
     def has_media(self) -> bool:
-        """A read codec exists (answered or early media): unicast is safe (SPEC fact 1)."""
+        """A read codec exists (answered or early media): unicast is safe
+        (docs/freeswitch.rst, fact 1)."""
         return self.read_rate is not None and self.read_codec is not None
 
     def merged(self, headers: Mapping[str, str]) -> ChannelRecord:

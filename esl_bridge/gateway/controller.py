@@ -213,7 +213,7 @@ class CallController:
             events.append(c.ChannelAnswered())
         elif name == "DTMF":
             self._dtmf_to_web(call, headers.get("DTMF-Digit", ""))
-        # The one rule of when unicast is safe (SPEC section 5, fact 1).
+        # The one rule of when unicast is safe (docs/freeswitch.rst, fact 1).
         gate_input = classify_event(name, headers)
         if gate_input is GateInput.MEDIA_READY:
             events.append(c.ChannelMediaReady())

@@ -1,6 +1,6 @@
 """The per-call UDP endpoint of ESL ``unicast``: raw L16 frames to and from FreeSWITCH.
 
-What a real FreeSWITCH 1.10.12 does (SPEC section 5, fixtures/freeswitch/README.md):
+What a real FreeSWITCH 1.10.12 does (docs/freeswitch.rst, facts 2 and 3):
 
 * one datagram per 20 ms read frame, raw L16 **little-endian**, at the channel's read rate
   (``variable_read_rate``: 8000 for PCMU/PCMA, 16000 for G.722, 48000 for Opus), interleaved

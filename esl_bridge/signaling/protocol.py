@@ -56,7 +56,7 @@ class Err:
     TOO_MANY_INVITATIONS = "TOO_MANY_INVITATIONS"
 
 
-#: The numeric codes of the RTM API errors (SPEC section 3), sent as ``errno``.
+#: The numeric codes of the RTM API errors (README.rst, Error codes), sent as ``errno``.
 API_ERRNO = {e.name: int(e) for e in ApiError}
 
 

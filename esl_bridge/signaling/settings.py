@@ -25,7 +25,7 @@ class SignalingSettings:
     app_certificate: str = field(default="", repr=False)
     #: Accept logins without a token. For local demos only; logged as a warning.
     open_mode: bool = False
-    #: Failure timers of invitations (SPEC: 30 s offline, 30 s no ack, 60 s no answer).
+    #: Failure timers of invitations (README.rst: 30 s offline, 30 s no ack, 60 s no answer).
     invitation_timeouts: InvitationTimeouts = field(default_factory=InvitationTimeouts)
     #: A dropped WebSocket keeps its session (presence, invitations) this long; a login
     #: carrying the session id within it resumes the session.

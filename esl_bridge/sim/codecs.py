@@ -26,7 +26,8 @@ class Codec:
         return f"{self.name}@{self.codec_rate}h@20i@{self.channels}c"
 
 
-# Measured: PCMU 320 B, G722 640 B, opus stereo=0 1920 B, opus stereo=1 3840 B (SPEC fact 2).
+# Measured: PCMU 320 B, G722 640 B, opus stereo=0 1920 B, opus stereo=1 3840 B
+# (docs/freeswitch.rst, fact 2).
 # The opus bit rate is not in the fixtures (no transcript was kept for those calls): 0 is assumed.
 PCMU = Codec("PCMU", 8000, 1, 64000, 8000, 0, "CORE_PCM_MODULE.PCMU@8000h@20i@64000b", "PCMU/8000")
 PCMA = Codec("PCMA", 8000, 1, 64000, 8000, 8, "CORE_PCM_MODULE.PCMA@8000h@20i@64000b", "PCMA/8000")

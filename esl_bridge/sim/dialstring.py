@@ -45,7 +45,8 @@ def split_args(text: str) -> list[str]:
     """Split an api argument at blanks the way FreeSWITCH does (quotes group, `\\` escapes).
 
     This is why an unquoted `&socket(127.0.0.1:8084 async full)` becomes three arguments
-    (`&socket(127.0.0.1:8084`, `async`, `full)`) and runs in static mode (SPEC fact 6).
+    (`&socket(127.0.0.1:8084`, `async`, `full)`) and runs in static mode
+    (docs/freeswitch.rst, fact 6).
     """
     tokens: list[str] = []
     cur: list[str] = []

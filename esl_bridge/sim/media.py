@@ -1,13 +1,14 @@
 """Unicast UDP media of a simulated channel (ESL `sendmsg` call-command `unicast`).
 
-What FreeSWITCH 1.10.12 was seen to do (SPEC section 5, fixtures README):
+What FreeSWITCH 1.10.12 was seen to do (docs/freeswitch.rst):
 * one datagram per 20 ms from the channel's `local-port` to the app's `remote-port`, raw L16,
   little-endian, at the channel's read rate, interleaved stereo for opus stereo=1;
 * all-0xFF frames (CNG filler): sometimes as the first datagram, 2 around each DTMF digit,
   2 when answer follows pre_answer, and every frame while the far end sends no RTP;
 * every datagram received from the app goes straight to the far end (no pacing, no buffer).
 
-Not simulated: RTP, jitter, the DTMF-induced extra delay of SPEC fact 4, codec distortion.
+Not simulated: RTP, jitter, the DTMF-induced extra delay (docs/freeswitch.rst, fact 4),
+codec distortion.
 """
 
 from __future__ import annotations

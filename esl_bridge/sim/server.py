@@ -20,8 +20,9 @@ Not recorded, so modelled from FreeSWITCH's documented behaviour (may differ in 
 Not simulated at all: SIP and RTP (phones are in-process objects), codecs (audio is generated
 as L16 directly), bridging, conferences, recording, `event json|xml` (refused), the a-leg of
 `loopback/` (the returned uuid is the b-leg that runs the dialplan), multiple `,`/`|`
-destinations (the first is used), the DTMF-induced unicast delay of SPEC fact 4, CHANNEL_DESTROY
-and the many other event types FreeSWITCH fires (Event-Sequence still increases per event).
+destinations (the first is used), the DTMF-induced unicast delay (docs/freeswitch.rst,
+fact 4), CHANNEL_DESTROY and the many other event types FreeSWITCH fires (Event-Sequence
+still increases per event).
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ class SimConfig:
         default_factory=lambda: Extension("echo", audio=AudioSource("echo"))
     )
     default_originate_timeout: float = 60.0
-    # SPEC fact 8: the first call after a (re)start may see its events ~0.5 s late in one batch.
+    # The first call after a (re)start may see its events ~0.5 s late in one batch
+    # (docs/freeswitch.rst, fact 8).
     first_call_event_delay: float = 0.0
-    # SPEC fact 9: Event-Date-Timestamp is cached while idle; > 0 refreshes it only this often.
+    # Event-Date-Timestamp is cached while idle; > 0 refreshes it only this often
+    # (docs/freeswitch.rst, fact 8).
     timestamp_refresh_s: float = 0.0
     crash_delay: float = 0.05  # fatal unicast: "+OK", then everything drops this much later
     first_frame_ff: bool = True  # first unicast datagram is an all-0xFF frame
@@ -898,7 +901,7 @@ class Simulator:
             args[4] if len(args) > 4 else None
         )
         # Unquoted `&socket(host:port async full)`: FreeSWITCH splits it at the spaces, the
-        # socket application only gets `host:port` and runs static (SPEC fact 6).
+        # socket application only gets `host:port` and runs static (docs/freeswitch.rst, fact 6).
         if ds.endpoint == "error":
             return f"-ERR {ds.target}\n"
         if ds.endpoint == "user":
@@ -993,7 +996,7 @@ class Simulator:
                 return failed()
             self._mark_progress_media(ch)
             if not ignore_early:
-                # SPEC fact 7: +OK <uuid> at the 183; the channel parks in EARLY.
+                # docs/freeswitch.rst, fact 7: +OK <uuid> at the 183; the channel parks in EARLY.
                 self._after_originate(ch, ds, app, user)
                 if ext.answer_after is not None:
                     self._spawn(self._answer_later(ch, ext.answer_after))
@@ -1575,7 +1578,8 @@ class Simulator:
         if command not in ("execute", "unicast"):
             return  # nomedia, xferext, ...: acknowledged, not simulated
         if static:
-            # Static single-channel mode: the message is queued but never parsed (SPEC fact 6).
+            # Static single-channel mode: the message is queued but never parsed
+            # (docs/freeswitch.rst, fact 6).
             ch.pending_msgs.append((command, msg))
             return
         if command == "unicast" and not ch.parked:
@@ -1590,7 +1594,8 @@ class Simulator:
         if ch.hung_up or self.crashed:
             return
         if not ch.has_read_codec:
-            # SPEC fact 1: switch_ivr_activate_unicast dereferences a NULL read codec.
+            # switch_ivr_activate_unicast dereferences a NULL read codec (docs/freeswitch.rst,
+            # fact 1).
             reason = (
                 f"unicast on channel {ch.uuid} without a read codec "
                 f"(Answer-State {ch.answer_state}, Channel-Call-State {ch.call_state}): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Callable
 
@@ -17,6 +18,26 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
+
+
+def free_udp_range(size: int) -> tuple[int, int]:
+    """An even-based block of ``size`` loopback UDP ports that are all free right now."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base, base + size - 1
+    raise RuntimeError("no free block of UDP ports")
 
 
 def gevent_wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

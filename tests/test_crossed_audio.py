@@ -30,6 +30,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
 from netns import loopback_only
+from ports_and_waits import free_udp_range
 from prometheus_client import CollectorRegistry, generate_latest
 from tones import ToneTrack
 
@@ -45,20 +46,7 @@ BROWSER_HZ = 1000.0
 
 def free_block(size: int) -> int:
     """A base port such that base .. base+size-1 are all free UDP ports on loopback."""
-    for base in range(42000, 60000, 64):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free port block")
+    return free_udp_range(size)[0]
 
 
 class Leftover:
@@ -181,7 +169,10 @@ def windows(audio: np.ndarray, rate: int) -> Iterator[np.ndarray]:
 
 
 def media_settings(base: int, pairs: int, extra: str = "") -> str:
-    return f"[media]\nunicast_port_min = {base}\nunicast_port_max = {base + 2 * pairs - 1}\n{extra}"
+    """``pairs`` unicast port pairs from ``base`` (and max_calls to match: the range must
+    hold one pair per call); the first line still belongs to running_gateway's [limits]."""
+    ports = f"unicast_port_min = {base}\nunicast_port_max = {base + 2 * pairs - 1}\n"
+    return f"max_calls = {pairs}\n[media]\n{ports}{extra}"
 
 
 @loopback_only(timeout=150)

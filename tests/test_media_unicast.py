@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ports_and_waits import free_udp_range
 
 from esl_bridge.media.unicast import (
     FRAME_S,
@@ -449,23 +450,7 @@ def test_real_freeswitch_arrival_times_and_payload() -> None:
 
 
 def free_port_range(size: int = 40) -> tuple[int, int]:
-    """A block of even-based ports that is free right now (loopback only)."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(20000, 60000, 2)
-        socks = []
-        try:
-            for p in range(base, base + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base, base + size - 1
-    raise RuntimeError("no free port block")
+    return free_udp_range(size)
 
 
 async def _endpoint_round_trip() -> None:

@@ -694,22 +694,32 @@ class Simulator:
             ch.unicast.inject_ff(1)
         return f"+OK {ch.uuid} sent DTMF {digits}.\n"
 
-    async def _api_uuid_getvar(self, arg: str) -> str:
-        parts = arg.split()
+    def _channel_and_args(
+        self, arg: str, maxsplit: int, usage: str
+    ) -> tuple[Channel, list[str]] | str:
+        """`<uuid> <args...>` of a uuid_* api: the channel and the words, or the error reply
+        (FreeSWITCH's texts: no such channel first, then the usage)."""
+        parts = arg.split(maxsplit=maxsplit)
         ch = self.channels.get(parts[0]) if parts else None
         if ch is None:
             return "-ERR No such channel!\n"
         if len(parts) < 2:
-            return "-USAGE: <uuid> <var>\n"
+            return f"-USAGE: {usage}\n"
+        return ch, parts
+
+    async def _api_uuid_getvar(self, arg: str) -> str:
+        found = self._channel_and_args(arg, 2, "<uuid> <var>")
+        if isinstance(found, str):
+            return found
+        ch, parts = found
+        # Recorded: the bare value, no newline; `_undef_` for an unset variable.
         return ch.get_var(parts[1]) or "_undef_"
 
     async def _api_uuid_setvar(self, arg: str) -> str:
-        parts = arg.split(maxsplit=2)
-        ch = self.channels.get(parts[0]) if parts else None
-        if ch is None:
-            return "-ERR No such channel!\n"
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <var> [value]\n"
+        found = self._channel_and_args(arg, 2, "<uuid> <var> [value]")
+        if isinstance(found, str):
+            return found
+        ch, parts = found
         if len(parts) == 3:
             ch.set_var(parts[1], parts[2])
         else:
@@ -782,12 +792,10 @@ class Simulator:
         return [group for group, _t in self._sched.values()]
 
     async def _api_uuid_setvar_multi(self, arg: str) -> str:
-        parts = arg.split(maxsplit=1)
-        ch = self.channels.get(parts[0]) if parts else None
-        if ch is None:
-            return "-ERR No such channel!\n"
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
+        found = self._channel_and_args(arg, 1, "<uuid> <var>=<value>;<var>=<value>...")
+        if isinstance(found, str):
+            return found
+        ch, parts = found
         for item in parts[1].split(";"):
             name, eq, value = item.partition("=")
             if name and eq:

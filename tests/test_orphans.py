@@ -221,7 +221,7 @@ def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: 
                 # Nothing but the watchdog ends these: the ringback never ends by itself,
                 # a parked or ringing originated leg neither.
                 assert channel.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
-            assert sim.live_channel_count() == 0
+            wait_until(lambda: sim.live_channel_count() == 0, 10, "the channel torn down")
         finally:
             gateway.stop()
 

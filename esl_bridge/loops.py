@@ -21,7 +21,10 @@ import gevent
 import gevent.event
 import gevent.hub
 
+from esl_bridge.logs import get_logger
+
 T = TypeVar("T")
+_log = get_logger("loops")
 
 
 class LoopStopped(RuntimeError):
@@ -97,6 +100,12 @@ class Loops:
 
     # asyncio -> gevent -----------------------------------------------------------------
 
+    def call_in_hub(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run a plain, quick function in the hub's thread, not waiting
+        for it. Calls run in the order they were made; an exception is logged there."""
+        if not self._closed:
+            self._hub.loop.run_callback_threadsafe(_logged, fn, *args)
+
     def spawn_greenlet(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """From the asyncio thread: run ``fn(*args)`` in a new greenlet; await its result."""
         future: asyncio.Future[T] = self._loop.create_future()
@@ -135,6 +144,13 @@ class Loops:
                 self._wait_for(cancel_all(), timeout=timeout)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=timeout)
+
+
+def _logged(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        _log.exception("loops.hub_call_failed", call=getattr(fn, "__qualname__", repr(fn)))
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

@@ -108,3 +108,32 @@ def test_stop_cancels_tasks_and_refuses_new_work() -> None:
 
     with pytest.raises(LoopStopped):
         loops.run_coroutine(nothing())
+
+
+def test_calls_into_the_hub_run_there_in_order_and_a_failure_is_logged(loops: Loops) -> None:
+    from structlog.testing import capture_logs
+
+    seen: list[tuple[int, str]] = []
+    hub_thread = threading.current_thread().name
+
+    def record(i: int) -> None:
+        seen.append((i, threading.current_thread().name))
+
+    def broken() -> None:
+        raise RuntimeError("bug in the hub callback")
+
+    async def post() -> None:
+        for i in range(50):
+            loops.call_in_hub(record, i)
+            if i == 10:
+                loops.call_in_hub(broken)
+
+    with capture_logs() as logs:
+        loops.run_coroutine(post(), timeout=5)
+        with gevent.Timeout(5):
+            while len(seen) < 50:
+                gevent.sleep(0.01)
+    assert seen == [(i, hub_thread) for i in range(50)]  # one hop, FIFO, in the hub's thread
+    assert [e["event"] for e in logs if e.get("log_level") == "error"] == [
+        "loops.hub_call_failed"
+    ]

@@ -67,9 +67,16 @@ class ChannelMediaReady(Event):
 
 @dataclass(frozen=True)
 class ChannelHungUp(Event):
-    """CHANNEL_HANGUP / CHANNEL_HANGUP_COMPLETE, or the channel is known to be gone."""
+    """CHANNEL_HANGUP / CHANNEL_HANGUP_COMPLETE from FreeSWITCH."""
 
     cause: str
+
+
+@dataclass(frozen=True)
+class ChannelLost(ChannelHungUp):
+    """The channel is gone for the gateway without its hangup events: its socket session
+    closed, the inbound connection that tracked it dropped, or a kill found no such
+    channel. The call ends as on a hangup; ``cause`` says which."""
 
 
 @dataclass(frozen=True)
@@ -383,9 +390,11 @@ class Call:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply one event; returns the actions to carry out, in order."""
-        handler = self.TABLE.get((self.state, type(event)))
+        # A lost channel takes the hangup's transitions (one table row, not two).
+        kind = ChannelHungUp if isinstance(event, ChannelHungUp) else type(event)
+        handler = self.TABLE.get((self.state, kind))
         if handler is None:
-            handler = _COMMON.get((self.state, type(event)))
+            handler = _COMMON.get((self.state, kind))
         if handler is None:
             return [Ignored(self.call_id, self.state.value, type(event).__name__)]
         return handler(self, event, now)

@@ -27,6 +27,7 @@ from esl_bridge.core import peer_json
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.unicast_gate import GateInput, classify_event
+from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.leg import LegConfig, MediaLeg
 from esl_bridge.media.unicast import (
@@ -48,11 +49,9 @@ _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 class ChannelPort(Protocol):
     """What the controller asks of FreeSWITCH; the calls return at once."""
 
-    def originate(
-        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
-    ) -> None: ...
+    def originate(self, action: c.Originate) -> None: ...
 
-    def operate(self, call_id: str, uuid: str, kind: str, *args: Any) -> None: ...
+    def operate(self, op: ChannelOp) -> None: ...
 
 
 @dataclass
@@ -225,12 +224,13 @@ class CallController:
     def originate_failed(self, call_id: str, uuid: str, cause: str) -> None:
         self.event(call_id, c.OriginateFailed(cause))
 
-    def operation_failed(self, call_id: str, uuid: str, kind: str, error: str) -> None:
-        if kind == "hangup":
+    def operation_failed(self, op: ChannelOp, error: str) -> None:
+        call_id = op.call_id
+        if isinstance(op, c.Hangup):
             # Killing failed for another reason than "no such channel": the grace timer
             # of the call retries and then gives up.
             return
-        self.event(call_id, c.GatewayError(f"esl {kind} failed"))
+        self.event(call_id, c.GatewayError(f"esl {type(op).__name__} failed"))
 
     def set_esl_state(self, state: str) -> None:
         was_up = self.esl_state == "connected"
@@ -242,15 +242,23 @@ class CallController:
                 self.handle.set_present(uid, up, now)
             self._kick_hub()
 
-    def calls_lost(self, uuids: list[str]) -> None:
-        """The inbound connection dropped: those channels are gone for us."""
-        for uuid in uuids:
-            self.channel_event(
-                uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "NORMAL_TEMPORARY_FAILURE"}
-            )
+    def channel_lost(self, uuid: str, cause: str) -> None:
+        """The channel is gone for us without its hangup events (EslSide says why)."""
+        call = self.book.by_uuid(uuid)
+        if call is not None:
+            self.event(call.call_id, c.ChannelLost(cause))
 
-    async def sip_call_arrived(self, record: Any) -> bool:
-        """A phone dialled 0XXXX; True when a call was created."""
+    def sip_call_arrived(self, record: Any) -> None:
+        """A phone dialled 0XXXX: a call, or the hangup that refuses it. Nothing waits for
+        this (the channel's events come after it, in order); a bug here must still not
+        leave the caller ringing."""
+        try:
+            self._sip_call_arrived(record)
+        except Exception:
+            log.exception("sip_call_failed", uuid=record.uuid)
+            self.channels.operate(c.Hangup("", record.uuid, "NORMAL_TEMPORARY_FAILURE"))
+
+    def _sip_call_arrived(self, record: Any) -> None:
         callee = record.callee_uid
         online = bool(callee) and self.handle.hub.is_online(self.appid, callee)
         with bound_contextvars(uuid=record.uuid, uid=callee or ""):
@@ -272,7 +280,6 @@ class CallController:
         if call is not None:
             self._links.setdefault(call.call_id, _CallLinks()).headers.update(record.headers)
         self._run(actions)
-        return call is not None
 
     # -- inputs from the hub (Participant) ------------------------------------------------
 
@@ -382,7 +389,7 @@ class CallController:
         elif command == "Dtmf":
             digits = str(body.get("Digits") or "")
             if digits and len(digits) <= _MAX_DTMF_DIGITS and set(digits) <= _DTMF_DIGITS:
-                self.channels.operate(call.call_id, call.uuid, "send_dtmf", digits)
+                self.channels.operate(SendDtmf(call.call_id, call.uuid, digits))
 
     def _call_between(self, web_uid: str, gateway_side: str, chan_id: Any) -> c.Call | None:
         for call in self.book.calls_of(web_uid):
@@ -453,7 +460,7 @@ class CallController:
             log.warning("unicast_setup_failed", call_id=call_id, error=str(exc))
             self.event(call_id, c.GatewayError("unicast setup failed"))
             return
-        self.channels.operate(call_id, uuid, "unicast", params)
+        self.channels.operate(Unicast(call_id, uuid, params))
         if leg.endpoint is not None:
             # The start timeout (_check_media_timeouts) counts from here.
             leg.endpoint.unicast_requested(asyncio.get_running_loop().time())
@@ -507,22 +514,14 @@ class CallController:
                 uuid=action.uuid,
                 destination=action.destination,
             )
-            self.channels.originate(
-                action.call_id, action.uuid, action.destination, dict(action.variables)
-            )
-        elif isinstance(action, c.SetChannelVar):
-            self.channels.operate(action.call_id, action.uuid, "set_var", action.name, action.value)
-        elif isinstance(action, c.PreAnswer):
-            self.channels.operate(action.call_id, action.uuid, "pre_answer")
-        elif isinstance(action, c.PlayRingback):
-            self.channels.operate(action.call_id, action.uuid, "play_ringback")
-        elif isinstance(action, c.StopRingback):
-            self.channels.operate(action.call_id, action.uuid, "stop_ringback")
-        elif isinstance(action, c.Answer):
-            self.channels.operate(action.call_id, action.uuid, "answer")
+            self.channels.originate(action)
+        elif isinstance(
+            action, c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer
+        ):
+            self.channels.operate(action)
         elif isinstance(action, c.Hangup):
             log.info("hangup", call_id=action.call_id, uuid=action.uuid, cause=action.cause)
-            self.channels.operate(action.call_id, action.uuid, "hangup", action.cause)
+            self.channels.operate(action)
         elif isinstance(action, c.StartUnicast):
             self._spawn(self._start_unicast(action.call_id, action.uuid))
         elif isinstance(action, c.SendInvitation):

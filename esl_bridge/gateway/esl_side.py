@@ -19,6 +19,7 @@ import gevent
 import gevent.queue
 
 from esl_bridge.config import EslSettings, SocketSettings
+from esl_bridge.core import call as c
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import (
@@ -32,6 +33,7 @@ from esl_bridge.esl.control import (
 from esl_bridge.esl.orphans import GatewayIdentity, Watchdog
 from esl_bridge.esl.protocol import ApiResponse, ChannelRecord, DisconnectNotice, Event
 from esl_bridge.logs import bounded, get_logger
+from esl_bridge.media.unicast import UnicastParams
 
 log = get_logger("gateway.esl")
 
@@ -52,29 +54,50 @@ FORWARDED_HEADERS = (
 _WORKER_IDLE = 30.0  # seconds a channel's worker waits for more work before it ends
 
 
+@dataclass(frozen=True)
+class SendDtmf:
+    """Digits toward the SIP side (from the web user's keypad)."""
+
+    call_id: str
+    uuid: str
+    digits: str
+
+
+@dataclass(frozen=True)
+class Unicast:
+    """The ``unicast`` command; only once the channel has media (the call core's gate)."""
+
+    call_id: str
+    uuid: str
+    params: UnicastParams
+
+
+# What the call logic may ask of a channel: the call core's channel actions, plus the two
+# that the gateway adds (unicast needs the media leg's ports, DTMF comes from a peer message).
+ChannelOp = (
+    c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup
+) | SendDtmf | Unicast
+
+
 class EventSink(Protocol):
     """Where FreeSWITCH's news goes (the asyncio side, reached through the handoff)."""
 
     def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None: ...
 
+    def channel_lost(self, uuid: str, cause: str) -> None:
+        """The channel is gone for us without its hangup events (socket closed, the
+        connection that tracked it dropped, "no such channel")."""
+        ...
+
     def originate_failed(self, call_id: str, uuid: str, cause: str) -> None: ...
 
-    def operation_failed(self, call_id: str, uuid: str, kind: str, error: str) -> None: ...
+    def operation_failed(self, op: ChannelOp, error: str) -> None: ...
 
     def esl_state(self, state: str) -> None: ...
 
-    def calls_lost(self, uuids: list[str]) -> None: ...
-
     def sip_call(self, record: ChannelRecord) -> bool:
-        """A SIP -> RTC channel arrived; blocks this greenlet until the call logic decided."""
+        """A SIP -> RTC channel arrived; False when nobody could take it (hang it up)."""
         ...
-
-
-@dataclass(frozen=True)
-class Operation:
-    call_id: str
-    kind: str  # set_var, pre_answer, play_ringback, stop_ringback, answer, hangup, ...
-    args: tuple[Any, ...] = ()
 
 
 def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
@@ -112,13 +135,13 @@ class EslSide:
             on_event=self._on_inbound_event,
             on_state=self._on_state,
             reconnect_probe=esl.reconnect_probe_interval,
-            on_calls_lost=sink.calls_lost,
+            on_calls_lost=self._calls_lost,
         )
         self.outbound = OutboundServer(
             self._on_session, socket.host, socket.port, command_timeout=esl.command_timeout
         )
         self._sessions: dict[str, OutboundSession] = {}
-        self._queues: dict[str, gevent.queue.Queue[Operation]] = {}
+        self._queues: dict[str, gevent.queue.Queue[ChannelOp]] = {}
         self._originating: set[str] = set()
         self._killed_while_originating: dict[str, str] = {}
 
@@ -247,13 +270,13 @@ class EslSide:
         """Start ``originate`` in its own greenlet; failures reach ``originate_failed``."""
         gevent.spawn(self._originate, call_id, uuid, destination, variables)
 
-    def submit(self, uuid: str, operation: Operation) -> None:
-        """Queue an operation on a channel; the channel's operations run in order."""
-        queue = self._queues.get(uuid)
+    def submit(self, op: ChannelOp) -> None:
+        """Queue an operation on its channel; the channel's operations run in order."""
+        queue = self._queues.get(op.uuid)
         if queue is None:
-            queue = self._queues[uuid] = gevent.queue.Queue()
-            gevent.spawn(self._worker, uuid, queue)
-        queue.put(operation)
+            queue = self._queues[op.uuid] = gevent.queue.Queue()
+            gevent.spawn(self._worker, op.uuid, queue)
+        queue.put(op)
 
     def _originate(
         self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
@@ -280,76 +303,79 @@ class EslSide:
         if cause is not None:
             # The call was ended while FreeSWITCH was still setting the channel up, when
             # uuid_kill found nothing to kill: kill the channel that now exists.
-            self.submit(uuid, Operation(call_id, "hangup", (cause,)))
+            self.submit(c.Hangup(call_id, uuid, cause))
 
-    def _worker(self, uuid: str, queue: gevent.queue.Queue[Operation]) -> None:
+    def _worker(self, uuid: str, queue: gevent.queue.Queue[ChannelOp]) -> None:
         try:
             while True:
                 try:
-                    operation = queue.get(timeout=_WORKER_IDLE)
+                    op = queue.get(timeout=_WORKER_IDLE)
                 except gevent.queue.Empty:
                     return
                 try:
-                    self._run(uuid, operation)
+                    self._run(op)
                 except EslDisconnected as exc:
                     # The channel or its connection is gone: its hangup reaches the call
                     # anyway (event, socket end or lost-calls report); not a call failure.
                     log.info(
                         "channel_operation_moot",
-                        call_id=operation.call_id,
+                        call_id=op.call_id,
                         uuid=uuid,
-                        operation=operation.kind,
+                        operation=type(op).__name__,
                         reason=str(exc),
                     )
                 except (EslError, ValueError) as exc:
                     log.warning(
                         "channel_operation_failed",
-                        call_id=operation.call_id,
+                        call_id=op.call_id,
                         uuid=uuid,
-                        operation=operation.kind,
-                        error=str(exc),
+                        operation=type(op).__name__,
+                        error=bounded(str(exc)),
                     )
-                    self.sink.operation_failed(operation.call_id, uuid, operation.kind, str(exc))
+                    self.sink.operation_failed(op, str(exc))
         finally:
             if self._queues.get(uuid) is queue:
                 del self._queues[uuid]
 
-    def _run(self, uuid: str, op: Operation) -> None:
+    def _run(self, op: ChannelOp) -> None:
+        uuid = op.uuid
         session = self._sessions.get(uuid)
-        kind = op.kind
-        if kind == "hangup":
-            self._hangup(uuid, session, op)
-        elif kind == "set_var":
-            name, value = op.args
-            if session is not None:
-                session.set_var(name, value)
-            else:
-                self._api_ok("uuid_setvar", uuid, name, value)
-        elif kind == "unicast":
-            params = op.args[0]
-            if session is not None:
-                session.start_unicast(
-                    params.local_ip, params.local_port, params.remote_ip, params.remote_port
-                )
-            else:
-                self.inbound.unicast(
-                    uuid, params.local_ip, params.local_port, params.remote_ip, params.remote_port
-                )
-        elif kind == "send_dtmf":
-            (digits,) = op.args
-            if session is not None:
-                session.send_dtmf(digits)
-            else:
-                self.inbound.uuid_send_dtmf(uuid, digits)
-        elif kind in ("pre_answer", "play_ringback", "stop_ringback", "answer"):
-            if session is None:
-                raise EslError(f"{kind} needs the channel's socket session; {uuid} has none")
-            getattr(session, kind)()
-        else:
-            raise ValueError(f"unknown channel operation {kind!r}")
+        match op:
+            case c.Hangup(cause=cause):
+                self._hangup(op, session, cause)
+            case c.SetChannelVar(name=name, value=value):
+                if session is not None:
+                    session.set_var(name, value)
+                else:
+                    self._api_ok("uuid_setvar", uuid, name, value)
+            case Unicast(params=p):
+                if session is not None:
+                    session.start_unicast(p.local_ip, p.local_port, p.remote_ip, p.remote_port)
+                else:
+                    self.inbound.unicast(uuid, p.local_ip, p.local_port, p.remote_ip, p.remote_port)
+            case SendDtmf(digits=digits):
+                if session is not None:
+                    session.send_dtmf(digits)
+                else:
+                    self.inbound.uuid_send_dtmf(uuid, digits)
+            case c.PreAnswer():
+                self._session_of(op, session).pre_answer()
+            case c.PlayRingback():
+                self._session_of(op, session).play_ringback()
+            case c.StopRingback():
+                self._session_of(op, session).stop_ringback()
+            case c.Answer():
+                self._session_of(op, session).answer()
 
-    def _hangup(self, uuid: str, session: OutboundSession | None, op: Operation) -> None:
-        (cause,) = op.args
+    @staticmethod
+    def _session_of(op: ChannelOp, session: OutboundSession | None) -> OutboundSession:
+        if session is None:
+            name = type(op).__name__
+            raise EslError(f"{name} needs the channel's socket session; {op.uuid} has none")
+        return session
+
+    def _hangup(self, op: c.Hangup, session: OutboundSession | None, cause: str) -> None:
+        uuid = op.uuid
         # uuid_kill, not "sendmsg hangup": a sendmsg waits in the channel's queue behind a
         # running application (the ringback), uuid_kill acts at once.
         if session is not None and not session.closed:
@@ -364,7 +390,12 @@ class EslSide:
             self._killed_while_originating[uuid] = cause
             return
         # "-ERR No such channel!": it is gone already; say so, the call must end.
-        self.sink.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": cause})
+        self.sink.channel_lost(uuid, cause)
+
+    def _calls_lost(self, uuids: list[str]) -> None:
+        """The inbound connection dropped: the channels it tracked are gone for us."""
+        for uuid in uuids:
+            self.sink.channel_lost(uuid, "NORMAL_TEMPORARY_FAILURE")
 
     def _claim(self, session: OutboundSession) -> None:
         reply: ApiResponse = session.api(
@@ -397,9 +428,11 @@ class EslSide:
             try:
                 # First of all: mark the channel as this process's, for the watchdog.
                 self._claim(session)
-                self.sink.sip_call(session.channel)
-            except Exception as exc:  # the call logic could not take it: fail loudly
-                log.error("sip_call_not_taken", uuid=uuid, error=bounded(str(exc)))
+                taken = self.sink.sip_call(session.channel)
+            except EslError as exc:
+                log.error("sip_call_not_claimed", uuid=uuid, error=bounded(str(exc)))
+                taken = False
+            if not taken:
                 session.hangup("NORMAL_TEMPORARY_FAILURE")
             while True:
                 item = session.events.get()
@@ -420,5 +453,4 @@ class EslSide:
             if not hung_up:
                 # The socket went away without the hangup events: the call logic must
                 # still learn the channel is gone for us.
-                cause = session.hangup_cause or "NORMAL_CLEARING"
-                self.sink.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": cause})
+                self.sink.channel_lost(uuid, session.hangup_cause or "NORMAL_CLEARING")

@@ -18,10 +18,11 @@ import gevent.event
 from aiohttp import web
 
 from esl_bridge.config import Settings
+from esl_bridge.core.call import Originate
 from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
-from esl_bridge.gateway.esl_side import EslSide, Operation
+from esl_bridge.gateway.esl_side import ChannelOp, EslSide
 from esl_bridge.gateway.web import (
     WebServer,
     add_operations_routes,
@@ -35,12 +36,12 @@ from esl_bridge.signaling.settings import signaling_settings
 
 log = get_logger("gateway")
 
-_SIP_CALL_TIMEOUT = 10.0  # seconds the controller may take to decide on a SIP call
 _WEB_SHUTDOWN = 3.0  # seconds open web connections get to finish when stopping
 
 
 class _ToController:
-    """EventSink of the ESL side: hands each report to the controller's thread.
+    """EventSink of the ESL side: hands each report to the controller's thread, one hop,
+    in order (``Loops.call_soon``).
 
     The controller is set before the ESL side starts; a report without one (a start that
     failed half-way and is being undone) is dropped.
@@ -50,58 +51,51 @@ class _ToController:
         self._loops = loops
         self.controller: CallController | None = None
 
-    def _post(self, method: str, *args: Any) -> None:
-        if self.controller is not None:
-            self._loops.call_soon(getattr(self.controller, method), *args)
+    def _post(self, pick: Callable[[CallController], Callable[..., None]], *args: Any) -> bool:
+        controller = self.controller
+        if controller is None:
+            return False
+        self._loops.call_soon(pick(controller), *args)
+        return True
 
     def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None:
-        self._post("channel_event", uuid, name, dict(headers))
+        self._post(lambda c: c.channel_event, uuid, name, dict(headers))
+
+    def channel_lost(self, uuid: str, cause: str) -> None:
+        self._post(lambda c: c.channel_lost, uuid, cause)
 
     def originate_failed(self, call_id: str, uuid: str, cause: str) -> None:
-        self._post("originate_failed", call_id, uuid, cause)
+        self._post(lambda c: c.originate_failed, call_id, uuid, cause)
 
-    def operation_failed(self, call_id: str, uuid: str, kind: str, error: str) -> None:
-        self._post("operation_failed", call_id, uuid, kind, error)
+    def operation_failed(self, op: ChannelOp, error: str) -> None:
+        self._post(lambda c: c.operation_failed, op, error)
 
     def esl_state(self, state: str) -> None:
-        self._post("set_esl_state", state)
-
-    def calls_lost(self, uuids: list[str]) -> None:
-        self._post("calls_lost", list(uuids))
+        self._post(lambda c: c.set_esl_state, state)
 
     def sip_call(self, record: ChannelRecord) -> bool:
-        if self.controller is None:
-            raise RuntimeError("no call controller")
-        return self._loops.run_coroutine(
-            self.controller.sip_call_arrived(record), timeout=_SIP_CALL_TIMEOUT
-        )
+        return self._post(lambda c: c.sip_call_arrived, record)
 
 
 class _ToEsl:
-    """ChannelPort of the controller: hands each request to the gevent hub."""
+    """ChannelPort of the controller: hands each request to the gevent hub, one hop, in
+    order (``Loops.call_in_hub``); the ESL side reports failures through its sink."""
 
     def __init__(self, loops: Loops, esl: EslSide) -> None:
         self._loops = loops
         self._esl = esl
 
-    def originate(
-        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
-    ) -> None:
-        self._watch(
-            self._loops.spawn_greenlet(self._esl.originate, call_id, uuid, destination, variables)
+    def originate(self, action: Originate) -> None:
+        self._loops.call_in_hub(
+            self._esl.originate,
+            action.call_id,
+            action.uuid,
+            action.destination,
+            dict(action.variables),
         )
 
-    def operate(self, call_id: str, uuid: str, kind: str, *args: Any) -> None:
-        operation = Operation(call_id, kind, tuple(args))
-        self._watch(self._loops.spawn_greenlet(self._esl.submit, uuid, operation))
-
-    @staticmethod
-    def _watch(future: Any) -> None:
-        def report(fut: Any) -> None:
-            if not fut.cancelled() and fut.exception() is not None:
-                log.error("esl_handoff_failed", error=str(fut.exception()))
-
-        future.add_done_callback(report)
+    def operate(self, op: ChannelOp) -> None:
+        self._loops.call_in_hub(self._esl.submit, op)
 
 
 class Gateway:

@@ -1,0 +1,190 @@
+"""The call controller alone: a real hub, a fake channel port, a fake clock, no sockets.
+
+The seams to the ESL side are typed (``ChannelOp`` values one way, ``EventSink`` method
+calls the other), so these tests drive them as the ESL side would and read what the
+controller asks of FreeSWITCH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from signaling_support import FakeClock
+
+from esl_bridge import config
+from esl_bridge.core import call as c
+from esl_bridge.esl.protocol import ChannelRecord
+from esl_bridge.gateway.controller import CallController
+from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf
+from esl_bridge.signaling.hub import Hub
+from esl_bridge.signaling.settings import signaling_settings
+
+APPID = "unit"
+
+
+class Switch:
+    """The ChannelPort: records what the controller asks."""
+
+    def __init__(self) -> None:
+        self.originated: list[c.Originate] = []
+        self.ops: list[ChannelOp] = []
+
+    def originate(self, action: c.Originate) -> None:
+        self.originated.append(action)
+
+    def operate(self, op: ChannelOp) -> None:
+        self.ops.append(op)
+
+
+class Browser:
+    """A hub connection as the WebSocket endpoint would have it."""
+
+    def __init__(self, hub: Hub, clock: FakeClock, uid: str) -> None:
+        self.hub, self.clock, self.inbox = hub, clock, []  # type: list[dict[str, Any]]
+        self.cid = hub.connect(self, clock())
+        self.say({"type": "login", "appid": APPID, "uid": uid})
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.inbox.append(message)
+
+    def close(self, code: int, reason: str) -> None:
+        self.inbox.append({"type": "closed", "code": code})
+
+    def say(self, message: dict[str, Any]) -> None:
+        self.hub.receive(self.cid, json.dumps({"v": 1, **message}), self.clock())
+
+    def peer_cmds(self) -> list[dict[str, Any]]:
+        return [json.loads(m["text"]) for m in self.inbox if m.get("type") == "message"]
+
+
+def in_loop(test: Callable[[], None]) -> Callable[[], None]:
+    """Run the test body on an event loop (the controller's home), no network."""
+
+    @functools.wraps(test)
+    def wrapper() -> None:
+        async def body() -> None:
+            test()
+
+        asyncio.run(body())
+
+    return wrapper
+
+
+def _controller() -> tuple[CallController, Hub, Switch, FakeClock]:
+    settings = config.from_text(
+        f"""
+[global]
+appid = {APPID}
+[rtm2sip]
+on = 1
+acc_rule = 10[00-09]
+[proxy]
+on = 1
+[auth]
+open_mode = 1
+""",
+        "<unit>",
+    )
+    clock = FakeClock()
+    hub = Hub(signaling_settings(settings))
+    switch = Switch()
+    controller = CallController(settings, hub, switch, clock=clock)
+    # What start() does first, without its timer task: serve the numbers.
+    controller.handle.register([*controller.pool, controller.gateway_uid], clock(), present=False)
+    controller.set_esl_state("connected")
+    return controller, hub, switch, clock
+
+
+def _answered_web_call() -> tuple[CallController, Switch, Browser, c.Originate]:
+    controller, hub, switch, clock = _controller()
+    alice = Browser(hub, clock, "alice")
+    content = json.dumps({"Mode": 1, "Conference": False, "ChanId": "ch-1"})
+    alice.say({"type": "invite", "callee": "1000", "ref": "r1", "content": content})
+    [originate] = switch.originated
+    controller.channel_event(originate.uuid, "CHANNEL_ANSWER", {"Answer-State": "answered"})
+    call = controller.book.by_uuid(originate.uuid)
+    assert call is not None and call.state is c.State.CONNECTED
+    return controller, switch, alice, originate
+
+
+@in_loop
+def test_a_lost_channel_ends_its_call_like_a_hangup() -> None:
+    controller, switch, alice, originate = _answered_web_call()
+    controller.channel_lost(originate.uuid, "NORMAL_TEMPORARY_FAILURE")
+    assert controller.book.by_uuid(originate.uuid) is None
+    assert {"Cmd": "EndCall"}.items() <= alice.peer_cmds()[-1].items()
+    assert controller.ended_total  # counted under its reason
+    assert not controller.pool.busy()
+    # Nothing is asked of a channel that is already gone.
+    assert not [op for op in switch.ops if isinstance(op, c.Hangup)]
+
+
+@in_loop
+def test_a_lost_channel_nobody_knows_is_ignored() -> None:
+    controller, _switch, _alice, _originate = _answered_web_call()
+    controller.channel_lost("no-such-uuid", "NORMAL_CLEARING")
+    assert len(controller.book) == 1
+
+
+@in_loop
+def test_failed_operations_end_the_call_except_a_failed_kill() -> None:
+    controller, switch, _alice, originate = _answered_web_call()
+    call_id = controller.book.by_uuid(originate.uuid).call_id  # type: ignore[union-attr]
+    controller.operation_failed(c.Hangup(call_id, originate.uuid, "NORMAL_CLEARING"), "timeout")
+    assert len(controller.book) == 1  # the grace timer retries the kill instead
+    controller.operation_failed(SendDtmf(call_id, originate.uuid, "1"), "esl gone")
+    kills = [op for op in switch.ops if isinstance(op, c.Hangup)]
+    assert [k.uuid for k in kills] == [originate.uuid]
+
+
+@in_loop
+def test_browser_dtmf_becomes_a_typed_operation() -> None:
+    _unused, switch, alice, originate = _answered_web_call()
+    alice.say(
+        {"type": "message", "to": "1000", "text": json.dumps({"Cmd": "Dtmf", "Digits": "12#"})}
+    )
+    [dtmf] = [op for op in switch.ops if isinstance(op, SendDtmf)]
+    assert (dtmf.uuid, dtmf.digits) == (originate.uuid, "12#")
+    alice.say(
+        {"type": "message", "to": "1000", "text": json.dumps({"Cmd": "Dtmf", "Digits": "1;x"})}
+    )
+    assert len([op for op in switch.ops if isinstance(op, SendDtmf)]) == 1
+
+
+def _record(uuid: str, callee: str) -> ChannelRecord:
+    return ChannelRecord.from_headers(
+        {
+            "Unique-ID": uuid,
+            "Caller-Caller-ID-Number": "1001",
+            "variable_sip_h_X-Number": f"<sip:{callee}@127.0.0.1>",
+        }
+    )
+
+
+@in_loop
+def test_a_sip_call_rings_the_web_user_with_typed_channel_operations() -> None:
+    controller, hub, switch, clock = _controller()
+    bob = Browser(hub, clock, "bob")
+    controller.sip_call_arrived(_record("u-1", "bob"))
+    kinds = [type(op) for op in switch.ops]
+    assert kinds == [c.SetChannelVar, c.PreAnswer, c.PlayRingback]
+    assert [m["type"] for m in bob.inbox if m.get("type") == "invitation"] == ["invitation"]
+
+
+@in_loop
+def test_a_bug_while_taking_a_sip_call_still_hangs_the_caller_up() -> None:
+    controller, _hub, switch, _clock = _controller()
+
+    def broken(**_kw: Any) -> list[c.Action]:
+        raise RuntimeError("a bug")
+
+    controller.book.sip_call_arrived = broken  # type: ignore[method-assign]
+    controller.sip_call_arrived(_record("u-2", "bob"))
+    [hangup] = switch.ops
+    assert isinstance(hangup, c.Hangup)
+    assert (hangup.uuid, hangup.cause) == ("u-2", "NORMAL_TEMPORARY_FAILURE")
+

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from esl_bridge.core import peer_json
+from esl_bridge.core.unicast_gate import GateAction, GateInput, SendUnicast, UnicastGate
 
 # ---------------------------------------------------------------------------------------
 # Events: what happened. Adapters build them from ESL events, hub callbacks, media leg.
@@ -375,9 +376,10 @@ class Call:
     state: State = State.RINGING
     direction: Direction = Direction.RTC_TO_SIP
     channel_alive: bool = True
-    channel_media_ready: bool = False
     media_connected: bool = False
-    unicast_started: bool = False
+    # When unicast may start: the channel has media (ChannelMediaReady) and our end is
+    # connected (MediaConnected, the request); it fires once (core/unicast_gate.py).
+    unicast: UnicastGate = field(default_factory=UnicastGate, repr=False)
     answered_at: float | None = None
     ended_reason: str = ""
     ended_cause: str = ""
@@ -422,20 +424,18 @@ class Call:
 
     # -- shared pieces ----------------------------------------------------------------
 
-    def _maybe_start_unicast(self) -> list[Action]:
-        # Both ends must be ready: the channel (a read codec exists) and our endpoint.
-        if self.channel_media_ready and self.media_connected and not self.unicast_started:
-            self.unicast_started = True
-            return [StartUnicast(self.call_id, self.uuid)]
-        return []
+    def _start_unicast(self, gate_actions: list[GateAction]) -> list[Action]:
+        return [StartUnicast(self.call_id, self.uuid) for a in gate_actions if a == SendUnicast()]
 
     def _on_media_ready(self, event: ChannelMediaReady, now: float) -> list[Action]:
-        self.channel_media_ready = True
-        return self._maybe_start_unicast()
+        return self._start_unicast(self.unicast.on_input(GateInput.MEDIA_READY))
 
     def _on_media_connected(self, event: MediaConnected, now: float) -> list[Action]:
+        # A second MediaConnected (an ICE restart) asks again; the gate refuses a repeat.
+        if self.media_connected:
+            return []
         self.media_connected = True
-        return self._maybe_start_unicast()
+        return self._start_unicast([self.unicast.request_unicast()])
 
     def _finish(
         self,
@@ -673,9 +673,10 @@ class SipToRtcCall(Call):
         ]
 
     def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        # Unicast is the gate's business: CHANNEL_ANSWER also comes as ChannelMediaReady.
         self.state = State.CONNECTED
         self.answered_at = now
-        return self._maybe_start_unicast()
+        return []
 
     def on_refused(self, event: InvitationRefused, now: float) -> list[Action]:
         cause = "USER_BUSY" if _is_busy_response(event.response) else "CALL_REJECTED"

@@ -8,6 +8,11 @@ the ``pre_answer`` application has completed (its ``CHANNEL_EXECUTE_COMPLETE`` w
 Nothing else counts: not ``CHANNEL_EXECUTE`` of pre_answer (still running), not
 ``CHANNEL_PROGRESS`` (a 180 without SDP), not a reply ``+OK`` to a command.
 
+This module is the rule's one home: the ESL layer (``OutboundSession``, which refuses an
+early ``unicast``), the controller (which turns events into ``ChannelMediaReady``) and the
+call core (which holds a ``UnicastGate`` per call and emits ``StartUnicast`` from it) all
+ask it, and nothing else decides.
+
 ``UnicastGate`` is one channel's gate. The owner feeds it channel events as plain data
 (``on_event(name, headers)``) and the wish to start media (``request_unicast()``); it answers
 with actions. A request made too early is queued and fires, once, when the channel becomes
@@ -32,6 +37,7 @@ __all__ = [
     "SendUnicast",
     "UnicastGate",
     "WaitForMedia",
+    "classify_channel",
     "classify_event",
 ]
 
@@ -117,6 +123,14 @@ def classify_event(name: str, headers: Mapping[str, str] | None = None) -> GateI
     return None
 
 
+def classify_channel(answer_state: str | None, has_read_codec: bool) -> GateInput | None:
+    """A channel as a snapshot (the outbound socket's connect reply): MEDIA_READY when it is
+    answered or in early media and its read codec is known."""
+    if answer_state in ("answered", "early") and has_read_codec:
+        return GateInput.MEDIA_READY
+    return None
+
+
 class UnicastGate:
     """One channel's unicast gate. ``uuid``: ignore events of other channels (inbound ESL
     delivers every channel's events on one connection)."""
@@ -148,6 +162,15 @@ class UnicastGate:
         gate_input = classify_event(name, headers)
         if gate_input is None:
             return []
+        return self._apply(gate_input)
+
+    @property
+    def media_ready(self) -> bool:
+        """The channel has a read codec now (unicast sent or not) and is not hung up."""
+        return self.state in (GateState.READY, GateState.SENT)
+
+    def on_input(self, gate_input: GateInput) -> list[GateAction]:
+        """Feed an input already classified (``classify_event``/``classify_channel``)."""
         return self._apply(gate_input)
 
     def hangup(self) -> list[GateAction]:

@@ -40,6 +40,7 @@ import gevent.server
 import gevent.socket
 import structlog
 
+from esl_bridge.core.unicast_gate import GateInput, UnicastGate, classify_channel, classify_event
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.protocol import (
     ApiResponse,
@@ -281,8 +282,6 @@ def _tcp_nodelay(sock: gevent.socket.socket) -> None:
 # ------------------------------------------------------------------------ outbound side
 
 
-_MEDIA_EVENTS = frozenset({"CHANNEL_ANSWER", "CHANNEL_PROGRESS_MEDIA"})
-_MEDIA_APPS = frozenset({"answer", "pre_answer"})
 
 
 @dataclass
@@ -342,7 +341,7 @@ class OutboundSession:
             logger=self._log,
         )
         self._exec_waiters: list[_ExecWaiter] = []
-        self._media_ready = gevent.event.Event()
+        self._gate = UnicastGate()  # the one rule of when unicast is safe
         self._hangup = gevent.event.Event()
         self.hangup_cause: str | None = None
         self.lingering = False
@@ -367,7 +366,7 @@ class OutboundSession:
     @property
     def media_ready(self) -> bool:
         """The channel has a read codec (answered / early media): unicast is safe."""
-        return bool(self._media_ready.is_set())
+        return self._gate.media_ready
 
     @property
     def hung_up(self) -> bool:
@@ -400,20 +399,10 @@ class OutboundSession:
                 ringback.ended.set()
         if self._channel is not None and event.uuid == self._channel.uuid:
             self._channel = self._channel.merged(event.headers)
-        if name in _MEDIA_EVENTS:
-            self._media_ready.set()
-        elif name == "CHANNEL_EXECUTE_COMPLETE":
-            app = event.application or ""
-            if (
-                app in _MEDIA_APPS
-                and self._channel is not None
-                and self._channel.answer_state
-                in (
-                    "answered",
-                    "early",
-                )
-            ):
-                self._media_ready.set()
+        gate_input = classify_event(name, event.headers)
+        if gate_input is not None:
+            self._gate.on_input(gate_input)
+        if name == "CHANNEL_EXECUTE_COMPLETE":
             self._complete_exec(event)
         elif name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             self.hangup_cause = event.get("Hangup-Cause") or self.hangup_cause
@@ -459,9 +448,9 @@ class OutboundSession:
         if not isinstance(reply, CommandReply) or not reply.is_channel_data:
             raise EslError(f"unexpected connect reply: {bounded(reply)}")
         self._channel = reply.channel()
-        if self._channel.answer_state in ("answered", "early") and self._channel.has_media:
-            # An originated leg handed over after answer already has its read codec.
-            self._media_ready.set()
+        # An originated leg handed over after answer already has its read codec.
+        if classify_channel(self._channel.answer_state, self._channel.has_media) is not None:
+            self._gate.on_input(GateInput.MEDIA_READY)
         self._log = self._log.bind(uuid=self._channel.uuid)
         self._conn._log = self._log
         if not self._channel.async_full:
@@ -535,14 +524,16 @@ class OutboundSession:
         """183 with SDP; returns once done, so unicast is then safe (docs/freeswitch.rst,
         fact 1)."""
         self.execute("pre_answer", wait=True, timeout=timeout)
-        self._media_ready.set()
+        # Completed: the channel has its read codec (its event told the gate already).
+        self._gate.on_input(GateInput.MEDIA_READY)
 
     def answer(self, *, timeout: float | None = None) -> None:
         """Stop the ringback if any, answer and wait for completion."""
         if self._ringback:
             self.stop_ringback()
         self.execute("answer", wait=True, timeout=timeout)
-        self._media_ready.set()
+        # Completed: the channel has its read codec (its event told the gate already).
+        self._gate.on_input(GateInput.MEDIA_READY)
 
     def play_ringback(self, tone: str = "%(2000,4000,440,480)") -> None:
         """Ring tone to the SIP caller (after :meth:`pre_answer`); stopped by

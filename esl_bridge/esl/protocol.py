@@ -496,8 +496,7 @@ class ChannelRecord:
 
     @property
     def has_media(self) -> bool:
-        """A read codec exists (answered or early media): unicast is safe
-        (docs/freeswitch.rst, fact 1)."""
+        """The connect reply shows a read codec (core/unicast_gate.py decides with it)."""
         return self.read_rate is not None and self.read_codec is not None
 
     def merged(self, headers: Mapping[str, str]) -> ChannelRecord:

@@ -474,7 +474,8 @@ class MediaLeg:
 
     async def start_unicast(self, fmt: ChannelFormat) -> UnicastParams:
         """Open the unicast endpoint for the channel's format; returns the parameters of the
-        ``unicast`` command. Send that command only when the ``UnicastGate`` allows it."""
+        ``unicast`` command. Send that command only when the call's ``UnicastGate``
+        (core/unicast_gate.py) allows it."""
         if self.closed:
             raise RuntimeError("media leg is closed")
         if self.endpoint is not None:

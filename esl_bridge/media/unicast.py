@@ -615,7 +615,8 @@ class UnicastEndpoint:
     """One call's unicast UDP socket, receive buffer and paced sender.
 
     Life: ``await open()`` -> send ``params`` to FreeSWITCH as the unicast command (only when
-    the ``UnicastGate`` says so) -> ``read_frame``/``write_frame`` -> ``await close()``.
+    the call's ``UnicastGate``, core/unicast_gate.py, says so) -> ``read_frame`` /
+    ``write_frame`` -> ``await close()``.
     """
 
     def __init__(

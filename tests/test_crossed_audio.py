@@ -17,31 +17,24 @@ network namespace (tests/netns.py).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 
-import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
 from netns import loopback_only
 from ports_and_waits import free_udp_range
 from prometheus_client import CollectorRegistry, generate_latest
-from tones import ToneTrack
+from web_peer import WebPeer
 
 from esl_bridge.gateway.web import GatewayCollector
-from esl_bridge.media.leg import use_host_addresses
 from esl_bridge.sim import AudioSource, Extension
 
 ACCEPTED = 3
 LEFTOVER_HZ = 1500.0  # the leftover leg's "voice"
 PHONE_HZ = 440.0  # extension 1000 of the simulator
-BROWSER_HZ = 1000.0
 
 
 def free_block(size: int) -> int:
@@ -89,69 +82,6 @@ class Leftover:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
-
-
-class WebPeer:
-    """The web user's browser media: an aiortc peer sending 1 kHz, recording what it hears."""
-
-    def __init__(self, user: WebUser) -> None:
-        self.user = user
-        self.heard: list[av.AudioFrame] = []
-        self.pc: RTCPeerConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def offer(self, to: str, chan_id: str) -> None:
-        async def make() -> str:
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            self.pc.addTrack(ToneTrack(BROWSER_HZ))
-
-            @self.pc.on("track")
-            def _on_track(track: Any) -> None:
-                self._tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
-
-            with use_host_addresses(["127.0.0.1"]):
-                await self.pc.setLocalDescription(await self.pc.createOffer())
-            return str(self.pc.localDescription.sdp)
-
-        sdp = self.user._run(make(), timeout=20)
-        self.user.peer(to, Cmd="Offer", ChanId=chan_id, Sdp=sdp)
-        answer = self.user.wait_peer_cmd("Answer", timeout=20)
-
-        async def apply() -> None:
-            assert self.pc is not None
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=answer["Sdp"], type="answer")
-            )
-
-        self.user._run(apply(), timeout=20)
-
-    async def _listen(self, track: Any) -> None:
-        while True:
-            try:
-                self.heard.append(await track.recv())
-            except MediaStreamError:
-                return
-
-    def connected(self) -> bool:
-        return self.pc is not None and self.pc.connectionState == "connected"
-
-    def audio(self) -> tuple[np.ndarray, int]:
-        frames = list(self.heard)
-        if not frames:
-            return np.zeros(0), 8000
-        rate = frames[0].sample_rate
-        data = [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
-        return np.concatenate(data).astype(float), rate
-
-    def close(self) -> None:
-        async def close() -> None:
-            if self.pc is not None:
-                await self.pc.close()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-        self.user._run(close(), timeout=20)
 
 
 def band_energy(audio: np.ndarray, rate: int, hz: float, width: float = 40.0) -> float:

@@ -22,12 +22,14 @@ from gateway_process import GatewayProcess
 from gateway_support import WebUser, running_gateway, wait_until
 from netns import loopback_only
 from ports_and_waits import free_port
+from web_peer import WebPeer
 
 from esl_bridge.esl import orphans
 from esl_bridge.esl.orphans import GatewayIdentity, Watchdog
 from esl_bridge.loops import Loops
 from esl_bridge.sim import SimConfig, SimulatorThread
 
+ACCEPTED = 3
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- the sans-I/O parts ---------------------------------------------------------------------
@@ -199,14 +201,25 @@ def _put_call_in_state(
     alice.invite(number, "ch-1")
     wait_until(lambda: len(sim.channels()) == 1, 10, "the originated leg")
     [channel] = sim.channels()
-    if state == "web_to_sip_answered":
+    if state in ("web_to_sip_answered", "web_to_sip_unicast"):
         wait_until(lambda: channel.answered and channel.parked, 10, "the leg answered, parked")
+    if state == "web_to_sip_unicast":
+        # The browser's media connects and the audio flows through unicast.
+        alice.wait_local_state(ACCEPTED)
+        WebPeer(alice).offer("1000", "ch-1")
+        wait_until(lambda: channel.unicast is not None, 20, "unicast running on the leg")
     return channel
 
 
 @pytest.mark.parametrize(
     "state",
-    ["sip_to_web_ringing", "sip_to_web_answered", "web_to_sip_ringing", "web_to_sip_answered"],
+    [
+        "sip_to_web_ringing",
+        "sip_to_web_answered",
+        "web_to_sip_ringing",
+        "web_to_sip_answered",
+        "web_to_sip_unicast",
+    ],
 )
 @loopback_only(timeout=120)
 def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: Path) -> None:

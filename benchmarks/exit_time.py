@@ -107,6 +107,8 @@ class Run:
 
 def one_run(sim: SimulatorThread, socket_port: int, calls: int, tmp: Path) -> Run:
     web = free_port()
+    while web == socket_port:  # a port just freed may come back
+        web = free_port()
     conf = tmp / "rtx.conf"
     conf.write_text(
         soak.settings_text(sim.esl_port, socket_port, web, max(calls, 1)) + "[log]\nlevel = 2\n"

@@ -697,10 +697,11 @@ def run_soak(
             first_call_event_delay=0.0,
         )
     ).start()
+    web_port = free_port()
+    while web_port in (socket_port, sim.esl_port):  # a port just freed may come back
+        web_port = free_port()
     gateway = Gateway(
-        config.from_text(
-            settings_text(sim.esl_port, socket_port, free_port(), concurrency), "<soak>"
-        )
+        config.from_text(settings_text(sim.esl_port, socket_port, web_port, concurrency), "<soak>")
     )
     result: dict[str, Any] = {}
     errors: list[BaseException] = []

@@ -154,16 +154,24 @@ class Browser:
         self._reader: asyncio.Task[None] | None = None
         self._next_id = 0
         self.pc: RTCPeerConnection | None = None
+        self.session_id = ""
+        self.resumed = False
         self._drains: list[asyncio.Task[None]] = []
         self.audio_in = 0
 
-    async def open(self) -> Browser:
+    async def open(self, resume: str | None = None) -> Browser:
+        """Connect and log in; ``resume``: the session id of a dropped socket."""
         self._session = aiohttp.ClientSession()
         self._ws = await self._session.ws_connect(f"http://{self.web[0]}:{self.web[1]}/ws")
         self._reader = asyncio.create_task(self._read())
-        reply = await self.request({"type": "login", "appid": APPID, "uid": self.uid})
+        login = {"type": "login", "appid": APPID, "uid": self.uid}
+        if resume:
+            login["session"] = resume
+        reply = await self.request(login)
         if reply.get("type") != "ok":
             raise ScenarioFailed(f"login refused: {reply}")
+        self.session_id = str(reply.get("session") or "")
+        self.resumed = bool(reply.get("resumed"))
         return self
 
     async def _read(self) -> None:
@@ -275,6 +283,20 @@ class Browser:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
+
+    async def drop_socket(self) -> None:
+        """The network flaps: the WebSocket dies without a close frame; media stays."""
+        if self._ws is not None:
+            connection = self._ws._response.connection  # type: ignore[union-attr]
+            if connection is not None and connection.transport is not None:
+                connection.transport.abort()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await self._reader
+        if self._session is not None:
+            await self._session.close()
+        self._ws = self._session = self._reader = None
 
     async def vanish(self) -> None:
         """The tab is killed: media and socket gone without an EndCall or a close frame."""
@@ -645,7 +667,9 @@ def extensions(concurrency: int) -> dict[str, Extension]:
     return table
 
 
-def settings_text(esl_port: int, socket_port: int, web_port: int, concurrency: int) -> str:
+def settings_text(
+    esl_port: int, socket_port: int, web_port: int, concurrency: int, presence_grace: float = 0.5
+) -> str:
     return f"""
 [global]
 appid = {APPID}
@@ -671,7 +695,7 @@ max_call_rate = 1000
 call_burst = 1000
 originate_timeout = 20
 invite_expire_timeout = 1
-presence_grace = 0.5
+presence_grace = {presence_grace}
 max_pending_invitations = 100
 """
 

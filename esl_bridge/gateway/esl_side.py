@@ -101,7 +101,7 @@ class EslSide:
             backoff_max=esl.reconnect_max_delay,
             on_event=self._on_inbound_event,
             on_state=self._on_state,
-            on_calls_lost=sink.calls_lost,
+            on_calls_lost=self._calls_lost,
         )
         self.outbound = OutboundServer(
             self._on_session, socket.host, socket.port, command_timeout=esl.command_timeout
@@ -110,6 +110,9 @@ class EslSide:
         self._queues: dict[str, gevent.queue.Queue[Operation]] = {}
         self._originating: set[str] = set()
         self._killed_while_originating: dict[str, str] = {}
+        # Channels of calls ended because the inbound connection dropped: FreeSWITCH may
+        # still have them (only the connection was lost), so they are killed on reconnect.
+        self._orphans: set[str] = set()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -127,6 +130,23 @@ class EslSide:
 
     def _on_state(self, state: ConnectionState) -> None:
         self.sink.esl_state(state.value)
+        if state is ConnectionState.CONNECTED and self._orphans:
+            orphans, self._orphans = sorted(self._orphans), set()
+            gevent.spawn(self._kill_orphans, orphans)
+
+    def _calls_lost(self, uuids: list[str]) -> None:
+        self._orphans.update(uuids)
+        self.sink.calls_lost(uuids)
+
+    def _kill_orphans(self, uuids: list[str]) -> None:
+        for uuid in uuids:
+            try:
+                reply = self.inbound.api("uuid_kill", uuid, "NORMAL_TEMPORARY_FAILURE")
+            except EslError as exc:
+                log.warning("orphan_kill_failed", uuid=uuid, error=str(exc))
+                continue
+            if reply.ok:  # else it ended with the connection (FreeSWITCH restarted)
+                log.info("orphan_channel_killed", uuid=uuid)
 
     # -- operations (called in the hub's thread through the handoff) ---------------------
 

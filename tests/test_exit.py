@@ -67,8 +67,11 @@ def test_after_stop_no_gateway_thread_or_executor_work_remains() -> None:
     sim = SimulatorThread(
         SimConfig(socket_target=("127.0.0.1", socket_port), extensions=soak.extensions(1))
     ).start()
+    web_port = free_port()
+    while web_port in (socket_port, sim.esl_port):  # a port just freed may come back
+        web_port = free_port()
     gateway = Gateway(
-        config.from_text(soak.settings_text(sim.esl_port, socket_port, free_port(), 1), "<t>")
+        config.from_text(soak.settings_text(sim.esl_port, socket_port, web_port, 1), "<t>")
     )
     state: dict[str, Any] = {}
     try:

@@ -114,6 +114,8 @@ unicast_port_quarantine = float(min=0, max=3600, default=60.0)
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
+max_call_rate = float(min=0.1, max=10000, default=20.0)
+call_burst = integer(min=1, max=10000, default=10)
 originate_timeout = integer(min=5, max=600, default=60)
 invite_offline_timeout = float(min=0.1, max=3600, default=30.0)
 invite_no_response_timeout = float(min=0.1, max=3600, default=30.0)
@@ -376,6 +378,8 @@ class MediaSettings:
 @dataclass(frozen=True)
 class LimitSettings:
     max_calls: int
+    max_call_rate: float
+    call_burst: int
     originate_timeout: int
     invite_offline_timeout: float
     invite_no_response_timeout: float

@@ -58,6 +58,9 @@ class Loops:
             self._loop.run_forever()
         finally:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            # Join the executor's workers (aiortc encodes there) before saying stopped,
+            # so the interpreter has none left to wait for at exit.
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
 
     # gevent -> asyncio -----------------------------------------------------------------

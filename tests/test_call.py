@@ -339,7 +339,7 @@ def test_sip_call_rings_back_and_invites_with_the_caller_shown() -> None:
 
 
 def test_sip_call_ids_are_unique_even_for_calls_in_the_same_instant() -> None:
-    b = book(max_calls=100)
+    b = book(max_calls=100, call_burst=100)
     chans = set()
     for i in range(50):
         b.sip_call_arrived(

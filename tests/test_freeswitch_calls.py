@@ -22,6 +22,8 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
 
 import pytest
 from gateway_support import APPID, WebUser, wait_until
@@ -46,6 +48,7 @@ RECEIVED, ACCEPTED, REFUSED = 2, 3, 4
 
 @contextlib.contextmanager
 def gateway_on_freeswitch() -> Iterator[Gateway]:
+    """A gateway on the switch; ``channels_of(gateway)`` lists every channel it touched."""
     host, port, password = _TARGET.split(":", 2)
     socket_host, socket_port = _SOCKET.rsplit(":", 1)
     settings = from_text(
@@ -80,38 +83,74 @@ presence_grace = 1
     try:
         gateway.start()
         wait_until(
-            lambda: gateway.controller is not None
-            and gateway.controller.esl_state == "connected",
+            lambda: gateway.controller is not None and gateway.controller.esl_state == "connected",
             10,
             "ESL connected to FreeSWITCH",
         )
+        _watch_channels(gateway)
         yield gateway
     finally:
         gateway.stop(drain=5.0)
 
 
-def channel_count(gateway: Gateway) -> int:
-    """``show channels count`` on the switch ("N total.")."""
+_TOUCHED: dict[int, list[str]] = {}
+
+
+def _watch_channels(gateway: Gateway) -> None:
+    """Note the uuid of every channel the gateway originates or is handed by the socket.
+
+    The switch's ``show channels`` reads its core database, which FreeSWITCH writes
+    asynchronously (right after CHANNEL_ANSWER it may still count 0; right after a hangup
+    it may still count the old channel), so these tests ask ``uuid_exists`` about the very
+    channels of the test instead: that reads the live session table.
+    """
+    controller = gateway.controller
+    assert controller is not None
+    touched: list[str] = []
+    _TOUCHED[id(gateway)] = touched
+    port = controller.channels
+    originate = port.originate
+    arrived = controller.sip_call_arrived
+
+    def noting_originate(call_id: str, uuid: str, destination: str, variables: dict) -> None:
+        touched.append(uuid)
+        originate(call_id, uuid, destination, variables)
+
+    async def noting_arrival(record: Any) -> bool:
+        touched.append(record.uuid)
+        return await arrived(record)
+
+    port.originate = noting_originate  # type: ignore[method-assign]
+    controller.sip_call_arrived = noting_arrival  # type: ignore[method-assign]
+
+
+def channels_of(gateway: Gateway) -> list[str]:
+    return list(_TOUCHED.get(id(gateway), []))
+
+
+def exists(gateway: Gateway, uuid: str) -> bool:
+    """``uuid_exists``: "true" or "false" from the switch's live session table."""
     assert gateway.esl is not None
-    reply = gateway.esl.inbound.api("show", "channels", "count")
-    for word in reply.text.split():
-        if word.isdigit():
-            return int(word)
-    raise AssertionError(f"unexpected show channels reply: {reply.text!r}")
+    reply = gateway.esl.inbound.api("uuid_exists", uuid).text.strip()
+    assert reply in ("true", "false"), f"unexpected uuid_exists reply: {reply!r}"
+    return reply == "true"
 
 
-def assert_switch_clean(gateway: Gateway, before: int) -> None:
+def assert_switch_clean(gateway: Gateway, extra: tuple[str, ...] = ()) -> None:
+    """No call in the gateway, no busy number, and none of the test's channels left."""
     controller = gateway.controller
     assert controller is not None
     wait_until(lambda: controller.status()["calls"] == 0, 15, "no call in the gateway")
-    wait_until(lambda: channel_count(gateway) <= before, 15, "no channel left on the switch")
+    uuids = [*channels_of(gateway), *extra]
+    assert uuids, "the test touched no channel: nothing was checked"
+    for uuid in uuids:
+        wait_until(lambda uuid=uuid: not exists(gateway, uuid), 15, f"channel {uuid} gone")
     assert controller.status()["numbers_busy"] == 0
 
 
 def test_web_user_calls_a_registered_phone_and_hangs_up() -> None:
     """A registered auto-answer phone: accepted only at answer, EndCall hangs it up."""
     with gateway_on_freeswitch() as gateway:
-        before = channel_count(gateway)
         alice = WebUser(gateway, "alice").connect()
         alice.invite(_PHONE, "fs-ch-1", UserData="from the freeswitch test")
         alice.wait_local_state(RECEIVED, timeout=10)
@@ -119,17 +158,15 @@ def test_web_user_calls_a_registered_phone_and_hangs_up() -> None:
         assert json.loads(accepted["response"])["SipNumber"] == _PHONE
         # Not `show channels`: its list lags the channels by a fraction of a second
         # (tests/fixtures/freeswitch/orphans), so a count can still hold a finished call.
-        assert gateway.controller is not None and gateway.esl is not None
-        [uuid] = [call.uuid for call in gateway.controller.book]
-        assert gateway.esl.inbound.api("uuid_exists", uuid).text == "true"
+        [uuid] = channels_of(gateway)
+        assert exists(gateway, uuid)  # answered: the channel is live on the switch
         alice.peer(_PHONE, Cmd="EndCall")
-        assert_switch_clean(gateway, before)
+        assert_switch_clean(gateway)
         alice.close()
 
 
 def test_unregistered_user_is_refused_with_its_cause() -> None:
     with gateway_on_freeswitch() as gateway:
-        before = channel_count(gateway)
         alice = WebUser(gateway, "alice").connect()
         alice.invite(_UNREGISTERED, "fs-ch-2")
         refused = alice.wait_local_state(REFUSED, timeout=20)
@@ -138,7 +175,7 @@ def test_unregistered_user_is_refused_with_its_cause() -> None:
             "Reason": "not_registered",
             "Cause": "USER_NOT_REGISTERED",
         }
-        assert_switch_clean(gateway, before)
+        assert_switch_clean(gateway)
         alice.close()
 
 
@@ -146,12 +183,13 @@ def test_sip_leg_through_the_dialplan_route_rings_the_web_user() -> None:
     """``originate loopback/0bob/default &park()``: the 0 route hands the leg to the
     gateway's socket; bob is invited with the caller shown; accept answers it."""
     with gateway_on_freeswitch() as gateway:
-        before = channel_count(gateway)
         bob = WebUser(gateway, "bob").connect()
         assert gateway.esl is not None
+        a_leg = str(uuid4())
         job = gateway.esl.inbound.bgapi(
             "originate",
-            "{origination_caller_id_number=1005}loopback/0bob/default &park()",
+            f"{{origination_uuid={a_leg},origination_caller_id_number=1005}}"
+            "loopback/0bob/default &park()",
             timeout=30,
         )
         assert job.body.startswith("+OK"), job.body
@@ -162,19 +200,24 @@ def test_sip_leg_through_the_dialplan_route_rings_the_web_user() -> None:
         controller = gateway.controller
         assert controller is not None
         wait_until(lambda: controller.status()["calls"] == 1, 10, "call connected")
+        [b_leg] = channels_of(gateway)
+        assert exists(gateway, b_leg)
         bob.peer("gateway", Cmd="EndCall", ChanId=content["ChanId"])
-        assert_switch_clean(gateway, before)
+        assert_switch_clean(gateway, (a_leg,))
         bob.close()
 
 
 def test_web_user_offline_hangs_the_sip_leg_up_at_once() -> None:
     with gateway_on_freeswitch() as gateway:
-        before = channel_count(gateway)
         assert gateway.esl is not None
+        a_leg = str(uuid4())
         job = gateway.esl.inbound.bgapi(
-            "originate", "loopback/0nobody-here/default &park()", timeout=30
+            "originate",
+            f"{{origination_uuid={a_leg}}}loopback/0nobody-here/default &park()",
+            timeout=30,
         )
         # The loopback a-leg may answer before the b-leg is refused; either way the
         # b-leg is hung up by the gateway and nothing stays on the switch.
         assert job.body.startswith(("+OK", "-ERR")), job.body
-        assert_switch_clean(gateway, before)
+        wait_until(lambda: bool(channels_of(gateway)), 15, "the leg reached the gateway")
+        assert_switch_clean(gateway, (a_leg,))

@@ -8,6 +8,12 @@ out the returned actions. Admission (docs/architecture.rst, the first steps of e
   ``{"Cmd":"Calling","Reason":"calling"}``).
 * SIP -> RTC: [proxy] must be on, X-Number must name a uid, that uid must be online, and
   there must be room; otherwise the channel is hung up with a fitting cause at once.
+
+"Room" is two limits that protect the switch: at most ``max_calls`` calls at once, and
+new calls at most ``max_call_rate`` per second with bursts of ``call_burst`` (one token
+bucket for both directions). A call over either limit is refused before anything is
+originated (``capacity``; SIP callers hear NORMAL_CIRCUIT_CONGESTION or SWITCH_CONGESTION).
+A refusal for any other reason costs no token.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class BookSettings:
     sip_domain: str
     gateway_uid: str
     max_calls: int = 200
+    max_call_rate: float = 20.0  # new calls per second, both directions together
+    call_burst: int = 10
     originate_timeout: int = 60
     hangup_grace: float = 5.0
     pstn_ip: str = ""
@@ -64,6 +72,40 @@ class BookSettings:
     @property
     def pstn_enabled(self) -> bool:
         return bool(self.pstn_ip or self.pstn_gateway)
+
+
+class CallRate:
+    """Token bucket of new calls: ``burst`` at once, then ``per_second`` on average."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        if not per_second > 0 or burst < 1:
+            raise ValueError(
+                f"call rate and burst must be positive, not {per_second!r} and {burst!r}"
+            )
+        self.per_second = per_second
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._last is not None and now > self._last:
+            self._tokens = min(
+                float(self.burst), self._tokens + (now - self._last) * self.per_second
+            )
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def ready(self, now: float) -> bool:
+        """Whether a call may start at ``now`` (takes nothing)."""
+        self._refill(now)
+        return self._tokens >= 1.0
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; False when over the rate."""
+        if not self.ready(now):
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class CallBook:
@@ -84,6 +126,7 @@ class CallBook:
         self._call_settings = CallSettings(
             gateway_uid=settings.gateway_uid, hangup_grace=settings.hangup_grace
         )
+        self.rate = CallRate(settings.max_call_rate, settings.call_burst)
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -138,7 +181,7 @@ class CallBook:
         chan_id = str(body.get("ChanId") or "") or ids.new_channel_id()
         if len(chan_id.encode("utf-8")) > CHANNEL_ID_MAX_BYTES or chan_id in self._by_chan:
             return refuse(refusal("bad_channel_id"))
-        if len(self._calls) >= self.settings.max_calls:
+        if len(self._calls) >= self.settings.max_calls or not self.rate.ready(now):
             return refuse(refusal("capacity"))
         try:
             self.pool.acquire(number, call_id)
@@ -146,6 +189,7 @@ class CallBook:
             return refuse(BUSY_REFUSAL)
         except NumberUnknown:  # the pool changed under us; same answer as above
             return refuse(refusal("not_in_acc_rule"))
+        self.rate.take(now)  # ready() just said there is a token
 
         channel_uuid = str(uuid4())
         destination, variables = self._dial(caller, number, body, channel_uuid)
@@ -213,10 +257,12 @@ class CallBook:
             return [Hangup(call_id, uuid, "UNALLOCATED_NUMBER")]
         if not callee_online:
             return [Hangup(call_id, uuid, "USER_NOT_REGISTERED")]
-        if len(self._calls) >= self.settings.max_calls:
-            return [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
         if uuid in self._by_uuid:
             return []  # the same channel twice: the first session owns it
+        if len(self._calls) >= self.settings.max_calls:
+            return [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
+        if not self.rate.take(now):
+            return [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
         call, actions = SipToRtcCall.start(
             call_id=call_id,
             uuid=uuid,
@@ -291,4 +337,3 @@ def _json_object(content: str) -> dict[str, Any] | None:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-

@@ -91,6 +91,8 @@ class CallController:
                 sip_domain=settings.global_.sip_domain,
                 gateway_uid=self.gateway_uid,
                 max_calls=settings.limits.max_calls,
+                max_call_rate=settings.limits.max_call_rate,
+                call_burst=settings.limits.call_burst,
                 originate_timeout=settings.limits.originate_timeout,
                 pstn_ip=pstn.ip,
                 pstn_prefix=pstn.prefix,

@@ -144,6 +144,9 @@ class EslSide:
         self._queues: dict[str, gevent.queue.Queue[ChannelOp]] = {}
         self._originating: set[str] = set()
         self._killed_while_originating: dict[str, str] = {}
+        # Channels of calls ended because the inbound connection dropped: FreeSWITCH may
+        # still have them (only the connection was lost), so they are killed on reconnect.
+        self._lost_channels: set[str] = set()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -173,6 +176,18 @@ class EslSide:
         self._ready_reported = False
         self.sink.esl_state(state.value)
 
+    def _kill_lost_channels(self) -> None:
+        """After a reconnect: the channels whose calls ended with the lost connection."""
+        uuids, self._lost_channels = sorted(self._lost_channels), set()
+        for uuid in uuids:
+            try:
+                reply = self.inbound.api("uuid_kill", uuid, "NORMAL_TEMPORARY_FAILURE")
+            except EslError as exc:
+                log.warning("esl.lost_channel_kill_failed", uuid=uuid, error=str(exc))
+                continue
+            if reply.ok:  # else it ended with the connection (FreeSWITCH restarted)
+                log.info("esl.lost_channel_killed", uuid=uuid)
+
     # -- orphans: cleanup at start, watchdog (esl/orphans.py says why) --------------------
 
     def _connected(self) -> None:
@@ -183,6 +198,7 @@ class EslSide:
             except EslError as exc:
                 # Not fatal: the predecessor's own watchdog still ends them within the bound.
                 log.warning("esl.orphans.cleanup_failed", error=str(exc))
+        self._kill_lost_channels()
         self._arm_watchdog()
         if self.inbound.state is ConnectionState.CONNECTED and not self._ready_reported:
             self._ready_reported = True
@@ -393,7 +409,9 @@ class EslSide:
         self.sink.channel_lost(uuid, cause)
 
     def _calls_lost(self, uuids: list[str]) -> None:
-        """The inbound connection dropped: the channels it tracked are gone for us."""
+        """The inbound connection dropped: the channels it tracked are gone for us (and
+        killed on reconnect, if FreeSWITCH still has them)."""
+        self._lost_channels.update(uuids)
         for uuid in uuids:
             self.sink.channel_lost(uuid, "NORMAL_TEMPORARY_FAILURE")
 

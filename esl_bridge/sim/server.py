@@ -34,7 +34,7 @@ import logging
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -463,6 +463,9 @@ class Simulator:
         self.all_channels: list[Channel] = []  # every channel ever created, for tests
         self.sessions: set[EslSession] = set()
         self.phone_calls: list[PhoneCall] = []
+        # Fault hook: maps a unicast's remote (the app's port) to where the simulated
+        # channel really sends its audio, e.g. a lossy relay in front of the app.
+        self.unicast_redirect: Callable[[tuple[str, int]], tuple[str, int]] | None = None
         self.events: list[FiredEvent] = []  # every event fired (bounded)
         self.crashed = False
         self.crash_reason: str | None = None
@@ -1613,6 +1616,8 @@ class Simulator:
             return
         local = (msg.get("local-ip", "127.0.0.1"), int(msg.get("local-port", "0") or 0))
         remote = (msg.get("remote-ip", "127.0.0.1"), int(msg.get("remote-port", "0") or 0))
+        if self.unicast_redirect is not None:
+            remote = self.unicast_redirect(remote)
         if ch.unicast is not None:
             ch.unicast.stop()
         stream = UnicastStream(
@@ -1849,6 +1854,23 @@ class Simulator:
         """Fault hook: every ESL TCP connection (inbound and outbound) is reset now."""
         for s in list(self.sessions):
             s.close(abort=True)
+
+    def drop_inbound_connections(self) -> int:
+        """Fault hook: only the inbound ESL connections are reset; channels stay up."""
+        dropped = [s for s in list(self.sessions) if not s.outbound]
+        for s in dropped:
+            s.close(abort=True)
+        return len(dropped)
+
+    def drop_outbound_socket(self, uuid: str) -> bool:
+        """Fault hook: the outbound socket of channel ``uuid`` is reset. As in FreeSWITCH
+        the socket application ends with it and the channel is hung up."""
+        for s in list(self.sessions):
+            if s.outbound and s.channel is not None and s.channel.uuid == uuid:
+                s.close(abort=True)
+                self._on_outbound_gone(s)
+                return True
+        return False
 
     def drop_next_command(self, count: int = 1) -> None:
         """Fault hook: the next `count` commands (any connection) get no reply; the

@@ -296,6 +296,12 @@ class SimulatorThread:
     def drop_all_connections(self) -> None:
         self.run_sync(self.sim.drop_all_connections)
 
+    def drop_inbound_connections(self) -> int:
+        return self.run_sync(self.sim.drop_inbound_connections)
+
+    def drop_outbound_socket(self, uuid: str) -> bool:
+        return self.run_sync(self.sim.drop_outbound_socket, uuid)
+
     def drop_next_command(self, count: int = 1) -> None:
         self.run_sync(self.sim.drop_next_command, count)
 

@@ -689,6 +689,11 @@ port = {socket_port}
 port = {web_port}
 [auth]
 open_mode = 1
+[media]
+# One port pair per call, and each pair rests 60 s (unicast_port_quarantine) after its
+# call: room for max_calls and for a minute of calls at the soak's pace.
+unicast_port_min = 30000
+unicast_port_max = 31999
 [limits]
 max_calls = 1000
 max_call_rate = 1000

@@ -167,18 +167,20 @@ def test_outbound_socket_dying_mid_call_ends_the_call_on_both_sides() -> None:
 # -- unicast audio through a lossy relay ----------------------------------------------------
 
 
-class LossyRelay(asyncio.DatagramProtocol):
-    """A UDP relay on loopback between the simulated channel and the gateway's endpoint.
+class LossyRelay:
+    """A UDP relay on loopback that takes the simulated channel's place in front of the
+    gateway's endpoint.
 
-    Every ``drop_every``-th datagram each way is lost and every ``swap_every``-th is held
-    back and sent after the next one (reordered). The channel sends here instead of to the
-    gateway; the gateway answers the address its audio came from, so both directions pass.
+    Its app side binds the FreeSWITCH port of the unicast pair (the gateway takes audio
+    only from there), its channel side a port of its own, where the simulated channel now
+    sends. Every ``drop_every``-th datagram each way is lost and every ``swap_every``-th is
+    held back and sent after the next one (reordered).
     """
 
     def __init__(self, drop_every: int = 10, swap_every: int = 7) -> None:
         self.drop_every = drop_every
         self.swap_every = swap_every
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sides: dict[str, asyncio.DatagramTransport] = {}  # way -> the socket it leaves by
         self.app: tuple[str, int] | None = None  # the gateway's endpoint
         self.channel: tuple[str, int] | None = None  # the simulated channel's socket
         self.seen = {"to_app": 0, "to_channel": 0}
@@ -189,19 +191,38 @@ class LossyRelay(asyncio.DatagramProtocol):
             "to_channel": None,
         }
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    async def take_place(
+        self, fs_local: tuple[str, int], app: tuple[str, int]
+    ) -> tuple[tuple[str, int], tuple[str, int]]:
+        """The sim's unicast_redirect hook: (where the channel binds, where it sends)."""
+        loop = asyncio.get_running_loop()
+        self.app = app
+        relay = self
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is None or self.app is None:
-            return
-        if addr == self.app:
-            if self.channel is None:
-                return
-            way, target = "to_channel", self.channel
-        else:
+        class Side(asyncio.DatagramProtocol):
+            def __init__(self, way: str) -> None:
+                self.way = way
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                relay.forward(self.way, data, addr)
+
+        app_side, _ = await loop.create_datagram_endpoint(
+            lambda: Side("to_channel"), local_addr=fs_local
+        )
+        channel_side, _ = await loop.create_datagram_endpoint(
+            lambda: Side("to_app"), local_addr=("127.0.0.1", 0)
+        )
+        self.sides = {"to_app": app_side, "to_channel": channel_side}
+        return ("127.0.0.1", 0), channel_side.get_extra_info("sockname")[:2]
+
+    def forward(self, way: str, data: bytes, addr: tuple[str, int]) -> None:
+        if way == "to_app":
             self.channel = addr
-            way, target = "to_app", self.app
+            target = self.app
+        else:
+            target = self.channel
+        if target is None or way not in self.sides:
+            return
         self.seen[way] += 1
         n = self.seen[way]
         if n % self.drop_every == 0:
@@ -211,11 +232,15 @@ class LossyRelay(asyncio.DatagramProtocol):
         if held is None and n % self.swap_every == 0:
             self._held[way] = (data, target)
             return
-        self.transport.sendto(data, target)
+        self.sides[way].sendto(data, target)
         if held is not None:
-            self.transport.sendto(*held)
+            self.sides[way].sendto(*held)
             self._held[way] = None
             self.swapped[way] += 1
+
+    def close(self) -> None:
+        for side in self.sides.values():
+            side.close()
 
 
 @loopback_only(timeout=200)
@@ -224,21 +249,7 @@ def test_lost_and_reordered_unicast_audio_keeps_the_call() -> None:
     audio keeps reaching the browser, and it ends cleanly when the browser hangs up."""
     with gateway_and_sim() as (gateway, sim):
         relay = LossyRelay()
-
-        async def start_relay() -> tuple[str, int]:
-            loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: relay, local_addr=("127.0.0.1", 0)
-            )
-            return transport.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
-
-        relay_address = sim.call_soon(start_relay())
-
-        def through_relay(app: tuple[str, int]) -> tuple[str, int]:
-            relay.app = app
-            return relay_address
-
-        sim.run_sync(setattr, sim.sim, "unicast_redirect", through_relay)
+        sim.run_sync(setattr, sim.sim, "unicast_redirect", relay.take_place)
 
         async def script(h: Harness) -> None:
             b, _, uuid = await rtc_call(h, "alice")
@@ -258,8 +269,7 @@ def test_lost_and_reordered_unicast_audio_keeps_the_call() -> None:
             await next_call_works(h, "alice2")
 
         in_browsers(gateway, sim, script)
-        if relay.transport is not None:
-            sim.run_sync(relay.transport.close)
+        sim.run_sync(relay.close)
 
 
 # -- the browser's WebSocket flaps ------------------------------------------------------------

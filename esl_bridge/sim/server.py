@@ -34,7 +34,7 @@ import logging
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,8 @@ from .extensions import Extension, default_extensions
 from .media import AudioSource, UnicastStream
 
 log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
 
 ALL_EVENT_NAMES = frozenset(
     {
@@ -463,9 +465,12 @@ class Simulator:
         self.all_channels: list[Channel] = []  # every channel ever created, for tests
         self.sessions: set[EslSession] = set()
         self.phone_calls: list[PhoneCall] = []
-        # Fault hook: maps a unicast's remote (the app's port) to where the simulated
-        # channel really sends its audio, e.g. a lossy relay in front of the app.
-        self.unicast_redirect: Callable[[tuple[str, int]], tuple[str, int]] | None = None
+        # Fault hook: given a unicast's (local, remote) addresses, the ones the simulated
+        # channel really binds and sends to, e.g. a lossy relay that takes the channel's
+        # place in front of the app (it binds `local`, the port the app expects audio from).
+        self.unicast_redirect: (
+            Callable[[Address, Address], Awaitable[tuple[Address, Address]]] | None
+        ) = None
         self.events: list[FiredEvent] = []  # every event fired (bounded)
         self.crashed = False
         self.crash_reason: str | None = None
@@ -1617,7 +1622,7 @@ class Simulator:
         local = (msg.get("local-ip", "127.0.0.1"), int(msg.get("local-port", "0") or 0))
         remote = (msg.get("remote-ip", "127.0.0.1"), int(msg.get("remote-port", "0") or 0))
         if self.unicast_redirect is not None:
-            remote = self.unicast_redirect(remote)
+            local, remote = await self.unicast_redirect(local, remote)
         if ch.unicast is not None:
             ch.unicast.stop()
         stream = UnicastStream(

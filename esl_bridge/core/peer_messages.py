@@ -30,6 +30,7 @@ from esl_bridge.core import peer_json
 from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
 
 __all__ = [
+    "CALL_STATE_VALUES",
     "CHANNEL_ID_MAX_BYTES",
     "COMMANDS",
     "DTMF_DIGITS",

@@ -233,12 +233,22 @@ def test_offers_that_cannot_be_answered_get_a_media_error_and_the_call_lives_on(
 
 @in_loop
 def test_call_state_is_answered_and_garbage_is_dropped() -> None:
-    controller, _switch, alice, _originate = _answered_web_call()
-    for text in ["hello", "[1]", '{"Cmd":"SwitchAudio"}', '{"Cmd":"EndCall","ChanId":7}']:
+    controller, switch, alice, _originate = _answered_web_call()
+    garbage = [
+        "hello",
+        "[1]",
+        '{"Cmd":"SwitchAudio"}',
+        '{"Cmd":"EndCall","ChanId":7}',
+        '{"Cmd":"EndCall","ChanId":"\\ud800"}',  # a lone surrogate, escaped
+        '{"Cmd":"EndCall","x":' + "[" * 40 + "]" * 40 + "}",  # too deep
+        '{"Cmd":"Dtmf","ChanId":"ch-1","Digits":["1"]}',
+    ]
+    for text in garbage:
         alice.say({"type": "message", "to": "1000", "text": text})
     _say_peer(alice, "1000", Cmd="CallState")
     assert alice.peer_cmds()[-1] == {"Cmd": "CallStateResult", "state": 2, "Mode": 1}
     assert len(controller.book) == 1  # the EndCall with a bad ChanId ended nothing
+    assert not [op for op in switch.ops if isinstance(op, SendDtmf)]
     _say_peer(alice, "1000", Cmd="EndCall", ChanId="ch-1")
     assert len(controller.book) == 1  # ENDING until FreeSWITCH confirms
     assert controller.book.call_state_of("alice") == 0

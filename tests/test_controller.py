@@ -188,3 +188,142 @@ def test_a_bug_while_taking_a_sip_call_still_hangs_the_caller_up() -> None:
     assert isinstance(hangup, c.Hangup)
     assert (hangup.uuid, hangup.cause) == ("u-2", "NORMAL_TEMPORARY_FAILURE")
 
+
+def _say_peer(browser: Browser, to: str, **body: Any) -> None:
+    browser.say({"type": "message", "to": to, "text": json.dumps(body)})
+
+
+@in_loop
+def test_browser_dtmf_is_read_from_digits_or_digit() -> None:
+    _unused, switch, alice, _originate = _answered_web_call()
+    _say_peer(alice, "1000", Cmd="Dtmf", ChanId="ch-1", Digit="5")
+    _say_peer(alice, "1000", Cmd="Dtmf", ChanId="ch-1", Digits="6")
+    _say_peer(alice, "1000", Cmd="Dtmf", ChanId="ch-1", Digits="7", Digit="8")  # disagree
+    _say_peer(alice, "1000", Cmd="Dtmf", ChanId="other", Digits="9")  # not this call
+    sent = [op.digits for op in switch.ops if isinstance(op, SendDtmf)]
+    assert sent == ["5", "6"]
+
+
+@in_loop
+def test_dtmf_from_the_phone_reaches_the_browser_as_digit_and_bad_digits_do_not() -> None:
+    controller, _switch, alice, originate = _answered_web_call()
+    controller.channel_event(originate.uuid, "DTMF", {"DTMF-Digit": "#"})
+    controller.channel_event(originate.uuid, "DTMF", {"DTMF-Digit": "x"})
+    controller.channel_event(originate.uuid, "DTMF", {"DTMF-Digit": ""})
+    dtmf = [m for m in alice.peer_cmds() if m["Cmd"] == "Dtmf"]
+    assert dtmf == [{"Cmd": "Dtmf", "ChanId": "ch-1", "Digit": "#"}]
+
+
+@in_loop
+def test_offers_that_cannot_be_answered_get_a_media_error_and_the_call_lives_on() -> None:
+    controller, _switch, alice, _originate = _answered_web_call()
+    _say_peer(alice, "1000", Cmd="Offer", ChanId="ch-1", Sdp=5)  # wrong type
+    _say_peer(alice, "1000", Cmd="Offer", ChanId="ch-1", Sdp="x" * (24 * 1024 + 1))
+    _say_peer(alice, "1000", Cmd="Offer", ChanId="ch-9", Sdp="v=0")  # no such call
+    _say_peer(alice, "1001", Cmd="Offer", ChanId="ch-1", Sdp="v=0")  # not its peer
+    errors = [m for m in alice.peer_cmds() if m["Cmd"] == "MediaError"]
+    assert errors == [
+        {"Cmd": "MediaError", "Reason": "bad_message"},
+        {"Cmd": "MediaError", "Reason": "bad_message"},
+        {"Cmd": "MediaError", "ChanId": "ch-9", "Reason": "no_such_call"},
+        {"Cmd": "MediaError", "ChanId": "ch-1", "Reason": "no_such_call"},
+    ]
+    assert len(controller.book) == 1
+
+
+@in_loop
+def test_call_state_is_answered_and_garbage_is_dropped() -> None:
+    controller, switch, alice, _originate = _answered_web_call()
+    garbage = [
+        "hello",
+        "[1]",
+        '{"Cmd":"SwitchAudio"}',
+        '{"Cmd":"EndCall","ChanId":7}',
+        '{"Cmd":"EndCall","ChanId":"\\ud800"}',  # a lone surrogate, escaped
+        '{"Cmd":"EndCall","x":' + "[" * 40 + "]" * 40 + "}",  # too deep
+        '{"Cmd":"Dtmf","ChanId":"ch-1","Digits":["1"]}',
+    ]
+    for text in garbage:
+        alice.say({"type": "message", "to": "1000", "text": text})
+    _say_peer(alice, "1000", Cmd="CallState")
+    assert alice.peer_cmds()[-1] == {"Cmd": "CallStateResult", "state": 2, "Mode": 1}
+    assert len(controller.book) == 1  # the EndCall with a bad ChanId ended nothing
+    assert not [op for op in switch.ops if isinstance(op, SendDtmf)]
+    _say_peer(alice, "1000", Cmd="EndCall", ChanId="ch-1")
+    assert len(controller.book) == 1  # ENDING until FreeSWITCH confirms
+    assert controller.book.call_state_of("alice") == 0
+
+
+def _inbox_invitation(browser: Browser) -> dict[str, Any]:
+    return [m for m in browser.inbox if m.get("type") == "invitation"][-1]
+
+
+def _web_calls(controller: CallController, hub: Hub, clock: FakeClock, n: int) -> None:
+    """``n`` RTC -> SIP calls, ended four different ways."""
+    alice = Browser(hub, clock, "alice")
+    for i in range(n):
+        clock.t += 10.0  # one call at a time, well under the hub's message rate
+        content = json.dumps({"ChanId": f"w-{i}"})
+        alice.say({"type": "invite", "callee": "1000", "ref": f"r{i}", "content": content})
+        call = controller.book.by_chan(f"w-{i}")
+        assert call is not None, (i, alice.inbox[-3:])
+        uuid = call.uuid
+        way = i % 4
+        if way == 0:  # the caller cancels: routed by its invitation id
+            alice.say({"type": "cancel", "ref": f"r{i}"})
+        elif way == 1:  # the phone is busy
+            controller.channel_event(uuid, "CHANNEL_HANGUP", {"Hangup-Cause": "USER_BUSY"})
+        else:  # answered, then one side hangs up
+            controller.channel_event(uuid, "CHANNEL_ANSWER", {"Answer-State": "answered"})
+            if way == 2:
+                _say_peer(alice, "1000", Cmd="EndCall", ChanId=f"w-{i}")
+        controller.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "X"})
+        assert controller.book.by_uuid(uuid) is None, way
+
+
+def _sip_calls(controller: CallController, hub: Hub, clock: FakeClock, n: int) -> None:
+    """``n`` SIP -> RTC calls: refused, accepted then hung up, or canceled by the phone."""
+    bob = Browser(hub, clock, "bob")
+    for i in range(n):
+        clock.t += 10.0
+        uuid = f"s-{i}"
+        controller.sip_call_arrived(_record(uuid, "bob"))
+        inv = _inbox_invitation(bob)["inv"]
+        way = i % 3
+        if way == 0:  # refused: routed by the gateway's invitation ref
+            bob.say({"type": "refuse", "inv": inv, "response": '{"Cmd":"Calling"}'})
+        elif way == 1:
+            bob.say({"type": "accept", "inv": inv, "response": "{}"})
+            controller.channel_event(uuid, "CHANNEL_ANSWER", {"Answer-State": "answered"})
+            controller.channel_event(uuid, "CHANNEL_HANGUP", {"Hangup-Cause": "NORMAL_CLEARING"})
+        controller.channel_event(uuid, "CHANNEL_HANGUP_COMPLETE", {"Hangup-Cause": "X"})
+        assert controller.book.by_uuid(uuid) is None, way
+
+
+@in_loop
+def test_invitation_states_reach_their_call_through_the_indexes() -> None:
+    controller, hub, switch, clock = _controller()
+    bob = Browser(hub, clock, "bob")
+    controller.sip_call_arrived(_record("s-1", "bob"))
+    assert controller.links_held() == {"links": 1, "by_inv": 0, "by_ref": 1}
+    bob.say(
+        {"type": "refuse", "inv": _inbox_invitation(bob)["inv"], "response": '{"Cmd":"Calling"}'}
+    )
+    assert [op.cause for op in switch.ops if isinstance(op, c.Hangup)] == ["USER_BUSY"]
+
+    alice = Browser(hub, clock, "alice")
+    alice.say({"type": "invite", "callee": "1001", "ref": "r1", "content": "{}"})
+    assert controller.links_held()["by_inv"] == 1
+    alice.say({"type": "cancel", "ref": "r1"})
+    [_busy, cancel] = [op for op in switch.ops if isinstance(op, c.Hangup)]
+    assert cancel.cause == "ORIGINATOR_CANCEL"
+
+
+@in_loop
+def test_after_many_calls_the_link_tables_are_empty() -> None:
+    controller, hub, _switch, clock = _controller()
+    _web_calls(controller, hub, clock, 40)
+    _sip_calls(controller, hub, clock, 30)
+    assert len(controller.book) == 0
+    assert controller.links_held() == {"links": 0, "by_inv": 0, "by_ref": 0}
+    assert controller.ended_total and sum(controller.ended_total.values()) == 70

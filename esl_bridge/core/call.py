@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from esl_bridge.core import peer_json
+from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.unicast_gate import GateAction, GateInput, SendUnicast, UnicastGate
 
 # ---------------------------------------------------------------------------------------
@@ -314,22 +314,16 @@ def sip_failure_reason(cause: str) -> str:
 
 def refusal(reason: str, cause: str | None = None) -> str:
     """The JSON refusal a web caller receives (never a bare word, unlike SRProxy)."""
-    body: dict[str, Any] = {"Cmd": "Refused", "Reason": reason}
-    if cause:
-        body["Cause"] = cause
-    return json.dumps(body, separators=(",", ":"))
+    return pm.serialise(pm.Refused(reason=reason, cause=cause or None))
 
 
-BUSY_REFUSAL = json.dumps({"Cmd": "Calling", "Reason": "calling"}, separators=(",", ":"))
-END_CALL = json.dumps({"Cmd": "EndCall"}, separators=(",", ":"))
+BUSY_REFUSAL = pm.serialise(pm.Calling())
+END_CALL = pm.serialise(pm.EndCall())
 
 
 def sip_state_message(state: str, cause: str | None = None) -> str:
     """A peer message telling the web caller what the SIP side does (ringing...)."""
-    body: dict[str, Any] = {"Cmd": "SipState", "State": state}
-    if cause:
-        body["Cause"] = cause
-    return json.dumps(body, separators=(",", ":"))
+    return pm.serialise(pm.SipState(state=state, cause=cause or None))
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,6 +416,18 @@ class Call:
     def is_over(self) -> bool:
         return self.state is State.ENDED
 
+    @property
+    def peer_uid(self) -> str:
+        """The gateway-served uid the web user talks to in this call: the number it
+        invited (RTC -> SIP), or ``gateway_uid``, which invited it (SIP -> RTC)."""
+        if self.direction is Direction.RTC_TO_SIP:
+            return self.number
+        return self.settings.gateway_uid
+
+    def tell_web(self, text: str) -> SendPeerMessage:
+        """A peer message to the web user, from ``peer_uid``."""
+        return SendPeerMessage(self.call_id, sender=self.peer_uid, to=self.web_uid, text=text)
+
     # -- shared pieces ----------------------------------------------------------------
 
     def _start_unicast(self, gate_actions: list[GateAction]) -> list[Action]:
@@ -510,19 +516,16 @@ class RtcToSipCall(Call):
         )
         return call, [Originate(call_id, uuid, destination, dict(variables))]
 
-    def _tell_caller(self, text: str) -> SendPeerMessage:
-        return SendPeerMessage(self.call_id, sender=self.number, to=self.web_uid, text=text)
-
     def _refuse(self, reason: str, cause: str) -> RefuseInvitation:
         return RefuseInvitation(self.call_id, self.web_uid, self.number, refusal(reason, cause))
 
     def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
         self.state = State.RINGING
-        return [self._tell_caller(sip_state_message("ringing"))]
+        return [self.tell_web(sip_state_message("ringing"))]
 
     def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
         self.state = State.EARLY_MEDIA
-        return [self._tell_caller(sip_state_message("early_media"))]
+        return [self.tell_web(sip_state_message("early_media"))]
 
     def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
         # Accepted only now that the SIP side answered (SRProxy accepted at once).
@@ -562,7 +565,7 @@ class RtcToSipCall(Call):
 
     def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
         self.channel_alive = False
-        return self._finish(now, "sip_hangup", event.cause, [self._tell_caller(END_CALL)])
+        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
 
     def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
         return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
@@ -571,17 +574,17 @@ class RtcToSipCall(Call):
         return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
 
     def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._tell_caller(END_CALL)])
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
 
     def on_shutdown_before_answer(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._refuse(UNREACHABLE, "")])
 
     def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
-        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_caller(END_CALL)])
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
 
     def _tell_web_end(self) -> list[Action]:
         if self.state is State.CONNECTED:
-            return [self._tell_caller(END_CALL)]
+            return [self.tell_web(END_CALL)]
         return [self._refuse(UNREACHABLE, "")]
 
 
@@ -700,13 +703,9 @@ class SipToRtcCall(Call):
         cancel = CancelInvitation(self.call_id, self.web_uid)
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [cancel])
 
-    def _tell_callee(self, text: str) -> SendPeerMessage:
-        sender = self.settings.gateway_uid
-        return SendPeerMessage(self.call_id, sender=sender, to=self.web_uid, text=text)
-
     def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
         self.channel_alive = False
-        return self._finish(now, "sip_hangup", event.cause, [self._tell_callee(END_CALL)])
+        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
 
     def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
         return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
@@ -715,23 +714,22 @@ class SipToRtcCall(Call):
         return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
 
     def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._tell_callee(END_CALL)])
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
 
     def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
-        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._tell_callee(END_CALL)])
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
 
     def _tell_web_end(self) -> list[Action]:
         if self.state is State.RINGING:
             return [CancelInvitation(self.call_id, self.web_uid)]
-        return [self._tell_callee(END_CALL)]
+        return [self.tell_web(END_CALL)]
 
 
 def _is_busy_response(response: str) -> bool:
     try:
-        body = peer_json.loads(response)
-    except ValueError:
+        return isinstance(pm.parse(response), pm.Calling)
+    except pm.PeerMessageError:
         return False
-    return isinstance(body, dict) and body.get("Cmd") == "Calling"
 
 
 def _sip_to_rtc_table() -> dict[tuple[State, type[Event]], Handler]:

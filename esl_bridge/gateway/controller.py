@@ -6,9 +6,15 @@
 * the media legs (aiortc + unicast), one per call, keyed by ChanId.
 
 Every input becomes a call event for ``CallBook``; every action it returns is carried out
-here. Peer messages between a web user and the gateway uid of its call, all JSON with a
-``Cmd``: EndCall, CallState -> CallStateResult, Offer -> Answer / MediaError (SDP of the
-call's ChanId, non-trickle), Dtmf (both ways), SipState (ringing, early media).
+here. Peer messages between a web user and the gateway uid of its call (``Call.peer_uid``)
+are the ``core/peer_messages.py`` dataclasses: EndCall, CallState -> CallStateResult,
+Offer -> Answer / MediaError (SDP of the call's ChanId, non-trickle), Dtmf (both ways),
+SipState (ringing, early media).
+
+What ties a call to the hub and the media side (its invitation ids, media leg, channel
+variables) is kept per call id in ``_links``, with the invitation ids indexed in
+``_by_inv`` / ``_by_ref``; all three are filled only for calls the book holds and
+emptied together when the call ends (``_forget``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Protocol
 from esl_bridge.config import Settings
 from esl_bridge.core import call as c
 from esl_bridge.core import peer_json
+from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.unicast_gate import GateInput, classify_event
@@ -41,9 +48,6 @@ from esl_bridge.numbers import NumberPool
 from esl_bridge.signaling.hub import Hub, ParticipantHandle
 
 log = get_logger("gateway.calls")
-
-_MAX_DTMF_DIGITS = 32
-_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 
 
 class ChannelPort(Protocol):
@@ -104,7 +108,9 @@ class CallController:
         self.ports = self._port_allocator()
         self.media_counters = MediaCounters()  # shared by every call's unicast endpoint
         self.handle: ParticipantHandle = hub.register_participant(self.appid, self)
-        self._links: dict[str, _CallLinks] = {}
+        self._links: dict[str, _CallLinks] = {}  # call id -> links, live calls only
+        self._by_inv: dict[str, str] = {}  # web caller's invitation id -> call id
+        self._by_ref: dict[str, str] = {}  # the gateway's invitation ref -> call id
         self._watched: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -203,8 +209,7 @@ class CallController:
         call = self.book.by_uuid(uuid)
         if call is None:
             return
-        links = self._links.setdefault(call.call_id, _CallLinks())
-        links.headers.update(headers)
+        self._links_of(call.call_id).headers.update(headers)
         events: list[c.Event] = []
         if name == "CHANNEL_PROGRESS":
             events.append(c.ChannelRinging())
@@ -280,7 +285,7 @@ class CallController:
         )
         call = self.book.by_uuid(record.uuid)
         if call is not None:
-            self._links.setdefault(call.call_id, _CallLinks()).headers.update(record.headers)
+            self._links_of(call.call_id).headers.update(record.headers)
         self._run(actions)
 
     # -- inputs from the hub (Participant) ------------------------------------------------
@@ -314,7 +319,8 @@ class CallController:
         actions = self.book.invitation_to_number(caller, number, content, now)
         created = next((a for a in actions if isinstance(a, c.Originate)), None)
         if created is not None:
-            self._links.setdefault(created.call_id, _CallLinks()).inv = inv
+            self._links_of(created.call_id).inv = inv
+            self._by_inv[inv] = created.call_id
             self.handle.ack(number, inv, now)  # RECEIVED_BY_REMOTE
             self._watch(caller)
         else:
@@ -327,14 +333,9 @@ class CallController:
             return
         self._run(actions)
 
-    def _call_for_inv(self, inv: str) -> c.Call | None:
-        for call_id, links in self._links.items():
-            if links.inv == inv or links.ref == inv:
-                return self.book.get(call_id)
-        return None
-
     def _remote_state(self, message: dict[str, Any]) -> None:
-        call = self._call_for_inv(str(message.get("inv", "")))
+        """A web caller's invitation to a number changed state (canceled, failed)."""
+        call = self.book.get(self._by_inv.get(str(message.get("inv", "")), ""))
         if call is None:
             return
         state = message.get("state")
@@ -344,10 +345,8 @@ class CallController:
             self.event(call.call_id, c.WebUserGone())
 
     def _local_state(self, message: dict[str, Any]) -> None:
-        ref = str(message.get("ref", ""))
-        call = next(
-            (self.book.get(i) for i, links in self._links.items() if links.ref == ref), None
-        )
+        """The gateway's own invitation to a web user changed state (accepted...)."""
+        call = self.book.get(self._by_ref.get(str(message.get("ref", "")), ""))
         if call is None:
             return
         state = message.get("state")
@@ -368,69 +367,67 @@ class CallController:
 
     def _peer_message(self, to: str, sender: str, text: str) -> None:
         try:
-            body = peer_json.loads(text)
-        except ValueError:
+            msg = pm.parse(text)
+        except pm.NotACommand:
+            return  # free text (or garbage): not for the gateway
+        except pm.UnknownCommand:
+            log.debug("peer_message_unknown", uid=to, sender=sender)
             return
-        if not isinstance(body, dict):
+        except pm.PeerMessageError as exc:
+            log.info("peer_message_rejected", uid=to, sender=sender, cmd=exc.cmd, error=str(exc))
+            if exc.cmd == pm.Offer.CMD:
+                # The browser waits for an answer to its offer: tell it there is none.
+                self._media_error(to, sender, None, "bad_message")
             return
-        command = body.get("Cmd")
         now = self.clock()
-        if command == "CallState":
-            result = {"Cmd": "CallStateResult", "state": self.book.call_state_of(sender), "Mode": 1}
-            self.handle.send_message(to, sender, json.dumps(result, separators=(",", ":")), now)
+        if isinstance(msg, pm.CallState):
+            result = pm.CallStateResult(state=self.book.call_state_of(sender), mode=1)
+            self.handle.send_message(to, sender, pm.serialise(result), now)
             return
-        call = self._call_between(sender, to, body.get("ChanId"))
+        call = self._call_between(sender, to, msg.chan_id)
         if call is None:
-            if command == "Offer":
-                self._media_error(to, sender, body.get("ChanId"), "no_such_call")
+            if isinstance(msg, pm.Offer):
+                self._media_error(to, sender, msg.chan_id, "no_such_call")
             return
-        if command == "EndCall":
+        if isinstance(msg, pm.EndCall):
             self.event(call.call_id, c.PeerEndCall())
-        elif command == "Offer":
-            self._spawn(self._answer_offer(call, to, sender, str(body.get("Sdp") or "")))
-        elif command == "Dtmf":
-            digits = str(body.get("Digits") or "")
-            if digits and len(digits) <= _MAX_DTMF_DIGITS and set(digits) <= _DTMF_DIGITS:
-                self.channels.operate(SendDtmf(call.call_id, call.uuid, digits))
+        elif isinstance(msg, pm.Offer):
+            self._spawn(self._answer_offer(call, sender, msg.sdp))
+        elif isinstance(msg, pm.Dtmf):
+            self.channels.operate(SendDtmf(call.call_id, call.uuid, msg.digits))
 
-    def _call_between(self, web_uid: str, gateway_side: str, chan_id: Any) -> c.Call | None:
+    def _call_between(self, web_uid: str, peer_uid: str, chan_id: str | None) -> c.Call | None:
+        """The live call of ``web_uid`` with ``peer_uid`` (and that ChanId, when given)."""
         for call in self.book.calls_of(web_uid):
             if chan_id and call.chan_id != chan_id:
                 continue
-            if self._gateway_side(call) == gateway_side:
+            if call.peer_uid == peer_uid:
                 return call
         return None
 
-    def _gateway_side(self, call: c.Call) -> str:
-        """The uid the web user talks to for this call."""
-        if call.direction is c.Direction.RTC_TO_SIP:
-            return call.number
-        return self.gateway_uid
-
     # -- media ----------------------------------------------------------------------------
 
-    async def _answer_offer(self, call: c.Call, me: str, web_uid: str, sdp: str) -> None:
+    async def _answer_offer(self, call: c.Call, web_uid: str, sdp: str) -> None:
         links = self._links.get(call.call_id)
         if links is None or links.leg is None or not sdp:
-            self._media_error(me, web_uid, call.chan_id, "not_ready")
+            self._media_error(call.peer_uid, web_uid, call.chan_id, "not_ready")
             return
         try:
-            answer = await links.leg.handle_offer(sdp)
+            answer = pm.Answer(chan_id=call.chan_id, sdp=await links.leg.handle_offer(sdp))
         except Exception as exc:
             log.warning("offer_failed", call_id=call.call_id, error=str(exc))
-            self._media_error(me, web_uid, call.chan_id, "bad_offer")
+            self._media_error(call.peer_uid, web_uid, call.chan_id, "bad_offer")
             self.event(call.call_id, c.MediaFailed("bad_offer"))
             return
-        text = json.dumps({"Cmd": "Answer", "ChanId": call.chan_id, "Sdp": answer})
-        self.handle.send_message(me, web_uid, text, self.clock())
+        self.handle.send_message(call.peer_uid, web_uid, pm.serialise(answer), self.clock())
         self._kick_hub()
 
-    def _media_error(self, me: str, web_uid: str, chan_id: Any, reason: str) -> None:
-        text = json.dumps({"Cmd": "MediaError", "ChanId": chan_id, "Reason": reason})
+    def _media_error(self, me: str, web_uid: str, chan_id: str | None, reason: str) -> None:
+        text = pm.serialise(pm.MediaError(chan_id=chan_id, reason=reason))
         self.handle.send_message(me, web_uid, text, self.clock())
 
     def _open_media(self, call: c.Call) -> None:
-        links = self._links.setdefault(call.call_id, _CallLinks())
+        links = self._links_of(call.call_id)
         if links.leg is not None:
             return
         call_id = call.call_id
@@ -486,10 +483,12 @@ class CallController:
         await leg.close()
 
     def _dtmf_to_web(self, call: c.Call, digit: str) -> None:
-        if not digit:
+        try:
+            msg = pm.Dtmf(chan_id=call.chan_id, digits=digit)
+        except pm.PeerMessageError as exc:
+            log.warning("dtmf_dropped", call_id=call.call_id, error=str(exc))
             return
-        text = json.dumps({"Cmd": "Dtmf", "ChanId": call.chan_id, "Digit": digit})
-        self.handle.send_message(self._gateway_side(call), call.web_uid, text, self.clock())
+        self.handle.send_message(call.peer_uid, call.web_uid, pm.serialise(msg), self.clock())
 
     # -- events and actions ----------------------------------------------------------------
 
@@ -529,17 +528,17 @@ class CallController:
         elif isinstance(action, c.SendInvitation):
             self._send_invitation(action, now)
         elif isinstance(action, c.CancelInvitation):
-            ref = self._links.get(action.call_id, _CallLinks()).ref
-            if ref:
-                self.handle.cancel(self.gateway_uid, ref, now)
+            links = self._links.get(action.call_id)
+            if links is not None and links.ref:
+                self.handle.cancel(self.gateway_uid, links.ref, now)
         elif isinstance(action, c.AcceptInvitation):
-            inv = self._links.get(action.call_id, _CallLinks()).inv
-            if inv:
-                self.handle.accept(action.number, inv, now, action.response)
+            links = self._links.get(action.call_id)
+            if links is not None and links.inv:
+                self.handle.accept(action.number, links.inv, now, action.response)
         elif isinstance(action, c.RefuseInvitation):
-            inv = self._links.get(action.call_id, _CallLinks()).inv
-            if inv:
-                self.handle.refuse(action.number, inv, now, action.response)
+            links = self._links.get(action.call_id)
+            if links is not None and links.inv:
+                self.handle.refuse(action.number, links.inv, now, action.response)
         elif isinstance(action, c.SendPeerMessage):
             self.handle.send_message(action.sender, action.to, action.text, now)
         elif isinstance(action, c.OpenMedia):
@@ -564,14 +563,37 @@ class CallController:
             self.gateway_uid, action.callee, now, content=action.content, channel_id=chan_id
         )
         if reply.get("type") == "ok":
-            self._links.setdefault(action.call_id, _CallLinks()).ref = str(reply.get("ref"))
+            ref = str(reply.get("ref"))
+            self._links_of(action.call_id).ref = ref
+            self._by_ref[ref] = action.call_id
             self._watch(action.callee)
         else:
             log.warning("invite_failed", call_id=action.call_id, reply=reply)
             self.event(action.call_id, c.InvitationFailed("PEER_OFFLINE"))
 
+    def _links_of(self, call_id: str) -> _CallLinks:
+        """The links of a call the book holds (created on first use)."""
+        links = self._links.get(call_id)
+        if links is None:
+            links = self._links[call_id] = _CallLinks()
+        return links
+
+    def _forget(self, call_id: str) -> _CallLinks | None:
+        """Drop a call's links and its invitation ids from the indexes, together."""
+        links = self._links.pop(call_id, None)
+        if links is not None:
+            if links.inv is not None:
+                self._by_inv.pop(links.inv, None)
+            if links.ref is not None:
+                self._by_ref.pop(links.ref, None)
+        return links
+
+    def links_held(self) -> dict[str, int]:
+        """How many entries the per-call link tables hold (0 each when no call is live)."""
+        return {"links": len(self._links), "by_inv": len(self._by_inv), "by_ref": len(self._by_ref)}
+
     def _ended(self, action: c.CallEnded) -> None:
-        links = self._links.pop(action.call_id, None)
+        links = self._forget(action.call_id)
         if links is not None and links.leg is not None:
             self._spawn(self._close_leg(action.call_id, links.leg))
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1

@@ -1,5 +1,5 @@
 """How long ``esl-bridge run`` takes to exit on SIGTERM, and how much of it comes after
-``gateway_stopped`` is logged (the product's code is done then; what follows is the
+``gateway.stopped`` is logged (the product's code is done then; what follows is the
 interpreter's exit: threads it joins, atexit handlers, finalizers).
 
 Each run starts ``python -m esl_bridge run`` against a simulated FreeSWITCH (in this
@@ -133,7 +133,7 @@ def one_run(sim: SimulatorThread, socket_port: int, calls: int, tmp: Path) -> Ru
         child.wait(60)
         exited = time.monotonic()
         lines.join()
-        stopped = lines.wait("gateway_stopped", 1)
+        stopped = lines.wait("gateway.stopped", 1)
     finally:
         if child.poll() is None:
             child.kill()

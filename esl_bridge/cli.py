@@ -178,7 +178,7 @@ def exit_now(code: int) -> NoReturn:
     """The gateway has stopped: end the process at once, logs flushed.
 
     By now every call, socket, peer connection and the asyncio thread are closed
-    (``gateway_stopped`` is logged after them). What the interpreter would still do is
+    (``gateway.stopped`` is logged after them). What the interpreter would still do is
     tear down every module and object of aiortc, PyAV, numpy and gevent: 0.3-0.5 s on an
     idle machine and seconds on a loaded one, after the log said the gateway stopped.
     So the process exits without it. A thread that would have held the exit is named.
@@ -191,9 +191,9 @@ def exit_now(code: int) -> NoReturn:
     )
     log = get_logger("cli")
     if lingering:
-        log.warning("process_exit", code=code, lingering_threads=lingering)
+        log.warning("process.exit", code=code, lingering_threads=lingering)
     else:
-        log.info("process_exit", code=code)
+        log.info("process.exit", code=code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

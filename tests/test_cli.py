@@ -255,7 +255,7 @@ def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
     finally:
         code, err = _stop(process)
     assert code == 0, err
-    assert "gateway_stopped" in err
+    assert "gateway.stopped" in err
 
 
 def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> None:

@@ -262,7 +262,7 @@ def test_a_restarted_gateway_ends_its_predecessors_leftovers_only(tmp_path: Path
             assert not sim.get_channel(foreign).hung_up  # type: ignore[union-attr]
             ended = second.log_events("esl.orphans.channel_ended")
             assert [e["uuid"] for e in ended] == [leftover.uuid]
-            [started] = second.log_events("gateway_started")
+            [started] = second.log_events("gateway.started")
         finally:
             second.stop()
         # A clean stop leaves no task of its own on the switch (the killed one's stays, and

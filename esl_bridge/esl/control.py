@@ -38,7 +38,6 @@ import gevent.lock
 import gevent.queue
 import gevent.server
 import gevent.socket
-import structlog
 
 from esl_bridge.core.unicast_gate import GateInput, UnicastGate, classify_channel, classify_event
 from esl_bridge.esl import commands as cmd
@@ -56,7 +55,7 @@ from esl_bridge.esl.protocol import (
     RudeRejection,
     decode,
 )
-from esl_bridge.logs import bounded
+from esl_bridge.logs import bounded, get_logger
 
 __all__ = [
     "DEFAULT_INBOUND_EVENTS",
@@ -73,7 +72,7 @@ __all__ = [
     "UnicastNotSafe",
 ]
 
-log = structlog.get_logger("esl_bridge.esl")
+log = get_logger("esl")
 
 # Only what the call logic uses (docs/architecture.rst): job results, progress/early media, answer,
 # hangup and DTMF. CHANNEL_CREATE/PARK are not needed.

@@ -125,7 +125,7 @@ class CallController:
         # Shown online only while FreeSWITCH is reachable (esl_state below).
         self.handle.register(served, self.clock(), present=False)
         self._timer = asyncio.create_task(self._timers(), name="call-timers")
-        log.info("calls_ready", numbers=len(self.pool), gateway_uid=self.gateway_uid)
+        log.info("calls.ready", numbers=len(self.pool), gateway_uid=self.gateway_uid)
 
     async def stop(self, drain: float = 5.0) -> None:
         """End every call, wait up to ``drain`` seconds for them to end, close media."""
@@ -158,7 +158,7 @@ class CallController:
                 self._run(self.book.poll(self.clock()))
                 self._check_media_timeouts()
             except Exception:  # keep the timers alive whatever a bug does
-                log.exception("call_timers_failed")
+                log.exception("calls.timers_failed")
 
     def _port_allocator(self) -> PortAllocator:
         """Unicast port pairs: random within the range, quarantined after use, and probed
@@ -167,7 +167,9 @@ class CallController:
         fs_host = self.leg_config.fs_unicast_host or self.leg_config.unicast_host
         probe = bind_probe(self.leg_config.unicast_host, fs_host)
         if probe is None:
-            log.warning("unicast_probe_off", fs_host=fs_host, reason="not an address of this host")
+            log.warning(
+                "media.unicast_probe_off", fs_host=fs_host, reason="not an address of this host"
+            )
         return PortAllocator(
             media.unicast_port_min,
             media.unicast_port_max,
@@ -189,7 +191,7 @@ class CallController:
                 # there ("Failure creating unicast connection" is only in its log).
                 pair = endpoint.pair
                 log.warning(
-                    "unicast_not_started",
+                    "media.unicast_not_started",
                     call_id=call.call_id,
                     uuid=call.uuid,
                     fs_port=None if pair is None else pair.fs_port,
@@ -262,7 +264,7 @@ class CallController:
         try:
             self._sip_call_arrived(record)
         except Exception:
-            log.exception("sip_call_failed", uuid=record.uuid)
+            log.exception("calls.sip_call_failed", uuid=record.uuid)
             self.channels.operate(c.Hangup("", record.uuid, "NORMAL_TEMPORARY_FAILURE"))
 
     def _sip_call_arrived(self, record: Any) -> None:
@@ -270,7 +272,7 @@ class CallController:
         online = bool(callee) and self.handle.hub.is_online(self.appid, callee)
         with bound_contextvars(uuid=record.uuid, uid=callee or ""):
             log.info(
-                "sip_call_arrived",
+                "calls.sip_call_arrived",
                 caller=record.caller_number,
                 callee=callee,
                 online=online,
@@ -304,7 +306,7 @@ class CallController:
             elif kind == "peer_status":
                 self._peer_status(message.get("peers") or {})
         except Exception:  # a bug here must not break the hub's delivery loop
-            log.exception("hub_event_failed", type=kind, uid=uid)
+            log.exception("calls.hub_event_failed", type=kind, uid=uid)
 
     def _invitation(self, number: str, message: dict[str, Any]) -> None:
         inv = str(message["inv"])
@@ -327,7 +329,10 @@ class CallController:
             for action in actions:
                 if isinstance(action, c.RefuseInvitation):
                     log.info(
-                        "invitation_refused", caller=caller, number=number, response=action.response
+                        "calls.invitation_refused",
+                        caller=caller,
+                        number=number,
+                        response=action.response,
                     )
                     self.handle.refuse(number, inv, now, action.response)
             return
@@ -371,10 +376,12 @@ class CallController:
         except pm.NotACommand:
             return  # free text (or garbage): not for the gateway
         except pm.UnknownCommand:
-            log.debug("peer_message_unknown", uid=to, sender=sender)
+            log.debug("calls.peer_message_unknown", uid=to, sender=sender)
             return
         except pm.PeerMessageError as exc:
-            log.info("peer_message_rejected", uid=to, sender=sender, cmd=exc.cmd, error=str(exc))
+            log.info(
+                "calls.peer_message_rejected", uid=to, sender=sender, cmd=exc.cmd, error=str(exc)
+            )
             if exc.cmd == pm.Offer.CMD:
                 # The browser waits for an answer to its offer: tell it there is none.
                 self._media_error(to, sender, None, "bad_message")
@@ -415,7 +422,7 @@ class CallController:
         try:
             answer = pm.Answer(chan_id=call.chan_id, sdp=await links.leg.handle_offer(sdp))
         except Exception as exc:
-            log.warning("offer_failed", call_id=call.call_id, error=str(exc))
+            log.warning("media.offer_failed", call_id=call.call_id, error=str(exc))
             self._media_error(call.peer_uid, web_uid, call.chan_id, "bad_offer")
             self.event(call.call_id, c.MediaFailed("bad_offer"))
             return
@@ -456,7 +463,7 @@ class CallController:
                 ChannelFormat.from_channel(links.headers)
             )
         except Exception as exc:
-            log.warning("unicast_setup_failed", call_id=call_id, error=str(exc))
+            log.warning("media.unicast_setup_failed", call_id=call_id, error=str(exc))
             self.event(call_id, c.GatewayError("unicast setup failed"))
             return
         self.channels.operate(Unicast(call_id, uuid, params))
@@ -470,7 +477,7 @@ class CallController:
             stats = await leg.stats()
             unicast = stats.unicast
             log.info(
-                "media_stats",
+                "media.stats",
                 call_id=call_id,
                 codec=stats.codec,
                 connection=stats.connection_state,
@@ -479,14 +486,14 @@ class CallController:
                 unicast=None if unicast is None else vars(unicast),
             )
         except Exception as exc:  # figures are a nicety; closing is not
-            log.warning("media_stats_failed", call_id=call_id, error=str(exc))
+            log.warning("media.stats_failed", call_id=call_id, error=str(exc))
         await leg.close()
 
     def _dtmf_to_web(self, call: c.Call, digit: str) -> None:
         try:
             msg = pm.Dtmf(chan_id=call.chan_id, digits=digit)
         except pm.PeerMessageError as exc:
-            log.warning("dtmf_dropped", call_id=call.call_id, error=str(exc))
+            log.warning("calls.dtmf_dropped", call_id=call.call_id, error=str(exc))
             return
         self.handle.send_message(call.peer_uid, call.web_uid, pm.serialise(msg), self.clock())
 
@@ -500,7 +507,9 @@ class CallController:
             try:
                 self._apply(action)
             except Exception:
-                log.exception("action_failed", call_id=action.call_id, action=type(action).__name__)
+                log.exception(
+                    "calls.action_failed", call_id=action.call_id, action=type(action).__name__
+                )
         if actions:
             self._kick_hub()
             self._wake.set()
@@ -510,7 +519,7 @@ class CallController:
         call = self.book.get(action.call_id)
         if isinstance(action, c.Originate):
             log.info(
-                "originate",
+                "calls.originate",
                 call_id=action.call_id,
                 uuid=action.uuid,
                 destination=action.destination,
@@ -521,7 +530,7 @@ class CallController:
         ):
             self.channels.operate(action)
         elif isinstance(action, c.Hangup):
-            log.info("hangup", call_id=action.call_id, uuid=action.uuid, cause=action.cause)
+            log.info("calls.hangup", call_id=action.call_id, uuid=action.uuid, cause=action.cause)
             self.channels.operate(action)
         elif isinstance(action, c.StartUnicast):
             self._spawn(self._start_unicast(action.call_id, action.uuid))
@@ -553,7 +562,10 @@ class CallController:
             self._ended(action)
         elif isinstance(action, c.Ignored):
             log.debug(
-                "event_ignored", call_id=action.call_id, state=action.state, ignored=action.event
+                "calls.event_ignored",
+                call_id=action.call_id,
+                state=action.state,
+                ignored=action.event,
             )
 
     def _send_invitation(self, action: c.SendInvitation, now: float) -> None:
@@ -568,7 +580,7 @@ class CallController:
             self._by_ref[ref] = action.call_id
             self._watch(action.callee)
         else:
-            log.warning("invite_failed", call_id=action.call_id, reply=reply)
+            log.warning("calls.invite_failed", call_id=action.call_id, reply=reply)
             self.event(action.call_id, c.InvitationFailed("PEER_OFFLINE"))
 
     def _links_of(self, call_id: str) -> _CallLinks:
@@ -598,7 +610,7 @@ class CallController:
             self._spawn(self._close_leg(action.call_id, links.leg))
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
         log.info(
-            "call_ended",
+            "calls.ended",
             call_id=action.call_id,
             reason=action.reason,
             cause=action.cause,

@@ -75,8 +75,10 @@ class Unicast:
 # What the call logic may ask of a channel: the call core's channel actions, plus the two
 # that the gateway adds (unicast needs the media leg's ports, DTMF comes from a peer message).
 ChannelOp = (
-    c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup
-) | SendDtmf | Unicast
+    (c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup)
+    | SendDtmf
+    | Unicast
+)
 
 
 class EventSink(Protocol):
@@ -305,7 +307,7 @@ class EslSide:
             )
             result = self.inbound.originate(arg, timeout=self.originate_timeout + 10)
         except (EslError, ValueError) as exc:
-            log.warning("originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
+            log.warning("esl.originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
             self.inbound.untrack_call(uuid)
             self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
             return
@@ -334,7 +336,7 @@ class EslSide:
                     # The channel or its connection is gone: its hangup reaches the call
                     # anyway (event, socket end or lost-calls report); not a call failure.
                     log.info(
-                        "channel_operation_moot",
+                        "esl.channel_operation_moot",
                         call_id=op.call_id,
                         uuid=uuid,
                         operation=type(op).__name__,
@@ -342,7 +344,7 @@ class EslSide:
                     )
                 except (EslError, ValueError) as exc:
                     log.warning(
-                        "channel_operation_failed",
+                        "esl.channel_operation_failed",
                         call_id=op.call_id,
                         uuid=uuid,
                         operation=type(op).__name__,
@@ -448,7 +450,7 @@ class EslSide:
                 self._claim(session)
                 taken = self.sink.sip_call(session.channel)
             except EslError as exc:
-                log.error("sip_call_not_claimed", uuid=uuid, error=bounded(str(exc)))
+                log.error("esl.sip_call_not_claimed", uuid=uuid, error=bounded(str(exc)))
                 taken = False
             if not taken:
                 session.hangup("NORMAL_TEMPORARY_FAILURE")

@@ -136,7 +136,7 @@ class Gateway:
         sink.controller = self.controller
         self.socket_address = self.esl.start()
         log.info(
-            "gateway_started",
+            "gateway.started",
             web="{}:{}".format(*self.web_address) if self.web_address else None,
             socket="{}:{}".format(*self.socket_address),
             esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
@@ -187,18 +187,18 @@ class Gateway:
         if self._stopping:
             return
         self._stopping = True
-        log.info("gateway_stopping", drain_seconds=drain)
+        log.info("gateway.stopping", drain_seconds=drain)
         if self.controller is not None:
             try:
                 self.loops.run_coroutine(self.controller.stop(drain), timeout=drain + 5)
             except Exception as exc:
-                log.warning("drain_incomplete", error=str(exc))
+                log.warning("gateway.drain_incomplete", error=str(exc))
         if self.esl is not None:
             self.esl.stop()
         if self._web is not None:
             try:
                 self.loops.run_coroutine(self._web.stop(), timeout=10)
             except Exception as exc:
-                log.warning("web_stop_failed", error=str(exc))
+                log.warning("gateway.web_stop_failed", error=str(exc))
         self.loops.stop()
-        log.info("gateway_stopped")
+        log.info("gateway.stopped")

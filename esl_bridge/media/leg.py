@@ -42,7 +42,6 @@ from typing import Any
 
 import aioice.ice
 import av
-import structlog
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -55,6 +54,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
+
+from esl_bridge.logs import get_logger
 
 from .unicast import (
     FRAME_S,
@@ -79,7 +80,7 @@ __all__ = [
     "use_host_addresses",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger("media")
 
 # Sample rate of each codec's audio (G.722 says 8000 in SDP but samples at 16 kHz).
 CODEC_RATES = {"opus": 48000, "g722": 16000, "pcmu": 8000, "pcma": 8000}
@@ -419,7 +420,7 @@ class MediaLeg:
         @self.pc.on("connectionstatechange")
         def _on_connection_state() -> None:
             state = self.pc.connectionState
-            self.log.info("media_connection_state", state=state)
+            self.log.info("media.connection_state", state=state)
             if self._on_state is not None:
                 self._on_state(state)
 
@@ -467,7 +468,7 @@ class MediaLeg:
                 self.codec = name
                 rate = CODEC_RATES.get(name, 48000)
                 self.track.set_format(rate, "mono")
-                self.log.info("media_codec", codec=name)
+                self.log.info("media.codec", codec=name)
                 return
 
     # -- FreeSWITCH side
@@ -532,4 +533,4 @@ class MediaLeg:
                 await task
         if self.endpoint is not None:
             await self.endpoint.close()
-        self.log.info("media_leg_closed")
+        self.log.info("media.leg_closed")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
+from esl_bridge.logs import get_logger
 
 __all__ = [
     "FRAME_S",
@@ -54,7 +54,7 @@ __all__ = [
     "native_to_le16",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger("media")
 
 FRAME_S = 0.020  # FreeSWITCH's unicast frame: 20 ms
 SUPPORTED_RATES = (8000, 16000, 48000)
@@ -469,7 +469,9 @@ class PortAllocator:
                 probes += 1
                 if not self.probe(pair):
                     self.reject(pair, now)
-                    log.warning("unicast_pair_busy", fs_port=pair.fs_port, port=pair.local_port)
+                    log.warning(
+                        "media.unicast_pair_busy", fs_port=pair.fs_port, port=pair.local_port
+                    )
                     continue
             self._in_use.add(pair)
             return pair
@@ -608,7 +610,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while FreeSWITCH's side is not up yet, or already gone.
-        log.debug("unicast_socket_error", error=str(exc))
+        log.debug("media.unicast_socket_error", error=str(exc))
 
 
 class UnicastEndpoint:
@@ -678,7 +680,7 @@ class UnicastEndpoint:
             self._protocol = protocol
             self._sender_task = loop.create_task(self._send_loop(), name="unicast-sender")
             log.info(
-                "unicast_open",
+                "media.unicast_open",
                 host=self.host,
                 fs_port=pair.fs_port,
                 port=pair.local_port,
@@ -717,7 +719,7 @@ class UnicastEndpoint:
                 await asyncio.wait_for(asyncio.shield(self._protocol.lost), 1.0)
         if self.pair is not None:
             self._allocator.release(self.pair, self._now())
-            log.info("unicast_closed", fs_port=self.pair.fs_port, port=self.pair.local_port)
+            log.info("media.unicast_closed", fs_port=self.pair.fs_port, port=self.pair.local_port)
         if self.rx is not None:
             self.rx.queue.clear()
         self.tx.queue.clear()
@@ -744,7 +746,7 @@ class UnicastEndpoint:
                 self.counters.foreign_packets += 1
             if self.foreign_packets == 1:  # once per call; the count goes into media_stats
                 log.warning(
-                    "unicast_foreign_datagram",
+                    "media.unicast_foreign_datagram",
                     source=f"{addr[0]}:{addr[1]}",
                     expected=f"{self.fs_host}:{self.pair.fs_port if self.pair else None}",
                     port=self.pair.local_port if self.pair else None,

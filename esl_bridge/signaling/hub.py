@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
-
 from esl_bridge.core import ids
 from esl_bridge.core.invitations import (
     LOCAL_TABLE,
@@ -41,11 +39,12 @@ from esl_bridge.core.invitations import (
     RemoteState,
     StateChanged,
 )
+from esl_bridge.logs import get_logger
 from esl_bridge.signaling import protocol as p
 from esl_bridge.signaling.auth import TokenError, verify_token
 from esl_bridge.signaling.settings import SignalingSettings
 
-log = structlog.get_logger("esl_bridge.signaling")
+log = get_logger("signaling")
 
 Key = tuple[str, str]  # (appid, uid)
 Message = dict[str, Any]

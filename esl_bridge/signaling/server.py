@@ -23,14 +23,14 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
-import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from esl_bridge.logs import get_logger
 from esl_bridge.signaling import protocol as p
 from esl_bridge.signaling.hub import Hub
 from esl_bridge.signaling.settings import SignalingSettings
 
-log = structlog.get_logger("esl_bridge.signaling")
+log = get_logger("signaling")
 
 
 #: Seconds a connection the hub closed gets to take its last frames and the close

@@ -11,6 +11,7 @@ own greenlet so that a cancel is never queued behind it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from esl_bridge.esl import commands as cmd
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import (
     ConnectionState,
+    EslCommandError,
     EslDisconnected,
     EslError,
     InboundClient,
@@ -100,6 +102,17 @@ class EventSink(Protocol):
     def sip_call(self, record: ChannelRecord) -> bool:
         """A SIP -> RTC channel arrived; False when nobody could take it (hang it up)."""
         ...
+
+
+# FreeSWITCH's answers to a command on a channel that has just gone (the phone hung up
+# while the command was on its way): "-ERR invalid session id [<uuid>]" to a sendmsg,
+# "-ERR No such channel!" to an api.
+_CHANNEL_GONE = re.compile(r"invalid session id|no such channel", re.IGNORECASE)
+
+
+def channel_gone(reply: str) -> bool:
+    """True when an ``-ERR`` reply says the channel no longer exists."""
+    return bool(_CHANNEL_GONE.search(reply))
 
 
 def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
@@ -332,7 +345,10 @@ class EslSide:
                     return
                 try:
                     self._run(op)
-                except EslDisconnected as exc:
+                except (EslDisconnected, EslCommandError) as exc:
+                    if isinstance(exc, EslCommandError) and not channel_gone(exc.reply):
+                        self._failed(op, exc)
+                        continue
                     # The channel or its connection is gone: its hangup reaches the call
                     # anyway (event, socket end or lost-calls report); not a call failure.
                     log.info(
@@ -343,17 +359,20 @@ class EslSide:
                         reason=str(exc),
                     )
                 except (EslError, ValueError) as exc:
-                    log.warning(
-                        "esl.channel_operation_failed",
-                        call_id=op.call_id,
-                        uuid=uuid,
-                        operation=type(op).__name__,
-                        error=bounded(str(exc)),
-                    )
-                    self.sink.operation_failed(op, str(exc))
+                    self._failed(op, exc)
         finally:
             if self._queues.get(uuid) is queue:
                 del self._queues[uuid]
+
+    def _failed(self, op: ChannelOp, exc: Exception) -> None:
+        log.warning(
+            "esl.channel_operation_failed",
+            call_id=op.call_id,
+            uuid=op.uuid,
+            operation=type(op).__name__,
+            error=bounded(str(exc)),
+        )
+        self.sink.operation_failed(op, str(exc))
 
     def _run(self, op: ChannelOp) -> None:
         uuid = op.uuid
@@ -427,7 +446,7 @@ class EslSide:
     def _api_ok(self, command: str, *args: str) -> None:
         reply = self.inbound.api(command, *args)
         if not reply.ok:
-            raise EslError(f"api {command}: {reply.text.strip()}")
+            raise EslCommandError(f"api {command}", reply.text.strip())
 
     # -- events ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -292,7 +293,14 @@ def test_run_connects_to_freeswitch_from_rtx_conf(tmp_path: Path) -> None:
         )
         process = _start(["run", str(path)])
         try:
+            # The web server answers first; the ESL side reports connected once the
+            # start-up cleanup of the switch is done (the event, with a bound).
             status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
+            for _ in range(200):
+                if status == 200:
+                    break
+                time.sleep(0.05)
+                status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
             assert (status, health["esl"]) == (200, "connected")
         finally:
             code, err = _stop(process)

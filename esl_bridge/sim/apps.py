@@ -103,7 +103,7 @@ class AppsMixin:
         mode = "async" if session.socket_async else "static"
         control = "full" if session.socket_full else "single-channel"
         session.send(wire.connect_reply(ch.channel_data(), mode, control))
-        phone: PhoneCall | None = getattr(ch, "phone_call", None)
+        phone = ch.phone_call
         if phone:
             phone.connected.set()
         if session.socket_async:
@@ -146,7 +146,7 @@ class AppsMixin:
         self.fire_channel(ch, "CHANNEL_EXECUTE_COMPLETE", tail=tail)
 
     def _start_app_runner(self, ch: Channel) -> None:
-        if getattr(ch, "app_runner", None) is None:
+        if ch.app_runner is None:
             ch.app_runner = self._spawn(self._app_runner(ch))
 
     async def _app_runner(self, ch: Channel) -> None:

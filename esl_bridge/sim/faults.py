@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from .channel import Channel
-
-if TYPE_CHECKING:
-    from .phone import PhoneCall
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +60,7 @@ class FaultsMixin:
             ch.hangup_cause = "CRASH"
         ch.hangup_event.set()
         self.channels.pop(ch.uuid, None)
-        phone: PhoneCall | None = getattr(ch, "phone_call", None)
+        phone = ch.phone_call
         if phone is not None:
             phone.finished.set()
             phone.connected.set()

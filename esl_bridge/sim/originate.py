@@ -218,7 +218,7 @@ class OriginateMixin:
         self.fire_channel(ch, "CHANNEL_ANSWER")
         ch.call_state = "ACTIVE"
         ch.set_var("endpoint_disposition", "ANSWER")
-        ext: Extension | None = getattr(ch, "extension", None)
+        ext = ch.extension
         if ext is not None and ext.hangup_after is not None:
             self._spawn(self._hangup_later(ch, ext.hangup_after))
 

@@ -43,7 +43,7 @@ from typing import Any
 from . import wire
 from .api import ApiMixin
 from .apps import AppsMixin
-from .channel import Q850, SIP_PHRASE, SIP_STATUS, Channel, FiredEvent
+from .channel import EVENT_NAMES, Q850, SIP_PHRASE, SIP_STATUS, Channel, FiredEvent
 from .extensions import Extension, default_extensions
 from .faults import FaultsMixin, SimulatorCrashed, UnicastRedirect
 from .media import AudioSource
@@ -219,6 +219,8 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
         headers: list[tuple[str, str]],
         body: bytes = b"",
     ) -> FiredEvent:
+        if name not in EVENT_NAMES:
+            raise ValueError(f"not an event the simulator knows: {name!r} (channel.EVENT_NAMES)")
         ev = FiredEvent(name, headers, body)
         if channel is not None:
             channel.events.append(ev)
@@ -319,7 +321,7 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
             app, arg, app_uuid = running
             response = "FILE PLAYED" if app == "playback" else "_none_"
             self._exec_complete(ch, app, arg, app_uuid, response=response)
-        session: EslSession | None = ch.session
+        session = ch.session
         ch.notice_sent = False
         if session is not None and not session.closed and session.connected:
             if not session.socket_async or not session.linger:
@@ -341,11 +343,11 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
         else:
             disposition = "recv_bye" if ch.kind == "phone" else "send_bye"
         ch.set_var("sip_hangup_disposition", disposition)
-        app = getattr(ch, "current_app", None)
+        app = ch.current_app
         if ch.parked:
             ch.parked = False
             self.fire_channel(ch, "CHANNEL_UNPARK")
-        socket_app = getattr(ch, "socket_app", None)
+        socket_app = ch.socket_app
         if app == "socket" and socket_app is not None:
             self._exec_complete(ch, "socket", socket_app[0], socket_app[1])
         elif app:
@@ -360,13 +362,8 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
         ch.set_vars(ch.hangup_variables(end))
         cause = ch.hangup_cause or "NORMAL_CLEARING"
         self.fire_channel(ch, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", cause)])
-        session: EslSession | None = ch.session
-        if (
-            session is not None
-            and not session.closed
-            and session.connected
-            and not getattr(ch, "notice_sent", False)
-        ):
+        session = ch.session
+        if session is not None and not session.closed and session.connected and not ch.notice_sent:
             session.send(wire.linger_notice(ch.uuid, ch.name))
             if session.linger_seconds is not None:
                 self._spawn(self._linger_timeout(session, session.linger_seconds))
@@ -374,10 +371,10 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
             session.close()
         ch.destroyed = True
         self.channels.pop(ch.uuid, None)
-        runner = getattr(ch, "app_runner", None)
+        runner = ch.app_runner
         if runner is not None and runner is not asyncio.current_task():
             runner.cancel()
-        phone: PhoneCall | None = getattr(ch, "phone_call", None)
+        phone = ch.phone_call
         if phone is not None:
             phone.finished.set()
             phone.connected.set()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import time
 import uuid as uuidlib
 from typing import TYPE_CHECKING
+
+from esl_bridge.logs import get_logger
 
 from . import wire
 from .channel import Channel
@@ -21,7 +22,7 @@ from .session import EslSession
 if TYPE_CHECKING:
     from .phone import PhoneCall
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class AppsMixin:
@@ -66,7 +67,7 @@ class AppsMixin:
             host, port, is_async, full = parse_socket_args(args)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5.0)
         except (TimeoutError, OSError, ValueError) as exc:
-            log.info("socket app of %s could not connect: %s", ch.uuid, exc)
+            log.info("sim.socket_app_connect_failed", uuid=ch.uuid, target=args, error=str(exc))
             if phone:
                 phone.connect_error = str(exc)
                 phone.connected.set()
@@ -202,7 +203,7 @@ class AppsMixin:
         }
         if app not in known:
             # FreeSWITCH: "Invalid Application", the channel is hung up.
-            log.info("simulator: application %r is not simulated -> hangup", app)
+            log.info("sim.application_not_simulated", uuid=ch.uuid, application=app)
             await self.hangup(ch, "DESTINATION_OUT_OF_ORDER")
             return
         ch.set_var("current_loop", "1")

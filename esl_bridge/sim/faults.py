@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
+
+from esl_bridge.logs import get_logger
 
 from .channel import Channel
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Address = tuple[str, int]
 # A unicast redirect: given a unicast's (local, remote) addresses, the ones the simulated
@@ -33,7 +34,7 @@ class FaultsMixin:
         drops at once, and nothing listens until restart()."""
         if self.crashed:
             return
-        log.error("simulated FreeSWITCH crash: %s", reason)
+        log.error("sim.crash", reason=reason)
         self.crashed = True
         self.crash_reason = reason
         if self._server is not None:

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from esl_bridge.logs import get_logger
 
 from . import wire
 from .api import ApiMixin
@@ -53,7 +54,7 @@ from .session import EslSession
 
 __all__ = ["EslSession", "PhoneCall", "SimConfig", "Simulator", "SimulatorCrashed"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("simulator task failed", exc_info=task.exception())
+            log.error("sim.task_failed", exc_info=task.exception())
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

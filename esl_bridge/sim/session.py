@@ -6,11 +6,12 @@ first word (`COMMANDS`), and writing replies and events in FreeSWITCH's framing.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+from esl_bridge.logs import get_logger
 
 from . import wire
 from .channel import Channel, FiredEvent
@@ -18,7 +19,7 @@ from .channel import Channel, FiredEvent
 if TYPE_CHECKING:
     from .server import Simulator
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Headers = list[tuple[str, str]]
 
@@ -156,7 +157,7 @@ class EslSession:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("simulator session failed")
+            log.exception("sim.session_failed", outbound=self.outbound, uuid=self.session_uuid)
         finally:
             was_closed = self.closed
             self.close()

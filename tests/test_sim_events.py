@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from esl_bridge.config import LogSettings
+from esl_bridge.logs import configure_logging
 from esl_bridge.sim import Simulator
 from esl_bridge.sim.channel import CALLING, EVENT_NAMES, EVENTS_WITH_VARIABLES
 
@@ -32,3 +38,31 @@ def test_fire_refuses_a_name_not_in_the_list() -> None:
         assert sim.events == []
 
     asyncio.run(fire_unknown())
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    settings = LogSettings(
+        level=2, file="", max_file_size=1, backup_count=1, json=True, console="off"
+    )
+    configure_logging(settings, stream=stream)
+    yield stream
+    for handler in list(logging.getLogger().handlers):
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def test_sim_logs_dotted_events_with_fields(log_stream: io.StringIO) -> None:
+    """The simulator logs through esl_bridge.logs: `sim.<event>` names, data as fields."""
+
+    async def crash() -> None:
+        Simulator().crash("unicast without a read codec")
+
+    asyncio.run(crash())
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    crash_lines = [line for line in lines if line["event"] == "sim.crash"]
+    assert len(crash_lines) == 1, lines
+    assert crash_lines[0]["reason"] == "unicast without a read codec"
+    assert crash_lines[0]["level"] == "error"
+    assert crash_lines[0]["logger"].startswith("esl_bridge.sim")

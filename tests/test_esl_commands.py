@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from esl_bridge.esl import commands as cmd
+from esl_bridge.sim.dialstring import parse_dial_string, split_args
 
 UUID = "664e6576-b42e-49ab-95e9-0e0a20170d42"
 OUT_UUID = "255574a3-d361-44e5-bc5a-1b9f4df22e02"
@@ -194,128 +195,14 @@ def test_bad_values_refused(build, message: str) -> None:
 
 
 # ------------------------------------------------------------ FreeSWITCH 1.10 reader model
-# A model of how FreeSWITCH reads an originate argument (switch_separate_string with its
-# quote/backslash rules and cleanup, switch_find_end_paren, switch_event_create_brackets),
-# written from the C sources' behaviour, to check the escaping round-trips.
-
-_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
-
-
-def _fs_cleanup(text: str, delim: str | None) -> str:
-    i = 0
-    while i < len(text) and text[i] == " ":
-        i += 1
-    dest: list[str] = []
-    end: int | None = None
-    inside = False
-    while i < len(text):
-        ch = text[i]
-        escaped = False
-        if ch == "\\" and i + 1 < len(text):
-            nxt = text[i + 1]
-            if nxt in "'\"\\" or (delim is not None and nxt == delim):
-                out = nxt
-            else:
-                out = _UNESCAPE.get(nxt, "")
-            if out:
-                i += 1
-                dest.append(out)
-                end = len(dest)
-                escaped = True
-        if not escaped:
-            if ch == "'" and (inside or "'" in text[i + 1 :]):
-                inside = not inside
-                if inside:
-                    end = len(dest)
-            else:
-                dest.append(ch)
-                if ch != " " or inside:
-                    end = len(dest)
-        i += 1
-    return "".join(dest[:end] if end is not None else dest)
-
-
-def _fs_split_char(buf: str, delim: str, limit: int) -> list[str]:
-    # Like the C loop: `while (*ptr && count < arraylen)`; the last piece is the rest.
-    starts: list[int] = []
-    cuts: list[int] = []
-    i, inside, state = 0, False, "start"
-    while i < len(buf) and len(starts) <= limit:
-        if state == "start":
-            if len(starts) == limit:
-                break
-            starts.append(i)
-            state = "find"
-            if len(starts) == limit:
-                break
-            continue
-        ch = buf[i]
-        if ch == "\\":
-            i += 1
-        elif ch == "'" and (inside or "'" in buf[i + 1 :]):
-            inside = not inside
-        elif ch == delim and not inside:
-            cuts.append(i)
-            state = "start"
-        i += 1
-    pieces = []
-    for n, start in enumerate(starts):
-        stop = cuts[n] if n < len(cuts) else len(buf)
-        pieces.append(_fs_cleanup(buf[start:stop], delim))
-    return pieces
-
-
-def _fs_split_blank(buf: str) -> list[str]:
-    tokens: list[str] = []
-    current: list[str] = []
-    i, inside = 0, False
-    while i < len(buf):
-        ch = buf[i]
-        if ch == "\\" and i + 1 < len(buf):
-            current.append(buf[i : i + 2])
-            i += 2
-            continue
-        if ch == "'":
-            inside = not inside
-        if ch == " " and not inside:
-            if current:
-                tokens.append("".join(current))
-                current = []
-        else:
-            current.append(ch)
-        i += 1
-    if current:
-        tokens.append("".join(current))
-    return [_fs_cleanup(t, None) for t in tokens]
-
-
-def _fs_end_paren(text: str) -> int:
-    depth = 0
-    for i, ch in enumerate(text):
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    raise AssertionError("no closing brace")
+# How FreeSWITCH reads an originate argument: the simulator's model (sim/dialstring.py, checked
+# against the recorded originates in tests/test_sim_originate_quoting.py).
 
 
 def fs_read_originate(arg: str) -> tuple[dict[str, str], str, list[str]]:
-    argv = _fs_split_blank(arg)
-    dial = argv[0]
-    variables: dict[str, str] = {}
-    if dial.startswith("{"):
-        end = _fs_end_paren(dial)
-        content, dial = dial[1:end], dial[end + 1 :]
-        delim = ","
-        if content.startswith("^^"):
-            delim, content = content[2], content[3:]
-        for item in _fs_split_char(content, delim, 1024):
-            pair = _fs_split_char(item, "=", 2)
-            if len(pair) == 2:
-                variables[pair[0]] = pair[1]
-    return variables, dial, argv[1:]
+    argv = split_args(arg)
+    ds = parse_dial_string(argv[0])
+    return ds.variables, ds.leg, argv[1:]
 
 
 def test_model_reads_the_recorded_forms() -> None:

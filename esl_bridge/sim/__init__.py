@@ -14,8 +14,11 @@ or from the command line: ``python -m esl_bridge.sim --esl-port 8021 --socket-ta
 from .channel import Channel, FiredEvent
 from .codecs import G722, OPUS, OPUS_STEREO, PCMA, PCMU, Codec
 from .extensions import Extension, default_extensions
+from .faults import SimulatorCrashed
 from .media import AudioSource, UnicastStream
-from .server import EslSession, PhoneCall, SimConfig, Simulator, SimulatorCrashed
+from .phone import PhoneCall
+from .server import SimConfig, Simulator
+from .session import EslSession
 from .thread import PhoneCallHandle, SimulatorThread
 
 __all__ = [

@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 
+from esl_bridge.config import LogSettings
+from esl_bridge.logs import configure_logging, get_logger
+
 from .server import SimConfig, Simulator
+
+log = get_logger("sim")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -40,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-call-delay", type=float, default=0.0, help="late event batch (s)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    configure_logging(
+        LogSettings(
+            level=1 if args.verbose else 2,
+            file="",
+            max_file_size=100,
+            backup_count=5,
+            json=False,
+            console="auto",
+        ),
+        secrets=[args.password],
+    )
     config = SimConfig(
         esl_host=args.esl_host,
         esl_port=args.esl_port,
@@ -56,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(config: SimConfig, calls: list[str], hangup_after: float | None) -> None:
     sim = Simulator(config)
     await sim.start()
-    log = logging.getLogger("esl_bridge.sim")
-    log.info("simulated FreeSWITCH: ESL on %s:%d", config.esl_host, sim.esl_port)
+    log.info("sim.listening", address=f"{config.esl_host}:{sim.esl_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,7 +84,7 @@ async def _run(config: SimConfig, calls: list[str], hangup_after: float | None) 
         while not stop.is_set():
             if not sim.crashed:
                 call = await sim.place_call(caller, dest, hangup_after=hangup_after)
-                log.info("phone %s dials %s (uuid %s)", caller, dest, call.uuid)
+                log.info("sim.phone_dials", caller=caller, dest=dest, uuid=call.uuid)
             if every is None:
                 return
             with contextlib.suppress(TimeoutError):

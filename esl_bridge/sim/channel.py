@@ -16,14 +16,17 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .codecs import PCMU, Codec
 from .media import AudioSource
 from .wire import Header
 
 if TYPE_CHECKING:
+    from .extensions import Extension
     from .media import UnicastStream
+    from .phone import PhoneCall
+    from .session import EslSession
 
 # Caller-profile fields in FreeSWITCH's order; absent (None) fields are skipped.
 PROFILE_ORDER = (
@@ -90,6 +93,10 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "CHANNEL_DATA": ("mod_event_socket.c", "parse_command", "2021"),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", "1572"),
 }
+
+# The one list of event names: every event type the simulator fires (what `event plain ALL`
+# delivers). CHANNEL_DATA has calling data above but is the outbound connect reply, not an event.
+EVENT_NAMES = frozenset(CALLING) - {"CHANNEL_DATA"}
 
 # Event types that carry the channel variables (the others stop after the caller profile).
 EVENTS_WITH_VARIABLES = frozenset(
@@ -238,7 +245,7 @@ class Channel:
         self.break_event = asyncio.Event()  # uuid_break
         self.app_queue: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
         self.pending_msgs: list[tuple[str, dict[str, str]]] = []  # static mode: never parsed
-        self.session: Any = None  # the outbound EslSession controlling this channel
+        self.session: EslSession | None = None  # the outbound socket controlling it
         self.app_runner: asyncio.Task[None] | None = None
         self.current_app: str | None = None
         # An application running inside the socket app's park loop (e.g. the ringback);
@@ -253,8 +260,8 @@ class Channel:
         self.socket_app: tuple[str, str] | None = None  # (args, Application-UUID)
         self.notice_sent = False
         self.audio = AudioSource("tone", 440.0)  # what the far end sends
-        self.extension: Any = None  # extensions.Extension of an originated leg
-        self.phone_call: Any = None  # server.PhoneCall of a placed call
+        self.extension: Extension | None = None  # of an originated leg
+        self.phone_call: PhoneCall | None = None  # of a placed call
 
     # ---- profile helpers -------------------------------------------------------------------
     def set_profile(self, **fields: str | None) -> None:

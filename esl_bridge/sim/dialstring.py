@@ -58,7 +58,8 @@ def split_args(text: str) -> list[str]:
             cur.append(text[i : i + 2])
             i += 2
             continue
-        if ch == "'" and (inside or "'" in text[i + 1 :]):
+        if ch == "'":
+            # Unlike the other splits, a quote toggles here even with no closing one.
             inside = not inside
         if ch == " " and not inside:
             if cur:
@@ -73,7 +74,8 @@ def split_args(text: str) -> list[str]:
 
 
 def split_char(buf: str, delim: str, limit: int) -> list[str]:
-    """Split at `delim` outside quotes, at most `limit` pieces (the last one keeps the rest)."""
+    """Split at `delim` outside quotes, at most `limit` pieces (the last one keeps the rest).
+    Like FreeSWITCH, no piece starts at the end of the text: `x=` is one piece, not two."""
     pieces: list[str] = []
     start = 0
     inside = False
@@ -89,7 +91,8 @@ def split_char(buf: str, delim: str, limit: int) -> list[str]:
             pieces.append(buf[start:i])
             start = i + 1
         i += 1
-    pieces.append(buf[start:])
+    if start < len(buf):
+        pieces.append(buf[start:])
     return [_cleanup(p, delim) for p in pieces]
 
 
@@ -127,6 +130,7 @@ class DialString:
     context: str | None = None
     gateway: str | None = None
     raw: str = ""
+    leg: str = ""  # the first leg, without the variable blocks: `user/1001@domain`
 
 
 def parse_dial_string(text: str) -> DialString:
@@ -141,6 +145,7 @@ def parse_dial_string(text: str) -> DialString:
         ds.variables.update(_split_vars(rest[1:end]))
         rest = rest[end + 1 :]
     rest = re.split(r"[,|]", rest, maxsplit=1)[0]
+    ds.leg = rest
     parts = rest.split("/")
     kind = parts[0]
     if kind == "user" and len(parts) >= 2:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import logging
 import math
 import sys
 import time
@@ -23,9 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from esl_bridge.logs import get_logger
+
 from .codecs import Codec
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FRAME_S = 0.020
 
@@ -119,7 +120,8 @@ class UnicastStream:
 
             def error_received(self, exc: Exception) -> None:
                 # ICMP port unreachable while the app is not listening yet: keep sending.
-                log.debug("unicast %s: %s", stream.local, exc)
+                host, port = stream.local
+                log.debug("sim.unicast_send_failed", local=f"{host}:{port}", error=str(exc))
 
         try:
             if self.source.kind == "unicast_fails":
@@ -128,7 +130,7 @@ class UnicastStream:
         except OSError as exc:
             # FreeSWITCH logs "Failure creating unicast connection" (CRIT) and nothing else.
             self.error = f"bind {self.local[0]}:{self.local[1]} failed: {exc}"
-            log.warning("unicast: %s", self.error)
+            log.warning("sim.unicast_failed", error=self.error)
             return
         self._transport = transport
         self.started = True

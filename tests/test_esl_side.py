@@ -67,3 +67,19 @@ def test_a_command_on_a_channel_that_just_went_is_not_a_call_failure(
         [c.SetChannelVar("call-1", "u-1", "rtp_autoflush", "true")] if reported else []
     )
     assert channel_gone(reply) is not reported
+
+
+def test_an_operation_for_a_socket_session_that_has_ended_is_moot() -> None:
+    settings = config.from_text("[auth]\nopen_mode = 1\n", "<unit>")
+    sink = Sink()
+    side = EslSide(
+        settings.esl, settings.socket, sink, identity=GatewayIdentity("unit", "0000")
+    )
+    side._ended_sessions["gone"] = None  # its session loop has finished
+    side.submit(c.PreAnswer("call-1", "gone"))
+    side.submit(c.PreAnswer("call-2", "never-had-one"))
+    with gevent.Timeout(5):
+        while not sink.failed:
+            gevent.sleep(0.01)
+    # Only the channel that never had a socket session is a failure of its call.
+    assert [op.call_id for op, _error in sink.failed] == ["call-2"]

@@ -12,6 +12,7 @@ own greenlet so that a cancel is never queued behind it.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,6 +54,7 @@ FORWARDED_HEADERS = (
     "variable_read_rate",
     "variable_rtp_use_codec_channels",
 )
+_ENDED_SESSIONS_KEPT = 4096  # far more than the operations a call can have in flight
 _WORKER_IDLE = 30.0  # seconds a channel's worker waits for more work before it ends
 
 
@@ -156,6 +158,9 @@ class EslSide:
             self._on_session, socket.host, socket.port, command_timeout=esl.command_timeout
         )
         self._sessions: dict[str, OutboundSession] = {}
+        # Sessions that have ended, newest last (bounded): an operation still queued for one
+        # of them is moot, not a failure of the call.
+        self._ended_sessions: OrderedDict[str, None] = OrderedDict()
         self._queues: dict[str, gevent.queue.Queue[ChannelOp]] = {}
         self._originating: set[str] = set()
         self._killed_while_originating: dict[str, str] = {}
@@ -404,10 +409,11 @@ class EslSide:
             case c.Answer():
                 self._session_of(op, session).answer()
 
-    @staticmethod
-    def _session_of(op: ChannelOp, session: OutboundSession | None) -> OutboundSession:
+    def _session_of(self, op: ChannelOp, session: OutboundSession | None) -> OutboundSession:
         if session is None:
             name = type(op).__name__
+            if op.uuid in self._ended_sessions:
+                raise EslDisconnected(f"{name}: the socket session of {op.uuid} has ended")
             raise EslError(f"{name} needs the channel's socket session; {op.uuid} has none")
         return session
 
@@ -489,6 +495,9 @@ class EslSide:
             pass
         finally:
             self._sessions.pop(uuid, None)
+            self._ended_sessions[uuid] = None
+            while len(self._ended_sessions) > _ENDED_SESSIONS_KEPT:
+                self._ended_sessions.popitem(last=False)
             if not hung_up:
                 # The socket went away without the hangup events: the call logic must
                 # still learn the channel is gone for us.

@@ -12,7 +12,7 @@ connection", which it reports only in its log) ends the call as ``unicast_not_st
 instead of carrying on in silence.
 
 The web user is an aiortc peer on the gateway's loop; everything runs in a loopback-only
-network namespace (tests/netns.py).
+network namespace (tests/support/netns.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import threading
 from collections.abc import Iterator
 
 import numpy as np
-from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
-from netns import loopback_only
-from ports_and_waits import free_udp_range
 from prometheus_client import CollectorRegistry, generate_latest
-from web_peer import WebPeer
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.netns import loopback_only
+from support.ports_and_waits import free_udp_range
+from support.web_peer import WebPeer
 
 from esl_bridge.gateway.web import GatewayCollector
 from esl_bridge.sim import AudioSource, Extension

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import loopback_only
+from support.netns import loopback_only
 
 from esl_bridge import cli
 

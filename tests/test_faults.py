@@ -21,8 +21,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway_support import wait_until
-from netns import loopback_only
+from support.gateway_support import wait_until
+from support.netns import loopback_only
 
 from esl_bridge import config
 from esl_bridge.gateway.demo import free_port

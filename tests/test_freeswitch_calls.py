@@ -11,7 +11,7 @@ sends audio; ``ESL_BRIDGE_FREESWITCH_UNREGISTERED`` (default 1019) a directory u
 not registered. The SIP -> web direction needs no phone: ``originate loopback/0<uid>``
 sends a leg through the default context, the ``0`` route and the socket application.
 
-Web users speak the WebSocket protocol (tests/gateway_support.py); media is set up only
+Web users speak the WebSocket protocol (tests/support/gateway_support.py); media is set up only
 in the browser tests, so these check the signalling and FreeSWITCH's side: answered,
 refused with the right cause, and no channel left on the switch afterwards.
 """
@@ -26,7 +26,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from gateway_support import APPID, WebUser, wait_until
+from support.gateway_support import APPID, WebUser, wait_until
 
 from esl_bridge.config import from_text
 from esl_bridge.gateway.demo import free_port

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import gevent
 import pytest
-from gateway_process import GatewayProcess
-from gateway_support import wait_until
-from sim_wire import Conn, Event
+from support.gateway_process import GatewayProcess
+from support.gateway_support import wait_until
+from support.sim_wire import Conn, Event
 
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import InboundClient

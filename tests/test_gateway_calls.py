@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 
-from gateway_support import (
+from support.gateway_support import (
     WebUser,
     assert_nothing_left,
     running_gateway,
     wait_until,
 )
-from netns import loopback_only
+from support.netns import loopback_only
 
 RECEIVED, ACCEPTED, REFUSED, CANCELED = 2, 3, 4, 5
 

@@ -13,8 +13,8 @@ import json
 from itertools import count
 
 import pytest
-from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
-from netns import loopback_only
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.netns import loopback_only
 
 from esl_bridge import config
 from esl_bridge.core import call as c

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ports_and_waits import free_udp_range
+from support.ports_and_waits import free_udp_range
 
 from esl_bridge.media.unicast import (
     FRAME_S,

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_process import GatewayProcess
-from gateway_support import WebUser, running_gateway, wait_until
-from netns import loopback_only
-from ports_and_waits import free_port
-from web_peer import WebPeer
+from support.gateway_process import GatewayProcess
+from support.gateway_support import WebUser, running_gateway, wait_until
+from support.netns import loopback_only
+from support.ports_and_waits import free_port
+from support.web_peer import WebPeer
 
 from esl_bridge.esl import orphans
 from esl_bridge.esl.orphans import GatewayIdentity, Watchdog

@@ -1,7 +1,7 @@
 """The JS SDK in headless Chromium (Debian packages chromium, chromium-driver): two pages
 log in and call each other.
 
-Each scenario re-executes itself inside a loopback-only network namespace (tests/netns.py):
+Each scenario re-executes itself inside a loopback-only network namespace (tests/support/netns.py):
 there it starts the signalling server on 127.0.0.1 in a thread, one Chromium with two
 tabs (the two users), and checks the states on both sides through the SDK's own events.
 Invitation timers are shortened so that the timeout scenarios take a second or two.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from browser import CHROMEDRIVER, CHROMIUM, chromium
-from netns import assert_loopback_only, loopback_only
+from support.browser import CHROMEDRIVER, CHROMIUM, chromium
+from support.netns import assert_loopback_only, loopback_only
 
 from esl_bridge.core.invitations import InvitationTimeouts
 from esl_bridge.signaling.auth import mint_token
@@ -97,7 +97,7 @@ Promise.resolve().then(() => (%s)).then(
 """
 
 
-# ---- the test: its body runs only inside the namespace (tests/netns.py) --------------
+# ---- the test: its body runs only inside the namespace (tests/support/netns.py) --------------
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from itertools import count
 
-from gateway_support import WebUser, assert_nothing_left, running_gateway
-from netns import loopback_only
 from structlog.testing import capture_logs
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway
+from support.netns import loopback_only
 
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import BookSettings, CallBook

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from signaling_support import APPID, CERT, WALL, Env, env, run, token
+from support.signaling_support import APPID, CERT, WALL, Env, env, run, token
 
 from esl_bridge.signaling.auth import mint_token
 from esl_bridge.signaling.hub import QueueParticipant

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from sim_wire import Conn, auth, read_transcript
+from support.sim_wire import Conn, auth, read_transcript
 
 from esl_bridge.sim import Extension, SimConfig, SimulatorThread, wire
 

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
-from ports_and_waits import gevent_wait
 
 from esl_bridge import config
 from esl_bridge.gateway.demo import free_port
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimConfig, SimulatorThread
+from support.ports_and_waits import gevent_wait
 
 APPID = "e2e"
 

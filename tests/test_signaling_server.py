@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from support.signaling_support import APPID, CERT, WALL, Env, env, run, token
 
-from esl_bridge.core.invitations import LocalFailureReason, LocalState, RemoteState
+from esl_bridge.core.invitations import ApiError, LocalFailureReason, LocalState, RemoteState
 from esl_bridge.signaling.auth import mint_token
 from esl_bridge.signaling.hub import QueueParticipant
 from esl_bridge.signaling.settings import SignalingSettings
@@ -22,11 +22,13 @@ def settings(**kw: Any) -> SignalingSettings:
     return SignalingSettings(**base)
 
 
-def assert_error(reply: dict[str, Any], code: str, errno: int | None = None) -> None:
+def assert_error(reply: dict[str, Any], code: str | ApiError) -> None:
+    """An error reply; an invitation API error carries its name and its number."""
     assert reply["type"] == "error", reply
-    assert reply["code"] == code, reply
-    if errno is not None:
-        assert reply["errno"] == errno
+    if isinstance(code, ApiError):
+        assert (reply["code"], reply["errno"]) == (code.name, code), reply
+    else:
+        assert reply["code"] == code, reply
 
 
 async def assert_clean(e: Env) -> None:
@@ -211,7 +213,7 @@ def test_subscription_limits() -> None:
             alice = await e.login("alice")
             assert (await alice.request("subscribe", uids=["a", "b"]))["type"] == "ok"
             assert_error(
-                await alice.request("subscribe", uids=["a", "b", "c"]), "INVALID_ARGUMENT", 1
+                await alice.request("subscribe", uids=["a", "b", "c"]), ApiError.INVALID_ARGUMENT
             )
             assert (await alice.request("subscribe", uids=["b", "c"]))["type"] == "ok"
             assert_error(await alice.request("subscribe", uids=["d"]), "TOO_MANY_SUBSCRIPTIONS")
@@ -244,7 +246,7 @@ def test_peer_messages_and_limit() -> None:
                 assert msg["from"] == "alice"
                 assert msg["text"] == text
             reply = await alice.request("message", to="bob", text="é" * (32 * 1024 // 2) + "x")
-            assert_error(reply, "INVALID_ARGUMENT", 1)
+            assert_error(reply, ApiError.INVALID_ARGUMENT)
             assert await bob.quiet() == []
 
     run(main())
@@ -303,9 +305,9 @@ def test_invite_ack_accept() -> None:
             assert accepted["response"] == resp
             await assert_clean(e)
             # API errors after the end.
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_ACCEPT", 4)
-            assert_error(await bob.request("refuse", inv=inv), "ALREADY_ACCEPT", 4)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_ACCEPT", 4)
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_ACCEPT)
+            assert_error(await bob.request("refuse", inv=inv), ApiError.ALREADY_ACCEPT)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_ACCEPT)
             assert (await bob.request("ack", inv=inv))["type"] == "ok"
 
     run(main())
@@ -323,8 +325,8 @@ def test_invite_refuse_busy() -> None:
             refused = await alice.event("local_state")
             assert refused["state_name"] == "REFUSED_BY_REMOTE"
             assert refused["response"] == busy
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_END", 3)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_END", 3)
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_END)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_END)
             await assert_clean(e)
 
     run(main())
@@ -343,9 +345,9 @@ def test_invite_cancel() -> None:
             assert (await bob.event("remote_state", state=RemoteState.CANCELED))[
                 "state_name"
             ] == "CANCELED"
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_END", 3)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_END", 3)
-            assert_error(await bob.request("refuse", inv=inv), "ALREADY_END", 3)
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_END)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_END)
+            assert_error(await bob.request("refuse", inv=inv), ApiError.ALREADY_END)
             await assert_clean(e)
 
     run(main())
@@ -356,7 +358,7 @@ def test_invitation_errors() -> None:
         async with env() as e:
             alice, bob = await pair(e)
             assert_error(
-                await alice.request("invite", ref="x", callee="alice"), "INVALID_ARGUMENT", 1
+                await alice.request("invite", ref="x", callee="alice"), ApiError.INVALID_ARGUMENT
             )
             await invite(e, alice, bob, ref="dup")
             assert_error(await alice.request("invite", ref="dup", callee="bob"), "DUPLICATE_REF")
@@ -391,7 +393,7 @@ def test_invitation_limits(fields: dict[str, str], ok: bool) -> None:
                 got = await bob.event("invitation")
                 assert got["content"] == fields.get("content", "")
             else:
-                assert_error(reply, "INVALID_ARGUMENT", 1)
+                assert_error(reply, ApiError.INVALID_ARGUMENT)
                 assert await bob.quiet() == []  # nothing sent
                 assert await alice.quiet() == []
                 await assert_clean(e)
@@ -409,11 +411,13 @@ def test_response_limits(verb: str, response: str, ok: bool) -> None:
             reply = await bob.request(verb, inv=inv, response=response)
             if ok:
                 assert reply["type"] == "ok"
-                assert (await alice.event("local_state", state={"accept": 3, "refuse": 4}[verb]))[
-                    "response"
-                ] == response
+                state = {
+                    "accept": LocalState.ACCEPTED_BY_REMOTE,
+                    "refuse": LocalState.REFUSED_BY_REMOTE,
+                }[verb]
+                assert (await alice.event("local_state", state=state))["response"] == response
             else:
-                assert_error(reply, "INVALID_ARGUMENT", 1)
+                assert_error(reply, ApiError.INVALID_ARGUMENT)
                 assert await alice.quiet() == []
                 assert (await bob.request("ack", inv=inv))["type"] == "ok"  # still open
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket as stdsocket
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from esl_bridge.esl.control import OutboundServer, OutboundSession  # noqa: E402
+from esl_bridge.gateway.demo import free_port  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "freeswitch" / "esl_outbound_main_call.txt"
 
@@ -123,14 +123,6 @@ def run_ours(calls: int) -> list[float]:
         server.stop(timeout=2)
 
 
-def _free_port() -> int:
-    probe = stdsocket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
-
-
 def run_stock(calls: int) -> list[float]:
     slot: dict[str, gevent.event.AsyncResult] = {}
 
@@ -144,7 +136,7 @@ def run_stock(calls: int) -> list[float]:
             self.session.linger()
             slot["result"].set(time.perf_counter())
 
-    port = _free_port()
+    port = free_port()
     server = greenswitch.OutboundESLServer(
         bind_address="127.0.0.1", bind_port=port, application=Application, max_connections=1000
     )

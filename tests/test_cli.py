@@ -126,8 +126,9 @@ BAD_FILES: dict[str, tuple[str, str]] = {
 def test_run_refuses_at_once_what_check_config_refuses(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from support.ports_and_waits import free_port
+
     from esl_bridge.cli import main
-    from esl_bridge.gateway.demo import free_port
 
     text, fragment = BAD_FILES[name]
     (tmp_path / "junk.pem").write_text("not a certificate\n")
@@ -160,7 +161,6 @@ def test_no_command_prints_help_and_fails() -> None:
 
 
 def test_token_is_minted_for_the_configured_appid_and_verifies(tmp_path: Path) -> None:
-    import time
 
     from esl_bridge.signaling.auth import TokenError, TokenInfo, verify_token
 
@@ -217,7 +217,6 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
 def _get_json(url: str, timeout: float = 20.0) -> tuple[int, dict]:
     """Poll until the server answers; returns (status, body)."""
     import json
-    import time
     import urllib.error
     import urllib.request
 
@@ -243,7 +242,7 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
-    from esl_bridge.gateway.demo import free_port
+    from support.ports_and_waits import free_port
 
     port = free_port()
     process = _start(["demo", "--port", str(port)])
@@ -260,7 +259,7 @@ def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
 
 
 def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> None:
-    from esl_bridge.gateway.demo import free_port
+    from support.ports_and_waits import free_port
 
     web, esl, sock = free_port(), free_port(), free_port()
     path = tmp_path / "rtx.conf"
@@ -280,7 +279,9 @@ def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> 
 
 
 def test_run_connects_to_freeswitch_from_rtx_conf(tmp_path: Path) -> None:
-    from esl_bridge.gateway.demo import free_port
+    from support.gateway_support import wait_until
+    from support.ports_and_waits import free_port
+
     from esl_bridge.sim import SimConfig, SimulatorThread
 
     web, sock = free_port(), free_port()
@@ -293,14 +294,11 @@ def test_run_connects_to_freeswitch_from_rtx_conf(tmp_path: Path) -> None:
         )
         process = _start(["run", str(path)])
         try:
-            # The web server answers first; the ESL side reports connected once the
-            # start-up cleanup of the switch is done (the event, with a bound).
-            status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
-            for _ in range(200):
-                if status == 200:
-                    break
-                time.sleep(0.05)
-                status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
+            # The web server may answer before the ESL connection is up (503 "connecting"
+            # on a busy machine): wait for the connection, then check what healthz says.
+            url = f"http://127.0.0.1:{web}/healthz"
+            wait_until(lambda: _get_json(url)[1]["esl"] == "connected", 30, "ESL connected")
+            status, health = _get_json(url)
             assert (status, health["esl"]) == (200, "connected")
         finally:
             code, err = _stop(process)

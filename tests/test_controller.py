@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from signaling_support import FakeClock
+from support.signaling_support import FakeClock
 
 from esl_bridge import config
 from esl_bridge.core import call as c

@@ -12,7 +12,7 @@ connection", which it reports only in its log) ends the call as ``unicast_not_st
 instead of carrying on in silence.
 
 The web user is an aiortc peer on the gateway's loop; everything runs in a loopback-only
-network namespace (tests/netns.py).
+network namespace (tests/support/netns.py).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import threading
 from collections.abc import Iterator
 
 import numpy as np
-from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
-from netns import loopback_only
-from ports_and_waits import free_udp_range
 from prometheus_client import CollectorRegistry, generate_latest
-from web_peer import WebPeer
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.netns import loopback_only
+from support.ports_and_waits import free_udp_range
+from support.web_peer import WebPeer
 
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.web import GatewayCollector
 from esl_bridge.sim import AudioSource, Extension
 
-ACCEPTED = 3
 LEFTOVER_HZ = 1500.0  # the leftover leg's "voice"
 PHONE_HZ = 440.0  # extension 1000 of the simulator
 
@@ -119,7 +119,7 @@ def test_a_leftover_stream_on_a_pair_is_never_heard_nor_fed() -> None:
             alice = WebUser(gateway, "alice").connect()
             peer = WebPeer(alice)
             alice.invite("1000", "ch-x")
-            alice.wait_local_state(ACCEPTED)
+            alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
             peer.offer("1000", "ch-x")
             [channel] = sim.channels()
             wait_until(lambda: channel.unicast is not None, 20, "the unicast command")
@@ -169,7 +169,7 @@ def test_a_unicast_stream_that_never_starts_ends_the_call() -> None:
         alice = WebUser(gateway, "alice").connect()
         peer = WebPeer(alice)
         alice.invite("1000", "ch-n")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         peer.offer("1000", "ch-n")
         [channel] = sim.channels()
         wait_until(lambda: channel.unicast is not None, 20, "the unicast command")

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, chromium
-from netns import loopback_only
+from support.browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, chromium
+from support.netns import loopback_only
 
 URL = "http://127.0.0.1:8080"
 WAIT = 20.0  # bound of every wait; never an assertion on elapsed time

@@ -2,7 +2,7 @@
 process and the FreeSWITCH simulator (docs/architecture.rst, issue 6 "How it will be checked").
 
 The page is served by the gateway at ``/``; Chromium runs with the flags of
-tests/browser.py (its ``chromium()``: a fake microphone playing a 1 kHz tone,
+tests/support/browser.py (its ``chromium()``: a fake microphone playing a 1 kHz tone,
 loopback-only peer connections, no DNS). Audio is checked both ways by FFT: what the page
 hears (an AnalyserNode on the remote stream) and what the simulated channel received from
 the gateway on its unicast socket (at the channel's own rate: 8 kHz PCMU, 16 kHz G.722,
@@ -32,9 +32,9 @@ from typing import Any, TypeVar, cast
 import gevent
 import numpy as np
 import pytest
-from browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, OVERLAP_JS, chromium
-from gateway_support import assert_nothing_left, running_gateway, wait_until
-from netns import assert_loopback_only, loopback_only
+from support.browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, OVERLAP_JS, chromium
+from support.gateway_support import assert_nothing_left, running_gateway, wait_until
+from support.netns import assert_loopback_only, loopback_only
 
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimulatorThread

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from esl_transcripts import all_transcripts, read_transcript
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from support.esl_transcripts import all_transcripts, read_transcript
 
 from esl_bridge.esl import commands as cmd
 from esl_bridge.sim.dialstring import parse_dial_string, split_args

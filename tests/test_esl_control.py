@@ -10,16 +10,16 @@ import gevent.server
 import gevent.socket
 import pytest
 import structlog
-from esl_fakes import (
+from structlog.testing import capture_logs
+from support.esl_fakes import (
     DTMF_EVENTS,
     ORIGINATED_UUID,
     FakeInboundSwitch,
     read_command,
     replay_outbound,
 )
-from esl_transcripts import FIXTURES, read_transcript
-from ports_and_waits import gevent_wait as _wait_until
-from structlog.testing import capture_logs
+from support.esl_transcripts import FIXTURES, read_transcript
+from support.ports_and_waits import gevent_wait as _wait_until
 
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.control import (

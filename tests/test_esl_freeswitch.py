@@ -18,8 +18,8 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
-from ports_and_waits import free_udp_port as _free_udp_port
-from ports_and_waits import gevent_wait as _wait_until
+from support.ports_and_waits import free_udp_port as _free_udp_port
+from support.ports_and_waits import gevent_wait as _wait_until
 
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.control import InboundClient, OutboundServer, OutboundSession

@@ -7,9 +7,9 @@ import random
 from urllib.parse import unquote
 
 import pytest
-from esl_transcripts import Transcript, all_transcripts, load_summary, read_transcript
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.esl_transcripts import Transcript, all_transcripts, load_summary, read_transcript
 
 from esl_bridge.esl.protocol import (
     ApiResponse,

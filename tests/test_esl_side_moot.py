@@ -1,4 +1,4 @@
-"""EslSide's channel workers without a switch: a fake socket session and a recording sink."""
+"""EslSide's channel workers without a switch: operations that meet a channel already gone."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import loopback_only
 from structlog.testing import capture_logs
+from support.netns import loopback_only
 
 from esl_bridge import cli
 
@@ -58,9 +58,9 @@ def test_exit_now_names_threads_that_would_hold_the_exit(monkeypatch: pytest.Mon
 def test_after_stop_no_gateway_thread_or_executor_work_remains() -> None:
     """A call with audio both ways (decoder threads, encodes in the executor), then stop."""
     import gevent
+    from support.ports_and_waits import free_port
 
     from esl_bridge import config
-    from esl_bridge.gateway.demo import free_port
     from esl_bridge.gateway.process import Gateway
     from esl_bridge.sim import SimConfig, SimulatorThread
 
@@ -138,7 +138,8 @@ def test_after_stop_no_gateway_thread_or_executor_work_remains() -> None:
 
 @loopback_only(timeout=200)
 def test_run_on_sigterm_leaves_through_exit_now_with_nothing_lingering(tmp_path: Path) -> None:
-    from esl_bridge.gateway.demo import free_port
+    from support.ports_and_waits import free_port
+
     from esl_bridge.sim import SimConfig, SimulatorThread
 
     socket_port = free_port()

@@ -21,11 +21,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway_support import wait_until
-from netns import loopback_only
+from support.gateway_support import wait_until
+from support.netns import loopback_only
+from support.ports_and_waits import free_port
 
 from esl_bridge import config
-from esl_bridge.gateway.demo import free_port
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimConfig, SimulatorThread
 

@@ -11,7 +11,7 @@ sends audio; ``ESL_BRIDGE_FREESWITCH_UNREGISTERED`` (default 1019) a directory u
 not registered. The SIP -> web direction needs no phone: ``originate loopback/0<uid>``
 sends a leg through the default context, the ``0`` route and the socket application.
 
-Web users speak the WebSocket protocol (tests/gateway_support.py); media is set up only
+Web users speak the WebSocket protocol (tests/support/gateway_support.py); media is set up only
 in the browser tests, so these check the signalling and FreeSWITCH's side: answered,
 refused with the right cause, and no channel left on the switch afterwards.
 """
@@ -26,10 +26,11 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from gateway_support import APPID, WebUser, wait_until
+from support.gateway_support import APPID, WebUser, wait_until
+from support.ports_and_waits import free_port
 
 from esl_bridge.config import from_text
-from esl_bridge.gateway.demo import free_port
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
 
 _TARGET = os.environ.get("ESL_BRIDGE_FREESWITCH", "")
@@ -42,8 +43,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(not _TARGET, reason="ESL_BRIDGE_FREESWITCH=host:port:password not set"),
 ]
-
-RECEIVED, ACCEPTED, REFUSED = 2, 3, 4
 
 
 @contextlib.contextmanager
@@ -153,8 +152,8 @@ def test_web_user_calls_a_registered_phone_and_hangs_up() -> None:
     with gateway_on_freeswitch() as gateway:
         alice = WebUser(gateway, "alice").connect()
         alice.invite(_PHONE, "fs-ch-1", UserData="from the freeswitch test")
-        alice.wait_local_state(RECEIVED, timeout=10)
-        accepted = alice.wait_local_state(ACCEPTED, timeout=30)
+        alice.wait_local_state(LocalState.RECEIVED_BY_REMOTE, timeout=10)
+        accepted = alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
         assert json.loads(accepted["response"])["SipNumber"] == _PHONE
         # Not `show channels`: its list lags the channels by a fraction of a second
         # (tests/fixtures/freeswitch/orphans), so a count can still hold a finished call.
@@ -169,7 +168,7 @@ def test_unregistered_user_is_refused_with_its_cause() -> None:
     with gateway_on_freeswitch() as gateway:
         alice = WebUser(gateway, "alice").connect()
         alice.invite(_UNREGISTERED, "fs-ch-2")
-        refused = alice.wait_local_state(REFUSED, timeout=20)
+        refused = alice.wait_local_state(LocalState.REFUSED_BY_REMOTE, timeout=20)
         assert json.loads(refused["response"]) == {
             "Cmd": "Refused",
             "Reason": "not_registered",

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import gevent
 import pytest
-from gateway_process import GatewayProcess
-from gateway_support import wait_until
-from sim_wire import Conn, Event
+from support.gateway_process import GatewayProcess
+from support.gateway_support import wait_until
+from support.sim_wire import Conn, Event
 
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import InboundClient
 from esl_bridge.loops import Loops
@@ -43,7 +44,6 @@ pytestmark = [
 
 _ORPHAN_TIMEOUT = 5
 _BOUND = _ORPHAN_TIMEOUT + 1 + 15
-ACCEPTED = 3
 
 
 @contextmanager
@@ -144,7 +144,7 @@ def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: 
             else:
                 alice = gateway.web_user(loops, "alice")
                 alice.invite(_PHONE, "fs-orphan-1")
-                alice.wait_local_state(ACCEPTED, timeout=30)
+                alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
             wait_until(lambda: bool(_channels_of(switch, node_id)), 15, "the gateway's channel")
             mine = _channels_of(switch, node_id)
             watch = _observer()
@@ -179,7 +179,7 @@ def test_a_restarted_gateway_ends_its_predecessors_channels(tmp_path: Path) -> N
         try:
             alice = first.web_user(loops, "alice")
             alice.invite(_PHONE, "fs-orphan-2")
-            alice.wait_local_state(ACCEPTED, timeout=30)
+            alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
             wait_until(lambda: bool(_channels_of(switch, node_id)), 15, "the gateway's channel")
             leftovers = _channels_of(switch, node_id)
             first.kill()

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 
-from gateway_support import (
+from support.gateway_support import (
     WebUser,
     assert_nothing_left,
     running_gateway,
     wait_until,
 )
-from netns import loopback_only
+from support.netns import loopback_only
 
-RECEIVED, ACCEPTED, REFUSED, CANCELED = 2, 3, 4, 5
+from esl_bridge.core.invitations import LocalState, RemoteState
 
 
 def response_of(state_message: dict) -> dict:
@@ -32,8 +32,8 @@ def test_rtc_to_sip_answered_call_then_web_hangup() -> None:
     with running_gateway() as (gateway, sim):
         alice = WebUser(gateway, "alice").connect()
         alice.invite("1000", "ch-1", UserData="ticket 42")
-        alice.wait_local_state(RECEIVED)
-        accepted = alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.RECEIVED_BY_REMOTE)
+        accepted = alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         assert response_of(accepted) == {
             "Mode": 1,
             "Conference": False,
@@ -67,7 +67,7 @@ def test_rtc_to_sip_failures_refuse_with_json_reasons() -> None:
         }
         for number, expected in cases.items():
             alice.invite(number, f"ch-{number}")
-            refused = alice.wait_local_state(REFUSED, timeout=15)
+            refused = alice.wait_local_state(LocalState.REFUSED_BY_REMOTE, timeout=15)
             assert response_of(refused) == expected, number
             assert_nothing_left(gateway, sim)
         alice.close()
@@ -83,7 +83,7 @@ def test_ringing_is_reported_and_cancel_kills_the_sip_leg() -> None:
         assert sim.live_channel_count() == 1
         reply = alice.request({"type": "cancel", "ref": "ch-r"})
         assert reply["type"] == "ok"
-        alice.wait_local_state(CANCELED)
+        alice.wait_local_state(LocalState.CANCELED)
         assert_nothing_left(gateway, sim)
         kills = [c for c in sim.all_channels() if c.hangup_cause == "ORIGINATOR_CANCEL"]
         assert kills, [c.hangup_cause for c in sim.all_channels()]
@@ -96,9 +96,9 @@ def test_a_busy_number_refuses_a_second_caller() -> None:
         alice = WebUser(gateway, "alice").connect()
         bob = WebUser(gateway, "bob").connect()
         alice.invite("1001", "ch-a")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         bob.invite("1001", "ch-b")
-        refused = bob.wait_local_state(REFUSED)
+        refused = bob.wait_local_state(LocalState.REFUSED_BY_REMOTE)
         assert response_of(refused) == {"Cmd": "Calling", "Reason": "calling"}
         alice.peer("1001", Cmd="EndCall")
         assert_nothing_left(gateway, sim)
@@ -111,7 +111,7 @@ def test_sip_side_hangup_sends_end_call() -> None:
     with running_gateway() as (gateway, sim):
         alice = WebUser(gateway, "alice").connect()
         alice.invite("1000", "ch-h")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         [channel] = sim.channels()
         assert sim.api(f"uuid_kill {channel.uuid} NORMAL_CLEARING").startswith("+OK")
         assert alice.wait_peer_cmd("EndCall")["from"] == "1000"
@@ -124,7 +124,7 @@ def test_web_caller_gone_past_grace_ends_the_call() -> None:
     with running_gateway() as (gateway, sim):
         alice = WebUser(gateway, "alice").connect()
         alice.invite("1000", "ch-g")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         alice.close()  # tab closed; the presence grace is 0.5 s in these tests
         assert_nothing_left(gateway, sim)
 
@@ -190,7 +190,7 @@ def test_sip_to_rtc_refused_offline_and_caller_cancel() -> None:
             lambda m: (
                 m.get("type") == "remote_state"
                 and m.get("inv") == invitation["inv"]
-                and m.get("state") == CANCELED
+                and m.get("state") == RemoteState.CANCELED
             )
         )
         assert canceled["state_name"] == "CANCELED"
@@ -217,7 +217,7 @@ def test_gateway_shutdown_ends_calls_on_both_sides() -> None:
     with running_gateway() as (gateway, sim):
         alice = WebUser(gateway, "alice").connect()
         alice.invite("1000", "ch-s")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         gateway.stop(drain=3.0)
         wait_until(lambda: sim.live_channel_count() == 0, 5, "channels ended by shutdown")
         assert not sim.crashed
@@ -254,7 +254,7 @@ def test_freeswitch_restart_ends_live_calls_and_the_gateway_reconnects() -> None
         assert controller is not None
         alice = WebUser(gateway, "alice").connect()
         alice.invite("1000", "ch-restart")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         sim.restart()  # every connection and call dropped, same port
         assert alice.wait_peer_cmd("EndCall", timeout=10)["from"] == "1000"
         wait_until(lambda: controller.status()["calls"] == 0, 10, "the call ended")
@@ -262,7 +262,7 @@ def test_freeswitch_restart_ends_live_calls_and_the_gateway_reconnects() -> None
         assert controller.status()["numbers_busy"] == 0
         # And the next call works.
         alice.invite("1000", "ch-after")
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         alice.peer("1000", Cmd="EndCall")
         assert_nothing_left(gateway, sim)
         alice.close()

@@ -13,12 +13,13 @@ import json
 from itertools import count
 
 import pytest
-from gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
-from netns import loopback_only
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.netns import loopback_only
 
 from esl_bridge import config
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import BookSettings, CallBook, CallRate
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.numbers import NumberPool
 
 CAPACITY = {"Cmd": "Refused", "Reason": "capacity"}
@@ -168,7 +169,6 @@ def test_the_limits_have_defaults_and_are_checked() -> None:
 
 # -- through the whole gateway ----------------------------------------------------------
 
-ACCEPTED, REFUSED = 3, 4
 STAYING_UP = ["1000", "1001", "1002", "1008", "1009", "1010"]  # answer and stay up
 
 
@@ -194,7 +194,7 @@ def flood(alice: WebUser, numbers: list[str], tag: str) -> dict[str, dict]:
             lambda m, ref=ref: (
                 m.get("type") == "local_state"
                 and m.get("ref") == ref
-                and m.get("state") in (ACCEPTED, REFUSED)
+                and m.get("state") in (LocalState.ACCEPTED_BY_REMOTE, LocalState.REFUSED_BY_REMOTE)
             ),
             timeout=15,
             what=f"the end of the ringing of {ref}",
@@ -203,8 +203,12 @@ def flood(alice: WebUser, numbers: list[str], tag: str) -> dict[str, dict]:
 
 
 def outcome(final: dict[str, dict]) -> tuple[list[str], list[dict]]:
-    accepted = [ref for ref, m in final.items() if m["state"] == ACCEPTED]
-    refused = [json.loads(m["response"]) for m in final.values() if m["state"] == REFUSED]
+    accepted = [ref for ref, m in final.items() if m["state"] == LocalState.ACCEPTED_BY_REMOTE]
+    refused = [
+        json.loads(m["response"])
+        for m in final.values()
+        if m["state"] == LocalState.REFUSED_BY_REMOTE
+    ]
     return accepted, refused
 
 

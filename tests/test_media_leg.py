@@ -1,6 +1,6 @@
 """MediaLeg end to end on loopback: a "browser" aiortc peer playing 1 kHz, the gateway's
 MediaLeg, and a tiny fake FreeSWITCH playing 440 Hz over unicast. Every test here runs in a
-network namespace that has only ``lo`` (tests/netns.py)."""
+network namespace that has only ``lo`` (tests/support/netns.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from netns import loopback_only
-from tones import ToneTrack
+from support.netns import loopback_only
+from support.tones import ToneTrack
 
 from esl_bridge.media.leg import (
     LegConfig,

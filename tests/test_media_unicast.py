@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ports_and_waits import free_udp_range
+from support.ports_and_waits import free_udp_range
 
 from esl_bridge.media.unicast import (
     FRAME_S,
@@ -196,7 +196,7 @@ def test_port_allocator_never_hands_out_a_pair_in_use_or_quarantined_or_bound(
 
 
 def test_bind_probe_sees_a_port_held_on_either_side() -> None:
-    base, _ = free_port_range(4)
+    base, _ = free_udp_range(4)
     probe = bind_probe("127.0.0.1", "127.0.0.1")
     assert probe is not None
     assert probe(PortPair(base, base + 1))
@@ -449,13 +449,9 @@ def test_real_freeswitch_arrival_times_and_payload() -> None:
 # --------------------------------------------------------------------------- UDP endpoint
 
 
-def free_port_range(size: int = 40) -> tuple[int, int]:
-    return free_udp_range(size)
-
-
 async def _endpoint_round_trip() -> None:
     fmt = ChannelFormat(16000, 1)
-    alloc = PortAllocator(*free_port_range())
+    alloc = PortAllocator(*free_udp_range(40))
     ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1")
     params = await ep.open()
     assert params.headers()["remote-port"] == str(ep.pair.local_port)  # type: ignore[union-attr]
@@ -531,7 +527,7 @@ def test_endpoint_round_trip_on_loopback() -> None:
 
 
 async def _endpoint_skips_busy_ports() -> None:
-    base, top = free_port_range(4)  # two pairs
+    base, top = free_udp_range(4)  # two pairs
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", base + 1))  # our side of the first pair is taken
     try:
@@ -548,7 +544,7 @@ async def _endpoint_skips_busy_ports() -> None:
 
 async def _endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
     fmt = FMT8
-    alloc = PortAllocator(*free_port_range())
+    alloc = PortAllocator(*free_udp_range(40))
     counters = MediaCounters()  # the gateway's totals, shared by all its endpoints
     ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1", counters=counters)
     params = await ep.open()
@@ -601,7 +597,7 @@ def test_endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
 
 
 def test_start_timeout_counts_from_the_unicast_command() -> None:
-    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_port_range()))
+    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_udp_range(40)))
     assert endpoint.not_started_for(10.0) is None  # no command sent yet: nothing to time
     endpoint.unicast_requested(10.0)
     assert endpoint.not_started_for(15.5) == pytest.approx(5.5)
@@ -657,7 +653,7 @@ def test_receive_buffer_invariants_under_any_arrival_pattern(
 
 
 async def _silent_channel_times_out() -> tuple[float | None, float | None]:
-    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_port_range()))
+    endpoint = UnicastEndpoint(FMT8, PortAllocator(*free_udp_range(40)))
     before = endpoint.seconds_since_rx(0.0)
     await endpoint.open()
     # No datagram ever comes: the silence counts from the opening, on the loop's clock.

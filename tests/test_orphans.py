@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_process import GatewayProcess
-from gateway_support import WebUser, running_gateway, wait_until
-from netns import loopback_only
-from ports_and_waits import free_port
-from web_peer import WebPeer
+from support.gateway_process import GatewayProcess
+from support.gateway_support import WebUser, running_gateway, wait_until
+from support.netns import loopback_only
+from support.ports_and_waits import free_port
+from support.web_peer import WebPeer
 
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.esl import orphans
 from esl_bridge.esl.orphans import GatewayIdentity, Watchdog
 from esl_bridge.loops import Loops
 from esl_bridge.sim import SimConfig, SimulatorThread
 
-ACCEPTED = 3
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- the sans-I/O parts ---------------------------------------------------------------------
@@ -205,7 +205,7 @@ def _put_call_in_state(
         wait_until(lambda: channel.answered and channel.parked, 10, "the leg answered, parked")
     if state == "web_to_sip_unicast":
         # The browser's media connects and the audio flows through unicast.
-        alice.wait_local_state(ACCEPTED)
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
         WebPeer(alice).offer("1000", "ch-1")
         wait_until(lambda: channel.unicast is not None, 20, "unicast running on the leg")
     return channel

@@ -1,7 +1,7 @@
 """The JS SDK in headless Chromium (Debian packages chromium, chromium-driver): two pages
 log in and call each other.
 
-Each scenario re-executes itself inside a loopback-only network namespace (tests/netns.py):
+Each scenario re-executes itself inside a loopback-only network namespace (tests/support/netns.py):
 there it starts the signalling server on 127.0.0.1 in a thread, one Chromium with two
 tabs (the two users), and checks the states on both sides through the SDK's own events.
 Invitation timers are shortened so that the timeout scenarios take a second or two.
@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from browser import CHROMEDRIVER, CHROMIUM, chromium
-from netns import assert_loopback_only, loopback_only
+from support.browser import CHROMEDRIVER, CHROMIUM, chromium
+from support.netns import assert_loopback_only, loopback_only
 
-from esl_bridge.core.invitations import InvitationTimeouts
+from esl_bridge.core.invitations import (
+    InvitationTimeouts,
+    LocalFailureReason,
+    LocalState,
+    RemoteState,
+)
 from esl_bridge.signaling.auth import mint_token
 from esl_bridge.signaling.server import SIGNALING_KEY, SignalingService, create_app
 from esl_bridge.signaling.settings import SignalingSettings
@@ -97,7 +102,7 @@ Promise.resolve().then(() => (%s)).then(
 """
 
 
-# ---- the test: its body runs only inside the namespace (tests/netns.py) --------------
+# ---- the test: its body runs only inside the namespace (tests/support/netns.py) --------------
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -244,11 +249,16 @@ def run_scenario(scenario: str) -> None:
 def invite_bob(alice: Page, bob: Page) -> dict[str, Any]:
     content = json.dumps({"Mode": 1, "Conference": False, "ChanId": "ch-1"})
     sent = alice.run_async(INVITE_JS, "bob", content, "ch-1")
-    assert sent == {"state": 1}, sent
+    assert sent == {"state": LocalState.SENT_TO_REMOTE}, sent
     got = bob.event("RemoteInvitationReceived")
-    assert got == {"caller": "alice", "content": content, "channelId": "ch-1", "state": 1}
+    assert got == {
+        "caller": "alice",
+        "content": content,
+        "channelId": "ch-1",
+        "state": RemoteState.INVITATION_RECEIVED,
+    }
     alice.event("LocalInvitationReceivedByPeer")
-    assert alice.js("li.getState()") == 2
+    assert alice.js("li.getState()") == LocalState.RECEIVED_BY_REMOTE
     return got
 
 
@@ -256,8 +266,11 @@ def scenario_accept(alice: Page, bob: Page, server: ServerThread, base: str) -> 
     invite_bob(alice, bob)
     response = json.dumps({"Mode": 1, "Conference": False, "ChanId": "ch-1"})
     assert bob.call(f"ri.accept({json.dumps(response)})") is None
-    assert bob.event("RemoteInvitationAccepted") == {"arg": None, "state": 4}
-    assert alice.event("LocalInvitationAccepted") == {"arg": response, "state": 3}
+    assert bob.event("RemoteInvitationAccepted") == {"arg": None, "state": RemoteState.ACCEPTED}
+    assert alice.event("LocalInvitationAccepted") == {
+        "arg": response,
+        "state": LocalState.ACCEPTED_BY_REMOTE,
+    }
     assert alice.js("li.response") == response
     assert alice.call("li.cancel()") == {"error": "ALREADY_ACCEPT"}
     assert bob.call("ri.refuse()") == {"error": "ALREADY_ACCEPT"}
@@ -267,16 +280,19 @@ def scenario_refuse(alice: Page, bob: Page, server: ServerThread, base: str) -> 
     invite_bob(alice, bob)
     busy = '{"Cmd":"Calling","Reason":"calling"}'
     assert bob.call(f"ri.refuse({json.dumps(busy)})") is None
-    assert bob.event("RemoteInvitationRefused") == {"arg": None, "state": 3}
-    assert alice.event("LocalInvitationRefused") == {"arg": busy, "state": 4}
+    assert bob.event("RemoteInvitationRefused") == {"arg": None, "state": RemoteState.REFUSED}
+    assert alice.event("LocalInvitationRefused") == {
+        "arg": busy,
+        "state": LocalState.REFUSED_BY_REMOTE,
+    }
     assert bob.call("ri.accept()") == {"error": "ALREADY_END"}
 
 
 def scenario_cancel(alice: Page, bob: Page, server: ServerThread, base: str) -> None:
     invite_bob(alice, bob)
     assert alice.call("li.cancel()") is None
-    assert alice.event("LocalInvitationCanceled") == {"arg": None, "state": 5}
-    assert bob.event("RemoteInvitationCanceled") == {"arg": None, "state": 5}
+    assert alice.event("LocalInvitationCanceled") == {"arg": None, "state": LocalState.CANCELED}
+    assert bob.event("RemoteInvitationCanceled") == {"arg": None, "state": RemoteState.CANCELED}
     assert alice.call("li.cancel()") == {"error": "ALREADY_END"}
     assert alice.call("li.send()") == {"error": "ALREADY_END"}
     assert bob.call("ri.accept()") == {"error": "ALREADY_END"}
@@ -284,22 +300,31 @@ def scenario_cancel(alice: Page, bob: Page, server: ServerThread, base: str) -> 
 
 def scenario_expire(alice: Page, bob: Page, server: ServerThread, base: str) -> None:
     invite_bob(alice, bob)  # acknowledged, never answered: the 2 s answer timer fires
-    assert alice.event("LocalInvitationFailure") == {"arg": "INVITATION_EXPIRE", "state": 6}
-    assert bob.event("RemoteInvitationFailure") == {"arg": "INVITATION_EXPIRE", "state": 6}
-    assert alice.js("li.failureReason") == 3
+    assert alice.event("LocalInvitationFailure") == {
+        "arg": "INVITATION_EXPIRE",
+        "state": LocalState.FAILURE,
+    }
+    assert bob.event("RemoteInvitationFailure") == {
+        "arg": "INVITATION_EXPIRE",
+        "state": RemoteState.FAILURE,
+    }
+    assert alice.js("li.failureReason") == LocalFailureReason.INVITATION_EXPIRE
 
 
 def scenario_peer_offline(alice: Page, bob: Page, server: ServerThread, base: str) -> None:
     # Limits are checked before anything is sent.
     too_big = alice.run_async(INVITE_JS, "nobody", "x" * 8193, "")
-    assert too_big == {"error": "INVALID_ARGUMENT", "state": 0}
+    assert too_big == {"error": "INVALID_ARGUMENT", "state": LocalState.IDLE}
     too_long = alice.run_async(INVITE_JS, "nobody", "", "c" * 65)
-    assert too_long == {"error": "INVALID_ARGUMENT", "state": 0}
+    assert too_long == {"error": "INVALID_ARGUMENT", "state": LocalState.IDLE}
     assert alice.call("li.cancel()") == {"error": "NOT_STARTED"}
     sent = alice.run_async(INVITE_JS, "nobody", "x" * 8192, "c" * 64)
-    assert sent == {"state": 1}
+    assert sent == {"state": LocalState.SENT_TO_REMOTE}
     assert alice.call("li.send()") == {"error": "ALREADY_SENT"}
-    assert alice.event("LocalInvitationFailure") == {"arg": "PEER_OFFLINE", "state": 6}
+    assert alice.event("LocalInvitationFailure") == {
+        "arg": "PEER_OFFLINE",
+        "state": LocalState.FAILURE,
+    }
     assert "RemoteInvitationReceived" not in bob.names()
 
 
@@ -334,14 +359,14 @@ def scenario_reconnect(alice: Page, bob: Page, server: ServerThread, base: str) 
     assert "PeersOnlineStatusChanged" not in alice.names()
     invite_bob(alice, bob)
     assert bob.call("ri.accept()") is None
-    assert alice.event("LocalInvitationAccepted")["state"] == 3
+    assert alice.event("LocalInvitationAccepted")["state"] == LocalState.ACCEPTED_BY_REMOTE
 
 
 def scenario_takeover(alice: Page, bob: Page, server: ServerThread, base: str) -> None:
     invite_bob(alice, bob)
     open_page(alice.driver, base, "bob", first=False)  # the same uid logs in elsewhere
     assert bob.event("ConnectionStateChanged", 2) == ["ABORTED", "REMOTE_LOGIN"]
-    assert bob.event("RemoteInvitationFailure")["state"] == 6
+    assert bob.event("RemoteInvitationFailure")["state"] == RemoteState.FAILURE
     assert "Reconnecting" not in bob.names()
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import WSMsgType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from signaling_support import APPID, CERT, env, run
 from structlog.testing import capture_logs
+from support.signaling_support import APPID, CERT, env, run
 
 from esl_bridge.signaling.settings import SignalingSettings
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 from itertools import count
 
-from gateway_support import WebUser, assert_nothing_left, running_gateway
-from netns import loopback_only
 from structlog.testing import capture_logs
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway
+from support.netns import loopback_only
 
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import BookSettings, CallBook
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.numbers import NumberPool
 
 DEEP = "[" * 4000 + "]" * 4000
-REFUSED, FAILURE = 4, 6
 
 
 def test_the_call_book_refuses_deep_content_as_bad_content() -> None:
@@ -64,11 +64,14 @@ def test_deep_json_to_the_gateway_is_refused_at_once_without_a_traceback() -> No
         assert reply["type"] == "ok", reply
         # Whatever ends the invitation first; before the fix: FAILURE after 30 s.
         ended = alice.wait(
-            lambda m: m.get("type") == "local_state" and m.get("state") in (REFUSED, FAILURE),
+            lambda m: (
+                m.get("type") == "local_state"
+                and m.get("state") in (LocalState.REFUSED_BY_REMOTE, LocalState.FAILURE)
+            ),
             60,
             "the invitation's end",
         )
-        assert ended["state"] == REFUSED, ended
+        assert ended["state"] == LocalState.REFUSED_BY_REMOTE, ended
         assert json.loads(ended["response"]) == {"Cmd": "Refused", "Reason": "bad_content"}
         for to in ("1005", "gateway"):
             sent = alice.request({"type": "message", "to": to, "text": DEEP})

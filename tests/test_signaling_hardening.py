@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from signaling_support import APPID, CERT, env, run
+from support.signaling_support import APPID, CERT, env, run
 
 from esl_bridge.signaling.hub import QueueParticipant
 from esl_bridge.signaling.settings import SignalingSettings

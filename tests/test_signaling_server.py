@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from signaling_support import APPID, CERT, WALL, Env, env, run, token
+from support.signaling_support import APPID, CERT, WALL, Env, env, run, token
 
+from esl_bridge.core.invitations import ApiError, LocalFailureReason, LocalState, RemoteState
 from esl_bridge.signaling.auth import mint_token
 from esl_bridge.signaling.hub import QueueParticipant
 from esl_bridge.signaling.settings import SignalingSettings
@@ -21,11 +22,13 @@ def settings(**kw: Any) -> SignalingSettings:
     return SignalingSettings(**base)
 
 
-def assert_error(reply: dict[str, Any], code: str, errno: int | None = None) -> None:
+def assert_error(reply: dict[str, Any], code: str | ApiError) -> None:
+    """An error reply; an invitation API error carries its name and its number."""
     assert reply["type"] == "error", reply
-    assert reply["code"] == code, reply
-    if errno is not None:
-        assert reply["errno"] == errno
+    if isinstance(code, ApiError):
+        assert (reply["code"], reply["errno"]) == (code.name, code), reply
+    else:
+        assert reply["code"] == code, reply
 
 
 async def assert_clean(e: Env) -> None:
@@ -210,7 +213,7 @@ def test_subscription_limits() -> None:
             alice = await e.login("alice")
             assert (await alice.request("subscribe", uids=["a", "b"]))["type"] == "ok"
             assert_error(
-                await alice.request("subscribe", uids=["a", "b", "c"]), "INVALID_ARGUMENT", 1
+                await alice.request("subscribe", uids=["a", "b", "c"]), ApiError.INVALID_ARGUMENT
             )
             assert (await alice.request("subscribe", uids=["b", "c"]))["type"] == "ok"
             assert_error(await alice.request("subscribe", uids=["d"]), "TOO_MANY_SUBSCRIPTIONS")
@@ -243,7 +246,7 @@ def test_peer_messages_and_limit() -> None:
                 assert msg["from"] == "alice"
                 assert msg["text"] == text
             reply = await alice.request("message", to="bob", text="é" * (32 * 1024 // 2) + "x")
-            assert_error(reply, "INVALID_ARGUMENT", 1)
+            assert_error(reply, ApiError.INVALID_ARGUMENT)
             assert await bob.quiet() == []
 
     run(main())
@@ -259,7 +262,7 @@ async def invite(
     assert reply["type"] == "ok", reply
     assert reply["ref"] == ref
     sent = await caller.event("local_state", ref=ref)
-    assert sent["state"] == 1
+    assert sent["state"] == LocalState.SENT_TO_REMOTE
     assert sent["state_name"] == "SENT_TO_REMOTE"
     got = await callee.event("invitation")
     assert got["inv"] == reply["inv"]
@@ -287,7 +290,9 @@ def test_invite_ack_accept() -> None:
             assert got["content"] == content
             assert got["channel_id"] == "c1"
             assert (await bob.request("ack", inv=inv))["type"] == "ok"
-            assert (await bob.event("remote_state", inv=inv))["state"] == 1
+            assert (await bob.event("remote_state", inv=inv))[
+                "state"
+            ] == RemoteState.INVITATION_RECEIVED
             assert (await alice.event("local_state"))["state_name"] == "RECEIVED_BY_REMOTE"
             resp = json.dumps({"Mode": 1, "Conference": False, "ChanId": "c1"})
             assert (await bob.request("accept", inv=inv, response=resp))["type"] == "ok"
@@ -296,13 +301,13 @@ def test_invite_ack_accept() -> None:
             )
             assert (await bob.event("remote_state", inv=inv))["state_name"] == "ACCEPTED"
             accepted = await alice.event("local_state")
-            assert accepted["state"] == 3
+            assert accepted["state"] == LocalState.ACCEPTED_BY_REMOTE
             assert accepted["response"] == resp
             await assert_clean(e)
             # API errors after the end.
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_ACCEPT", 4)
-            assert_error(await bob.request("refuse", inv=inv), "ALREADY_ACCEPT", 4)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_ACCEPT", 4)
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_ACCEPT)
+            assert_error(await bob.request("refuse", inv=inv), ApiError.ALREADY_ACCEPT)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_ACCEPT)
             assert (await bob.request("ack", inv=inv))["type"] == "ok"
 
     run(main())
@@ -320,8 +325,8 @@ def test_invite_refuse_busy() -> None:
             refused = await alice.event("local_state")
             assert refused["state_name"] == "REFUSED_BY_REMOTE"
             assert refused["response"] == busy
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_END", 3)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_END", 3)
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_END)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_END)
             await assert_clean(e)
 
     run(main())
@@ -334,11 +339,15 @@ def test_invite_cancel() -> None:
             inv, _ = await invite(e, alice, bob)
             await bob.request("ack", inv=inv)
             assert (await alice.request("cancel", ref="r1"))["type"] == "ok"
-            assert (await alice.event("local_state", state=5))["state_name"] == "CANCELED"
-            assert (await bob.event("remote_state", state=5))["state_name"] == "CANCELED"
-            assert_error(await alice.request("cancel", ref="r1"), "ALREADY_END", 3)
-            assert_error(await bob.request("accept", inv=inv), "ALREADY_END", 3)
-            assert_error(await bob.request("refuse", inv=inv), "ALREADY_END", 3)
+            assert (await alice.event("local_state", state=LocalState.CANCELED))[
+                "state_name"
+            ] == "CANCELED"
+            assert (await bob.event("remote_state", state=RemoteState.CANCELED))[
+                "state_name"
+            ] == "CANCELED"
+            assert_error(await alice.request("cancel", ref="r1"), ApiError.ALREADY_END)
+            assert_error(await bob.request("accept", inv=inv), ApiError.ALREADY_END)
+            assert_error(await bob.request("refuse", inv=inv), ApiError.ALREADY_END)
             await assert_clean(e)
 
     run(main())
@@ -349,7 +358,7 @@ def test_invitation_errors() -> None:
         async with env() as e:
             alice, bob = await pair(e)
             assert_error(
-                await alice.request("invite", ref="x", callee="alice"), "INVALID_ARGUMENT", 1
+                await alice.request("invite", ref="x", callee="alice"), ApiError.INVALID_ARGUMENT
             )
             await invite(e, alice, bob, ref="dup")
             assert_error(await alice.request("invite", ref="dup", callee="bob"), "DUPLICATE_REF")
@@ -384,7 +393,7 @@ def test_invitation_limits(fields: dict[str, str], ok: bool) -> None:
                 got = await bob.event("invitation")
                 assert got["content"] == fields.get("content", "")
             else:
-                assert_error(reply, "INVALID_ARGUMENT", 1)
+                assert_error(reply, ApiError.INVALID_ARGUMENT)
                 assert await bob.quiet() == []  # nothing sent
                 assert await alice.quiet() == []
                 await assert_clean(e)
@@ -402,11 +411,13 @@ def test_response_limits(verb: str, response: str, ok: bool) -> None:
             reply = await bob.request(verb, inv=inv, response=response)
             if ok:
                 assert reply["type"] == "ok"
-                assert (await alice.event("local_state", state={"accept": 3, "refuse": 4}[verb]))[
-                    "response"
-                ] == response
+                state = {
+                    "accept": LocalState.ACCEPTED_BY_REMOTE,
+                    "refuse": LocalState.REFUSED_BY_REMOTE,
+                }[verb]
+                assert (await alice.event("local_state", state=state))["response"] == response
             else:
-                assert_error(reply, "INVALID_ARGUMENT", 1)
+                assert_error(reply, ApiError.INVALID_ARGUMENT)
                 assert await alice.quiet() == []
                 assert (await bob.request("ack", inv=inv))["type"] == "ok"  # still open
 
@@ -421,7 +432,7 @@ def test_peer_offline_after_30s_and_late_delivery() -> None:
         async with env() as e:
             alice = await e.login("alice")
             assert (await alice.request("invite", ref="r1", callee="bob"))["type"] == "ok"
-            assert (await alice.event("local_state"))["state"] == 1
+            assert (await alice.event("local_state"))["state"] == LocalState.SENT_TO_REMOTE
             await e.advance(10)
             bob = await e.login("bob")
             got = await bob.event("invitation")  # held until bob came online
@@ -429,14 +440,14 @@ def test_peer_offline_after_30s_and_late_delivery() -> None:
             assert await alice.quiet(0.05) == []
             await e.advance(0.1)
             failed = await alice.event("local_state")
-            assert failed["state"] == 6
+            assert failed["state"] == LocalState.FAILURE
             assert failed["reason_name"] == "PEER_NO_RESPONSE"  # bob was online at 30 s
             expired = await bob.event("remote_state", inv=got["inv"])
             assert expired["reason_name"] == "INVITATION_EXPIRE"
             await assert_clean(e)
 
             assert (await alice.request("invite", ref="r2", callee="carol"))["type"] == "ok"
-            await alice.event("local_state", ref="r2", state=1)
+            await alice.event("local_state", ref="r2", state=LocalState.SENT_TO_REMOTE)
             await e.advance(30)
             failed = await alice.event("local_state", ref="r2")
             assert (failed["state"], failed["reason"], failed["reason_name"]) == (
@@ -456,13 +467,13 @@ def test_invitation_expire_60s_after_ack() -> None:
             inv, _ = await invite(e, alice, bob)
             await e.advance(29)
             await bob.request("ack", inv=inv)
-            await alice.event("local_state", state=2)
+            await alice.event("local_state", state=LocalState.RECEIVED_BY_REMOTE)
             await e.advance(59.5)
             assert await alice.quiet(0.05) == []
             await e.advance(0.5)
-            failed = await alice.event("local_state", state=6)
-            assert failed["reason"] == 3
-            failed = await bob.event("remote_state", state=6)
+            failed = await alice.event("local_state", state=LocalState.FAILURE)
+            assert failed["reason"] == LocalFailureReason.INVITATION_EXPIRE
+            failed = await bob.event("remote_state", state=RemoteState.FAILURE)
             assert failed["reason_name"] == "INVITATION_EXPIRE"
             await assert_clean(e)
 
@@ -476,9 +487,9 @@ def test_caller_logout_fails_both_sides() -> None:
             inv, _ = await invite(e, alice, bob)
             await bob.request("ack", inv=inv)
             await alice.request("logout")
-            failed = await alice.event("local_state", state=6)
+            failed = await alice.event("local_state", state=LocalState.FAILURE)
             assert failed["reason_name"] == "NOT_LOGGEDIN"
-            failed = await bob.event("remote_state", state=6)
+            failed = await bob.event("remote_state", state=RemoteState.FAILURE)
             assert failed["reason_name"] == "PEER_OFFLINE"
             await assert_clean(e)
 
@@ -501,7 +512,7 @@ def test_appid_isolation() -> None:
             await e.login("carol", "app2")
             assert await bob2.quiet() == []
             await e.advance(30)
-            failed = await alice.event("local_state", state=6)
+            failed = await alice.event("local_state", state=LocalState.FAILURE)
             assert failed["reason_name"] == "PEER_OFFLINE"
             assert [m for m in alice.events if m["type"] == "peer_status"] == []
             assert e.hub.stats()["sessions"] == 4
@@ -538,9 +549,8 @@ def test_takeover_moves_waiting_invitations_to_the_new_session() -> None:
             second = await e.login("bob")
             got = await second.event("invitation")
             await second.request("accept", inv=got["inv"])
-            assert (await alice.event("local_state", state=3))["state_name"] == (
-                "ACCEPTED_BY_REMOTE"
-            )
+            accepted = await alice.event("local_state", state=LocalState.ACCEPTED_BY_REMOTE)
+            assert accepted["state_name"] == "ACCEPTED_BY_REMOTE"
 
     run(main())
 
@@ -564,7 +574,8 @@ def test_grace_reconnect_keeps_the_session() -> None:
             assert reply["session"] == session
             assert (await back.event("message"))["text"] == "while away"
             assert (await back.request("accept", inv=inv))["type"] == "ok"
-            assert (await alice.event("local_state", state=3))["state"] == 3
+            accepted = await alice.event("local_state", state=LocalState.ACCEPTED_BY_REMOTE)
+            assert accepted["state_name"] == "ACCEPTED_BY_REMOTE"
             assert [m for m in alice.events if m["type"] == "peer_status"] == []
 
     run(main())
@@ -581,7 +592,7 @@ def test_grace_expiry_goes_offline() -> None:
             await e.dropped(bob)
             await e.advance(15)
             assert (await alice.event("peer_status"))["peers"] == {"bob": "OFFLINE"}
-            failed = await alice.event("local_state", state=6)
+            failed = await alice.event("local_state", state=LocalState.FAILURE)
             assert failed["reason_name"] == "PEER_OFFLINE"
             await assert_clean(e)
             assert e.hub.stats()["sessions"] == 1
@@ -698,9 +709,9 @@ def test_gateway_participant() -> None:
             uid, got = events.pop(0)
             assert (uid, got["type"], got["caller"]) == ("1005", "invitation", "alice")
             assert gw.ack("1005", got["inv"], e.clock())["type"] == "ok"
-            await alice.event("local_state", state=2)
+            await alice.event("local_state", state=LocalState.RECEIVED_BY_REMOTE)
             assert gw.accept("1005", got["inv"], e.clock(), '{"SipNumber":"1005"}')["type"] == "ok"
-            accepted = await alice.event("local_state", state=3)
+            accepted = await alice.event("local_state", state=LocalState.ACCEPTED_BY_REMOTE)
             assert accepted["response"] == '{"SipNumber":"1005"}'
             assert [m["state_name"] for u, m in events if m["type"] == "remote_state"] == [
                 "INVITATION_RECEIVED",
@@ -756,7 +767,7 @@ def test_participant_may_call_back_from_its_callback() -> None:
             handle.register(["1005"], e.clock())
             alice = await e.login("alice")
             await alice.request("invite", ref="r", callee="1005")
-            refused = await alice.event("local_state", state=4)
+            refused = await alice.event("local_state", state=LocalState.REFUSED_BY_REMOTE)
             assert refused["response"] == '{"Cmd":"Calling","Reason":"calling"}'
             await assert_clean(e)
 

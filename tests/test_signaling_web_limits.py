@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from ports_and_waits import free_port
-from signaling_support import run
 from structlog.testing import capture_logs
+from support.ports_and_waits import free_port
+from support.signaling_support import run
 
 from esl_bridge import config
 from esl_bridge.gateway.web import WebServer, start_web_server

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from signaling_support import run
+from support.signaling_support import run
 
 from esl_bridge.signaling.server import _WsConn
 

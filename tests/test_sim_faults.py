@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
-from sim_wire import Conn, auth, read_transcript
+from support.ports_and_waits import free_udp_port
+from support.sim_wire import Conn, auth, read_transcript
 
 from esl_bridge.sim import Extension, SimConfig, SimulatorThread, wire
 
@@ -18,18 +18,11 @@ def sim() -> Iterator[SimulatorThread]:
 
 
 def _unicast(uuid: str) -> str:
+    local, remote = free_udp_port(), free_udp_port()
     return (
-        f"sendmsg {uuid}\ncall-command: unicast\nlocal-ip: 127.0.0.1\nlocal-port: {_udp_port()}\n"
-        f"remote-ip: 127.0.0.1\nremote-port: {_udp_port()}\ntransport: udp"
+        f"sendmsg {uuid}\ncall-command: unicast\nlocal-ip: 127.0.0.1\nlocal-port: {local}\n"
+        f"remote-ip: 127.0.0.1\nremote-port: {remote}\ntransport: udp"
     )
-
-
-def _udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_unicast_on_ringing_originated_leg_is_fatal(sim: SimulatorThread) -> None:

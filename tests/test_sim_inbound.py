@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from ports_and_waits import free_udp_port as _free_udp_port
-from sim_wire import Conn, Event, auth, fs_events, read_transcript
+from support.ports_and_waits import free_udp_port as _free_udp_port
+from support.sim_wire import Conn, Event, auth, fs_events, read_transcript
 
 from esl_bridge.sim import Extension, SimConfig, SimulatorThread, wire
 from esl_bridge.sim.media import AudioSource

@@ -10,8 +10,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 import pytest
-from esl_transcripts import FIXTURES
-from sim_wire import fs_frames, read_transcript
+from support.esl_transcripts import FIXTURES
+from support.sim_wire import fs_frames, read_transcript
 
 from esl_bridge.sim.dialstring import parse_app, parse_dial_string, split_args, split_char
 

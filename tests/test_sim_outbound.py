@@ -8,8 +8,9 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from ports_and_waits import free_udp_port as _free_udp_port
-from sim_wire import Conn, Event, auth, fs_events, fs_frames, read_transcript
+from support.ports_and_waits import free_port
+from support.ports_and_waits import free_udp_port as _free_udp_port
+from support.sim_wire import Conn, Event, auth, fs_events, fs_frames, read_transcript
 
 from esl_bridge.sim import SimConfig, SimulatorThread, wire
 
@@ -397,7 +398,7 @@ def test_exit_hangs_up_and_connect_failure(sim: SimulatorThread, gateway: socket
     # The socket app returns; the route of dialplan/ ends with its hangup (recorded:
     # orphans/esl_outbound_orphan_killed_answered.txt).
     assert call.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
-    closed = _free_tcp_port()
+    closed = free_port()
     failed = sim.place_call("1001", "01002", target=("127.0.0.1", closed))
     assert not failed.wait_connected(3)
     assert failed.connect_error
@@ -420,14 +421,6 @@ def _unicast(local: int, remote: int) -> str:
         f"sendmsg\ncall-command: unicast\nlocal-ip: 127.0.0.1\nlocal-port: {local}\n"
         f"remote-ip: 127.0.0.1\nremote-port: {remote}\ntransport: udp"
     )
-
-
-def _free_tcp_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_loopback_originate_reaches_the_socket_route(

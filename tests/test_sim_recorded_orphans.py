@@ -22,9 +22,9 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from esl_transcripts import FIXTURES
-from esl_transcripts import read_transcript as read_path
-from sim_wire import Conn, Event, Frame, auth, split_frames
+from support.esl_transcripts import FIXTURES
+from support.esl_transcripts import read_transcript as read_path
+from support.sim_wire import Conn, Event, Frame, auth, split_frames
 
 from esl_bridge.esl import orphans
 from esl_bridge.esl.protocol import FrameParser, decode

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
-from sim_wire import FIXTURES, fs_frames, parse_event_body, read_transcript
+from support.sim_wire import FIXTURES, fs_frames, parse_event_body, read_transcript
 
 from esl_bridge.sim import wire
 from esl_bridge.sim.dialstring import parse_app, parse_dial_string, parse_socket_args, split_args

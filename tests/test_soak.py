@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from netns import loopback_only
+from support.netns import loopback_only
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

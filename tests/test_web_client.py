@@ -2,7 +2,7 @@
 Chromium against the signalling hub and a scripted fake gateway.
 
 The browser tests re-execute themselves inside a loopback-only network namespace
-(tests/netns.py). There an aiohttp server on 127.0.0.1 (in a thread) carries the hub, the
+(tests/support/netns.py). There an aiohttp server on 127.0.0.1 (in a thread) carries the hub, the
 page and a fake gateway registered as an in-process participant. The fake gateway plays the
 gateway's part of the call protocol: 1005 rings then answers (its media is an aiortc peer
 connection sending a 440 Hz tone), 1003 is busy, 1004 rings and is not answered, 1006 rings
@@ -29,9 +29,9 @@ import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, MIC_HZ, OVERLAP_JS, chromium
-from netns import assert_loopback_only, loopback_only
-from tones import ToneTrack
+from support.browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, MIC_HZ, OVERLAP_JS, chromium
+from support.netns import assert_loopback_only, loopback_only
+from support.tones import ToneTrack
 
 from esl_bridge.core.invitations import InvitationTimeouts
 from esl_bridge.media.leg import use_host_addresses

@@ -1,6 +1,6 @@
 """Headless Chromium for the browser tests, and what they measure in the page.
 
-Every test using it runs inside a loopback-only network namespace (tests/netns.py).
+Every test using it runs inside a loopback-only network namespace (tests/support/netns.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It runs on the loop of whatever its WebUser runs on (a gateway in this process, or a
 ``Loops`` of the test when the gateway is a subprocess). Tests that use it open peer
-connections, so they run in a loopback-only namespace (tests/netns.py).
+connections, so they run in a loopback-only namespace (tests/support/netns.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from gateway_support import WebUser
-from tones import ToneTrack
 
 from esl_bridge.media.leg import use_host_addresses
+from support.gateway_support import WebUser
+from support.tones import ToneTrack
 
 BROWSER_HZ = 1000.0
 

@@ -1,6 +1,6 @@
 """Minimal ESL frame reading for the simulator tests (independent of esl_bridge.esl).
 
-Transcripts are read by tests/esl_transcripts.py, the one reader of the recordings.
+Transcripts are read by tests/support/esl_transcripts.py, the one reader of the recordings.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from esl_transcripts import FIXTURES, Record
-from esl_transcripts import read_transcript as read_esl_transcript
+from support.esl_transcripts import FIXTURES, Record
+from support.esl_transcripts import read_transcript as read_esl_transcript
 
 
 @dataclass

@@ -28,7 +28,7 @@ import pytest
 
 ENV_FLAG = "ESL_BRIDGE_IN_NETNS"
 F = TypeVar("F", bound=Callable[..., Any])
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def in_netns() -> bool:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import gevent
 import gevent.server
 import gevent.socket
-from esl_transcripts import FIXTURES, read_transcript
+
+from support.esl_transcripts import FIXTURES, read_transcript
 
 _MAIN = {r.seq: r.data for r in read_transcript(FIXTURES / "esl_inbound_main.txt").records}
 _AUTH_FAIL = {

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
-from ports_and_waits import gevent_wait
 
 from esl_bridge import config
-from esl_bridge.gateway.demo import free_port
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimConfig, SimulatorThread
+from support.ports_and_waits import free_port, gevent_wait
 
 APPID = "e2e"
 
@@ -163,11 +163,11 @@ class WebUser:
         self.inbox.remove(found[0])
         return found[0]
 
-    def wait_local_state(self, state: int, timeout: float = 8.0) -> dict[str, Any]:
+    def wait_local_state(self, state: LocalState, timeout: float = 8.0) -> dict[str, Any]:
         return self.wait(
             lambda m: m.get("type") == "local_state" and m.get("state") == state,
             timeout,
-            f"local_state {state}",
+            f"local_state {state.name}",
         )
 
     def wait_peer_cmd(self, cmd: str, timeout: float = 8.0) -> dict[str, Any]:

@@ -17,12 +17,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway_support import APPID, WebUser, wait_until
-from ports_and_waits import free_port
-
 from esl_bridge.loops import Loops
+from support.gateway_support import APPID, WebUser, wait_until
+from support.ports_and_waits import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Remote:

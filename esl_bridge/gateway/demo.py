@@ -24,9 +24,11 @@ DEMO_RULE = "10[00-19]"
 _CALLER = "1001"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the simulator must know the socket address)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port nobody uses right now (TCP by default, UDP with SOCK_DGRAM): the demo's
+    simulator must know the socket address before the gateway listens. The tests and
+    benchmarks use this one too."""
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
 

@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: free loopback ports and cooperative waits."""
+"""Small helpers shared by the tests: free loopback ports (the demo's ``free_port``) and
+cooperative waits."""
 
 from __future__ import annotations
 
@@ -8,16 +9,11 @@ from collections.abc import Callable
 
 import gevent
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port nobody uses right now (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from esl_bridge.gateway.demo import free_port
 
 
 def free_udp_port() -> int:
-    return free_port(socket.SOCK_DGRAM)
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 def free_udp_range(size: int) -> tuple[int, int]:

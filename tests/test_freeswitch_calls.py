@@ -30,6 +30,7 @@ from support.gateway_support import APPID, WebUser, wait_until
 from support.ports_and_waits import free_port
 
 from esl_bridge.config import from_text
+from esl_bridge.core.call import Originate
 from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
 
@@ -111,13 +112,13 @@ def _watch_channels(gateway: Gateway) -> None:
     originate = port.originate
     arrived = controller.sip_call_arrived
 
-    def noting_originate(call_id: str, uuid: str, destination: str, variables: dict) -> None:
-        touched.append(uuid)
-        originate(call_id, uuid, destination, variables)
+    def noting_originate(action: Originate) -> None:
+        touched.append(action.uuid)
+        originate(action)
 
-    async def noting_arrival(record: Any) -> bool:
+    def noting_arrival(record: Any) -> None:
         touched.append(record.uuid)
-        return await arrived(record)
+        arrived(record)
 
     port.originate = noting_originate  # type: ignore[method-assign]
     controller.sip_call_arrived = noting_arrival  # type: ignore[method-assign]

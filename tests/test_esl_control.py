@@ -285,7 +285,8 @@ def test_outbound_timeout_closes_the_connection_the_switch_keeps_open(outbound) 
         assert read_command(sock, buf, 5) is not None  # the answer, never answered
         held.append(hold_open(sock, buf, 30))
 
-    server = outbound(handler, command_timeout=0.3)
+    # 1 s: the handshake gets its replies at once, with room on a loaded machine.
+    server = outbound(handler, command_timeout=1.0)
     gevent.spawn(_fake_switch_outbound, server.address, after).get(timeout=45)
     assert server.done.wait(5)
     # The bridge closed the connection and sent nothing more on it (no api, no exit).

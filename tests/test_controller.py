@@ -13,13 +13,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from support.signaling_support import FakeClock
 
 from esl_bridge import config
 from esl_bridge.core import call as c
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
-from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf
+from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
+from esl_bridge.media.unicast import ChannelFormat, UnicastParams
 from esl_bridge.signaling.hub import Hub
 from esl_bridge.signaling.settings import signaling_settings
 
@@ -327,3 +329,78 @@ def test_after_many_calls_the_link_tables_are_empty() -> None:
     assert len(controller.book) == 0
     assert controller.links_held() == {"links": 0, "by_inv": 0, "by_ref": 0}
     assert controller.ended_total and sum(controller.ended_total.values()) == 70
+
+
+class FakeLeg:
+    """A media leg with no peer connection: its unicast endpoint is only its parameters."""
+
+    endpoint = None
+
+    def __init__(self) -> None:
+        self.unicast_asked = 0
+
+    async def start_unicast(self, fmt: ChannelFormat) -> UnicastParams:
+        self.unicast_asked += 1
+        return UnicastParams("127.0.0.1", 40000, "127.0.0.1", 40001)
+
+    async def close(self) -> None:
+        pass
+
+
+async def _settle() -> None:
+    """Let every task the controller spawned (``_start_unicast``) run to its end."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=30)
+    assert all(t.done() for t in others)
+
+
+# Every event carries a read rate here, so that only the media-ready rule holds unicast
+# back (the rate alone would let the controller's unicast setup go ahead).
+RATE = {"Channel-Read-Codec-Rate": "8000"}
+PRE_ANSWER_DONE = ("CHANNEL_EXECUTE_COMPLETE", {"Application": "pre_answer", **RATE})
+
+
+@pytest.mark.parametrize(
+    ("name", "headers"),
+    [
+        ("CHANNEL_ANSWER", {"Answer-State": "answered", **RATE}),
+        ("CHANNEL_PROGRESS_MEDIA", {"Answer-State": "early", **RATE}),
+        PRE_ANSWER_DONE,
+    ],
+    ids=["answer", "progress-media", "pre-answer-complete"],
+)
+def test_unicast_waits_for_channel_media_not_for_a_180(name: str, headers: dict[str, str]) -> None:
+    """The browser's media is up, but a 180 (CHANNEL_PROGRESS) or a pre_answer still running
+    gives the channel no read codec: unicast then would crash FreeSWITCH. The Unicast
+    operation goes out once, on the first event that does give it media."""
+
+    async def body() -> None:
+        controller, hub, switch, clock = _controller()
+        bob = Browser(hub, clock, "bob")
+        controller.sip_call_arrived(_record("u-m", "bob"))
+        call = controller.book.by_uuid("u-m")
+        assert call is not None
+        leg = FakeLeg()
+        controller._links_of(call.call_id).leg = leg  # type: ignore[assignment]
+        bob.say({"type": "accept", "inv": _inbox_invitation(bob)["inv"], "response": "{}"})
+        assert [type(op) for op in switch.ops][-2:] == [c.StopRingback, c.Answer]
+        controller.event(call.call_id, c.MediaConnected())
+        controller.channel_event("u-m", "CHANNEL_PROGRESS", {"Answer-State": "ringing", **RATE})
+        controller.channel_event("u-m", "CHANNEL_EXECUTE", {"Application": "pre_answer", **RATE})
+        await _settle()
+        assert not [op for op in switch.ops if isinstance(op, Unicast)]
+        assert leg.unicast_asked == 0
+        assert controller.book.by_uuid("u-m") is call  # the call waits, it is not ended
+
+        controller.channel_event("u-m", name, headers)
+        await _settle()
+        [unicast] = [op for op in switch.ops if isinstance(op, Unicast)]
+        assert (unicast.call_id, unicast.uuid) == (call.call_id, "u-m")
+        # Later media events send nothing more.
+        controller.channel_event("u-m", "CHANNEL_ANSWER", {"Answer-State": "answered", **RATE})
+        controller.channel_event("u-m", *PRE_ANSWER_DONE)
+        await _settle()
+        assert len([op for op in switch.ops if isinstance(op, Unicast)]) == 1
+
+    asyncio.run(body())

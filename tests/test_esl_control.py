@@ -15,6 +15,7 @@ from support.esl_fakes import (
     DTMF_EVENTS,
     ORIGINATED_UUID,
     FakeInboundSwitch,
+    hold_open,
     read_command,
     replay_outbound,
 )
@@ -264,6 +265,35 @@ def test_outbound_faults_give_errors_not_hangs(outbound, behaviour, error, match
     assert len(caught) == 1 and isinstance(caught[0], error)
     assert match in str(caught[0])
     assert _wait_until(lambda: server.sessions[0].closed)
+
+
+def test_outbound_timeout_closes_the_connection_the_switch_keeps_open(outbound) -> None:
+    """A command with no reply closes its connection: a late reply would otherwise be taken
+    for the reply to the next command. The switch here never closes the socket itself."""
+    caught: list[BaseException] = []
+    held: list[tuple[list[bytes], bool]] = []
+
+    def handler(session: OutboundSession) -> None:
+        with pytest.raises(EslTimeout, match="no reply") as timed_out:
+            session.answer()
+        caught.append(timed_out.value)
+        with pytest.raises(EslDisconnected, match="not connected") as refused:
+            session.api("status")  # not sent on a connection whose replies are out of step
+        caught.append(refused.value)
+
+    def after(sock: gevent.socket.socket, buf: bytearray) -> None:
+        assert read_command(sock, buf, 5) is not None  # the answer, never answered
+        held.append(hold_open(sock, buf, 30))
+
+    # 1 s: the handshake gets its replies at once, with room on a loaded machine.
+    server = outbound(handler, command_timeout=1.0)
+    gevent.spawn(_fake_switch_outbound, server.address, after).get(timeout=45)
+    assert server.done.wait(5)
+    # The bridge closed the connection and sent nothing more on it (no api, no exit).
+    assert held == [([], True)]
+    assert server.errors == []
+    assert [type(e) for e in caught] == [EslTimeout, EslDisconnected]
+    assert server.sessions[0].closed
 
 
 def test_outbound_events_queue_ends_with_none(outbound) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -88,6 +89,41 @@ def test_login_auth_failures(tok: str | None, reason: str) -> None:
             # Still usable: a good token works afterwards.
             reply = await ws.request("login", appid=APPID, uid="alice", token=token("alice"))
             assert reply["type"] == "ok"
+
+    run(main())
+
+
+def relabel(tok: str, **fields: str) -> str:
+    """The token with its payload re-encoded (``a``/``u`` replaced), its signature kept."""
+    head, payload, sig = tok.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.update(fields)
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return f"{head}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}.{sig}"
+
+
+@pytest.mark.parametrize(
+    ("appid", "uid", "forged"),
+    [("app1", "bob", {"u": "bob"}), ("app2", "alice", {"a": "app2"})],
+    ids=["other-uid", "other-appid"],
+)
+def test_relabelled_token_is_refused(appid: str, uid: str, forged: dict[str, str]) -> None:
+    """A token minted for alice in app1, its payload re-encoded for another uid or appid
+    with alice's signature kept, is refused as a bad signature: the signature binds both."""
+
+    async def main() -> None:
+        # appid "" serves every appid, so the forged appid reaches the token check.
+        async with env(settings()) as e:
+            ws = await e.ws()
+            tok = relabel(token("alice", "app1"), **forged)
+            reply = await ws.request("login", appid=appid, uid=uid, token=tok)
+            assert_error(reply, "AUTH_FAILED")
+            assert reply["message"] == "bad signature"
+            assert e.hub.stats()["sessions"] == 0
+            # The genuine token for that uid and appid logs in on the same connection.
+            reply = await ws.request("login", appid=appid, uid=uid, token=token(uid, appid))
+            assert reply["type"] == "ok", reply
+            assert reply["uid"] == uid
 
     run(main())
 

@@ -3,6 +3,7 @@
 * :class:`FakeInboundSwitch` listens like ``mod_event_socket`` on 127.0.0.1 and answers
   with bytes cut from the recorded ``esl_inbound_main`` transcript; faults on demand
   (no reply, drop, garbage, refuse the password).
+* :func:`hold_open` keeps a connection open and answers nothing, as a hung switch does.
 * :func:`replay_outbound` connects to an outbound socket server the way FreeSWITCH's
   ``socket`` application does and replays a recorded ``esl_outbound_*`` transcript,
   checking that the application sends the recorded commands in order.
@@ -58,6 +59,26 @@ def read_command(sock: gevent.socket.socket, buf: bytearray, timeout: float) -> 
         del buf[:end]
         return command
     return None
+
+
+def hold_open(sock: gevent.socket.socket, buf: bytearray, limit: float) -> tuple[list[bytes], bool]:
+    """Keep the connection open and answer nothing: every command the peer sends until
+    it closes the connection, and whether it did (False: still open after ``limit`` s)."""
+    commands: list[bytes] = []
+    with gevent.Timeout(limit, False):
+        while True:
+            while b"\n\n" in buf:
+                end = buf.index(b"\n\n") + 2
+                commands.append(bytes(buf[:end]))
+                del buf[:end]
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return commands, True
+            if not data:
+                return commands, True
+            buf += data
+    return commands, False
 
 
 @dataclass

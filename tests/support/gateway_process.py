@@ -1,4 +1,5 @@
-"""``esl-bridge run`` in a subprocess, for tests that kill it (SIGKILL) or restart it.
+"""``esl-bridge run`` in a subprocess, for tests that kill it (SIGKILL), stop it (SIGTERM)
+or restart it.
 
 The gateway logs JSON lines to a file the test reads; its web users are WebUser clients
 running on a ``Loops`` of the test process (``web_user``).
@@ -126,6 +127,11 @@ class GatewayProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as a service manager stops it; the exit status once it has exited."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -108,8 +108,14 @@ def test_main_call_event_flow(sim: SimulatorThread, gateway: socket.socket) -> N
     ) == ("+OK")
     events = g.events_until("CHANNEL_EXECUTE_COMPLETE")
     rec = fs_events(MAIN)
-    assert [label(e) for e in events] == [label(e) for e in rec[:5]]
-    for mine, theirs in zip(events, rec, strict=False):
+    first = rec[:5]  # CHANNEL_PARK, then the answer's four events
+    assert first[0].name == "CHANNEL_PARK"
+    if events[0].name != "CHANNEL_PARK":
+        # The park comes a moment after connect, and events reach a socket only once it
+        # has said myevents: a client slower than that (a loaded machine) never sees it.
+        first = first[1:]
+    assert [label(e) for e in events] == [label(e) for e in first]
+    for mine, theirs in zip(events, first, strict=True):
         assert skeleton(mine.names) == skeleton(theirs.names), mine.name
         assert mine.names == theirs.names, mine.name  # variables too, same order
         for key in ("Channel-State", "Channel-Call-State", "Answer-State", "Application-Response"):

@@ -297,22 +297,32 @@ def test_outbound_timeout_closes_the_connection_the_switch_keeps_open(outbound) 
 
 
 def test_outbound_events_queue_ends_with_none(outbound) -> None:
+    """The switch's events reach the queue in order, and None follows once it closes."""
     items: list[object] = []
 
     def handler(session: OutboundSession) -> None:
+        session.execute("answer")  # the transcript's next step; its events follow
         while True:
-            item = session.events.get(timeout=5)
+            item = session.events.get(timeout=10)
             items.append(item)
             if item is None:
                 return
 
     server = outbound(handler)
     gevent.spawn(
-        replay_outbound, server.address, "esl_outbound_simple_call_no_dtmf.txt", until_seq=6
-    ).get(timeout=10)
-    assert server.done.wait(5)
-    assert items[-1] is None
-    assert any(isinstance(i, Event) for i in items) or items == [None]
+        replay_outbound, server.address, "esl_outbound_simple_call_no_dtmf.txt", until_seq=11
+    ).get(timeout=20)
+    assert server.done.wait(10)
+    assert server.errors == []
+    names = [i.name if isinstance(i, Event) else i for i in items]
+    # The events of records 9-11 of the transcript, in the order recorded, then None.
+    assert names == [
+        "CHANNEL_EXECUTE",
+        "CHANNEL_PROGRESS_MEDIA",
+        "CHANNEL_ANSWER",
+        "CHANNEL_EXECUTE_COMPLETE",
+        None,
+    ]
 
 
 def test_greenswitch_free_accept_path_handles_many_calls(outbound) -> None:
@@ -417,9 +427,15 @@ def test_auth_failure_is_one_clear_error(switch) -> None:
         with pytest.raises(EslAuthError, match="authentication failed"):
             client.connect()
         assert client.state is ConnectionState.AUTH_FAILED
-        gevent.sleep(0.2)
+        # No retry storm against a wrong password: the client gives up by itself (its
+        # supervisor ends without being stopped), after one connection.
+        supervisor = client._supervisor
+        assert supervisor is not None
+        supervisor.join(timeout=10)
+        assert supervisor.dead, "the client keeps reconnecting after a refused password"
+        assert client.state is ConnectionState.AUTH_FAILED
         client.stop()
-    assert switch.connections == 1  # no retry storm against a wrong password
+    assert switch.connections == 1
     assert "ClueCon" not in repr(logs) and "ClueCon" not in repr(client)
     assert [e["event"] for e in logs].count("esl.inbound.state") >= 2
 

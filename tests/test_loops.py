@@ -19,22 +19,33 @@ def loops():
 
 
 def test_greenlet_waits_for_coroutine_without_freezing_other_greenlets(loops: Loops) -> None:
+    """The coroutine finishes only once another greenlet has run while the caller waits.
+
+    A handoff that blocks the hub (waiting on the concurrent future in the hub's thread)
+    lets no greenlet run, so the coroutine sees no tick and says so: the test fails
+    instead of passing once the wait is over.
+    """
     ticks: list[int] = []
+    ticked = threading.Event()
 
     def ticker() -> None:
         for i in range(5):
             ticks.append(i)
             gevent.sleep(0.01)
+        ticked.set()
 
-    async def slow() -> str:
-        await asyncio.sleep(0.1)
-        return threading.current_thread().name
+    async def waits_for_the_ticker() -> tuple[str, bool, list[int]]:
+        # Waits in a worker thread so this loop stays free; the bound is only there so a
+        # frozen hub ends the test with a failure rather than a hang.
+        seen = await asyncio.to_thread(ticked.wait, 30)
+        return threading.current_thread().name, seen, list(ticks)
 
     other = gevent.spawn(ticker)
-    name = loops.run_coroutine(slow(), timeout=5)
+    name, seen, ticks_meanwhile = loops.run_coroutine(waits_for_the_ticker(), timeout=60)
     other.join(timeout=5)
     assert name == "esl-bridge-asyncio"
-    assert ticks == [0, 1, 2, 3, 4]  # the hub kept running while we waited
+    assert seen, "no greenlet ran while a greenlet waited for the coroutine: the hub froze"
+    assert ticks_meanwhile == [0, 1, 2, 3, 4]  # ticked before the coroutine returned
 
 
 def test_coroutine_exception_reaches_the_greenlet(loops: Loops) -> None:
@@ -134,6 +145,4 @@ def test_calls_into_the_hub_run_there_in_order_and_a_failure_is_logged(loops: Lo
             while len(seen) < 50:
                 gevent.sleep(0.01)
     assert seen == [(i, hub_thread) for i in range(50)]  # one hop, FIFO, in the hub's thread
-    assert [e["event"] for e in logs if e.get("log_level") == "error"] == [
-        "loops.hub_call_failed"
-    ]
+    assert [e["event"] for e in logs if e.get("log_level") == "error"] == ["loops.hub_call_failed"]

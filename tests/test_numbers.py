@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esl_bridge.numbers import (
@@ -95,6 +95,7 @@ ranges = st.tuples(
 
 
 @given(ranges)
+@settings(deadline=None)  # about parsing, not time: no per-example deadline
 def test_range_expansion_matches_its_definition(r: tuple[str, int, int, int]) -> None:
     prefix, start, span, extra_width = r
     end = start + span
@@ -106,12 +107,14 @@ def test_range_expansion_matches_its_definition(r: tuple[str, int, int, int]) ->
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=30, unique=True))
+@settings(deadline=None)  # about parsing, not time: no per-example deadline
 def test_literal_lists_keep_order_and_count(values: list[int]) -> None:
     rule = ";".join(str(v) for v in values)
     assert parse_acc_rule(rule) == tuple(str(v) for v in values)
 
 
 @given(st.lists(st.integers(min_value=0, max_value=50), min_size=2, max_size=10))
+@settings(deadline=None)  # about parsing, not time: no per-example deadline
 def test_any_repeated_literal_is_a_duplicate(values: list[int]) -> None:
     rule = ";".join(str(v) for v in values)
     if len(set(values)) == len(values):
@@ -122,6 +125,7 @@ def test_any_repeated_literal_is_a_duplicate(values: list[int]) -> None:
 
 
 @given(st.text(alphabet="0123456789[]-;ab ", max_size=24))
+@settings(deadline=None)  # about parsing, not time: no per-example deadline
 def test_parser_only_ever_returns_numbers_or_raises_acc_rule_error(rule: str) -> None:
     try:
         numbers = parse_acc_rule(rule)

@@ -139,7 +139,24 @@ def check_invariants(hub: Hub) -> None:
     assert set(hub._unauth) <= set(hub._conns)
 
 
-def play(sequence: list[tuple[Any, ...]], open_mode: bool) -> None:
+def check_delivery(hub: Hub, wire: list[dict[str, Any]]) -> None:
+    """Every invitation whose callee is online has reached it: on its socket, in the
+    gateway's queue, or in the queue kept for its detached session (``wire`` holds every
+    message sent to any socket or to the gateway so far)."""
+    handed = {m["inv"] for m in wire if m["type"] == "invitation"}
+    for inv in hub._invitations.values():
+        callee = inv.callee_session
+        if callee is None:
+            target = hub._sessions.get((inv.appid, inv.callee))
+            assert target is None or not target.present, f"{inv.id} not offered to its callee"
+            continue
+        queued = {m.get("inv") for m in callee.detached if m["type"] == "invitation"}
+        assert inv.id in handed | queued, f"{inv.id} was never sent to its callee"
+
+
+def play(sequence: list[tuple[Any, ...]], open_mode: bool, strict: bool = False) -> None:
+    """Run ``sequence``; with ``strict`` every step must find what it acts on (a
+    connection, an invitation handed to the callee, an invite to cancel)."""
     now = 100.0
     cfg = SignalingSettings(
         app_certificate=CERT,
@@ -183,11 +200,13 @@ def play(sequence: list[tuple[Any, ...]], open_mode: bool) -> None:
                 for m in c.sent
                 if m["type"] == "invitation" and c.closed is None
             ]
+            assert handed or not strict, f"{op}: no invitation was handed to anyone"
             if handed:
                 cid, inv = handed[op[1] % len(handed)]
                 hub.receive(cid, frame(op[2], inv=inv, response="ok"), now)
         elif kind == "cancel":
             sent = [(cid, ref) for cid, ref in invites if conns_by_id[cid].closed is None]
+            assert sent or not strict, f"{op}: no invite to cancel"
             if sent:
                 cid, ref = sent[op[1] % len(sent)]
                 hub.receive(cid, frame("cancel", ref=ref), now)
@@ -200,10 +219,13 @@ def play(sequence: list[tuple[Any, ...]], open_mode: bool) -> None:
                 gw.cancel("1005", f"g{i % 3}", now)
             elif verb in ("present", "absent"):
                 gw.set_present("1005", verb == "present", now)
-            elif incoming:
-                getattr(gw, verb)("1005", incoming[i % len(incoming)], now)
+            else:
+                assert incoming or not strict, f"{op}: the gateway was handed nothing"
+                if incoming:
+                    getattr(gw, verb)("1005", incoming[i % len(incoming)], now)
         else:
             target = pick(op[1])
+            assert target is not None or not strict, f"{op}: no live connection"
             if target is None:
                 continue
             cid, conn = target
@@ -238,6 +260,7 @@ def play(sequence: list[tuple[Any, ...]], open_mode: bool) -> None:
             if conn.closed is not None and cid in hub._conns:
                 hub.disconnect(cid, now)
         check_invariants(hub)
+        check_delivery(hub, [m for _, c in conns for m in c.sent] + [m for _, m in gw_events])
 
     # Everyone leaves; after every deadline nothing may remain.
     for cid, _conn in conns:
@@ -300,4 +323,5 @@ def test_a_full_call_leaves_nothing_behind() -> None:
             ("login", 2, "a1", "u1", "resume"),
         ],
         open_mode=False,
+        strict=True,
     )

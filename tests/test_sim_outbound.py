@@ -108,8 +108,14 @@ def test_main_call_event_flow(sim: SimulatorThread, gateway: socket.socket) -> N
     ) == ("+OK")
     events = g.events_until("CHANNEL_EXECUTE_COMPLETE")
     rec = fs_events(MAIN)
-    assert [label(e) for e in events] == [label(e) for e in rec[:5]]
-    for mine, theirs in zip(events, rec, strict=False):
+    first = rec[:5]  # CHANNEL_PARK, then the answer's four events
+    assert first[0].name == "CHANNEL_PARK"
+    if events[0].name != "CHANNEL_PARK":
+        # The park comes a moment after connect, and events reach a socket only once it
+        # has said myevents: a client slower than that (a loaded machine) never sees it.
+        first = first[1:]
+    assert [label(e) for e in events] == [label(e) for e in first]
+    for mine, theirs in zip(events, first, strict=True):
         assert skeleton(mine.names) == skeleton(theirs.names), mine.name
         assert mine.names == theirs.names, mine.name  # variables too, same order
         for key in ("Channel-State", "Channel-Call-State", "Answer-State", "Application-Response"):
@@ -368,7 +374,9 @@ def test_quoted_socket_runs_async_full(sim: SimulatorThread, gateway: socket.soc
 
 def test_first_call_after_start_gets_late_batch(gateway: socket.socket) -> None:
     with SimulatorThread(
-        SimConfig(socket_target=gateway.getsockname(), first_call_event_delay=0.6)
+        # The recorded delay is about 0.5 s; a longer one keeps the "nothing yet" window
+        # below well inside it on a loaded machine.
+        SimConfig(socket_target=gateway.getsockname(), first_call_event_delay=3.0)
     ) as sim:
         sim.place_call("1001", "01002")
         g = accept(gateway)
@@ -377,7 +385,7 @@ def test_first_call_after_start_gets_late_batch(gateway: socket.socket) -> None:
         assert g.drain_events(0.3) == []  # nothing yet
         names: list[str] = []
         while "CHANNEL_EXECUTE_COMPLETE/answer" not in names:
-            names.append(label(g.read_event(timeout=5)))
+            names.append(label(g.read_event(timeout=20)))
         rec = fs_events("esl_outbound_main_call_first_after_fs_start.txt")
         assert names == [label(e) for e in rec[: len(names)]]
         assert names[:4] == [
@@ -393,7 +401,11 @@ def test_exit_hangs_up_and_connect_failure(sim: SimulatorThread, gateway: socket
     g = accept(gateway)
     setup_call(g)
     g.send("exit\n\n")
-    assert g.wait_closed().startswith(wire.command_reply("+OK bye"))
+    # Events (CHANNEL_PARK, sent a moment after connect) may come before or after the
+    # reply: FreeSWITCH does not order them, so the reply is looked for among them.
+    assert g.read_reply().raw == wire.command_reply("+OK bye")
+    g.wait_closed()
+    assert g.closed
     assert call.wait_finished()
     # The socket app returns; the route of dialplan/ ends with its hangup (recorded:
     # orphans/esl_outbound_orphan_killed_answered.txt).

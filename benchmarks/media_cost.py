@@ -44,9 +44,7 @@ import logging
 import math
 import os
 import resource
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,6 +57,7 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import loopback_namespace  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
     RTCConfiguration,
@@ -75,7 +74,6 @@ BURST_LEN = 5  # frames: 100 ms of tone
 AMPLITUDE = 8000
 THRESHOLD = 2500
 MAX_LOOP_LAG_MS = 20.0  # beyond this (p99) the process no longer keeps real time
-NETNS_MARKER = "ESL_BRIDGE_BENCH_NETNS"
 
 
 # --------------------------------------------------------------------------- signals
@@ -572,23 +570,6 @@ def cpu_probe(seconds: float = 0.3) -> float:
     return (time.process_time() - c0) / (time.monotonic() - t0)
 
 
-def ensure_loopback_namespace() -> None:
-    """Re-execute under ``unshare -n`` unless only ``lo`` is visible already."""
-    names = [name for _, name in socket.if_nameindex()]
-    if names == ["lo"]:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
-        return
-    if os.environ.get(NETNS_MARKER):
-        sys.exit(f"media_cost: still see interfaces {names} inside the namespace")
-    argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "netns"]
-    argv += [sys.executable, *sys.argv]
-    os.environ[NETNS_MARKER] = "1"
-    try:
-        os.execvp("unshare", argv)
-    except OSError as exc:
-        sys.exit(f"media_cost: cannot enter a loopback-only namespace ({exc}); run as root")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, short windows")
@@ -602,7 +583,7 @@ def main() -> None:
     if args.child:
         asyncio.run(child_main())
         return
-    ensure_loopback_namespace()
+    loopback_namespace.enter("media_cost")
     asyncio.run(parent_main(args))
 
 

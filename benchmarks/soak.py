@@ -41,8 +41,6 @@ import gc
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -57,6 +55,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 import gevent  # noqa: E402
+import loopback_namespace  # noqa: E402
 from aiortc import (  # noqa: E402
     AudioStreamTrack,
     MediaStreamTrack,
@@ -73,7 +72,6 @@ from esl_bridge.sim import Extension, SimConfig, SimulatorThread  # noqa: E402
 from esl_bridge.sim.media import AudioSource  # noqa: E402
 
 T = TypeVar("T")
-NETNS_MARKER = "ESL_BRIDGE_SOAK_NETNS"
 APPID = "soak"
 RECEIVED, ACCEPTED, REFUSED, CANCELED = 2, 3, 4, 5
 BUSY_RESPONSE = json.dumps({"Cmd": "Calling", "Reason": "calling"})
@@ -769,23 +767,6 @@ def soak_line(r: dict[str, Any]) -> str:
     )
 
 
-def enter_loopback_namespace() -> None:
-    """Re-execute under ``unshare -n`` unless only ``lo`` is visible already."""
-    names = [name for _, name in socket.if_nameindex()]
-    if names == ["lo"]:
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
-        return
-    if os.environ.get(NETNS_MARKER):
-        sys.exit(f"soak: still see interfaces {names} inside the namespace")
-    argv = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "netns"]
-    argv += [sys.executable, *sys.argv]
-    os.environ[NETNS_MARKER] = "1"
-    try:
-        os.execvp("unshare", argv)
-    except OSError as exc:
-        sys.exit(f"soak: cannot enter a loopback-only namespace ({exc}); run as root")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
@@ -795,7 +776,7 @@ def main() -> int:
         "--restart-every", type=int, default=25, help="every Nth round the switch drops (0: never)"
     )
     args = parser.parse_args()
-    enter_loopback_namespace()
+    loopback_namespace.enter("soak")
     from esl_bridge.config import LogSettings
     from esl_bridge.logs import configure_logging
 

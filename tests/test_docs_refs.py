@@ -4,7 +4,7 @@
   member (found with ``ast``), so a rename shows up here rather than in a reader's search;
 * every file docs/*.rst names in ``tests/fixtures/freeswitch/`` exists;
 * every "docs/freeswitch.rst, fact N" cited anywhere has a "Fact N" section;
-* nothing cites the documents the repository never had (the old SPEC and DESIGN.md).
+* nothing cites a document that is not in the repository (docs/ holds them all).
 """
 
 from __future__ import annotations

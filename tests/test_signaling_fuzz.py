@@ -37,7 +37,7 @@ class FakeConn:
 
 
 # Lone surrogates included (hypothesis leaves them out of text by default); json.dumps
-# sends them as the \udXXX escapes a hostile client would.
+# sends them as the \ud800-style escapes a hostile client would.
 TEXTS = st.just('{"Cmd":"EndCall"}') | st.text(
     alphabet=st.characters(categories=["Cs"]) | st.characters(), max_size=20
 )

@@ -26,7 +26,7 @@ from esl_bridge.signaling.settings import SignalingSettings
 LIMIT = 64 * 1024  # max_message_bytes here: long frames cross it cheaply
 
 # Text with every kind of code point, lone surrogates included (hypothesis leaves them
-# out by default); json.dumps writes those as the \udXXX escapes a client would send.
+# out by default); json.dumps writes those as the \ud800-style escapes a client would send.
 hostile_text = st.text(
     alphabet=st.one_of(
         st.characters(categories=["Cs"]),

@@ -1,4 +1,4 @@
-"""Outbound socket calls (a simulated phone dials 0XXXX) against the recorded sessions."""
+"""Outbound socket calls (a simulated phone dials 0<uid>) against the recorded sessions."""
 
 from __future__ import annotations
 
@@ -438,7 +438,7 @@ def _unicast(local: int, remote: int) -> str:
 def test_loopback_originate_reaches_the_socket_route(
     sim: SimulatorThread, gateway: socket.socket
 ) -> None:
-    """`originate loopback/0XXXX/default &park()` runs the `0` route (the issue's real-FS test)."""
+    """`originate loopback/0<uid>/default &park()` runs the `0` route (the issue's real-FS test)."""
     c = auth(sim.esl_port)
     c.command("event plain BACKGROUND_JOB")
     c.command("bgapi originate {origination_caller_id_number=1005}loopback/01002/default &park()")

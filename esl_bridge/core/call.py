@@ -617,7 +617,7 @@ def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
 
 
 # ---------------------------------------------------------------------------------------
-# SIP -> RTC: a phone dialled 0XXXX; the dialplan's socket app brought the channel here.
+# SIP -> RTC: a phone dialled 0<uid>; the dialplan's socket app brought the channel here.
 
 
 class SipToRtcCall(Call):

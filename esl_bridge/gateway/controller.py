@@ -258,7 +258,7 @@ class CallController:
             self.event(call.call_id, c.ChannelLost(cause))
 
     def sip_call_arrived(self, record: Any) -> None:
-        """A phone dialled 0XXXX: a call, or the hangup that refuses it. Nothing waits for
+        """A phone dialled 0<uid>: a call, or the hangup that refuses it. Nothing waits for
         this (the channel's events come after it, in order); a bug here must still not
         leave the caller ringing."""
         try:

@@ -296,7 +296,7 @@ class OriginateMixin:
         cid_name: str | None,
         timeout: float,
     ) -> str:
-        """`loopback/0XXXX/default`: a b-leg runs the dialplan (the `0` route to the socket
+        """`loopback/0<uid>/default`: a b-leg runs the dialplan (the `0` route to the socket
         app); the a-leg answers when the b-leg does. Other loopback numbers behave like
         `user/<number>`. Not simulated: the a-leg's own events (only the b-leg is visible)."""
         number = ds.target

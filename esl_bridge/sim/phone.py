@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class PhoneCall:
-    """A simulated phone that dialled a `0XXXX` number (SIP -> gateway).
+    """A simulated phone that dialled a `0<uid>` number (SIP -> gateway).
 
     Read its attributes from any thread; act on it through the simulator's loop (the thread
     handle wraps these calls).

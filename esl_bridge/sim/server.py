@@ -63,7 +63,7 @@ class SimConfig:
     esl_port: int = 0  # 0: ephemeral
     password: str = "ClueCon"
     domain: str = "127.0.0.1"
-    # Where the dialplan `socket` application of `0XXXX` calls connects (the gateway).
+    # Where the dialplan `socket` application of `0<uid>` calls connects (the gateway).
     socket_target: tuple[str, int] | None = None
     extensions: dict[str, Extension] = field(default_factory=default_extensions)
     # What answers `sofia/gateway/<gw>/<number>` when <number> is not in `extensions`.

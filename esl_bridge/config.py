@@ -104,7 +104,7 @@ ice_servers = string_list(default=list())
 turn_username = string(default='')
 turn_password = string(default='')
 host_addresses = string_list(default=list('127.0.0.1'))
-codecs = string_list(min=1, default=list('opus', 'PCMU', 'PCMA'))
+codecs = string_list(min=1, default=list('sip', 'opus', 'PCMU', 'PCMA'))
 unicast_host = string(min=1, default='127.0.0.1')
 unicast_port_min = integer(min=1024, max=65535, default=30000)
 unicast_port_max = integer(min=1024, max=65535, default=30999)
@@ -160,6 +160,9 @@ LEGACY_KEYS: Mapping[tuple[str, str], str] = {
 }
 
 CODECS = ("opus", "PCMU", "PCMA")
+# ``sip`` in [media] codecs: the SIP side's codec when the browser can use it
+# (media/codec_choice.py), so a G.711 phone meets a G.711 browser on the fast path.
+CODEC_ENTRIES = ("sip", *CODECS)
 # A host name is letters, digits, _ . - (it ends up in FreeSWITCH dial strings, where
 # braces, commas, quotes or @ would change their meaning).
 _HOSTNAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})"
@@ -180,9 +183,7 @@ _ICE_URL = re.compile(
 class ConfigProblem:
     """One defect of a config file, naming where it is and why it is wrong."""
 
-    def __init__(
-        self, file: str, section: str | None, key: str | None, value: object, reason: str
-    ):
+    def __init__(self, file: str, section: str | None, key: str | None, value: object, reason: str):
         self.file = file
         self.section = section
         self.key = key
@@ -657,9 +658,16 @@ def _build(
             bad("media", "ice_servers", f"{url!r}: a stun: URL takes no ?transport")
         elif url.startswith("turn") and not (media["turn_username"] and media["turn_password"]):
             bad("media", "ice_servers", "a TURN server needs turn_username and turn_password")
-    unknown_codecs = [c for c in media["codecs"] if c not in CODECS]
+    unknown_codecs = [c for c in media["codecs"] if c not in CODEC_ENTRIES]
     if unknown_codecs:
-        bad("media", "codecs", f"unknown codec(s) {unknown_codecs}; choose from {list(CODECS)}")
+        bad(
+            "media",
+            "codecs",
+            f"unknown codec(s) {unknown_codecs}; choose from {list(CODEC_ENTRIES)}",
+        )
+    elif not any(c in CODECS for c in media["codecs"]):
+        # 'sip' alone would leave nothing to offer when the SIP side's codec is unknown
+        bad("media", "codecs", f"name at least one codec of {list(CODECS)} besides 'sip'")
     low, high = media["unicast_port_min"], media["unicast_port_max"]
     pairs = unicast_pairs(low, high)
     if pairs == 0:

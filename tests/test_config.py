@@ -109,6 +109,7 @@ def test_rtc_and_rtm_disagreeing_is_an_error() -> None:
         ("[media]\nice_servers=stun.example:3478,\n", "media", "ice_servers", "stun:"),
         ("[media]\nice_servers=turn:127.0.0.1:3478,\n", "media", "ice_servers", "turn_username"),
         ("[media]\ncodecs=opus, G729\n", "media", "codecs", "G729"),
+        ("[media]\ncodecs=sip,\n", "media", "codecs", "besides 'sip'"),
         (
             "[media]\nunicast_port_min=30000\nunicast_port_max=30000\n",
             "media",

@@ -248,7 +248,7 @@ def test_leg_config_from_the_media_section() -> None:
 
     config = LegConfig.from_settings(defaults().media)
     assert config.host_addresses == ("127.0.0.1",)
-    assert config.codecs == ("opus", "PCMU", "PCMA")
+    assert config.codecs == ("sip", "opus", "PCMU", "PCMA")
     assert config.ice_servers == () and config.unicast_host == "127.0.0.1"
 
 

@@ -36,6 +36,7 @@ from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
 from esl_bridge.logs import bound_contextvars, get_logger
+from esl_bridge.media.codec_choice import sip_side_codec
 from esl_bridge.media.leg import LegConfig, MediaLeg
 from esl_bridge.media.unicast import (
     ChannelFormat,
@@ -420,7 +421,8 @@ class CallController:
             self._media_error(call.peer_uid, web_uid, call.chan_id, "not_ready")
             return
         try:
-            answer = pm.Answer(chan_id=call.chan_id, sdp=await links.leg.handle_offer(sdp))
+            sdp_answer = await links.leg.handle_offer(sdp, sip_side_codec(links.headers))
+            answer = pm.Answer(chan_id=call.chan_id, sdp=sdp_answer)
         except Exception as exc:
             log.warning("media.offer_failed", call_id=call.call_id, error=str(exc))
             self._media_error(call.peer_uid, web_uid, call.chan_id, "bad_offer")

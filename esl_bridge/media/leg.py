@@ -57,6 +57,7 @@ from aiortc.sdp import SessionDescription
 
 from esl_bridge.logs import get_logger
 
+from .codec_choice import browser_codec_order
 from .unicast import (
     FRAME_S,
     ChannelFormat,
@@ -433,12 +434,15 @@ class MediaLeg:
 
     # -- signalling
 
-    async def handle_offer(self, sdp: str) -> str:
-        """Apply the browser's offer; returns our answer SDP (candidates included)."""
+    async def handle_offer(self, sdp: str, sip_codec: str | None = None) -> str:
+        """Apply the browser's offer; returns our answer SDP (candidates included).
+        ``sip_codec``: the SIP side's codec when known (media/codec_choice.py), which the
+        ``sip`` entry of ``[media] codecs`` puts first."""
         if self.transceiver is None:
             # Our transceiver first, so the codec preference applies during negotiation.
             self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-            self.transceiver.setCodecPreferences(codec_capabilities(self.config.codecs))
+            order = browser_codec_order(self.config.codecs, sip_codec)
+            self.transceiver.setCodecPreferences(codec_capabilities(order))
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         answer = await self.pc.createAnswer()
         with use_host_addresses(self.config.host_addresses or None):
@@ -451,7 +455,8 @@ class MediaLeg:
         """Offer from the gateway's side (when the browser is the answerer)."""
         if self.transceiver is None:
             self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-            self.transceiver.setCodecPreferences(codec_capabilities(self.config.codecs))
+            order = browser_codec_order(self.config.codecs, None)
+            self.transceiver.setCodecPreferences(codec_capabilities(order))
         offer = await self.pc.createOffer()
         with use_host_addresses(self.config.host_addresses or None):
             await self.pc.setLocalDescription(offer)

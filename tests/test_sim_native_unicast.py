@@ -237,3 +237,59 @@ def test_native_on_a_codec_the_simulator_cannot_send_is_refused_loudly() -> None
         assert not stream.started
         c.close()
         assert not s.crashed
+
+
+def test_the_gateways_esl_side_asks_for_native_unicast_when_the_params_say_so() -> None:
+    """EslSide turns ``UnicastParams(flags="native")`` into the ``flags: native`` line, on
+    the outbound socket of a SIP call; the simulated channel then streams PCMU."""
+    import gevent.socket
+    from support.ports_and_waits import free_port, gevent_wait
+    from test_esl_side import RecordingSink
+
+    from esl_bridge.config import EslSettings, SocketSettings
+    from esl_bridge.core import call as c
+    from esl_bridge.esl.orphans import GatewayIdentity
+    from esl_bridge.gateway.esl_side import EslSide, Unicast
+    from esl_bridge.media.unicast import UnicastParams
+
+    socket_port = free_port()
+    with SimulatorThread(SimConfig(socket_target=("127.0.0.1", socket_port))) as sim:
+        sink = RecordingSink()
+        esl = EslSide(
+            EslSettings(
+                host="127.0.0.1",
+                port=sim.esl_port,
+                password=sim.password,
+                command_timeout=10.0,
+                connect_timeout=5.0,
+                reconnect_max_delay=1.0,
+                reconnect_probe_interval=5.0,
+                orphan_timeout=30.0,
+            ),
+            SocketSettings(host="127.0.0.1", port=socket_port),
+            sink,
+            identity=GatewayIdentity.new("unit"),
+        )
+        esl.start()
+        udp = gevent.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # EslSide runs on gevent
+        udp.bind(("127.0.0.1", 0))
+        try:
+            assert gevent_wait(lambda: "connected" in sink.of("esl_state"), 20), sink.calls
+            phone = sim.place_call("1001", "01002")
+            assert gevent_wait(lambda: phone.uuid in sink.sip_calls, 20), sink.calls
+            esl.submit(c.Answer("call-1", phone.uuid))
+            assert gevent_wait(lambda: phone.answered, 20), phone.commands
+            fs_port = free_udp_port()
+            params = UnicastParams(
+                "127.0.0.1", fs_port, "127.0.0.1", udp.getsockname()[1], flags="native"
+            )
+            esl.submit(Unicast("call-1", phone.uuid, params))
+            udp.settimeout(10)
+            sizes = {len(udp.recvfrom(8192)[0]) for _ in range(10)}
+            assert sizes <= {160, 320} and 160 in sizes, sizes
+            assert phone.channel.unicast is not None and phone.channel.unicast.native
+            assert sink.of("operation_failed") == []
+        finally:
+            udp.close()
+            esl.stop()
+        assert not sim.crashed, sim.crash_reason

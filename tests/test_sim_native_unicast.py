@@ -189,8 +189,12 @@ def test_native_filler_when_the_phone_sends_nothing_matches_the_recording(
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     try:
-        c, _event, reply, _frames = replay_until_unicast(sim, "nortp", udp, fs_port)
+        c, progress, reply, frames = replay_until_unicast(sim, "nortp", udp, fs_port)
         assert reply.get("Reply-Text") == "+OK"
+        # Early media names no read codec (the gateway then keeps the L16 path).
+        real = codec_headers(recorded_event(frames, "CHANNEL_PROGRESS_MEDIA"))
+        assert real == {} and codec_headers(progress) == real
+        assert channel_codec_name(dict(progress.headers)) is None
         rows = recorded_datagrams("nortp")
         assert {(r["size"], r["all_ff"]) for r in rows} == {("320", "1")}
         got = receive(udp, 20)

@@ -339,7 +339,9 @@ class FakeLeg:
     def __init__(self) -> None:
         self.unicast_asked = 0
 
-    async def start_unicast(self, fmt: ChannelFormat) -> UnicastParams:
+    async def start_unicast(
+        self, fmt: ChannelFormat, channel_codec: str | None = None
+    ) -> UnicastParams:
         self.unicast_asked += 1
         return UnicastParams("127.0.0.1", 40000, "127.0.0.1", 40001)
 

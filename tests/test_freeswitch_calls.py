@@ -18,6 +18,7 @@ refused with the right cause, and no channel left on the switch afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -25,14 +26,20 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
+import numpy as np
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 from support.gateway_support import APPID, WebUser, wait_until
+from support.host_bridge import bridged_to_host, netns_log
 from support.ports_and_waits import free_port
+from support.tones import ToneTrack
 
 from esl_bridge.config import from_text
 from esl_bridge.core.call import Originate
 from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
+from esl_bridge.media.leg import use_host_addresses
 
 _TARGET = os.environ.get("ESL_BRIDGE_FREESWITCH", "")
 _SOCKET = os.environ.get("ESL_BRIDGE_FREESWITCH_SOCKET", "127.0.0.1:8084")
@@ -47,9 +54,12 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def gateway_on_freeswitch() -> Iterator[Gateway]:
-    """A gateway on the switch; ``channels_of(gateway)`` lists every channel it touched."""
+def gateway_on_freeswitch(extra: str = "", esl_host: str | None = None) -> Iterator[Gateway]:
+    """A gateway on the switch; ``channels_of(gateway)`` lists every channel it touched.
+    ``extra``: more configuration sections; ``esl_host``: where the gateway finds ESL (the
+    bridge's end in a namespace) when it is not the switch's own address."""
     host, port, password = _TARGET.split(":", 2)
+    esl = esl_host or host
     socket_host, socket_port = _SOCKET.rsplit(":", 1)
     settings = from_text(
         f"""
@@ -63,7 +73,7 @@ acc_rule = {_PHONE};{_UNREGISTERED}
 on = 1
 rtm_account = gateway
 [esl]
-host = {host}
+host = {esl}
 port = {port}
 password = {password}
 [socket]
@@ -76,7 +86,7 @@ open_mode = 1
 [limits]
 originate_timeout = 20
 presence_grace = 1
-""",
+{extra}""",
         "<freeswitch test>",
     )
     gateway = Gateway(settings)
@@ -221,3 +231,133 @@ def test_web_user_offline_hangs_the_sip_leg_up_at_once() -> None:
         assert job.body.startswith(("+OK", "-ERR")), job.body
         wait_until(lambda: bool(channels_of(gateway)), 15, "the leg reached the gateway")
         assert_switch_clean(gateway, (a_leg,))
+
+
+# --------------------------------------------------------------------------- G.711 fast path
+
+# The unicast pairs the gateway may use in this test: the host side of the bridge holds
+# their gateway ports (tests/support/host_bridge.py), FreeSWITCH binds their switch ports.
+_FAST_PORTS = (31240, 31259)
+_ESL_PORT = int(_TARGET.split(":")[1]) if _TARGET.count(":") >= 2 else 8021
+BROWSER_TONE_HZ = 440.0
+PHONE_TONE_HZ = 1000.0  # the phone's microphone (the fixtures' setup)
+
+
+def _ulaw_decode(data: bytes) -> np.ndarray:
+    """G.711 mu-law to int16 (the test's own analysis of what crossed the bridge)."""
+    b = ~np.frombuffer(data, dtype=np.uint8) & 0xFF
+    magnitude = ((((b & 0x0F).astype(np.int32) << 3) + 0x84) << ((b >> 4) & 0x07)) - 0x84
+    return np.where(b & 0x80, -magnitude, magnitude).astype(float)
+
+
+def _dominant_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+class PcmuBrowser:
+    """A browser whose offer holds PCMU only (aiortc), sending a 440 Hz tone and recording
+    what it hears; it runs on the loop of its WebUser."""
+
+    def __init__(self, user: WebUser) -> None:
+        self.user = user
+        self.heard: list[Any] = []
+        self.pc: Any = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def call(self, to: str, chan_id: str) -> None:
+        async def make() -> str:
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.pc.addTrack(ToneTrack(BROWSER_TONE_HZ))
+            caps = RTCRtpSender.getCapabilities("audio")
+            pcmu = [c for c in caps.codecs if c.mimeType.lower() == "audio/pcmu"]
+            for transceiver in self.pc.getTransceivers():
+                transceiver.setCodecPreferences(pcmu)
+
+            @self.pc.on("track")
+            def _on_track(track: Any) -> None:
+                self.tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
+
+            with use_host_addresses(["127.0.0.1"]):
+                await self.pc.setLocalDescription(await self.pc.createOffer())
+            return str(self.pc.localDescription.sdp)
+
+        sdp = self.user._run(make(), timeout=20)
+        assert "PCMU/8000" in sdp and "opus" not in sdp.lower()
+        self.user.peer(to, Cmd="Offer", ChanId=chan_id, Sdp=sdp)
+        answer = self.user.wait_peer_cmd("Answer", timeout=20)
+        assert "PCMU/8000" in answer["Sdp"]
+
+        async def apply() -> None:
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer["Sdp"], type="answer")
+            )
+
+        self.user._run(apply(), timeout=20)
+
+    async def _listen(self, track: Any) -> None:
+        while True:
+            try:
+                self.heard.append(await track.recv())
+            except MediaStreamError:
+                return
+
+    def audio(self) -> tuple[np.ndarray, int]:
+        frames = list(self.heard)
+        rate = frames[0].sample_rate
+        data = [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
+        return np.concatenate(data).astype(float), rate
+
+    def close(self) -> None:
+        async def close() -> None:
+            if self.pc is not None:
+                await self.pc.close()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+        self.user._run(close(), timeout=20)
+
+
+@bridged_to_host(_ESL_PORT, *_FAST_PORTS, timeout=170)
+def test_pcmu_browser_to_pcmu_phone_takes_the_native_fast_path() -> None:
+    """A browser offering PCMU only calls the PCMU phone: the leg asks FreeSWITCH for
+    ``flags: native``, the unicast carries 160-byte PCMU frames both ways (the 0xFF filler
+    stays 320 bytes, tests/fixtures/freeswitch/native_unicast), the browser hears the
+    phone's 1 kHz and the switch gets the browser's 440 Hz as PCMU bytes."""
+    # Continues [limits]: the range must hold one pair per call.
+    extra = (
+        f"max_calls = 10\n[media]\nunicast_port_min = {_FAST_PORTS[0]}\n"
+        f"unicast_port_max = {_FAST_PORTS[1]}\n"
+    )
+    with gateway_on_freeswitch(extra, esl_host="127.0.0.1") as gateway:
+        alice = WebUser(gateway, "alice").connect()
+        browser = PcmuBrowser(alice)
+        alice.invite(_PHONE, "fs-fast-1")
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
+        browser.call(_PHONE, "fs-fast-1")
+        log = netns_log()
+        wait_until(lambda: len(log.from_switch) >= 150, 30, "3 s of unicast from the switch")
+        wait_until(lambda: len(log.to_switch) >= 150, 30, "3 s of unicast to the switch")
+        wait_until(lambda: len(browser.heard) >= 150, 30, "3 s of audio at the browser")
+        from_switch = [d for _f, _g, d in log.from_switch]
+        to_switch = [d for _f, _g, d in log.to_switch]
+        kinds = {(len(d), d.count(0xFF) == len(d)) for d in from_switch}
+        assert kinds <= {(160, False), (320, True)}, kinds  # native PCMU, not 320-byte L16
+        assert (160, False) in kinds
+        assert {len(d) for d in to_switch} == {160}
+        # The browser's tone, as PCMU bytes the gateway moved without decoding them.
+        sent = _ulaw_decode(b"".join(to_switch[-100:]))
+        assert _dominant_hz(sent, 8000) == pytest.approx(BROWSER_TONE_HZ, abs=10)
+        heard, rate = browser.audio()
+        assert _dominant_hz(heard[-rate:], rate) == pytest.approx(PHONE_TONE_HZ, abs=10)
+        controller = gateway.controller
+        assert controller is not None
+        legs = [links.leg for links in controller._links.values() if links.leg is not None]
+        assert [leg.path for leg in legs] == ["fast"]
+        [uuid] = channels_of(gateway)
+        alice.peer(_PHONE, Cmd="EndCall")
+        assert_switch_clean(gateway)
+        assert not exists(gateway, uuid)
+        browser.close()
+        alice.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import itertools
+import json
 import random
 import socket
 import struct
@@ -28,7 +29,9 @@ from esl_bridge.media.unicast import (
     ReceiveBuffer,
     SendPacer,
     UnicastEndpoint,
+    UnicastParams,
     bind_probe,
+    channel_codec_name,
     is_cng_frame,
     is_local_address,
 )
@@ -666,3 +669,142 @@ def test_a_channel_that_never_sends_still_counts_toward_the_media_timeout() -> N
     before, later = asyncio.run(asyncio.wait_for(_silent_channel_times_out(), 10))
     assert before is None  # not open yet: nothing to time
     assert later is not None and later >= 30.0
+
+
+# --------------------------------------------------------------------------- native (G.711)
+
+NATIVE = FIXTURES / "native_unicast"
+
+
+@pytest.mark.parametrize(("codec", "silence"), [("PCMU", 0xFF), ("PCMA", 0xD5)])
+def test_native_format_is_one_byte_per_sample_with_the_codecs_silence(
+    codec: str, silence: int
+) -> None:
+    fmt = ChannelFormat.native(codec)
+    assert (fmt.codec, fmt.rate, fmt.channels, fmt.frame_bytes) == (codec, 8000, 1, 160)
+    assert fmt.is_native and not ChannelFormat(8000).is_native
+    assert fmt.silence() == bytes([silence]) * 160
+    assert ChannelFormat(8000).codec == "L16" and ChannelFormat(8000).silence() == bytes(320)
+
+
+def test_native_format_rejects_what_freeswitch_cannot_send_natively() -> None:
+    for bad in ("G722", "OPUS", "L16", "pcmu "):
+        with pytest.raises(ValueError, match="native"):
+            ChannelFormat.native(bad)
+    with pytest.raises(ValueError):
+        ChannelFormat(16000, 1, "PCMU")  # G.711 is 8 kHz mono only
+    with pytest.raises(ValueError):
+        ChannelFormat(8000, 2, "PCMA")
+    with pytest.raises(ValueError):
+        ChannelFormat(8000, 1, "GSM")
+    assert ChannelFormat.native("pcma").codec == "PCMA"  # case does not matter
+
+
+def test_channel_codec_name_from_what_the_real_switch_sends() -> None:
+    """The recorded CHANNEL_PARK of the native call names the read codec in
+    ``Channel-Read-Codec-Name`` and ``variable_read_codec``; early media (183) has neither."""
+    talk = json.loads((NATIVE / "talk_summary.json").read_text())
+    nortp = json.loads((NATIVE / "nortp_summary.json").read_text())
+    assert channel_codec_name(talk["event_codec_headers"]) == "PCMU"
+    assert channel_codec_name(nortp["event_codec_headers"]) is None
+    assert channel_codec_name({"variable_read_codec": "opus"}) == "OPUS"
+    assert channel_codec_name({"Channel-Read-Codec-Name": "G722"}) == "G722"
+    assert channel_codec_name({"Channel-Read-Codec-Name": ""}) is None
+    assert channel_codec_name({}) is None
+
+
+def test_native_params_carry_the_flag_and_l16_params_do_not() -> None:
+    base = {"local_ip": "127.0.0.1", "local_port": 9500}
+    l16 = UnicastParams(**base, remote_ip="127.0.0.1", remote_port=9501)
+    native = UnicastParams(**base, remote_ip="127.0.0.1", remote_port=9501, flags="native")
+    assert "flags" not in l16.headers() and l16.flags is None
+    assert native.headers()["flags"] == "native"
+
+
+def test_native_receive_takes_160_byte_frames_and_freeswitchs_320_byte_filler() -> None:
+    """Recorded: with ``flags: native`` the audio is 160 bytes of PCMU per 20 ms, and the CNG
+    filler stays 320 bytes of 0xFF (FreeSWITCH sizes it by the decoded frame)."""
+    for codec in ("PCMU", "PCMA"):
+        fmt = ChannelFormat.native(codec)
+        buf = ReceiveBuffer(fmt, created_at=0.0)
+        buf.push(b"\xff" * 320, 0.0)  # filler: silence of the codec, not audio
+        buf.push(b"\x12" * 160, 0.020)  # audio: passed on untouched
+        buf.push(b"\x12" * 320, 0.021)  # an L16-sized frame of audio: not ours
+        first = buf.pop(buf.next_deadline())
+        assert first == fmt.silence()
+        assert buf.pop(buf.next_deadline()) == b"\x12" * 160
+        assert (buf.cng_frames, buf.size_mismatches) == (1, 1)
+
+
+def test_native_sender_fills_with_the_codecs_silence() -> None:
+    fmt = ChannelFormat.native("PCMA")
+    pacer = SendPacer(fmt)
+    pacer.push(b"\x55" * 320)  # wrong size for native: dropped, counted
+    sent = simulate_send([(0.0, b"\x2a" * 160)], 0.0, 0.065, pacer)
+    assert [f for _, f in sent] == [b"\x2a" * 160] + [b"\xd5" * 160] * 3
+    assert pacer.size_mismatches == 1
+
+
+def test_recorded_native_call_replays_as_pcmu_audio() -> None:
+    """The real switch's first second of native datagrams (phone 1001 plays 1 kHz): every
+    one is 160 bytes of PCMU or the 320-byte filler, and the playout decodes to 1 kHz."""
+    rows = [
+        r
+        for r in csv.DictReader((NATIVE / "talk_datagrams.csv").open())
+        if r["kind"] == "unicast fs->app"
+    ]
+    assert {(int(r["size"]), r["all_ff"]) for r in rows} <= {(160, "0"), (320, "1")}
+    raw = (NATIVE / "talk_fs_to_app_first1s.bin").read_bytes()
+    payloads, offset = [], 0
+    for r in rows[:50]:
+        payloads.append(raw[offset : offset + int(r["size"])])
+        offset += int(r["size"])
+    assert offset == len(raw)
+    fmt = ChannelFormat.native("PCMU")
+    buf = ReceiveBuffer(fmt, created_at=0.0)
+    arrivals = [(float(r["t"]), p) for r, p in zip(rows, payloads, strict=False)]
+    played = simulate_receive(arrivals, arrivals[-1][0] + 0.015, buf)
+    assert buf.size_mismatches == 0 and buf.cng_frames == sum(r["all_ff"] == "1" for r in rows[:50])
+    assert {len(f) for _, f, _ in played} == {160}
+    pcm = np.array([ulaw_to_int(b) for _, f, _ in played for b in f], dtype=float)
+    assert dominant_hz(pcm, 8000) == pytest.approx(1000, abs=10)
+
+
+def ulaw_to_int(byte: int) -> int:
+    """G.711 mu-law decode (for the test's own analysis)."""
+    byte = ~byte & 0xFF
+    magnitude = ((((byte & 0x0F) << 3) + 0x84) << ((byte >> 4) & 0x07)) - 0x84
+    return -magnitude if byte & 0x80 else magnitude
+
+
+async def _native_endpoint_round_trip() -> None:
+    fmt = ChannelFormat.native("PCMU")
+    alloc = PortAllocator(*free_udp_range(40))
+    ep = UnicastEndpoint(fmt, alloc, host="127.0.0.1")
+    params = await ep.open()
+    assert params.flags == "native" and params.headers()["flags"] == "native"
+    loop = asyncio.get_running_loop()
+    fs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fs.bind((params.local_ip, params.local_port))
+    fs.setblocking(False)
+    target = (params.remote_ip, params.remote_port)
+    try:
+        fs.sendto(b"\xff" * 320, target)  # the recorded first datagram: the filler
+        ep.write_frame(b"\x42" * 160)
+        got: list[bytes] = []
+        while len(got) < 3:
+            data, _addr = await loop.sock_recvfrom(fs, 8192)
+            got.append(data)
+        assert {len(d) for d in got} == {160}
+        assert b"\x42" * 160 in got and fmt.silence() in got
+        stats = ep.stats()
+        assert stats.codec == "PCMU" and stats.rx_cng_frames == 1
+        assert stats.rx_size_mismatches == 0
+    finally:
+        fs.close()
+        await ep.close()
+    assert alloc.in_use == 0
+
+
+def test_native_endpoint_round_trip_on_loopback() -> None:
+    asyncio.run(asyncio.wait_for(_native_endpoint_round_trip(), 20))

@@ -44,6 +44,7 @@ from esl_bridge.media.unicast import (
     PortAllocator,
     UnicastParams,
     bind_probe,
+    channel_codec_name,
 )
 from esl_bridge.numbers import NumberPool
 from esl_bridge.signaling.hub import Hub, ParticipantHandle
@@ -462,7 +463,7 @@ class CallController:
             if links is None or leg is None:
                 raise RuntimeError("no media leg")
             params: UnicastParams = await leg.start_unicast(
-                ChannelFormat.from_channel(links.headers)
+                ChannelFormat.from_channel(links.headers), channel_codec_name(links.headers)
             )
         except Exception as exc:
             log.warning("media.unicast_setup_failed", call_id=call_id, error=str(exc))

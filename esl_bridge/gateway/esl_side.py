@@ -392,9 +392,13 @@ class EslSide:
                     self._api_ok("uuid_setvar", uuid, name, value)
             case Unicast(params=p):
                 if session is not None:
-                    session.start_unicast(p.local_ip, p.local_port, p.remote_ip, p.remote_port)
+                    session.start_unicast(
+                        p.local_ip, p.local_port, p.remote_ip, p.remote_port, flags=p.flags
+                    )
                 else:
-                    self.inbound.unicast(uuid, p.local_ip, p.local_port, p.remote_ip, p.remote_port)
+                    self.inbound.unicast(
+                        uuid, p.local_ip, p.local_port, p.remote_ip, p.remote_port, flags=p.flags
+                    )
             case SendDtmf(digits=digits):
                 if session is not None:
                     session.send_dtmf(digits)

@@ -1,4 +1,5 @@
-"""The per-call UDP endpoint of ESL ``unicast``: raw L16 frames to and from FreeSWITCH.
+"""The per-call UDP endpoint of ESL ``unicast``: raw L16 (or, with ``flags: native``, G.711)
+frames to and from FreeSWITCH.
 
 What a real FreeSWITCH 1.10.12 does (docs/freeswitch.rst, facts 2 and 3):
 
@@ -8,7 +9,9 @@ What a real FreeSWITCH 1.10.12 does (docs/freeswitch.rst, facts 2 and 3):
 * frames of all 0xFF bytes are its comfort-noise filler: silence, never audio;
 * its datagrams arrive 20 ms +-5 ms apart, from its ``local-port``;
 * every datagram it receives goes straight into RTP with no buffer and no pacing, so **we**
-  pace: one frame per 20 ms on an absolute schedule.
+  pace: one frame per 20 ms on an absolute schedule;
+* with ``flags: native`` on a PCMU/PCMA channel: 160 bytes of codec payload per 20 ms both
+  ways, while its filler stays 320 bytes of 0xFF (``ChannelFormat.filler_bytes``).
 
 The timing logic is sans-I/O (``FrameQueue``, ``Schedule``, ``ReceiveBuffer``, ``SendPacer``:
 plain classes that take ``now`` and return frames) so a fake clock can drive an hour of call
@@ -48,6 +51,7 @@ __all__ = [
     "UnicastParams",
     "UnicastStats",
     "bind_probe",
+    "channel_codec_name",
     "is_cng_frame",
     "is_local_address",
     "le16_to_native",
@@ -63,25 +67,63 @@ SUPPORTED_RATES = (8000, 16000, 48000)
 # --------------------------------------------------------------------------- format
 
 
+NATIVE_CODECS = ("PCMU", "PCMA")
+# One byte per sample; the byte a codec encodes zero with (mu-law 0xFF, A-law 0xD5).
+CODEC_SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
+
+
 @dataclass(frozen=True)
 class ChannelFormat:
-    """L16 format of a channel's unicast stream."""
+    """Format of a channel's unicast stream.
+
+    ``codec`` "L16": FreeSWITCH's default, raw L16 little-endian at the channel's read rate.
+    "PCMU"/"PCMA": ``flags: native`` (the G.711 fast path): FreeSWITCH sends each read
+    frame's codec payload as it came off RTP (160 bytes per 20 ms, 8 kHz mono) and takes
+    back datagrams of the same codec (docs/freeswitch.rst, native unicast).
+    """
 
     rate: int
     channels: int = 1
+    codec: str = "L16"
 
     def __post_init__(self) -> None:
+        if self.codec != "L16" and self.codec not in NATIVE_CODECS:
+            raise ValueError(f"unsupported unicast codec {self.codec!r} (want L16, PCMU or PCMA)")
         if self.rate not in SUPPORTED_RATES:
             raise ValueError(f"unsupported unicast rate {self.rate} (want {SUPPORTED_RATES})")
         if self.channels not in (1, 2):
             raise ValueError(f"unsupported channel count {self.channels} (want 1 or 2)")
+        if self.codec != "L16" and (self.rate, self.channels) != (8000, 1):
+            raise ValueError(f"{self.codec} is 8000 Hz mono, not {self.rate} Hz x{self.channels}")
+
+    @classmethod
+    def native(cls, codec: str) -> ChannelFormat:
+        """The format of ``flags: native`` for a G.711 channel (``codec`` any case)."""
+        name = codec.upper()
+        if name not in NATIVE_CODECS:
+            raise ValueError(f"no native unicast for codec {codec!r} (want PCMU or PCMA)")
+        return cls(8000, 1, name)
+
+    @property
+    def is_native(self) -> bool:
+        return self.codec != "L16"
 
     @property
     def samples_per_frame(self) -> int:
         return self.rate // 50
 
     @property
+    def bytes_per_sample(self) -> int:
+        return 1 if self.is_native else 2
+
+    @property
     def frame_bytes(self) -> int:
+        return self.samples_per_frame * self.channels * self.bytes_per_sample
+
+    @property
+    def filler_bytes(self) -> int:
+        """Size of FreeSWITCH's all-0xFF CNG filler: the *decoded* (L16) frame size, in
+        native mode too (recorded: 320 bytes on a native PCMU stream)."""
         return self.samples_per_frame * self.channels * 2
 
     @property
@@ -89,6 +131,8 @@ class ChannelFormat:
         return "stereo" if self.channels == 2 else "mono"
 
     def silence(self) -> bytes:
+        if self.is_native:
+            return bytes([CODEC_SILENCE[self.codec]]) * self.frame_bytes
         return bytes(self.frame_bytes)
 
     @classmethod
@@ -104,6 +148,20 @@ class ChannelFormat:
             raise ValueError("channel has no read rate yet (unicast needs an answered channel)")
         raw_channels = headers.get("variable_rtp_use_codec_channels") or "1"
         return cls(rate=int(raw_rate), channels=int(raw_channels))
+
+
+def channel_codec_name(headers: Mapping[str, str]) -> str | None:
+    """The channel's read codec, upper-case ("PCMU", "PCMA", "G722", "OPUS"), or None.
+
+    Recorded (a PCMU call, every event after answer): ``Channel-Read-Codec-Name: PCMU`` and
+    ``variable_read_codec: PCMU``; Opus says ``opus``. A CHANNEL_PROGRESS_MEDIA of early
+    media carries neither, so None there: the caller takes the L16 path.
+    """
+    for key in ("Channel-Read-Codec-Name", "variable_read_codec"):
+        value = (headers.get(key) or "").strip()
+        if value:
+            return value.upper()
+    return None
 
 
 def is_cng_frame(data: bytes) -> bool:
@@ -272,7 +330,10 @@ class ReceiveBuffer:
     def push(self, data: bytes, now: float) -> None:
         self.packets += 1
         self.bytes += len(data)
-        if len(data) != self.fmt.frame_bytes:
+        # FreeSWITCH's filler is all 0xFF at the L16 size; in native mode that is twice a
+        # frame, and a 160-byte frame of 0xFF bytes is codec audio (mu-law silence).
+        filler = len(data) == self.fmt.filler_bytes and is_cng_frame(data)
+        if len(data) != self.fmt.frame_bytes and not filler:
             self.size_mismatches += 1
             return
         if self.last_arrival is None:
@@ -286,7 +347,7 @@ class ReceiveBuffer:
             self.late_frames += 1
             self._underrun_since_arrival = False
         self.last_arrival = now
-        if is_cng_frame(data):
+        if filler:
             self.cng_frames += 1
             data = self._silence  # keeps its 20 ms slot, never played as audio
         self.queue.push(data)
@@ -546,15 +607,19 @@ class UnicastParams:
     remote_ip: str
     remote_port: int
     transport: str = "udp"
+    flags: str | None = None  # "native": G.711 payload bytes instead of L16
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "local-ip": self.local_ip,
             "local-port": str(self.local_port),
             "remote-ip": self.remote_ip,
             "remote-port": str(self.remote_port),
             "transport": self.transport,
         }
+        if self.flags is not None:
+            headers["flags"] = self.flags
+        return headers
 
 
 @dataclass
@@ -570,6 +635,7 @@ class UnicastStats:
 
     rate: int
     channels: int
+    codec: str = "L16"
     rx_packets: int = 0
     rx_bytes: int = 0
     rx_cng_frames: int = 0
@@ -686,6 +752,7 @@ class UnicastEndpoint:
                 port=pair.local_port,
                 rate=self.fmt.rate,
                 channels=self.fmt.channels,
+                codec=self.fmt.codec,
             )
             return self.params
         raise NoFreePorts(f"no bindable unicast port after {bind_attempts} tries: {last_error}")
@@ -699,6 +766,7 @@ class UnicastEndpoint:
             local_port=self.pair.fs_port,
             remote_ip=self.host,
             remote_port=self.pair.local_port,
+            flags="native" if self.fmt.is_native else None,
         )
 
     async def close(self) -> None:
@@ -763,14 +831,16 @@ class UnicastEndpoint:
         return self.rx.next_deadline()
 
     def read_frame(self, now: float) -> bytes:
-        """The L16 frame (little-endian) for the playout tick due at ``now``."""
+        """The frame for the playout tick due at ``now``: L16 little-endian, or the native
+        codec's bytes (``fmt.frame_bytes`` either way)."""
         assert self.rx is not None, "endpoint is not open"
         return self.rx.pop(now)
 
     # -- us -> FreeSWITCH
 
     def write_frame(self, frame: bytes) -> None:
-        """Queue one exact 20 ms L16 little-endian frame for the paced sender."""
+        """Queue one exact 20 ms frame in the endpoint's format (L16 little-endian, or the
+        native codec's 160 bytes) for the paced sender."""
         self.tx.push(frame)
 
     async def _send_loop(self) -> None:
@@ -794,7 +864,7 @@ class UnicastEndpoint:
 
     def stats(self) -> UnicastStats:
         rx, tx = self.rx, self.tx
-        s = UnicastStats(rate=self.fmt.rate, channels=self.fmt.channels)
+        s = UnicastStats(rate=self.fmt.rate, channels=self.fmt.channels, codec=self.fmt.codec)
         if rx is not None:
             s.rx_packets = rx.packets
             s.rx_bytes = rx.bytes

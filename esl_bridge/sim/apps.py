@@ -361,6 +361,7 @@ class AppsMixin:
             remote=remote,
             source=ch.audio,
             first_frame_ff=self.config.first_frame_ff,
+            native="native" in msg.get("flags", ""),  # switch_ivr.c: strstr(flags, "native")
         )
         ch.unicast = stream
         ch.unicast_history.append(stream)

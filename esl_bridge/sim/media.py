@@ -5,7 +5,10 @@ What FreeSWITCH 1.10.12 was seen to do (docs/freeswitch.rst):
   little-endian, at the channel's read rate, interleaved stereo for opus stereo=1;
 * all-0xFF frames (CNG filler): sometimes as the first datagram, 2 around each DTMF digit,
   2 when answer follows pre_answer, and every frame while the far end sends no RTP;
-* every datagram received from the app goes straight to the far end (no pacing, no buffer).
+* every datagram received from the app goes straight to the far end (no pacing, no buffer);
+* with ``flags: native`` on a PCMU/PCMA channel (recorded, docs/freeswitch.rst): the codec
+  payload instead of L16, 160 bytes per 20 ms, while the 0xFF filler keeps the L16 size
+  (320 bytes); what the app sends is taken as bytes of that codec.
 
 Not simulated: RTP, jitter, the DTMF-induced extra delay (docs/freeswitch.rst, fact 4),
 codec distortion.
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 from esl_bridge.logs import get_logger
 
+from . import g711
 from .codecs import Codec
 
 log = get_logger(__name__)
@@ -98,6 +102,7 @@ class UnicastStream:
     received: list[Datagram] = field(default_factory=list)
     sent: list[Datagram] = field(default_factory=list)
     keep_sent: bool = True
+    native: bool = False  # flags: native: G.711 payload bytes, not L16
     frames_sent: int = 0
     frames_received: int = 0
     error: str | None = None
@@ -123,6 +128,11 @@ class UnicastStream:
                 host, port = stream.local
                 log.debug("sim.unicast_send_failed", local=f"{host}:{port}", error=str(exc))
 
+        if self.native and self.codec.name not in g711.SILENCE:
+            # The real switch would send raw G.722 / Opus payloads: not simulated.
+            self.error = f"native unicast of {self.codec.name} is not simulated"
+            log.warning("sim.unicast_failed", error=self.error)
+            return
         try:
             if self.source.kind == "unicast_fails":
                 raise OSError("fault: unicast_fails")
@@ -155,9 +165,19 @@ class UnicastStream:
         frames = list(self.received)
         return b"".join(d.data for d in frames if include_ff or not is_ff_frame(d.data))
 
+    @property
+    def audio_frame_bytes(self) -> int:
+        """Size of one 20 ms audio datagram: L16, or one byte per sample when native."""
+        if self.native:
+            return self.codec.rate // 50 * self.codec.channels
+        return self.codec.frame_bytes
+
     def received_samples(self, include_ff: bool = False) -> array.array[int]:
-        """What the app sent, as little-endian int16 (0xFF filler frames dropped by default)."""
+        """What the app sent, as int16 samples (0xFF filler frames dropped by default);
+        decoded from the channel's codec when native."""
         raw = self.received_bytes(include_ff)
+        if self.native:
+            return g711.decode(self.codec.name, raw)
         out = array.array("h")
         out.frombytes(raw[: len(raw) // 2 * 2])
         if sys.byteorder != "little":
@@ -172,28 +192,33 @@ class UnicastStream:
             self._echo.append(data)
 
     def _next_frame(self) -> bytes:
-        size = self.codec.frame_bytes
         if self._ff_pending > 0:
             self._ff_pending -= 1
             self._index += 1
-            return b"\xff" * size
+            return b"\xff" * self.codec.frame_bytes  # the L16 size, native or not (recorded)
         src = self.source
         idx = self._index
         self._index += 1
-        if src.kind == "tone":
-            return tone_frame(src.freq, self.codec, idx, src.amplitude)
         if src.kind == "none":
-            return b"\xff" * size
+            return b"\xff" * self.codec.frame_bytes
         if src.kind == "echo":
+            size = self.audio_frame_bytes
             if self._echo:
                 frame = self._echo.popleft()
                 if len(frame) == size:
                     return frame
-                return (frame + bytes(size))[:size]
-            return bytes(size)
-        if src.kind == "custom" and src.producer is not None:
-            return src.producer(idx, self.codec)
-        return bytes(size)
+                return (frame + self._silence(size))[:size]
+            return self._silence(size)
+        if src.kind == "tone":
+            frame = tone_frame(src.freq, self.codec, idx, src.amplitude)
+        elif src.kind == "custom" and src.producer is not None:
+            frame = src.producer(idx, self.codec)
+        else:
+            frame = bytes(self.codec.frame_bytes)
+        return g711.encode(self.codec.name, frame) if self.native else frame
+
+    def _silence(self, size: int) -> bytes:
+        return bytes([g711.SILENCE[self.codec.name]]) * size if self.native else bytes(size)
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()

@@ -217,14 +217,17 @@ class ReorderBuffer:
     is emitted at once (no added delay). Behind a missing packet at most ``depth`` packets
     are held; when the ``depth``-th arrives, or when the oldest held one has waited
     ``max_wait_s`` (default ``depth`` x 20 ms, for a stream that pauses), the missing one is
-    declared lost. So with the default depth 2 a reordering of one position is repaired and
-    a loss costs at most ~40 ms of waiting. Concealment is asked for at most ``max_conceal``
-    frames per gap (the rest is only counted as lost).
+    declared lost. So with the default depth 2 a reordering of one position is repaired, and
+    a loss holds the packets behind it for one packet interval (20 ms; ``max_wait_s``, 40 ms,
+    at most). Concealment is asked for at most ``max_conceal`` frames per gap (the rest is
+    only counted as lost).
 
-    Dropped and counted: duplicates; late packets (a missing one arriving after it was
-    declared lost). An SSRC change or a jump of more than ``max_gap`` either way resets the
-    buffer (what it held is emitted first, in order, with no concealment). Memory: at most
-    ``depth`` held items and ``2 * max_gap`` remembered sequence numbers, whatever arrives.
+    Dropped and counted: duplicates (of one of the last ``max_gap`` packets emitted); late
+    packets (older than the next one to emit and not emitted: declared lost, or sent before
+    the first packet of the stream, which sets where the stream starts). An SSRC change or a
+    jump of more than ``max_gap`` either way resets the buffer (what it held is emitted
+    first, in order, with no concealment). Memory: at most ``depth`` held items and
+    ``max_gap`` remembered sequence numbers, whatever arrives.
     """
 
     def __init__(
@@ -247,7 +250,7 @@ class ReorderBuffer:
         self._ssrc: int | None = None
         self._next: int | None = None  # the sequence number to emit next
         self._held: dict[int, tuple[Any, float]] = {}  # seq -> (item, arrival)
-        self._lost_recent: deque[int] = deque(maxlen=2 * max_gap)
+        self._emitted_recent: deque[int] = deque(maxlen=max_gap)
         self._gap_run = 0  # frames concealed in the current gap
 
     def __len__(self) -> int:
@@ -277,10 +280,10 @@ class ReorderBuffer:
             self._reset(out)
             self._ssrc, self._next, delta = ssrc, seq, 0
         if delta < 0:
-            if seq in self._lost_recent:
-                self.stats.late += 1
-            else:
+            if seq in self._emitted_recent:
                 self.stats.duplicates += 1
+            else:
+                self.stats.late += 1
             return out
         if seq in self._held:
             self.stats.duplicates += 1
@@ -309,6 +312,7 @@ class ReorderBuffer:
             entry = held.pop(self._next, None)
             if entry is not None:
                 out.append((self._next, entry[0]))
+                self._emitted_recent.append(self._next)
                 self.stats.emitted += 1
                 self._gap_run = 0
             else:
@@ -316,7 +320,6 @@ class ReorderBuffer:
                 if len(held) < self.depth and now - oldest < self.max_wait_s:
                     return  # the missing one may still come
                 self.stats.lost += 1
-                self._lost_recent.append(self._next)
                 if self._gap_run < self.max_conceal:
                     self._gap_run += 1
                     out.append((self._next, None))
@@ -331,7 +334,7 @@ class ReorderBuffer:
             out.append((seq, self._held[seq][0]))
             self.stats.emitted += 1
         self._held.clear()
-        self._lost_recent.clear()
+        self._emitted_recent.clear()
         self._next = self._ssrc = None
         self._gap_run = 0
 

@@ -486,3 +486,29 @@ def test_tap_takes_packets_keeps_rtcp_stats_feeds_no_decoder_and_untaps() -> Non
             await pc.close()
 
     asyncio.run(run())
+
+
+def test_a_failing_callback_does_not_reach_aiortc_transport() -> None:
+    """An exception out of ``_handle_rtp_packet`` would end aiortc's DTLS receive loop (and
+    the call): the tap keeps it, and the next packet is handled."""
+
+    async def run() -> None:
+        pc, receiver = receiver_of_a_fresh_connection()
+        got: list[int] = []
+
+        def on_packet(packet: RtpPacket, now: float) -> None:
+            got.append(packet.sequence_number)
+            if packet.sequence_number == 0:
+                raise ValueError("a bug downstream")
+
+        try:
+            receiver.__dict__["_RTCRtpReceiver__codecs"][111] = OPUS
+            untap = tap_receiver(receiver, on_packet)
+            await receiver._handle_rtp_packet(rtp(0, b"\xf8\xff\xfe"), arrival_time_ms=0)
+            await receiver._handle_rtp_packet(rtp(1, b"\xf8\xff\xfe"), arrival_time_ms=0)
+            assert got == [0, 1]
+            untap()
+        finally:
+            await pc.close()
+
+    asyncio.run(run())

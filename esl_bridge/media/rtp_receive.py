@@ -155,11 +155,15 @@ def tap_receiver(
     ``now`` comes from ``clock_s`` (``time.monotonic``, the clock of asyncio's default
     loop). Packets of an unknown payload type or of RTX are dropped as aiortc drops them.
 
+    An exception out of ``on_packet`` is logged (``media.receive_error``) and the next
+    packet is handled: raised into aiortc it would end the transport's receive loop.
+
     Returns ``untap()``, which gives the receiver back its own method (idempotent).
     Raises HookPointChanged when this aiortc is not the one the tap was written for.
     """
     check_hook_point(receiver)
     state = receiver.__dict__
+    errors = [0]
 
     async def _handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
         if not state["_enabled"]:
@@ -175,7 +179,13 @@ def tap_receiver(
         stream.add(packet)
         if codec.name.lower() == "rtx":
             return
-        on_packet(packet, clock_s())
+        try:
+            on_packet(packet, clock_s())
+        except Exception as exc:
+            # Raised into aiortc, it would end the DTLS transport's receive loop (the call).
+            errors[0] += 1
+            if errors[0] in (1, 10, 100, 1000) or errors[0] % 10000 == 0:
+                log.error("media.receive_error", error=repr(exc), count=errors[0])
 
     _handle_rtp_packet.esl_bridge_tap = True  # type: ignore[attr-defined]
     if getattr(state.get("_handle_rtp_packet"), "esl_bridge_tap", False):

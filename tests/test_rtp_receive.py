@@ -168,6 +168,7 @@ def test_local_reordering_within_depth_loses_nothing(
     out += buf.flush()
     assert [item for _, item in out] == list(range(n))
     assert buf.stats.lost == 0 and buf.stats.late == 0 and buf.stats.duplicates == 0
+    assert buf.stats.resets == 0 and len(buf) == 0
 
 
 @settings(max_examples=100, deadline=None)

@@ -312,7 +312,7 @@ class ReorderBuffer:
     def flush(self) -> list[tuple[int, Any]]:
         """Everything held, in order, no concealment (the end of a stream)."""
         out: list[tuple[int, Any]] = []
-        self._reset(out)
+        self._reset(out, count=False)
         return out
 
     def _drain(self, out: list[tuple[int, Any]], now: float) -> None:
@@ -336,8 +336,8 @@ class ReorderBuffer:
                     self.stats.concealed += 1
             self._next = (self._next + 1) & 0xFFFF
 
-    def _reset(self, out: list[tuple[int, Any]]) -> None:
-        if self._next is not None:
+    def _reset(self, out: list[tuple[int, Any]], count: bool = True) -> None:
+        if self._next is not None and count:
             self.stats.resets += 1
         base = self._next
         for seq in sorted(self._held, key=lambda s: seq_delta(s, base or 0)):
@@ -673,6 +673,13 @@ class ReceivePath:
         self._stats.received += 1
         if packet.payload_type != self.payload_type:
             self._stats.other_payload += 1
+            if self._stats.other_payload == 1:
+                log.warning(
+                    "media.receive_other_payload",
+                    payload_type=packet.payload_type,
+                    expected=self.payload_type,
+                    codec=self.codec,
+                )
             return
         self._emit(self.buffer.push(packet.sequence_number, packet.ssrc, packet.payload, now))
 

@@ -45,7 +45,7 @@ from aiortc.rtp import RtpPacket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from esl_bridge.media.leg import Reframer
-from esl_bridge.media.rtp_receive import ReceivePath, _load_libopus, tap_receiver
+from esl_bridge.media.rtp_receive import ReceivePath, opus_backend, tap_receiver
 from esl_bridge.media.unicast import ChannelFormat, native_to_le16
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=1500)
     args = parser.parse_args()
     cases: list[tuple[str, RTCRtpCodecParameters, Any, str]] = []
-    backends = (["libopus"] if _load_libopus() is not None else []) + ["pyav"]
+    backends = (["libopus"] if opus_backend() == "libopus" else []) + ["pyav"]
     for rate in (48000, 16000, 8000):
         for backend in backends:
             cases.append((f"opus/{backend}", OPUS, ChannelFormat(rate), backend))

@@ -18,12 +18,12 @@ from aiortc.rtp import RtpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esl_bridge.media import rtp_receive
 from esl_bridge.media.rtp_receive import (
     HookPointChanged,
     ReceivePath,
     ReorderBuffer,
     check_hook_point,
+    opus_backend,
     seq_delta,
     tap_receiver,
 )
@@ -33,7 +33,7 @@ OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
 PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=0)
 PCMA = RTCRtpCodecParameters(mimeType="audio/PCMA", clockRate=8000, payloadType=8)
 G722 = RTCRtpCodecParameters(mimeType="audio/G722", clockRate=8000, payloadType=9)
-OPUS_BACKENDS = ["pyav"] + (["libopus"] if rtp_receive._load_libopus() is not None else [])
+OPUS_BACKENDS = ["pyav"] + (["libopus"] if opus_backend() == "libopus" else [])
 
 
 @dataclass(frozen=True)
@@ -384,9 +384,10 @@ def test_native_format_of_another_codec_is_refused() -> None:
         ReceivePath(OPUS, native_format("PCMU"), lambda _: None)  # type: ignore[arg-type]
 
 
-def test_other_payload_types_and_bad_packets_lose_nothing() -> None:
+@pytest.mark.parametrize("backend", OPUS_BACKENDS)
+def test_other_payload_types_and_bad_packets_lose_nothing(backend: str) -> None:
     frames: list[bytes] = []
-    path = ReceivePath(OPUS, ChannelFormat(16000), frames.append)
+    path = ReceivePath(OPUS, ChannelFormat(16000), frames.append, opus_backend=backend)
     packets = opus_packets(440.0, 6)
     path.on_packet(rtp(0, packets[0]), 0)
     path.on_packet(rtp(1, b"\x0b\x00\x00", pt=126), 0)  # e.g. telephone-event: not ours

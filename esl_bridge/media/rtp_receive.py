@@ -72,6 +72,7 @@ __all__ = [
     "ReceiveStats",
     "ReorderBuffer",
     "check_hook_point",
+    "opus_backend",
     "tap_receiver",
 ]
 
@@ -390,6 +391,13 @@ def _load_libopus() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return lib
+
+
+def opus_backend() -> str:
+    """ "libopus" when the system's libopus is loadable (Opus decoded at the channel's rate,
+    with FEC), else "pyav". The first call looks the library up (``ctypes.util``, which may
+    run ``ldconfig``): call it once at start-up rather than on the event loop mid-call."""
+    return "libopus" if _load_libopus() is not None else "pyav"
 
 
 class DecodeError(ValueError):

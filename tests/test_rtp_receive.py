@@ -8,6 +8,7 @@ import asyncio
 import fractions
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -18,6 +19,7 @@ from aiortc.rtp import RtpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from esl_bridge.media import rtp_receive
 from esl_bridge.media.rtp_receive import (
     HookPointChanged,
     ReceivePath,
@@ -557,3 +559,32 @@ def test_libopus_uses_in_band_fec_when_the_next_packet_is_there() -> None:
     with_fec = np.sqrt(np.mean((decode({lost}) - truth) ** 2))
     with_plc = np.sqrt(np.mean((decode({lost, lost + 1}) - truth) ** 2))
     assert with_fec < 0.8 * with_plc, (with_fec, with_plc)
+
+
+def test_hook_point_check_catches_a_transport_that_calls_the_class_method(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If aiortc's transport stopped looking the method up on the instance, the tap would
+    silently get nothing (and aiortc's decoder everything): the check must say so."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    async def _handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
+        packet = RtpPacket.parse(data)
+        receiver = self._rtp_router.route_rtp(packet)
+        if receiver is not None:
+            await RTCRtpReceiver._handle_rtp_packet(receiver, packet, arrival_time_ms)
+
+    async def run() -> None:
+        pc, receiver = receiver_of_a_fresh_connection()
+        try:
+            with pytest.raises(HookPointChanged, match="no longer calls"):
+                tap_receiver(receiver, lambda p, now: None)
+        finally:
+            await pc.close()
+
+    monkeypatch.setattr(RTCDtlsTransport, "_handle_rtp_data", _handle_rtp_data)
+    rtp_receive._class_problem.cache_clear()
+    try:
+        asyncio.run(run())
+    finally:
+        rtp_receive._class_problem.cache_clear()

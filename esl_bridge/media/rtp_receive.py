@@ -113,23 +113,9 @@ def check_hook_point(receiver: Any) -> None:
     and the private attributes the tap reads."""
     if not isinstance(receiver, RTCRtpReceiver):
         raise HookPointChanged(f"not an aiortc RTCRtpReceiver: {type(receiver).__name__}")
-    method = getattr(type(receiver), "_handle_rtp_packet", None)
-    if method is None or not inspect.iscoroutinefunction(method):
-        raise HookPointChanged("RTCRtpReceiver._handle_rtp_packet is gone or not a coroutine")
-    params = list(inspect.signature(method).parameters)
-    if params != _EXPECTED_PARAMS:
-        raise HookPointChanged(
-            f"RTCRtpReceiver._handle_rtp_packet{tuple(params)} changed signature "
-            f"(the tap was written for {tuple(_EXPECTED_PARAMS)})"
-        )
-    try:
-        dispatch = inspect.getsource(RTCDtlsTransport._handle_rtp_data)
-    except (AttributeError, OSError, TypeError) as exc:
-        raise HookPointChanged(f"cannot read RTCDtlsTransport._handle_rtp_data: {exc}") from exc
-    if "receiver._handle_rtp_packet(" not in dispatch:
-        raise HookPointChanged(
-            "RTCDtlsTransport._handle_rtp_data no longer calls receiver._handle_rtp_packet"
-        )
+    problem = _class_problem(type(receiver))
+    if problem is not None:
+        raise HookPointChanged(problem)
     for name, kind in _RECEIVER_ATTRS.items():
         value = getattr(receiver, name, None)
         if not isinstance(value, kind):
@@ -137,12 +123,34 @@ def check_hook_point(receiver: Any) -> None:
                 f"RTCRtpReceiver has no {name} of type {kind.__name__} "
                 f"(found {type(value).__name__})"
             )
+
+
+@functools.cache
+def _class_problem(cls: type) -> str | None:
+    """What changed in the receiver's class or its callers (once per class: it reads
+    aiortc's source)."""
+    method = getattr(cls, "_handle_rtp_packet", None)
+    if method is None or not inspect.iscoroutinefunction(method):
+        return "RTCRtpReceiver._handle_rtp_packet is gone or not a coroutine"
+    params = list(inspect.signature(method).parameters)
+    if params != _EXPECTED_PARAMS:
+        return (
+            f"RTCRtpReceiver._handle_rtp_packet{tuple(params)} changed signature "
+            f"(the tap was written for {tuple(_EXPECTED_PARAMS)})"
+        )
+    try:
+        dispatch = inspect.getsource(RTCDtlsTransport._handle_rtp_data)
+    except (AttributeError, OSError, TypeError) as exc:
+        return f"cannot read RTCDtlsTransport._handle_rtp_data: {exc}"
+    if "receiver._handle_rtp_packet(" not in dispatch:
+        return "RTCDtlsTransport._handle_rtp_data no longer calls receiver._handle_rtp_packet"
     if not callable(getattr(StreamStatistics, "add", None)):
-        raise HookPointChanged("aiortc.rtcrtpreceiver.StreamStatistics.add is gone")
+        return "aiortc.rtcrtpreceiver.StreamStatistics.add is gone"
     probe = RtpPacket()
     missing = [a for a in _PACKET_ATTRS if not hasattr(probe, a)]
     if missing:
-        raise HookPointChanged(f"aiortc RtpPacket lost attributes {missing}")
+        return f"aiortc RtpPacket lost attributes {missing}"
+    return None
 
 
 def tap_receiver(

@@ -398,6 +398,8 @@ def test_other_payload_types_and_bad_packets_lose_nothing(backend: str) -> None:
         path.on_packet(rtp(seq, packets[seq]), 0)
     s = path.stats
     assert s.other_payload == 1 and s.decode_errors == 1
+    path.on_packet(rtp(6, b"\x0b\x00\x00", pt=126), 0)
+    assert s.other_payload == 1 and path.stats.other_payload == 2  # stats are a snapshot
     assert len(frames) == 6 and {len(f) for f in frames} == {640}  # the bad one concealed
 
 

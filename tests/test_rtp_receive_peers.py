@@ -243,7 +243,7 @@ async def direct_call(codec: str) -> None:
         # aiortc's statistics still count the packets; its decoder produced nothing.
         report = await call.gateway.getStats()
         inbound = [s for s in report.values() if s.type == "inbound-rtp"]
-        assert inbound and inbound[0].packetsReceived >= stats.received
+        assert inbound and inbound[0].packetsReceived >= stats.received  # (a snapshot)
         assert call.tracks and call.tracks[0]._queue.qsize() == 0
     finally:
         call.untap()

@@ -51,7 +51,7 @@ import inspect
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import av
@@ -676,11 +676,17 @@ class ReceivePath:
 
     @property
     def stats(self) -> ReceiveStats:
+        """A snapshot (packets keep coming while the caller awaits something else)."""
         b = self.buffer.stats
-        s = self._stats
-        s.reordered, s.lost, s.concealed = b.reordered, b.lost, b.concealed
-        s.late, s.duplicates, s.resets = b.late, b.duplicates, b.resets
-        return s
+        return replace(
+            self._stats,
+            reordered=b.reordered,
+            lost=b.lost,
+            concealed=b.concealed,
+            late=b.late,
+            duplicates=b.duplicates,
+            resets=b.resets,
+        )
 
     def on_packet(self, packet: RtpPacket, now: float) -> None:
         """One RTP packet from the tap (``tap_receiver(receiver, path.on_packet)``)."""

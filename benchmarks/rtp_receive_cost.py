@@ -56,24 +56,6 @@ PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=
 SSRC = 4242
 
 
-class NativeFormat:
-    """The contract's ``ChannelFormat.native("PCMU")`` (unicast.py may not have it yet)."""
-
-    codec = "PCMU"
-    rate = 8000
-    channels = 1
-    frame_bytes = 160
-    layout = "mono"
-
-    def silence(self) -> bytes:
-        return b"\xff" * 160
-
-
-def native_pcmu() -> Any:
-    native = getattr(ChannelFormat, "native", None)
-    return native("PCMU") if native is not None else NativeFormat()
-
-
 def sine_frames(count: int, rate: int) -> list[av.AudioFrame]:
     frames = []
     samples = rate // 50
@@ -243,7 +225,7 @@ def main() -> None:
         for backend in backends:
             cases.append((f"opus/{backend}", OPUS, ChannelFormat(rate), backend))
     cases.append(("pcmu", PCMU, ChannelFormat(8000), "auto"))
-    cases.append(("pcmu", PCMU, native_pcmu(), "auto"))
+    cases.append(("pcmu", PCMU, ChannelFormat.native("PCMU"), "auto"))
     payloads = {"opus": encode("opus", args.packets), "pcmu": encode("pcmu", args.packets)}
     aiortc_cache: dict[tuple[str, int, str], float] = {}
     for label, codec, fmt, backend in cases:

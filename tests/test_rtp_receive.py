@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -36,24 +35,6 @@ PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=
 PCMA = RTCRtpCodecParameters(mimeType="audio/PCMA", clockRate=8000, payloadType=8)
 G722 = RTCRtpCodecParameters(mimeType="audio/G722", clockRate=8000, payloadType=9)
 OPUS_BACKENDS = ["pyav"] + (["libopus"] if opus_backend() == "libopus" else [])
-
-
-@dataclass(frozen=True)
-class _NativeFormat:
-    """The contract's ``ChannelFormat.native(codec)`` until unicast.py has it."""
-
-    codec: str
-    rate: int = 8000
-    channels: int = 1
-    frame_bytes: int = 160
-
-    def silence(self) -> bytes:
-        return (b"\xff" if self.codec == "PCMU" else b"\xd5") * 160
-
-
-def native_format(codec: str) -> object:
-    native = getattr(ChannelFormat, "native", None)
-    return native(codec) if native is not None else _NativeFormat(codec)
 
 
 # --------------------------------------------------------------------------- reorder buffer
@@ -368,7 +349,7 @@ def test_g722_is_decoded_at_16k() -> None:
 
 @pytest.mark.parametrize("codec", [PCMU, PCMA])
 def test_native_fast_path_moves_payload_bytes_unchanged(codec: RTCRtpCodecParameters) -> None:
-    fmt = native_format(codec.name)
+    fmt = ChannelFormat.native(codec.name)
     frames: list[bytes] = []
     path = ReceivePath(codec, fmt, frames.append)  # type: ignore[arg-type]
     assert path.native and path.backend == "native"
@@ -383,7 +364,7 @@ def test_native_fast_path_moves_payload_bytes_unchanged(codec: RTCRtpCodecParame
 
 def test_native_format_of_another_codec_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot carry"):
-        ReceivePath(OPUS, native_format("PCMU"), lambda _: None)  # type: ignore[arg-type]
+        ReceivePath(OPUS, ChannelFormat.native("PCMU"), lambda _: None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("backend", OPUS_BACKENDS)

@@ -28,24 +28,6 @@ WAIT_S = 90.0  # bound on waiting for the frames (a busy machine); never a pass 
 CANDIDATE = re.compile(r"127\.0\.0\.1 (\d+) typ host")
 
 
-@dataclass(frozen=True)
-class _NativeFormat:
-    """The contract's ``ChannelFormat.native(codec)`` until unicast.py has it."""
-
-    codec: str
-    rate: int = 8000
-    channels: int = 1
-    frame_bytes: int = 160
-
-    def silence(self) -> bytes:
-        return (b"\xff" if self.codec == "PCMU" else b"\xd5") * 160
-
-
-def native_format(codec: str) -> Any:
-    native = getattr(ChannelFormat, "native", None)
-    return native(codec) if native is not None else _NativeFormat(codec)
-
-
 def is_rtp(data: bytes) -> bool:
     return len(data) >= 12 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223
 
@@ -220,7 +202,7 @@ def mulaw_to_pcm(data: bytes) -> np.ndarray:
 
 
 async def direct_call(codec: str) -> None:
-    fmt = ChannelFormat(48000) if codec == "opus" else native_format("PCMU")
+    fmt = ChannelFormat(48000) if codec == "opus" else ChannelFormat.native("PCMU")
     call = await connect(codec, fmt, None, frames_wanted=100)
     try:
         stats = call.path.stats

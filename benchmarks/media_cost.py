@@ -413,12 +413,18 @@ class FarEnd:
         self.lag = LoopLag()
         return {"ok": True}
 
-    def collect(self) -> dict[str, Any]:
+    def collect(self, since: float) -> dict[str, Any]:
+        """Burst emissions and onsets from ``since`` on, CPU time, loop lags since the last
+        collect."""
+
+        def recent(times: list[float]) -> list[float]:
+            return [t for t in times if t >= since]
+
         return {
-            "browser_sent": [t.pacer.sent for _, t, _ in self.browsers],
-            "browser_onsets": [d.onsets for _, _, d in self.browsers],
-            "fs_sent": [f.pacer.sent for f in self.fakes],
-            "fs_onsets": [f.detector.onsets for f in self.fakes],
+            "browser_sent": [recent(t.pacer.sent) for _, t, _ in self.browsers],
+            "browser_onsets": [recent(d.onsets) for _, _, d in self.browsers],
+            "fs_sent": [recent(f.pacer.sent) for f in self.fakes],
+            "fs_onsets": [recent(f.detector.onsets) for f in self.fakes],
             "cpu": cpu_seconds(),
             "lags": self.lag.take() if self.lag is not None else [],
         }
@@ -450,7 +456,7 @@ async def child_main() -> None:
         elif op == "answer":
             reply = await far.answer(msg)
         elif op == "collect":
-            reply = far.collect()
+            reply = far.collect(msg.get("since", 0.0))
         elif op == "close":
             reply = await far.close()
         else:
@@ -553,12 +559,16 @@ class Run:
     def problems(self) -> list[str]:
         """Why this run cannot be used (empty: it can)."""
         why = []
-        for name, d in (("browser->gateway side", self.up), ("gateway side->browser", self.down)):
+        down_sender = "fake FreeSWITCH" if self.mode == "bridged" else "gateway's aiortc peers"
+        for name, sender, d in (
+            ("browser->gateway side", "far-end browsers", self.up),
+            ("gateway side->browser", down_sender, self.down),
+        ):
             if d.due == 0:
                 why.append(f"{self.mode} {name}: no burst due in the window")
             if d.senders_short:
                 why.append(
-                    f"{self.mode} {name}: {d.senders_short} of {self.calls} senders did not "
+                    f"{self.mode} {name}: {d.senders_short} of {self.calls} {sender} did not "
                     "emit every burst due (sender starved)"
                 )
             if d.missing:
@@ -672,8 +682,13 @@ async def run_mode(
     )
     await wait_connected(pcs)
     await asyncio.sleep(warmup)
+    print(
+        f"  {codec} {mode} calls={n}: window of {window:g} s opens "
+        f"(gateway pid {os.getpid()}, far end pids {[c.proc.pid for c in used]})",
+        flush=True,
+    )
     gw_lag = LoopLag()
-    far0 = await asyncio.gather(*(c.ask(op="collect") for c in used))
+    far0 = await asyncio.gather(*(c.ask(op="collect", since=math.inf) for c in used))
     since = time.monotonic()
     cpu0, ticks0 = cpu_seconds(), thread_ticks()
     await asyncio.sleep(window)
@@ -681,7 +696,7 @@ async def run_mode(
     gw_lags = gw_lag.take()
     gw_lag.stop()
     await asyncio.sleep(MATCH_S)  # let the last bursts arrive before collecting
-    far1 = await asyncio.gather(*(c.ask(op="collect") for c in used))
+    far1 = await asyncio.gather(*(c.ask(op="collect", since=since) for c in used))
     elapsed = until - since
 
     def merged(key: str) -> list[list[float]]:
@@ -801,13 +816,18 @@ async def run_codec(
         )
     results: dict[int, tuple[Run, Run]] = {}
     for n in counts:
-        bare = await run_mode(children, args.calls_per_child, codec, "bare", n, fmt, warmup, window)
-        print_run(codec, bare)
-        bridged = await run_mode(
-            children, args.calls_per_child, codec, "bridged", n, fmt, warmup, window
-        )
-        print_run(codec, bridged)
-        results[n] = (bare, bridged)
+        runs: dict[str, Run] = {}
+        for mode in ("bare", "bridged"):
+            if args.mode in (mode, "both"):
+                runs[mode] = await run_mode(
+                    children, args.calls_per_child, codec, mode, n, fmt, warmup, window
+                )
+                print_run(codec, runs[mode])
+        if args.mode != "both":
+            continue  # one mode only (profiling): no ratio to report
+        results[n] = (runs["bare"], runs["bridged"])
+    if args.mode != "both":
+        return f"media_cost: codec={codec} mode={args.mode} only: no ratio (see the runs above)"
     summaries = {n: summarize(*results[n]) for n in counts}
     for n, sm in summaries.items():
         print(
@@ -835,6 +855,8 @@ async def run_codec(
 async def parent_main(args: argparse.Namespace) -> None:
     counts = [1, 10] if args.quick else [1, 10, 30]
     warmup, window = (1.0, 3.0) if args.quick else (2.0, 8.0)
+    warmup = args.warmup if args.warmup is not None else warmup
+    window = args.window if args.window is not None else window
     if args.calls:
         counts = [int(c) for c in args.calls.split(",")]
     codecs = list(CODECS) if args.codec == "both" else [args.codec]
@@ -852,6 +874,7 @@ async def parent_main(args: argparse.Namespace) -> None:
             "--child",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,  # a reply holds every burst time of the window
         )
         for _ in range(n_children)
     ]
@@ -906,6 +929,14 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="pin the gateway process to the first allowed CPU and the far end to the others",
+    )
+    parser.add_argument("--warmup", type=float, help="seconds before each window")
+    parser.add_argument("--window", type=float, help="seconds measured per run")
+    parser.add_argument(
+        "--mode",
+        choices=("bare", "bridged", "both"),
+        default="both",
+        help="run one mode only, e.g. to profile the gateway with a long --window",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

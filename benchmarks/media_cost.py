@@ -69,6 +69,7 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiortc  # noqa: E402
 import loopback_namespace  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
@@ -360,6 +361,47 @@ def offer_only(pc: RTCPeerConnection, track: MediaStreamTrack, codec: str) -> No
     transceiver.setCodecPreferences(codec_capabilities([codec]))
 
 
+class PayloadTap:
+    """A far-end browser's ear: each RTP payload decoded inline (PCMU by table, Opus with
+    PyAV's libopus) and fed to the onset detector as it arrives. aiortc's jitter buffer and
+    decoder thread are skipped, so the far end stays cheap; both modes are heard the same
+    way, so the added latency is unaffected."""
+
+    def __init__(self, codec: str, detector: OnsetDetector) -> None:
+        self.codec = codec
+        self.detector = detector
+        self.decoder: Any = None
+        if codec == "opus":
+            self.decoder = av.CodecContext.create("libopus", "r")
+            self.decoder.format = "s16"
+            self.decoder.layout = "mono"
+            self.decoder.sample_rate = 48000
+
+    async def handle(self, packet: Any, arrival_time_ms: int) -> None:
+        arrival = time.monotonic()
+        if not packet.payload:
+            return
+        if self.decoder is None:
+            self.detector.feed(ulaw_decode(packet.payload), 8000, arrival)
+            return
+        for frame in self.decoder.decode(av.Packet(packet.payload)):
+            self.detector.feed(frame.to_ndarray().reshape(-1), frame.sample_rate, arrival)
+
+
+def tap_receiver(receiver: Any, tap: PayloadTap) -> None:
+    """Route one receiver's RTP packets to ``tap`` instead of aiortc's jitter buffer: an
+    instance attribute over the private ``RTCRtpReceiver._handle_rtp_packet(packet,
+    arrival_time_ms)`` that aiortc 1.16's DTLS transport calls (benchmark far end only)."""
+    hook = getattr(type(receiver), "_handle_rtp_packet", None)
+    params = list(inspect.signature(hook).parameters) if hook is not None else []
+    if not inspect.iscoroutinefunction(hook) or params != ["self", "packet", "arrival_time_ms"]:
+        raise RuntimeError(
+            "aiortc's RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms) is gone or "
+            f"changed (aiortc {aiortc.__version__}): the far end's RTP tap needs updating"
+        )
+    receiver._handle_rtp_packet = tap.handle
+
+
 # --------------------------------------------------------------------------- far end
 
 
@@ -368,13 +410,11 @@ class FarEnd:
 
     def __init__(self) -> None:
         self.browsers: list[tuple[RTCPeerConnection, PacketTrack, OnsetDetector]] = []
-        self.tasks: list[asyncio.Task[None]] = []
         self.fakes: list[FakeFreeSwitch] = []
         self.cycles: dict[str, list[bytes]] = {}
         self.lag: LoopLag | None = None
 
     async def offer(self, n: int, codec: str) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         if codec not in self.cycles:
             self.cycles[codec] = encoded_cycle(codec)
         for _ in range(n):
@@ -382,11 +422,7 @@ class FarEnd:
             track = PacketTrack(codec, self.cycles[codec])
             offer_only(pc, track, codec)
             detector = OnsetDetector()
-
-            def on_track(remote: MediaStreamTrack, detector: OnsetDetector = detector) -> None:
-                self.tasks.append(loop.create_task(detect_track(remote, detector)))
-
-            pc.on("track", on_track)
+            tap_receiver(pc.getTransceivers()[0].receiver, PayloadTap(codec, detector))
             self.browsers.append((pc, track, detector))
 
         async def make_offer(pc: RTCPeerConnection) -> str:
@@ -436,10 +472,7 @@ class FarEnd:
         for fake in self.fakes:
             fake.close()
         await asyncio.gather(*(pc.close() for pc, _, _ in self.browsers))
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.browsers, self.tasks, self.fakes = [], [], []
+        self.browsers, self.fakes = [], []
         return {"ok": True}
 
 

@@ -644,6 +644,7 @@ async def run_mode(
     fmt: ChannelFormat,
     warmup: float,
     window: float,
+    idle: float,
 ) -> Run:
     loop = asyncio.get_running_loop()
     shares = split_calls(n, per_child, len(children))
@@ -773,7 +774,7 @@ async def run_mode(
     return Run(
         mode=mode,
         calls=n,
-        cpu_per_call=(cpu1 - cpu0) / elapsed / n,
+        cpu_per_call=max(0.0, (cpu1 - cpu0) / elapsed - idle) / n,
         far_cpu=far_cpu,
         far_procs=len(used),
         far_lag_p99=max(pct(r["lags"], 99) if r["lags"] else math.inf for r in far1),
@@ -840,6 +841,7 @@ async def run_codec(
     fmt: ChannelFormat,
     warmup: float,
     window: float,
+    idle: float,
 ) -> str:
     """All counts for one codec; returns its closing line."""
     if codec == "pcmu" and not fast_path_available():
@@ -853,7 +855,7 @@ async def run_codec(
         for mode in ("bare", "bridged"):
             if args.mode in (mode, "both"):
                 runs[mode] = await run_mode(
-                    children, args.calls_per_child, codec, mode, n, fmt, warmup, window
+                    children, args.calls_per_child, codec, mode, n, fmt, warmup, window, idle
                 )
                 print_run(codec, runs[mode])
         if args.mode != "both":
@@ -925,8 +927,14 @@ async def parent_main(args: argparse.Namespace) -> None:
     )
     lines = []
     try:
+        idle = await idle_cpu(window)
+        print(
+            f"  gateway process with no call: {idle * 100:.2f}% of a core (harness: loop-lag "
+            "probe, pipes); subtracted from both modes before dividing by the calls",
+            flush=True,
+        )
         for codec in codecs:
-            lines.append(await run_codec(args, children, codec, counts, fmt, warmup, window))
+            lines.append(await run_codec(args, children, codec, counts, fmt, warmup, window, idle))
     finally:
         for proc in procs:
             if proc.stdin is not None:
@@ -935,6 +943,17 @@ async def parent_main(args: argparse.Namespace) -> None:
             await proc.wait()
     for line in lines:
         print(line)
+
+
+async def idle_cpu(window: float) -> float:
+    """Share of a core the gateway process spends with no call (its loop-lag probe)."""
+    lag = LoopLag()
+    await asyncio.sleep(0.5)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(window)
+    cpu1, t1 = cpu_seconds(), time.monotonic()
+    lag.stop()
+    return (cpu1 - cpu0) / (t1 - t0)
 
 
 def cpu_probe(seconds: float = 0.3) -> float:

@@ -625,12 +625,14 @@ def fast_path_available() -> bool:
 
 
 async def start_leg_unicast(leg: MediaLeg, codec: str, fmt: ChannelFormat) -> tuple[Any, str]:
-    """Start the leg's unicast as the gateway would for a channel whose codec is the
-    browser's (pcmu) or not (opus); returns the params and the path taken."""
-    if codec == "pcmu" and fast_path_available():
-        native = ChannelFormat.native("PCMU")  # type: ignore[attr-defined]
-        params = await leg.start_unicast(native, channel_codec="PCMU")  # type: ignore[call-arg]
-        return params, str(getattr(leg, "path", None) or "transcode")
+    """Start the leg's unicast as the gateway does for an answered channel: its L16 format
+    and, where the build knows it, its read codec (a PCMU channel, 8 kHz, for the pcmu
+    runs). The leg picks the path; returns the unicast params and that path."""
+    if codec == "pcmu":
+        fmt = ChannelFormat(8000, 1)
+        if fast_path_available():
+            params = await leg.start_unicast(fmt, channel_codec="PCMU")  # type: ignore[call-arg]
+            return params, str(getattr(leg, "path", None) or "transcode")
     params = await leg.start_unicast(fmt)
     return params, "transcode"
 
@@ -918,7 +920,8 @@ async def parent_main(args: argparse.Namespace) -> None:
             os.sched_setaffinity(proc.pid, set(cpus[1:]))
     children = [Child(proc) for proc in procs]
     print(
-        f"media_cost: codecs {codecs}, channel {fmt.rate} Hz x{fmt.channels} (L16 path), "
+        f"media_cost: codecs {codecs}, Opus channel {fmt.rate} Hz x{fmt.channels}, PCMU "
+        "channel 8000 Hz, "
         f"counts {counts}, warm-up {warmup} s, window {window} s, far end in up to "
         f"{n_children} processes of {args.calls_per_child} calls, cores {os.cpu_count()}, "
         f"{pin_note}, a busy loop gets {cpu_probe():.2f} of a core now, load average "

@@ -618,7 +618,7 @@ class Run:
 
 
 def fast_path_available() -> bool:
-    """Whether this build has the G.711 fast path of issue 10 (``ChannelFormat.native`` and
+    """Whether this build has the G.711 fast path (``ChannelFormat.native`` and
     ``MediaLeg.start_unicast(..., channel_codec=...)``)."""
     params = inspect.signature(MediaLeg.start_unicast).parameters
     return hasattr(ChannelFormat, "native") and "channel_codec" in params

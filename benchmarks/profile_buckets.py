@@ -1,4 +1,4 @@
-"""Where a profiled gateway's CPU goes, in the buckets of issue 10's cost table.
+"""Where a profiled gateway's CPU goes, in cost buckets (thread hand-offs, aiortc, codecs...).
 
 Reads the collapsed stacks that ``py-spy record --format raw`` writes (one line per
 distinct stack: frames root first, separated by ``;``, then a space and the sample count)

@@ -1,4 +1,4 @@
-"""``benchmarks/profile_buckets.py``: py-spy's collapsed stacks into issue 10's cost buckets."""
+"""``benchmarks/profile_buckets.py``: py-spy's collapsed stacks into cost buckets."""
 
 from __future__ import annotations
 

@@ -637,6 +637,28 @@ async def start_leg_unicast(leg: MediaLeg, codec: str, fmt: ChannelFormat) -> tu
     return params, "transcode"
 
 
+@dataclass
+class Live:
+    """What one run opened, so that it is closed even when the run fails half-way."""
+
+    legs: list[MediaLeg] = field(default_factory=list)
+    bare: list[tuple[RTCPeerConnection, BurstTrack, OnsetDetector]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+
+    async def close(self) -> None:
+        legs, bare, tasks, children = self.legs, self.bare, self.tasks, self.children
+        self.legs, self.bare, self.tasks, self.children = [], [], [], []
+        for leg in legs:
+            await leg.close()
+        for pc, _, _ in bare:
+            await pc.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.ask(op="close") for c in children), return_exceptions=True)
+
+
 async def run_mode(
     children: list[Child],
     per_child: int,
@@ -648,22 +670,39 @@ async def run_mode(
     window: float,
     idle: float,
 ) -> Run:
-    loop = asyncio.get_running_loop()
+    """One mode at one count: set up, warm up, measure a window, close everything."""
     shares = split_calls(n, per_child, len(children))
-    used = children[: len(shares)]
+    live = Live(children=children[: len(shares)])
+    try:
+        return await _measure(live, shares, codec, mode, n, fmt, warmup, window, idle)
+    finally:
+        await live.close()
+
+
+async def _measure(
+    live: Live,
+    shares: list[int],
+    codec: str,
+    mode: str,
+    n: int,
+    fmt: ChannelFormat,
+    warmup: float,
+    window: float,
+    idle: float,
+) -> Run:
+    loop = asyncio.get_running_loop()
+    used = live.children
     replies = await asyncio.gather(
         *(c.ask(op="offer", n=k, codec=codec) for c, k in zip(used, shares, strict=True))
     )
     offers = [o for r in replies for o in r["offers"]]
-    legs: list[MediaLeg] = []
-    bare: list[tuple[RTCPeerConnection, BurstTrack, OnsetDetector]] = []
-    tasks: list[asyncio.Task[None]] = []
+    legs, bare, tasks = live.legs, live.bare, live.tasks
     unicast: list[list[Any]] = []
     paths: list[str] = []
     fs_codec = "L16"
     allocator = PortAllocator(20000, 29999)
     if mode == "bridged":
-        legs = [MediaLeg(LegConfig(), allocator) for _ in range(n)]
+        legs.extend(MediaLeg(LegConfig(), allocator) for _ in range(n))
         answers = await asyncio.gather(
             *(leg.handle_offer(o) for leg, o in zip(legs, offers, strict=True))
         )
@@ -757,14 +796,6 @@ async def run_mode(
             continue
         for key in ("rx_underruns", "tx_underruns", "rx_overflow_drops", "tx_overflow_drops"):
             counters[key] = counters.get(key, 0) + getattr(s, key)
-    for leg in legs:
-        await leg.close()
-    for pc, _, _ in bare:
-        await pc.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*(c.ask(op="close") for c in used))
 
     hz = os.sysconf("SC_CLK_TCK")
     threads = {

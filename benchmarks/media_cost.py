@@ -3,15 +3,17 @@
 The **gateway process** (this one) holds, per call, either a ``MediaLeg`` (bridged mode) or
 a plain aiortc ``RTCPeerConnection`` that sends a track and reads the browser's track (bare
 mode: the cost of aiortc alone, same codec). Only its CPU time is measured (all of its
-threads: aiortc encodes in an executor and decodes in a thread).
+threads: aiortc encodes in an executor and decodes in a thread), less what the process
+spends with no call (measured first). ``--pin`` pins it to one CPU, the far end to the rest.
 
 The **far end** runs in several other processes (``--calls-per-child`` calls each, default
 5), so it never starves the measurement through one busy event loop: per call an aiortc
 "browser" and, in bridged mode, a fake FreeSWITCH unicast peer. The browsers send
 pre-encoded packets (aiortc only packs them: no encoder, executor, resampler or audio level
-on the far end) and offer one codec only: Opus, or PCMU. The fake FreeSWITCH speaks what the
-leg opened: L16 at the channel rate (``--rate``, default 8000 Hz; the transcoding path) or,
-on the G.711 fast path, native PCMU (160 bytes every 20 ms, ``flags: native``).
+on the far end), hear through an inline RTP tap (no jitter buffer, no decoder thread) and
+offer one codec only: Opus, or PCMU. The fake FreeSWITCH speaks what the leg opened: L16
+at the channel rate (Opus calls: ``--rate``, default 8000 Hz; PCMU calls: 8000 Hz) or, on
+the G.711 fast path, native PCMU (160 bytes every 20 ms, ``flags: native``).
 
 Signal: both ends send a 100 ms 1 kHz burst every 500 ms, starting on a frame boundary;
 the receiving end finds the onset sample. One-way latency = arrival of the frame holding
@@ -20,11 +22,12 @@ all processes). Added latency = bridged sample - median bare sample of the same 
 and codec (browser->FreeSWITCH vs browser->aiortc peer, FreeSWITCH->browser vs aiortc
 peer->browser); ``added_latency_p95_ms`` is the worse direction's p95.
 
-A point (codec, call count) is VALID only when, in both modes, every far-end sender
-emitted every burst due in the window, the far end's event loops kept real time (loop lag
-p99 <= 20 ms in each child) and every burst arrived at the other side, both directions
-(so the gateway's audio arrived). Otherwise the reasons are printed and the point is not
-used: on a starved machine work is skipped, and CPU per call would look cheaper.
+A point (codec, call count) is VALID only when, in both modes, every sender (far end, and
+the gateway's aiortc peers in bare mode) emitted every burst due in the window, the far
+end's event loops kept real time (loop lag p99 <= 20 ms in each child) and every burst
+arrived at the other side, both directions (so the gateway's audio arrived). Otherwise
+the reasons are printed and the point is not used: on a starved machine work is skipped,
+and CPU per call would look cheaper.
 ``overhead_ratio`` = bridged CPU per call / bare CPU per call; ``calls_per_core`` = 1 /
 bridged CPU per call; both from the largest valid count.
 
@@ -1002,9 +1005,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, short windows")
     parser.add_argument("--calls", help="comma-separated call counts, e.g. 1,10,30")
-    parser.add_argument("--codec", choices=(*CODECS, "both"), default="both")
-    parser.add_argument("--rate", type=int, default=8000, choices=(8000, 16000, 48000))
-    parser.add_argument("--channels", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--codec",
+        choices=(*CODECS, "both"),
+        default="both",
+        help="the browsers' codec (default: both, one after the other)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=8000,
+        choices=(8000, 16000, 48000),
+        help="the Opus calls' channel rate, L16 (default 8000; PCMU channels are 8000)",
+    )
+    parser.add_argument(
+        "--channels", type=int, default=1, choices=(1, 2), help="the Opus calls' channels"
+    )
     parser.add_argument(
         "--calls-per-child", type=int, default=5, help="far-end calls per process (default 5)"
     )

@@ -1,37 +1,47 @@
 """CPU and latency cost of the media leg, against bare aiortc, measured in the same run.
 
-Two processes, so the gateway's CPU is measured alone:
+The **gateway process** (this one) holds, per call, either a ``MediaLeg`` (bridged mode) or
+a plain aiortc ``RTCPeerConnection`` that sends a track and reads the browser's track (bare
+mode: the cost of aiortc alone, same codec). Only its CPU time is measured (all of its
+threads: aiortc encodes in an executor and decodes in a thread), less what the process
+spends with no call (measured first). ``--pin`` pins it to one CPU, the far end to the rest.
 
-* the **gateway process** (this one) holds, per call, either a ``MediaLeg`` (bridged mode)
-  or a plain aiortc ``RTCPeerConnection`` that sends a track and reads the browser's track
-  (bare mode: the cost of aiortc alone);
-* a **far-end process** (``--child``) holds the "browser" aiortc peers and, in bridged mode,
-  one fake FreeSWITCH unicast peer per call (8 kHz mono L16 by default, 20 ms paced).
+The **far end** runs in several other processes (``--calls-per-child`` calls each, default
+5), so it never starves the measurement through one busy event loop: per call an aiortc
+"browser" and, in bridged mode, a fake FreeSWITCH unicast peer. The browsers send
+pre-encoded packets (aiortc only packs them: no encoder, executor, resampler or audio level
+on the far end), hear through an inline RTP tap (no jitter buffer, no decoder thread) and
+offer one codec only: Opus, or PCMU. The fake FreeSWITCH speaks what the leg opened: L16
+at the channel rate (Opus calls: ``--rate``, default 8000 Hz; PCMU calls: 8000 Hz) or, on
+the G.711 fast path, native PCMU (160 bytes every 20 ms, ``flags: native``).
 
-For 1, 10 and 30 concurrent calls, each mode runs for a measurement window after a
-warm-up; the gateway process's CPU time (all threads: aiortc encodes in an executor) over
-the window gives CPU per call. ``overhead_ratio`` = bridged CPU per call / bare CPU per call
-(target <= 1.25); ``calls_per_core`` = 1 / bridged CPU per call (target >= 30). Both come
-from the largest count whose audio was actually delivered (>= 80 % of the bursts, both
-modes): on a starved machine work is skipped, and CPU per call would look cheaper.
-
-Latency: both ends send a 100 ms 1 kHz burst every 500 ms, starting on a frame boundary;
+Signal: both ends send a 100 ms 1 kHz burst every 500 ms, starting on a frame boundary;
 the receiving end finds the onset sample. One-way latency = arrival of the frame holding
 the onset + onset offset - emission of the burst's first frame (CLOCK_MONOTONIC is shared by
-both processes). Added latency = bridged sample - median bare sample of the same
-direction (browser->FreeSWITCH vs browser->aiortc peer, FreeSWITCH->browser vs aiortc
-peer->browser); ``added_latency_p95_ms`` is the worse direction's p95 at the largest count
-that kept real time (bare aiortc's event loop lag p99 <= 20 ms; target < 40). Every count's
-numbers are printed, with the reason when a count is not used.
+all processes). Added latency = bridged sample - median bare sample of the same direction
+and codec (browser->FreeSWITCH vs browser->aiortc peer, FreeSWITCH->browser vs aiortc
+peer->browser); ``added_latency_p95_ms`` is the worse direction's p95.
+
+A point (codec, call count) is VALID only when, in both modes, every sender (far end, and
+the gateway's aiortc peers in bare mode) emitted every burst due in the window, the far
+end's event loops kept real time (loop lag p99 <= 20 ms in each child) and every burst
+arrived at the other side, both directions (so the gateway's audio arrived). Otherwise
+the reasons are printed and the point is not used: on a starved machine work is skipped,
+and CPU per call would look cheaper.
+``overhead_ratio`` = bridged CPU per call / bare CPU per call; ``calls_per_core`` = 1 /
+bridged CPU per call; both from the largest valid count.
 
 Run it in a loopback-only network namespace (it re-executes itself under ``unshare -n``
 when the host has other interfaces; run as root)::
 
-    python3 benchmarks/media_cost.py --quick        # under a minute
-    python3 benchmarks/media_cost.py                # 1, 10, 30 calls, 8 s windows
-    unshare -n sh -c 'ip link set lo up && python3 benchmarks/media_cost.py'  # explicit
+    python3 benchmarks/media_cost.py --quick            # 1 and 10 calls, both codecs
+    python3 benchmarks/media_cost.py                    # 1, 10, 30 calls, 8 s windows
+    python3 benchmarks/media_cost.py --codec pcmu --calls 1,20 --pin
 
-The last line is ``media_cost: calls_per_core=.. overhead_ratio=.. added_latency_p95_ms=..``.
+The last lines, one per codec::
+
+    media_cost: codec=opus calls_per_core=.. overhead_ratio=.. added_latency_p95_ms=..
+    media_cost: codec=pcmu path=fast calls_per_core=.. overhead_ratio=.. added_latency_p95_ms=..
 """
 
 from __future__ import annotations
@@ -39,14 +49,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import resource
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +72,7 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiortc  # noqa: E402
 import loopback_namespace  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
@@ -64,16 +80,25 @@ from aiortc import (  # noqa: E402
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.codecs.opus import OpusEncoder  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from esl_bridge.media.leg import LegConfig, MediaLeg, use_host_addresses  # noqa: E402
+from esl_bridge.media.leg import (  # noqa: E402
+    LegConfig,
+    MediaLeg,
+    codec_capabilities,
+    use_host_addresses,
+)
 from esl_bridge.media.unicast import FRAME_S, ChannelFormat, PortAllocator  # noqa: E402
 
 BURST_EVERY = 25  # frames: one burst every 500 ms
 BURST_LEN = 5  # frames: 100 ms of tone
 AMPLITUDE = 8000
 THRESHOLD = 2500
-MAX_LOOP_LAG_MS = 20.0  # beyond this (p99) the process no longer keeps real time
+MAX_LOOP_LAG_MS = 20.0  # beyond this (p99) a far-end process no longer keeps real time
+MATCH_S = BURST_EVERY * FRAME_S * 0.8  # an onset belongs to a burst sent at most this before
+CODECS = ("opus", "pcmu")
+CODEC_RATE = {"opus": 48000, "pcmu": 8000}
 
 
 # --------------------------------------------------------------------------- signals
@@ -88,6 +113,35 @@ def burst_frame(n: int, rate: int, channels: int) -> tuple[np.ndarray, bool]:
     t = (np.arange(k) + phase * k) / rate
     mono = (AMPLITUDE * np.sin(2 * math.pi * 1000 * t)).astype(np.int16)
     return (np.repeat(mono, channels) if channels == 2 else mono), phase == 0
+
+
+_ULAW_BIAS = 0x84
+_ULAW_CLIP = 32635
+
+
+def ulaw_encode(samples: np.ndarray) -> bytes:
+    """G.711 mu-law of int16 samples (what a native PCMU unicast stream carries)."""
+    s = samples.astype(np.int32)
+    sign = np.where(s < 0, 0x80, 0)
+    mag = np.minimum(np.abs(s), _ULAW_CLIP) + _ULAW_BIAS
+    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def _ulaw_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    magnitude = (((u & 0x0F) << 3) + _ULAW_BIAS) << exponent
+    value = magnitude - _ULAW_BIAS
+    return np.where(u & 0x80, -value, value).astype(np.int16)
+
+
+_ULAW_DECODE = _ulaw_table()
+
+
+def ulaw_decode(data: bytes) -> np.ndarray:
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
 class OnsetDetector:
@@ -107,38 +161,92 @@ class OnsetDetector:
         self._quiet_frames = 0
 
 
-class BurstTrack(MediaStreamTrack):
-    """A microphone playing the burst signal (48 kHz s16), absolute 20 ms pacing. The
-    browsers send stereo; the bare gateway-side peer sends mono, like the MediaLeg does."""
+class Pacer:
+    """Absolute 20 ms pacing from the first call; records when each burst left."""
 
-    kind = "audio"
-
-    def __init__(self, layout: str = "stereo") -> None:
-        super().__init__()
-        self.layout = layout
-        self.channels = 2 if layout == "stereo" else 1
-        self.sent: list[float] = []
+    def __init__(self) -> None:
         self.n = 0
         self.t0: float | None = None
+        self.sent: list[float] = []
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
+    async def tick(self) -> int:
         if self.t0 is None:
             self.t0 = time.monotonic()
         delay = self.t0 + self.n * FRAME_S - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        data, starts = burst_frame(self.n, 48000, self.channels)
-        frame = av.AudioFrame(format="s16", layout=self.layout, samples=960)
+        n = self.n
+        self.n += 1
+        if n % BURST_EVERY == 0:
+            self.sent.append(time.monotonic())
+        return n
+
+
+class BurstTrack(MediaStreamTrack):
+    """The bare gateway-side peer's source: the burst signal as audio frames (mono, the
+    rate the leg would send: 48 kHz for Opus, 8 kHz for PCMU), encoded by aiortc."""
+
+    kind = "audio"
+
+    def __init__(self, rate: int) -> None:
+        super().__init__()
+        self.rate = rate
+        self.pacer = Pacer()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self.pacer.tick()
+        data, _ = burst_frame(n, self.rate, 1)
+        samples = self.rate // 50
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(data.tobytes())
+        frame.sample_rate = self.rate
+        frame.time_base = fractions.Fraction(1, self.rate)
+        frame.pts = n * samples
+        return frame
+
+
+def encoded_cycle(codec: str) -> list[bytes]:
+    """One burst period (25 frames) of the browser's signal, encoded once: Opus 48 kHz
+    stereo like a browser (the second of two encoded periods, past the encoder's start-up),
+    or PCMU."""
+    if codec == "pcmu":
+        return [ulaw_encode(burst_frame(n, 8000, 1)[0]) for n in range(BURST_EVERY)]
+    encoder = OpusEncoder()
+    payloads: list[bytes] = []
+    for n in range(2 * BURST_EVERY):
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=960)
+        frame.planes[0].update(burst_frame(n, 48000, 2)[0].tobytes())
         frame.sample_rate = 48000
         frame.time_base = fractions.Fraction(1, 48000)
-        frame.pts = self.n * 960
-        self.n += 1
-        if starts:
-            self.sent.append(time.monotonic())
-        return frame
+        frame.pts = n * 960
+        out, _ = encoder.encode(frame)
+        payloads.extend(out)
+    return payloads[-BURST_EVERY:]
+
+
+class PacketTrack(MediaStreamTrack):
+    """A browser's microphone as pre-encoded packets: aiortc's sender only packs them, so
+    the far end spends its CPU on RTP, not on encoding."""
+
+    kind = "audio"
+
+    def __init__(self, codec: str, cycle: Sequence[bytes]) -> None:
+        super().__init__()
+        self.cycle = cycle
+        self.rate = CODEC_RATE[codec]
+        self.time_base = fractions.Fraction(1, self.rate)
+        self.pacer = Pacer()
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self.pacer.tick()
+        packet = av.Packet(self.cycle[n % BURST_EVERY])
+        packet.pts = n * (self.rate // 50)
+        packet.time_base = self.time_base
+        return packet
 
 
 async def detect_track(track: MediaStreamTrack, detector: OnsetDetector) -> None:
@@ -155,12 +263,15 @@ async def detect_track(track: MediaStreamTrack, detector: OnsetDetector) -> None
 
 
 class FakeFreeSwitch(asyncio.DatagramProtocol):
-    """One call's FreeSWITCH unicast side: bursts out (paced), onsets in."""
+    """One call's FreeSWITCH unicast side: bursts out (paced), onsets in. ``codec`` "L16"
+    (little-endian at the channel rate) or "PCMU" (native: 160 bytes of mu-law per 20 ms)."""
 
-    def __init__(self, fmt: ChannelFormat, target: tuple[str, int]) -> None:
-        self.fmt = fmt
+    def __init__(self, codec: str, rate: int, channels: int, target: tuple[str, int]) -> None:
+        self.codec = codec
+        self.rate = rate
+        self.channels = channels
         self.target = target
-        self.sent: list[float] = []
+        self.pacer = Pacer()
         self.detector = OnsetDetector()
         self.transport: asyncio.DatagramTransport | None = None
         self.task: asyncio.Task[None] | None = None
@@ -170,21 +281,19 @@ class FakeFreeSwitch(asyncio.DatagramProtocol):
         self.task = asyncio.get_running_loop().create_task(self._play())
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        samples = np.frombuffer(data, dtype="<i2").reshape(-1, self.fmt.channels)[:, 0]
-        self.detector.feed(samples, self.fmt.rate, time.monotonic())
+        if self.codec == "PCMU":
+            samples = ulaw_decode(data)
+        else:
+            samples = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)[:, 0]
+        self.detector.feed(samples, self.rate, time.monotonic())
 
     async def _play(self) -> None:
-        t0 = time.monotonic()
-        n = 0
         while self.transport is not None:
-            delay = t0 + n * FRAME_S - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            data, starts = burst_frame(n, self.fmt.rate, self.fmt.channels)
-            self.transport.sendto(data.astype("<i2").tobytes(), self.target)
-            if starts:
-                self.sent.append(time.monotonic())
-            n += 1
+            n = await self.pacer.tick()
+            data, _ = burst_frame(n, self.rate, self.channels)
+            payload = ulaw_encode(data) if self.codec == "PCMU" else data.astype("<i2").tobytes()
+            if self.transport is not None:
+                self.transport.sendto(payload, self.target)
 
     def close(self) -> None:
         if self.task is not None:
@@ -195,8 +304,28 @@ class FakeFreeSwitch(asyncio.DatagramProtocol):
 
 
 def cpu_seconds() -> float:
+    """CPU time of this process, all threads (not its children)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def thread_ticks() -> dict[str, int]:
+    """Clock ticks (user + system) per thread of this process, from /proc, keyed by the
+    Python thread's name (the kernel's is "python3" for all); digits in the names are folded
+    so that pools add up (``ThreadPoolExecutor-#_#``)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, int] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = names.get(int(task.name)) or stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        key = re.sub(r"\d+", "#", name)
+        out[key] = out.get(key, 0) + ticks
+    return out
 
 
 class LoopLag:
@@ -212,12 +341,12 @@ class LoopLag:
             await asyncio.sleep(0.010)
             self.lags.append((time.monotonic() - t - 0.010) * 1000)
 
-    def stop(self) -> tuple[str, float]:
+    def take(self) -> list[float]:
+        lags, self.lags = self.lags, []
+        return lags
+
+    def stop(self) -> None:
         self.task.cancel()
-        if not self.lags:
-            return "n/a", float("inf")
-        text = f"{pct(self.lags, 50):.1f}/{pct(self.lags, 99):.1f}/{max(self.lags):.0f} ms"
-        return text, pct(self.lags, 99)
 
 
 async def wait_connected(pcs: list[RTCPeerConnection], timeout: float = 60.0) -> None:
@@ -229,29 +358,74 @@ async def wait_connected(pcs: list[RTCPeerConnection], timeout: float = 60.0) ->
         await asyncio.sleep(0.05)
 
 
+def offer_only(pc: RTCPeerConnection, track: MediaStreamTrack, codec: str) -> None:
+    """A sendrecv audio transceiver that offers ``codec`` only (opus or PCMU)."""
+    transceiver = pc.addTransceiver(track, direction="sendrecv")
+    transceiver.setCodecPreferences(codec_capabilities([codec]))
+
+
+class PayloadTap:
+    """A far-end browser's ear: each RTP payload decoded inline (PCMU by table, Opus with
+    PyAV's libopus) and fed to the onset detector as it arrives. aiortc's jitter buffer and
+    decoder thread are skipped, so the far end stays cheap; both modes are heard the same
+    way, so the added latency is unaffected."""
+
+    def __init__(self, codec: str, detector: OnsetDetector) -> None:
+        self.codec = codec
+        self.detector = detector
+        self.decoder: Any = None
+        if codec == "opus":
+            self.decoder = av.CodecContext.create("libopus", "r")
+            self.decoder.format = "s16"
+            self.decoder.layout = "mono"
+            self.decoder.sample_rate = 48000
+
+    async def handle(self, packet: Any, arrival_time_ms: int) -> None:
+        arrival = time.monotonic()
+        if not packet.payload:
+            return
+        if self.decoder is None:
+            self.detector.feed(ulaw_decode(packet.payload), 8000, arrival)
+            return
+        for frame in self.decoder.decode(av.Packet(packet.payload)):
+            self.detector.feed(frame.to_ndarray().reshape(-1), frame.sample_rate, arrival)
+
+
+def tap_receiver(receiver: Any, tap: PayloadTap) -> None:
+    """Route one receiver's RTP packets to ``tap`` instead of aiortc's jitter buffer: an
+    instance attribute over the private ``RTCRtpReceiver._handle_rtp_packet(packet,
+    arrival_time_ms)`` that aiortc 1.16's DTLS transport calls (benchmark far end only)."""
+    hook = getattr(type(receiver), "_handle_rtp_packet", None)
+    params = list(inspect.signature(hook).parameters) if hook is not None else []
+    if not inspect.iscoroutinefunction(hook) or params != ["self", "packet", "arrival_time_ms"]:
+        raise RuntimeError(
+            "aiortc's RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms) is gone or "
+            f"changed (aiortc {aiortc.__version__}): the far end's RTP tap needs updating"
+        )
+    receiver._handle_rtp_packet = tap.handle
+
+
 # --------------------------------------------------------------------------- far end
 
 
 class FarEnd:
-    """The child process: browsers and fake FreeSWITCHes, driven by JSON lines."""
+    """A child process: browsers and fake FreeSWITCHes, driven by JSON lines."""
 
     def __init__(self) -> None:
-        self.browsers: list[tuple[RTCPeerConnection, BurstTrack, OnsetDetector]] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.browsers: list[tuple[RTCPeerConnection, PacketTrack, OnsetDetector]] = []
         self.fakes: list[FakeFreeSwitch] = []
+        self.cycles: dict[str, list[bytes]] = {}
+        self.lag: LoopLag | None = None
 
-    async def offer(self, n: int) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
+    async def offer(self, n: int, codec: str) -> dict[str, Any]:
+        if codec not in self.cycles:
+            self.cycles[codec] = encoded_cycle(codec)
         for _ in range(n):
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            track = BurstTrack()
-            pc.addTrack(track)
+            track = PacketTrack(codec, self.cycles[codec])
+            offer_only(pc, track, codec)
             detector = OnsetDetector()
-
-            def on_track(remote: MediaStreamTrack, detector: OnsetDetector = detector) -> None:
-                self.tasks.append(loop.create_task(detect_track(remote, detector)))
-
-            pc.on("track", on_track)
+            tap_receiver(pc.getTransceivers()[0].receiver, PayloadTap(codec, detector))
             self.browsers.append((pc, track, detector))
 
         async def make_offer(pc: RTCPeerConnection) -> str:
@@ -266,33 +440,42 @@ class FarEnd:
         for (pc, _, _), sdp in zip(self.browsers, msg["answers"], strict=True):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         loop = asyncio.get_running_loop()
-        fmt = ChannelFormat(msg["rate"], msg["channels"])
         for fs_ip, fs_port, our_ip, our_port in msg.get("unicast") or []:
             _, fake = await loop.create_datagram_endpoint(
-                lambda our_ip=our_ip, our_port=our_port: FakeFreeSwitch(fmt, (our_ip, our_port)),
+                lambda our_ip=our_ip, our_port=our_port: FakeFreeSwitch(
+                    msg["fs_codec"], msg["rate"], msg["channels"], (our_ip, our_port)
+                ),
                 local_addr=(fs_ip, fs_port),
             )
             self.fakes.append(fake)
         await wait_connected([pc for pc, _, _ in self.browsers])
+        self.lag = LoopLag()
         return {"ok": True}
 
-    def collect(self) -> dict[str, Any]:
+    def collect(self, since: float) -> dict[str, Any]:
+        """Burst emissions and onsets from ``since`` on, CPU time, loop lags since the last
+        collect."""
+
+        def recent(times: list[float]) -> list[float]:
+            return [t for t in times if t >= since]
+
         return {
-            "browser_sent": [t.sent for _, t, _ in self.browsers],
-            "browser_onsets": [d.onsets for _, _, d in self.browsers],
-            "fs_sent": [f.sent for f in self.fakes],
-            "fs_onsets": [f.detector.onsets for f in self.fakes],
+            "browser_sent": [recent(t.pacer.sent) for _, t, _ in self.browsers],
+            "browser_onsets": [recent(d.onsets) for _, _, d in self.browsers],
+            "fs_sent": [recent(f.pacer.sent) for f in self.fakes],
+            "fs_onsets": [recent(f.detector.onsets) for f in self.fakes],
             "cpu": cpu_seconds(),
+            "lags": self.lag.take() if self.lag is not None else [],
         }
 
     async def close(self) -> dict[str, Any]:
+        if self.lag is not None:
+            self.lag.stop()
+            self.lag = None
         for fake in self.fakes:
             fake.close()
         await asyncio.gather(*(pc.close() for pc, _, _ in self.browsers))
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.browsers, self.tasks, self.fakes = [], [], []
+        self.browsers, self.fakes = [], []
         return {"ok": True}
 
 
@@ -305,11 +488,11 @@ async def child_main() -> None:
         msg = json.loads(line)
         op = msg["op"]
         if op == "offer":
-            reply = await far.offer(msg["n"])
+            reply = await far.offer(msg["n"], msg["codec"])
         elif op == "answer":
             reply = await far.answer(msg)
         elif op == "collect":
-            reply = far.collect()
+            reply = far.collect(msg.get("since", 0.0))
         elif op == "close":
             reply = await far.close()
         else:
@@ -331,47 +514,214 @@ class Child:
         await self.proc.stdin.drain()
         line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
         if not line:
-            raise RuntimeError("far-end process died")
-        return json.loads(line)  # type: ignore[no-any-return]
+            raise RuntimeError(f"far-end process {self.proc.pid} died")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"far-end process {self.proc.pid}: {reply['error']}")
+        return reply
 
 
-def latencies(sent: list[float], onsets: list[float], since: float) -> list[float]:
-    """Match each onset to the last burst emitted before it; ms."""
-    out = []
-    sent = sorted(sent)
-    for onset in onsets:
-        if onset < since:
+def split_calls(n: int, per_child: int, children: int) -> list[int]:
+    """Calls per far-end process: ``per_child`` each, on as few processes as that needs,
+    never more than ``children``; the remainder spread evenly."""
+    used = min(children, max(1, math.ceil(n / per_child)))
+    base, extra = divmod(n, used)
+    return [base + (1 if i < extra else 0) for i in range(used)]
+
+
+@dataclass
+class Direction:
+    """One direction of one mode: latencies and the bursts that never arrived."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    due: int = 0
+    missing: int = 0
+    calls_missing: int = 0
+    senders_short: int = 0
+
+
+def match_bursts(
+    sent: Sequence[float], onsets: Sequence[float], since: float, until: float
+) -> tuple[list[float], int, int]:
+    """For each burst sent in [since, until - MATCH_S] (so that it had time to arrive), the
+    first onset after it and within MATCH_S. Returns (latencies in ms, bursts due, bursts
+    missing)."""
+    ordered = sorted(onsets)
+    latencies: list[float] = []
+    due = missing = 0
+    for s in sent:
+        if s < since or s > until - MATCH_S:
             continue
-        before = [s for s in sent if s <= onset]
-        if before and onset - before[-1] < BURST_EVERY * FRAME_S * 0.8:
-            out.append((onset - before[-1]) * 1000)
-    return out
+        due += 1
+        i = int(np.searchsorted(ordered, s))
+        if i < len(ordered) and ordered[i] - s < MATCH_S:
+            latencies.append((ordered[i] - s) * 1000)
+        else:
+            missing += 1
+    return latencies, due, missing
+
+
+def add_direction(
+    d: Direction, sent: Sequence[float], onsets: Sequence[float], since: float, until: float
+) -> None:
+    lat, due, missing = match_bursts(sent, onsets, since, until)
+    d.latencies_ms += lat
+    d.due += due
+    d.missing += missing
+    d.calls_missing += 1 if missing else 0
+    # Every 20 ms frame due in the window was sent: one burst per BURST_EVERY frames.
+    expected = (until - MATCH_S - since) / (BURST_EVERY * FRAME_S)
+    if due < math.floor(expected):
+        d.senders_short += 1
+
+
+@dataclass
+class Run:
+    """One mode (bare or bridged) at one call count for one codec."""
+
+    mode: str
+    calls: int
+    cpu_per_call: float
+    far_cpu: float
+    far_procs: int
+    far_lag_p99: float
+    gw_lag: str
+    up: Direction
+    down: Direction
+    threads: dict[str, float]
+    counters: dict[str, float]
+    paths: list[str]
+
+    def problems(self) -> list[str]:
+        """Why this run cannot be used (empty: it can)."""
+        why = []
+        down_sender = "fake FreeSWITCH" if self.mode == "bridged" else "gateway's aiortc peers"
+        for name, sender, d in (
+            ("browser->gateway side", "far-end browsers", self.up),
+            ("gateway side->browser", down_sender, self.down),
+        ):
+            if d.due == 0:
+                why.append(f"{self.mode} {name}: no burst due in the window")
+            if d.senders_short:
+                why.append(
+                    f"{self.mode} {name}: {d.senders_short} of {self.calls} {sender} did not "
+                    "emit every burst due (sender starved)"
+                )
+            if d.missing:
+                why.append(
+                    f"{self.mode} {name}: {d.missing} of {d.due} bursts never arrived "
+                    f"({d.calls_missing} calls)"
+                )
+        if self.far_lag_p99 > MAX_LOOP_LAG_MS:
+            why.append(
+                f"{self.mode}: far end starved (event loop lag p99 {self.far_lag_p99:.0f} ms "
+                f"in its worst process)"
+            )
+        return why
+
+
+def fast_path_available() -> bool:
+    """Whether this build has the G.711 fast path (``ChannelFormat.native`` and
+    ``MediaLeg.start_unicast(..., channel_codec=...)``)."""
+    params = inspect.signature(MediaLeg.start_unicast).parameters
+    return hasattr(ChannelFormat, "native") and "channel_codec" in params
+
+
+async def start_leg_unicast(leg: MediaLeg, codec: str, fmt: ChannelFormat) -> tuple[Any, str]:
+    """Start the leg's unicast as the gateway does for an answered channel: its L16 format
+    and, where the build knows it, its read codec (a PCMU channel, 8 kHz, for the pcmu
+    runs). The leg picks the path; returns the unicast params and that path."""
+    if codec == "pcmu":
+        fmt = ChannelFormat(8000, 1)
+        if fast_path_available():
+            params = await leg.start_unicast(fmt, channel_codec="PCMU")  # type: ignore[call-arg]
+            return params, str(getattr(leg, "path", None) or "transcode")
+    params = await leg.start_unicast(fmt)
+    return params, "transcode"
+
+
+@dataclass
+class Live:
+    """What one run opened, so that it is closed even when the run fails half-way."""
+
+    legs: list[MediaLeg] = field(default_factory=list)
+    bare: list[tuple[RTCPeerConnection, BurstTrack, OnsetDetector]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+
+    async def close(self) -> None:
+        legs, bare, tasks, children = self.legs, self.bare, self.tasks, self.children
+        self.legs, self.bare, self.tasks, self.children = [], [], [], []
+        for leg in legs:
+            await leg.close()
+        for pc, _, _ in bare:
+            await pc.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.ask(op="close") for c in children), return_exceptions=True)
 
 
 async def run_mode(
-    child: Child, mode: str, n: int, fmt: ChannelFormat, warmup: float, window: float
-) -> dict[str, Any]:
+    children: list[Child],
+    per_child: int,
+    codec: str,
+    mode: str,
+    n: int,
+    fmt: ChannelFormat,
+    warmup: float,
+    window: float,
+    idle: float,
+) -> Run:
+    """One mode at one count: set up, warm up, measure a window, close everything."""
+    shares = split_calls(n, per_child, len(children))
+    live = Live(children=children[: len(shares)])
+    try:
+        return await _measure(live, shares, codec, mode, n, fmt, warmup, window, idle)
+    finally:
+        await live.close()
+
+
+async def _measure(
+    live: Live,
+    shares: list[int],
+    codec: str,
+    mode: str,
+    n: int,
+    fmt: ChannelFormat,
+    warmup: float,
+    window: float,
+    idle: float,
+) -> Run:
     loop = asyncio.get_running_loop()
-    offers = (await child.ask(op="offer", n=n))["offers"]
-    legs: list[MediaLeg] = []
-    bare: list[tuple[RTCPeerConnection, BurstTrack, OnsetDetector]] = []
-    tasks: list[asyncio.Task[None]] = []
+    used = live.children
+    replies = await asyncio.gather(
+        *(c.ask(op="offer", n=k, codec=codec) for c, k in zip(used, shares, strict=True))
+    )
+    offers = [o for r in replies for o in r["offers"]]
+    legs, bare, tasks = live.legs, live.bare, live.tasks
     unicast: list[list[Any]] = []
+    paths: list[str] = []
+    fs_codec = "L16"
     allocator = PortAllocator(20000, 29999)
     if mode == "bridged":
-        for _ in range(n):
-            legs.append(MediaLeg(LegConfig(), allocator))
+        legs.extend(MediaLeg(LegConfig(), allocator) for _ in range(n))
         answers = await asyncio.gather(
             *(leg.handle_offer(o) for leg, o in zip(legs, offers, strict=True))
         )
         for leg in legs:
-            p = await leg.start_unicast(fmt)
+            p, path = await start_leg_unicast(leg, codec, fmt)
+            paths.append(path)
             unicast.append([p.local_ip, p.local_port, p.remote_ip, p.remote_port])
+        if paths and all(path == "fast" for path in paths):
+            fs_codec = "PCMU"
+        elif "fast" in paths:
+            raise RuntimeError(f"calls took different paths: {sorted(set(paths))}")
         pcs = [leg.pc for leg in legs]
     else:
         for _ in range(n):
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            track = BurstTrack("mono")
+            track = BurstTrack(CODEC_RATE[codec])
             pc.addTrack(track)
             detector = OnsetDetector()
 
@@ -391,175 +741,256 @@ async def run_mode(
             *(answer(pc, o) for (pc, _, _), o in zip(bare, offers, strict=True))
         )
         pcs = [pc for pc, _, _ in bare]
-    await child.ask(
-        op="answer",
-        answers=list(answers),
-        unicast=unicast,
-        rate=fmt.rate,
-        channels=fmt.channels,
+    starts = [0]
+    for k in shares:
+        starts.append(starts[-1] + k)
+    rate, channels = (8000, 1) if fs_codec == "PCMU" else (fmt.rate, fmt.channels)
+    await asyncio.gather(
+        *(
+            c.ask(
+                op="answer",
+                answers=list(answers[a:b]),
+                unicast=unicast[a:b],
+                fs_codec=fs_codec,
+                rate=rate,
+                channels=channels,
+            )
+            for c, a, b in zip(used, starts[:-1], starts[1:], strict=True)
+        )
     )
     await wait_connected(pcs)
     await asyncio.sleep(warmup)
+    print(
+        f"  {codec} {mode} calls={n}: window of {window:g} s opens "
+        f"(gateway pid {os.getpid()}, far end pids {[c.proc.pid for c in used]})",
+        flush=True,
+    )
+    gw_lag = LoopLag()
+    far0 = await asyncio.gather(*(c.ask(op="collect", since=math.inf) for c in used))
     since = time.monotonic()
-    lag = LoopLag()
-    cpu0, wall0 = cpu_seconds(), time.monotonic()
-    child_cpu0 = (await child.ask(op="collect"))["cpu"]
+    cpu0, ticks0 = cpu_seconds(), thread_ticks()
     await asyncio.sleep(window)
-    cpu1, wall1 = cpu_seconds(), time.monotonic()
-    far = await child.ask(op="collect")
-    until = time.monotonic()
-    loop_lag, loop_lag_p99 = lag.stop()
+    cpu1, ticks1, until = cpu_seconds(), thread_ticks(), time.monotonic()
+    gw_lags = gw_lag.take()
+    gw_lag.stop()
+    await asyncio.sleep(MATCH_S)  # let the last bursts arrive before collecting
+    far1 = await asyncio.gather(*(c.ask(op="collect", since=since) for c in used))
+    elapsed = until - since
 
-    up: list[float] = []
-    down: list[float] = []
+    def merged(key: str) -> list[list[float]]:
+        return [item for reply in far1 for item in reply[key]]
+
+    up, down = Direction(), Direction()
+    browser_sent, browser_onsets = merged("browser_sent"), merged("browser_onsets")
+    if mode == "bridged":
+        fs_sent, fs_onsets = merged("fs_sent"), merged("fs_onsets")
+        for i in range(n):
+            add_direction(up, browser_sent[i], fs_onsets[i], since, until)
+            add_direction(down, fs_sent[i], browser_onsets[i], since, until)
+    else:
+        for i in range(n):
+            add_direction(up, browser_sent[i], bare[i][2].onsets, since, until)
+            add_direction(down, bare[i][1].pacer.sent, browser_onsets[i], since, until)
+
     counters: dict[str, float] = {}
-    for i in range(n):
-        if mode == "bridged":
-            up += latencies(far["browser_sent"][i], far["fs_onsets"][i], since)
-            down += latencies(far["fs_sent"][i], far["browser_onsets"][i], since)
-        else:
-            up += latencies(far["browser_sent"][i], bare[i][2].onsets, since)
-            down += latencies(bare[i][1].sent, far["browser_onsets"][i], since)
-    up = [x for x in up if x <= (until - since) * 1000]
     for leg in legs:
         s = (await leg.stats()).unicast
-        assert s is not None
-        for key in (
-            "rx_underruns",
-            "tx_underruns",
-            "rx_late_ticks",
-            "tx_late_ticks",
-            "rx_trimmed",
-            "tx_trimmed",
-            "rx_overflow_drops",
-            "tx_overflow_drops",
-        ):
+        if s is None:
+            continue
+        for key in ("rx_underruns", "tx_underruns", "rx_overflow_drops", "tx_overflow_drops"):
             counters[key] = counters.get(key, 0) + getattr(s, key)
-        counters["rx_jitter_ms_max"] = max(counters.get("rx_jitter_ms_max", 0), s.rx_jitter_ms)
 
-    for leg in legs:
-        await leg.close()
-    for pc, _, _ in bare:
-        await pc.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await child.ask(op="close")
-    cpu_frac = (cpu1 - cpu0) / (wall1 - wall0)
-    return {
-        "mode": mode,
-        "calls": n,
-        "cpu_per_call": cpu_frac / n,
-        "child_cpu_frac": (far["cpu"] - child_cpu0) / (wall1 - wall0),
-        "up_ms": up,
-        "down_ms": down,
-        "counters": counters,
-        "loop_lag": loop_lag,
-        "loop_lag_p99": loop_lag_p99,
+    hz = os.sysconf("SC_CLK_TCK")
+    threads = {
+        name: (ticks1.get(name, 0) - ticks0.get(name, 0)) / hz / elapsed
+        for name in ticks1
+        if ticks1.get(name, 0) > ticks0.get(name, 0)
     }
+    far_cpu = sum(b["cpu"] - a["cpu"] for a, b in zip(far0, far1, strict=True)) / elapsed
+    return Run(
+        mode=mode,
+        calls=n,
+        cpu_per_call=max(0.0, (cpu1 - cpu0) / elapsed - idle) / n,
+        far_cpu=far_cpu,
+        far_procs=len(used),
+        far_lag_p99=max(pct(r["lags"], 99) if r["lags"] else math.inf for r in far1),
+        gw_lag=lag_text(gw_lags),
+        up=up,
+        down=down,
+        threads=threads,
+        counters=counters,
+        paths=paths,
+    )
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     return float(np.percentile(np.array(values), q))
 
 
-async def parent_main(args: argparse.Namespace) -> None:
-    counts = [1, 10] if args.quick else [1, 10, 30]
-    warmup, window = (1.0, 3.0) if args.quick else (2.0, 8.0)
-    if args.calls:
-        counts = [int(c) for c in args.calls.split(",")]
-    fmt = ChannelFormat(args.rate, args.channels)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--child",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    child = Child(proc)
-    print(
-        f"media_cost: channel {fmt.rate} Hz x{fmt.channels}, browser codec opus, "
-        f"counts {counts}, warm-up {warmup} s, window {window} s, cores {os.cpu_count()}, "
-        f"a busy loop gets {cpu_probe():.2f} of a core now"
-    )
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    try:
-        for n in counts:
-            for mode in ("bare", "bridged"):
-                r = await run_mode(child, mode, n, fmt, warmup, window)
-                results[(mode, n)] = r
-                print(
-                    f"  {mode:8s} calls={n:3d} cpu_per_call={r['cpu_per_call'] * 100:6.2f}% "
-                    f"far_end_cpu={r['child_cpu_frac'] * 100:6.1f}% "
-                    f"up p50={pct(r['up_ms'], 50):6.1f} ms down p50={pct(r['down_ms'], 50):6.1f} ms"
-                    f" samples={len(r['up_ms'])}/{len(r['down_ms'])}"
-                    f" loop_lag p50/p99/max={r['loop_lag']}"
-                    + (f" {r['counters']}" if mode == "bridged" else ""),
-                    flush=True,
-                )
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        await proc.wait()
-
-    summaries = {
-        n: summarize(results[("bare", n)], results[("bridged", n)], window) for n in counts
-    }
-    for n, sm in summaries.items():
-        print(
-            f"  calls={n:3d}: overhead_ratio={sm['ratio']:.2f} "
-            f"calls_per_core={sm['calls_per_core']:.0f} "
-            f"added browser->fs p50/p95={sm['up_p50']:.1f}/{sm['up_p95']:.1f} ms, "
-            f"fs->browser p50/p95={sm['down_p50']:.1f}/{sm['down_p95']:.1f} ms"
-            + (
-                f"  NOT VALID for {'latency' if sm['delivered'] else 'CPU or latency'}: {sm['why']}"
-                if sm["why"]
-                else ""
-            )
-        )
-    # CPU: the largest count whose audio was delivered (the work was done, so CPU time is
-    # the cost of it). Latency: the largest count at which the machine kept real time.
-    delivered = [n for n in counts if summaries[n]["delivered"]]
-    realtime = [n for n in delivered if summaries[n]["realtime"]]
-    n_cpu = delivered[-1] if delivered else counts[0]
-    n_lat = realtime[-1] if realtime else counts[0]
-    print(
-        f"  reported: CPU from calls={n_cpu}, latency from calls={n_lat}"
-        + ("" if realtime else " (no count kept real time: this machine is too loaded)")
-    )
-    cpu, lat = summaries[n_cpu], summaries[n_lat]
-    print(
-        f"media_cost: calls_per_core={cpu['calls_per_core']:.0f} "
-        f"overhead_ratio={cpu['ratio']:.2f} "
-        f"added_latency_p95_ms={max(lat['up_p95'], lat['down_p95']):.1f}"
-    )
+def lag_text(lags: Sequence[float]) -> str:
+    if not lags:
+        return "n/a"
+    return f"{pct(lags, 50):.1f}/{pct(lags, 99):.1f}/{max(lags):.0f} ms"
 
 
-def summarize(bare: dict[str, Any], bridged: dict[str, Any], window: float) -> dict[str, Any]:
-    """Ratios and added latency for one call count, and whether the run is meaningful:
-    when the machine cannot keep up (bursts missing in either mode), CPU per call is
-    understated (work was skipped, not done) and latency is the machine's, not ours."""
-    n = bare["calls"]
-    expected = n * window / (BURST_EVERY * FRAME_S)
-    out: dict[str, Any] = {"delivered": True, "realtime": True, "why": ""}
-    for name, r in (("bare", bare), ("bridged", bridged)):
-        got = min(len(r["up_ms"]), len(r["down_ms"]))
-        if got < 0.8 * expected:
-            out["delivered"] = out["realtime"] = False
-            out["why"] += f"{name} delivered {got}/{expected:.0f} bursts; "
-    if bare["loop_lag_p99"] > MAX_LOOP_LAG_MS:
-        out["realtime"] = False
-        out["why"] += f"bare aiortc alone saw {bare['loop_lag_p99']:.0f} ms loop lag (p99); "
-    out["ratio"] = bridged["cpu_per_call"] / bare["cpu_per_call"]
-    out["calls_per_core"] = 1 / bridged["cpu_per_call"]
-    for direction, key in (("up_ms", "up"), ("down_ms", "down")):
-        base = statistics.median(bare[direction]) if bare[direction] else float("nan")
-        added = [x - base for x in bridged[direction]]
+def summarize(bare: Run, bridged: Run) -> dict[str, Any]:
+    """Ratio, calls per core and added latency for one call count; ``why`` lists what makes
+    the point invalid (empty: valid)."""
+    out: dict[str, Any] = {"why": bare.problems() + bridged.problems()}
+    out["ratio"] = bridged.cpu_per_call / bare.cpu_per_call
+    out["calls_per_core"] = 1 / bridged.cpu_per_call
+    for key in ("up", "down"):
+        base_values = getattr(bare, key).latencies_ms
+        base = statistics.median(base_values) if base_values else float("nan")
+        added = [x - base for x in getattr(bridged, key).latencies_ms]
         out[f"{key}_p50"] = pct(added, 50)
         out[f"{key}_p95"] = pct(added, 95)
     return out
+
+
+def print_run(codec: str, r: Run) -> None:
+    top = sorted(r.threads.items(), key=lambda kv: -kv[1])[:4]
+    threads = ", ".join(f"{name} {share * 100:.0f}%" for name, share in top)
+    print(
+        f"  {codec:4s} {r.mode:7s} calls={r.calls:3d} "
+        f"gateway_cpu_per_call={r.cpu_per_call * 100:5.2f}% "
+        f"far_end_cpu={r.far_cpu * 100:5.1f}% in {r.far_procs} procs "
+        f"(loop lag p99 {r.far_lag_p99:.1f} ms) "
+        f"up p50={pct(r.up.latencies_ms, 50):5.1f} ms "
+        f"down p50={pct(r.down.latencies_ms, 50):5.1f} ms "
+        f"bursts up {r.up.due - r.up.missing}/{r.up.due} "
+        f"down {r.down.due - r.down.missing}/{r.down.due} "
+        f"gateway loop lag p50/p99/max={r.gw_lag}"
+        + (f" path={'/'.join(sorted(set(r.paths)))} {r.counters}" if r.mode == "bridged" else "")
+        + f"\n       gateway threads: {threads}",
+        flush=True,
+    )
+
+
+async def run_codec(
+    args: argparse.Namespace,
+    children: list[Child],
+    codec: str,
+    counts: list[int],
+    fmt: ChannelFormat,
+    warmup: float,
+    window: float,
+    idle: float,
+) -> str:
+    """All counts for one codec; returns its closing line."""
+    if codec == "pcmu" and not fast_path_available():
+        print(
+            "  pcmu: fast path not available in this build (no ChannelFormat.native / "
+            "start_unicast(channel_codec=)): the PCMU calls take the transcoding path"
+        )
+    results: dict[int, tuple[Run, Run]] = {}
+    for n in counts:
+        runs: dict[str, Run] = {}
+        for mode in ("bare", "bridged"):
+            if args.mode in (mode, "both"):
+                runs[mode] = await run_mode(
+                    children, args.calls_per_child, codec, mode, n, fmt, warmup, window, idle
+                )
+                print_run(codec, runs[mode])
+        if args.mode != "both":
+            continue  # one mode only (profiling): no ratio to report
+        results[n] = (runs["bare"], runs["bridged"])
+    if args.mode != "both":
+        return f"media_cost: codec={codec} mode={args.mode} only: no ratio (see the runs above)"
+    summaries = {n: summarize(*results[n]) for n in counts}
+    for n, sm in summaries.items():
+        print(
+            f"  {codec} calls={n:3d}: overhead_ratio={sm['ratio']:.2f} "
+            f"calls_per_core={sm['calls_per_core']:.0f} "
+            f"added browser->fs p50/p95={sm['up_p50']:.1f}/{sm['up_p95']:.1f} ms, "
+            f"fs->browser p50/p95={sm['down_p50']:.1f}/{sm['down_p95']:.1f} ms"
+            + (f"  NOT VALID: {'; '.join(sm['why'])}" if sm["why"] else "  valid")
+        )
+    valid = [n for n in counts if not summaries[n]["why"]]
+    n_used = valid[-1] if valid else counts[-1]
+    sm = summaries[n_used]
+    path = ""
+    if codec == "pcmu":
+        paths = set(results[n_used][1].paths)
+        path = f" path={paths.pop() if len(paths) == 1 else 'mixed'}"
+    tail = f" from_calls={n_used}" + ("" if valid else " NOT VALID (no valid point)")
+    return (
+        f"media_cost: codec={codec}{path} calls_per_core={sm['calls_per_core']:.0f} "
+        f"overhead_ratio={sm['ratio']:.2f} "
+        f"added_latency_p95_ms={max(sm['up_p95'], sm['down_p95']):.1f}{tail}"
+    )
+
+
+async def parent_main(args: argparse.Namespace) -> None:
+    counts = [1, 10] if args.quick else [1, 10, 30]
+    warmup, window = (1.0, 3.0) if args.quick else (2.0, 8.0)
+    warmup = args.warmup if args.warmup is not None else warmup
+    window = args.window if args.window is not None else window
+    if args.calls:
+        counts = [int(c) for c in args.calls.split(",")]
+    codecs = list(CODECS) if args.codec == "both" else [args.codec]
+    fmt = ChannelFormat(args.rate, args.channels)
+    n_children = len(split_calls(max(counts), args.calls_per_child, args.max_children))
+    cpus = sorted(os.sched_getaffinity(0))
+    pin_note = "not pinned"
+    if args.pin and len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[0]})
+        pin_note = f"gateway pinned to CPU {cpus[0]}, far end on CPUs {cpus[1:]}"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--child",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,  # a reply holds every burst time of the window
+        )
+        for _ in range(n_children)
+    ]
+    if args.pin and len(cpus) >= 2:
+        for proc in procs:
+            os.sched_setaffinity(proc.pid, set(cpus[1:]))
+    children = [Child(proc) for proc in procs]
+    print(
+        f"media_cost: codecs {codecs}, Opus channel {fmt.rate} Hz x{fmt.channels}, PCMU "
+        "channel 8000 Hz, "
+        f"counts {counts}, warm-up {warmup} s, window {window} s, far end in up to "
+        f"{n_children} processes of {args.calls_per_child} calls, cores {os.cpu_count()}, "
+        f"{pin_note}, a busy loop gets {cpu_probe():.2f} of a core now, load average "
+        f"{os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    lines = []
+    try:
+        idle = await idle_cpu(window)
+        print(
+            f"  gateway process with no call: {idle * 100:.2f}% of a core (harness: loop-lag "
+            "probe, pipes); subtracted from both modes before dividing by the calls",
+            flush=True,
+        )
+        for codec in codecs:
+            lines.append(await run_codec(args, children, codec, counts, fmt, warmup, window, idle))
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in procs:
+            await proc.wait()
+    for line in lines:
+        print(line)
+
+
+async def idle_cpu(window: float) -> float:
+    """Share of a core the gateway process spends with no call (its loop-lag probe)."""
+    lag = LoopLag()
+    await asyncio.sleep(0.5)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(window)
+    cpu1, t1 = cpu_seconds(), time.monotonic()
+    lag.stop()
+    return (cpu1 - cpu0) / (t1 - t0)
 
 
 def cpu_probe(seconds: float = 0.3) -> float:
@@ -574,10 +1005,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 and 10 calls, short windows")
     parser.add_argument("--calls", help="comma-separated call counts, e.g. 1,10,30")
-    parser.add_argument("--rate", type=int, default=8000, choices=(8000, 16000, 48000))
-    parser.add_argument("--channels", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--codec",
+        choices=(*CODECS, "both"),
+        default="both",
+        help="the browsers' codec (default: both, one after the other)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=8000,
+        choices=(8000, 16000, 48000),
+        help="the Opus calls' channel rate, L16 (default 8000; PCMU channels are 8000)",
+    )
+    parser.add_argument(
+        "--channels", type=int, default=1, choices=(1, 2), help="the Opus calls' channels"
+    )
+    parser.add_argument(
+        "--calls-per-child", type=int, default=5, help="far-end calls per process (default 5)"
+    )
+    parser.add_argument(
+        "--max-children", type=int, default=8, help="most far-end processes (default 8)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the gateway process to the first allowed CPU and the far end to the others",
+    )
+    parser.add_argument("--warmup", type=float, help="seconds before each window")
+    parser.add_argument("--window", type=float, help="seconds measured per run")
+    parser.add_argument(
+        "--mode",
+        choices=("bare", "bridged", "both"),
+        default="both",
+        help="run one mode only, e.g. to profile the gateway with a long --window",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.calls_per_child < 1 or args.max_children < 1:
+        parser.error("--calls-per-child and --max-children must be at least 1")
+    if args.calls and not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", args.calls):
+        parser.error(f"--calls wants positive counts separated by commas, got {args.calls!r}")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.basicConfig(level=logging.WARNING)
     if args.child:

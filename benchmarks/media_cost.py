@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
+import functools
 import inspect
 import json
 import logging
@@ -72,7 +73,6 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiortc  # noqa: E402
 import loopback_namespace  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
@@ -89,7 +89,9 @@ from esl_bridge.media.leg import (  # noqa: E402
     codec_capabilities,
     use_host_addresses,
 )
+from esl_bridge.media.rtp_receive import tap_receiver  # noqa: E402
 from esl_bridge.media.unicast import FRAME_S, ChannelFormat, PortAllocator  # noqa: E402
+from esl_bridge.sim import g711  # noqa: E402
 
 BURST_EVERY = 25  # frames: one burst every 500 ms
 BURST_LEN = 5  # frames: 100 ms of tone
@@ -115,33 +117,21 @@ def burst_frame(n: int, rate: int, channels: int) -> tuple[np.ndarray, bool]:
     return (np.repeat(mono, channels) if channels == 2 else mono), phase == 0
 
 
-_ULAW_BIAS = 0x84
-_ULAW_CLIP = 32635
+@functools.lru_cache(maxsize=BURST_EVERY)
+def native_frame(phase: int) -> bytes:
+    """Frame ``phase`` of the burst signal in PCMU (the far end's native unicast), encoded
+    once: the signal repeats every ``BURST_EVERY`` frames."""
+    return ulaw_encode(burst_frame(phase, 8000, 1)[0])
 
 
 def ulaw_encode(samples: np.ndarray) -> bytes:
-    """G.711 mu-law of int16 samples (what a native PCMU unicast stream carries)."""
-    s = samples.astype(np.int32)
-    sign = np.where(s < 0, 0x80, 0)
-    mag = np.minimum(np.abs(s), _ULAW_CLIP) + _ULAW_BIAS
-    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
-
-
-def _ulaw_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    exponent = (u >> 4) & 0x07
-    magnitude = (((u & 0x0F) << 3) + _ULAW_BIAS) << exponent
-    value = magnitude - _ULAW_BIAS
-    return np.where(u & 0x80, -value, value).astype(np.int16)
-
-
-_ULAW_DECODE = _ulaw_table()
+    """G.711 mu-law of int16 samples (what a native PCMU unicast stream carries), with the
+    simulator's encoder."""
+    return g711.encode("PCMU", samples.astype("<i2").tobytes())
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return np.frombuffer(g711.decode("PCMU", data), dtype=np.int16)
 
 
 class OnsetDetector:
@@ -291,7 +281,10 @@ class FakeFreeSwitch(asyncio.DatagramProtocol):
         while self.transport is not None:
             n = await self.pacer.tick()
             data, _ = burst_frame(n, self.rate, self.channels)
-            payload = ulaw_encode(data) if self.codec == "PCMU" else data.astype("<i2").tobytes()
+            if self.codec == "PCMU":
+                payload = native_frame(n % BURST_EVERY)
+            else:
+                payload = data.astype("<i2").tobytes()
             if self.transport is not None:
                 self.transport.sendto(payload, self.target)
 
@@ -366,7 +359,8 @@ def offer_only(pc: RTCPeerConnection, track: MediaStreamTrack, codec: str) -> No
 
 class PayloadTap:
     """A far-end browser's ear: each RTP payload decoded inline (PCMU by table, Opus with
-    PyAV's libopus) and fed to the onset detector as it arrives. aiortc's jitter buffer and
+    PyAV's libopus) and fed to the onset detector as it arrives, through the gateway's own
+    receive tap (``esl_bridge.media.rtp_receive.tap_receiver``): aiortc's jitter buffer and
     decoder thread are skipped, so the far end stays cheap; both modes are heard the same
     way, so the added latency is unaffected."""
 
@@ -380,8 +374,7 @@ class PayloadTap:
             self.decoder.layout = "mono"
             self.decoder.sample_rate = 48000
 
-    async def handle(self, packet: Any, arrival_time_ms: int) -> None:
-        arrival = time.monotonic()
+    def on_packet(self, packet: Any, arrival: float) -> None:
         if not packet.payload:
             return
         if self.decoder is None:
@@ -389,20 +382,6 @@ class PayloadTap:
             return
         for frame in self.decoder.decode(av.Packet(packet.payload)):
             self.detector.feed(frame.to_ndarray().reshape(-1), frame.sample_rate, arrival)
-
-
-def tap_receiver(receiver: Any, tap: PayloadTap) -> None:
-    """Route one receiver's RTP packets to ``tap`` instead of aiortc's jitter buffer: an
-    instance attribute over the private ``RTCRtpReceiver._handle_rtp_packet(packet,
-    arrival_time_ms)`` that aiortc 1.16's DTLS transport calls (benchmark far end only)."""
-    hook = getattr(type(receiver), "_handle_rtp_packet", None)
-    params = list(inspect.signature(hook).parameters) if hook is not None else []
-    if not inspect.iscoroutinefunction(hook) or params != ["self", "packet", "arrival_time_ms"]:
-        raise RuntimeError(
-            "aiortc's RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms) is gone or "
-            f"changed (aiortc {aiortc.__version__}): the far end's RTP tap needs updating"
-        )
-    receiver._handle_rtp_packet = tap.handle
 
 
 # --------------------------------------------------------------------------- far end
@@ -425,7 +404,7 @@ class FarEnd:
             track = PacketTrack(codec, self.cycles[codec])
             offer_only(pc, track, codec)
             detector = OnsetDetector()
-            tap_receiver(pc.getTransceivers()[0].receiver, PayloadTap(codec, detector))
+            tap_receiver(pc.getTransceivers()[0].receiver, PayloadTap(codec, detector).on_packet)
             self.browsers.append((pc, track, detector))
 
         async def make_offer(pc: RTCPeerConnection) -> str:

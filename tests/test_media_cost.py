@@ -9,7 +9,6 @@ split over processes as documented. The times below are made-up instants, not cl
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,6 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
-from support.netns import loopback_only
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -140,29 +138,6 @@ def test_the_far_end_is_split_over_processes() -> None:
     assert media_cost.split_calls(100, 5, 8) == [13] * 4 + [12] * 4
 
 
-@loopback_only
-def test_aiortc_still_has_the_far_ends_tap_point() -> None:
-    # The far end hears the gateway through a hook on aiortc's private receiver method; a
-    # new aiortc without it must fail here, not produce a benchmark with no audio.
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    async def tap_one() -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        transceiver = pc.addTransceiver("audio")
-        tap = media_cost.PayloadTap("pcmu", media_cost.OnsetDetector())
-        media_cost.tap_receiver(transceiver.receiver, tap)
-        assert transceiver.receiver._handle_rtp_packet == tap.handle
-        await pc.close()
-
-    asyncio.run(tap_one())
-
-    class Changed:
-        def _handle_rtp_packet(self, packet: object) -> None: ...
-
-    with pytest.raises(RuntimeError, match="gone or changed"):
-        media_cost.tap_receiver(Changed(), tap=None)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("codec", ["pcmu", "opus"])
 def test_the_far_ends_ear_finds_each_burst(codec: str) -> None:
     # The browsers' pre-encoded packets, heard by the far end's tap: one onset per burst,
@@ -171,9 +146,6 @@ def test_the_far_ends_ear_finds_each_burst(codec: str) -> None:
     detector = media_cost.OnsetDetector()
     tap = media_cost.PayloadTap(codec, detector)
 
-    async def hear() -> None:
-        for n in range(3 * media_cost.BURST_EVERY):
-            await tap.handle(SimpleNamespace(payload=cycle[n % len(cycle)]), arrival_time_ms=0)
-
-    asyncio.run(hear())
+    for n in range(3 * media_cost.BURST_EVERY):
+        tap.on_packet(SimpleNamespace(payload=cycle[n % len(cycle)]), 0.0)
     assert len(detector.onsets) == 3

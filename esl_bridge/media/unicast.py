@@ -31,6 +31,8 @@ from typing import Any
 
 from esl_bridge.logs import get_logger
 
+from .ticker import TICK_EPS, shared_ticker
+
 __all__ = [
     "FRAME_S",
     "ChannelFormat",
@@ -58,6 +60,7 @@ log = get_logger("media")
 
 FRAME_S = 0.020  # FreeSWITCH's unicast frame: 20 ms
 SUPPORTED_RATES = (8000, 16000, 48000)
+NATIVE_SILENCE = {"PCMU": b"\xff", "PCMA": b"\xd5"}  # G.711 silence byte
 
 
 # --------------------------------------------------------------------------- format
@@ -65,16 +68,26 @@ SUPPORTED_RATES = (8000, 16000, 48000)
 
 @dataclass(frozen=True)
 class ChannelFormat:
-    """L16 format of a channel's unicast stream."""
+    """Format of a channel's unicast stream: L16, or the channel's own G.711 bytes
+    (``native``)."""
 
     rate: int
     channels: int = 1
+    codec: str = "L16"
 
     def __post_init__(self) -> None:
         if self.rate not in SUPPORTED_RATES:
             raise ValueError(f"unsupported unicast rate {self.rate} (want {SUPPORTED_RATES})")
         if self.channels not in (1, 2):
             raise ValueError(f"unsupported channel count {self.channels} (want 1 or 2)")
+        if self.codec not in ("L16", *NATIVE_SILENCE):
+            raise ValueError(f"unsupported unicast codec {self.codec!r}")
+        if self.codec != "L16" and (self.rate, self.channels) != (8000, 1):
+            raise ValueError(f"{self.codec} unicast is 8000 Hz mono")
+
+    @classmethod
+    def native(cls, codec: str) -> ChannelFormat:
+        return cls(rate=8000, channels=1, codec=codec.upper())
 
     @property
     def samples_per_frame(self) -> int:
@@ -82,13 +95,16 @@ class ChannelFormat:
 
     @property
     def frame_bytes(self) -> int:
-        return self.samples_per_frame * self.channels * 2
+        width = 1 if self.codec != "L16" else 2
+        return self.samples_per_frame * self.channels * width
 
     @property
     def layout(self) -> str:
         return "stereo" if self.channels == 2 else "mono"
 
     def silence(self) -> bytes:
+        if self.codec != "L16":
+            return NATIVE_SILENCE[self.codec] * self.frame_bytes
         return bytes(self.frame_bytes)
 
     @classmethod
@@ -546,15 +562,19 @@ class UnicastParams:
     remote_ip: str
     remote_port: int
     transport: str = "udp"
+    flags: str | None = None
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "local-ip": self.local_ip,
             "local-port": str(self.local_port),
             "remote-ip": self.remote_ip,
             "remote-port": str(self.remote_port),
             "transport": self.transport,
         }
+        if self.flags:
+            headers["flags"] = self.flags
+        return headers
 
 
 @dataclass
@@ -699,6 +719,7 @@ class UnicastEndpoint:
             local_port=self.pair.fs_port,
             remote_ip=self.host,
             remote_port=self.pair.local_port,
+            flags="native" if self.fmt.codec != "L16" else None,
         )
 
     async def close(self) -> None:
@@ -776,18 +797,18 @@ class UnicastEndpoint:
     async def _send_loop(self) -> None:
         assert self._loop is not None
         loop = self._loop
+        ticker = shared_ticker()  # one timer for every call's sender (media/ticker.py)
         await self._first_datagram.wait()
         self.tx.start(loop.time())
         while True:
             deadline = self.tx.next_deadline()
             assert deadline is not None
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if deadline - loop.time() > TICK_EPS:
+                await ticker.wait(deadline)
             transport = self._transport
             if transport is None or self.fs_addr is None:
                 return
-            for frame in self.tx.poll(loop.time()):
+            for frame in self.tx.poll(max(loop.time(), deadline)):
                 transport.sendto(frame, self.fs_addr)
 
     # -- stats

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from esl_bridge.media import ticker as ticker_module
 from esl_bridge.media.leg import ChannelTrack
 from esl_bridge.media.ticker import TICK_EPS, TICK_S, SharedTicker, TickGrid, shared_ticker
 
@@ -82,7 +83,10 @@ def test_shared_ticker_is_one_per_loop() -> None:
         assert shared_ticker() is first
         return first
 
-    assert asyncio.run(get()) is not asyncio.run(get())
+    first = asyncio.run(get())
+    second = asyncio.run(get())
+    assert first is not second
+    assert first not in ticker_module._TICKERS.values()  # its loop closed: let go of
 
 
 def test_channel_track_paces_on_the_shared_ticker() -> None:

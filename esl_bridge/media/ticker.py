@@ -27,7 +27,6 @@ import asyncio
 import heapq
 import itertools
 import math
-import weakref
 from typing import Generic, TypeVar
 
 __all__ = ["TICK_EPS", "TICK_S", "SharedTicker", "TickGrid", "shared_ticker"]
@@ -122,9 +121,9 @@ class SharedTicker:
         self._arm()
 
 
-_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedTicker] = (
-    weakref.WeakKeyDictionary()
-)
+# A plain dict: a ticker refers to its loop (futures, timer handles), so a weak-keyed one
+# would never let go of either; tickers of closed loops are dropped when a new one is made.
+_TICKERS: dict[asyncio.AbstractEventLoop, SharedTicker] = {}
 
 
 def shared_ticker() -> SharedTicker:
@@ -132,5 +131,7 @@ def shared_ticker() -> SharedTicker:
     loop = asyncio.get_running_loop()
     ticker = _TICKERS.get(loop)
     if ticker is None:
+        for old in [old for old in _TICKERS if old.is_closed()]:
+            del _TICKERS[old]
         ticker = _TICKERS[loop] = SharedTicker(loop)
     return ticker

@@ -4,8 +4,13 @@ Audio path, per call::
 
     browser --Opus/G.711--> aiortc decoder --> consumer task: PyAV resample to the channel
         rate/layout, exact 20 ms frames --> UnicastEndpoint.write_frame --> paced to FreeSWITCH
-    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack.recv on the playout
-        clock: PyAV resample to the codec rate --> aiortc encoder --> browser
+    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack.recv on the shared
+        pacing tick: PyAV encoder at the channel's rate (Opus) --> av.Packet --> aiortc pack()
+        --> browser
+
+Fast path (``MediaLeg.path == "fast"``): the browser negotiated PCMU or PCMA and the
+channel's codec is the same; FreeSWITCH's ``unicast`` runs with ``flags: native`` and the
+channel's 160-byte G.711 frames are the RTP payloads toward the browser, untouched.
 
 Facts about aiortc 1.16 / aioice 0.13 this module relies on (read in their source):
 
@@ -20,13 +25,14 @@ Facts about aiortc 1.16 / aioice 0.13 this module relies on (read in their sourc
 * aiortc has no telephone-event codec: it never negotiates RFC 4733, and an RTP packet with
   an unknown payload type is dropped in ``RTCRtpReceiver._handle_rtp_packet``. Browser DTMF
   therefore has to come as an SDK call over signalling (then ``uuid_send_dtmf``).
-* PyAV's ``AudioResampler`` refuses a frame whose format differs from its first one, and
-  aiortc's encoders each own such a resampler: the track therefore emits one fixed format
-  for the whole call (the negotiated codec's rate, mono), silence included.
-* aiortc computes the RFC 6465 audio level of every frame it sends in a pure-Python loop
-  over all samples (``rtp.compute_audio_level_dbov``): at 48 kHz stereo that is one of the
-  largest single costs per call. The track therefore sends mono (half the samples; telephony
-  audio is mono, and FreeSWITCH's Opus stereo=1 frames carry L == R).
+* PyAV's ``AudioResampler`` refuses a frame whose format differs from its first one: a
+  ``Reframer`` is made per input format.
+* ``RTCRtpSender._next_encoded_frame`` hands an ``AudioFrame`` to its encoder's ``encode``
+  in the loop's default executor (a thread hand-off per frame), after computing its RFC 6465
+  audio level in a pure-Python loop over all samples, and aiortc's encoders resample it;
+  anything else the track returns (an ``av.Packet``) goes to the encoder's ``pack()`` only,
+  inline, which turns ``pts`` (in ``time_base``) into the RTP timestamp (48 kHz for Opus,
+  8 kHz for G.711 and G.722). The track therefore encodes itself and returns packets.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 
 import aioice.ice
 import av
+import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -58,6 +65,7 @@ from aiortc.sdp import SessionDescription
 from esl_bridge.logs import get_logger
 
 from .codec_choice import browser_codec_order
+from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
     FRAME_S,
     ChannelFormat,
@@ -76,6 +84,7 @@ __all__ = [
     "LegConfig",
     "LegStats",
     "MediaLeg",
+    "PacketEncoder",
     "Reframer",
     "codec_capabilities",
     "use_host_addresses",
@@ -229,117 +238,269 @@ class Reframer:
         return out
 
 
+# --------------------------------------------------------------------------- encoding
+
+# Opus toward the browser: a telephony bit rate (the channel is 8-48 kHz speech, not music)
+# and libopus's VoIP mode; aiortc's own encoder would use 96 kb/s stereo at 48 kHz.
+OPUS_BIT_RATE = 28000
+OPUS_APPLICATION = "voip"
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the input rates libopus accepts
+
+# PyAV encoder names and the sample rate each browser codec is encoded at.
+_FFMPEG_ENCODERS = {"opus": "libopus", "pcmu": "pcm_mulaw", "pcma": "pcm_alaw", "g722": "g722"}
+_G711_SILENCE = {"pcmu": b"\xff", "pcma": b"\xd5"}
+
+
+def encoder_rate(codec: str, channel_rate: int) -> int:
+    """The rate the browser's codec is encoded at: Opus at the channel's rate when libopus
+    takes it (so no resampling), G.711 at 8 kHz, G.722 at 16 kHz."""
+    codec = codec.lower()
+    if codec == "opus":
+        return channel_rate if channel_rate in OPUS_RATES else 48000
+    if codec not in CODEC_RATES:
+        raise ValueError(f"no encoder for codec {codec!r}")
+    return CODEC_RATES[codec]
+
+
+class PacketEncoder:
+    """One 20 ms frame of s16 mono (host order) at ``rate`` in, one encoded payload out,
+    with PyAV's encoders (libopus, pcm_mulaw, pcm_alaw, g722), inline: no thread."""
+
+    def __init__(self, codec: str, rate: int) -> None:
+        codec = codec.lower()
+        if codec not in _FFMPEG_ENCODERS:
+            raise ValueError(f"no encoder for codec {codec!r}")
+        if rate != encoder_rate(codec, rate):
+            raise ValueError(f"{codec} is not encoded at {rate} Hz")
+        self.codec = codec
+        self.rate = rate
+        self.samples = rate // 50
+        context = av.CodecContext.create(_FFMPEG_ENCODERS[codec], "w")
+        context.format = "s16"
+        context.layout = "mono"
+        context.sample_rate = rate
+        context.time_base = fractions.Fraction(1, rate)
+        if codec == "opus":
+            context.bit_rate = OPUS_BIT_RATE
+            context.options = {"application": OPUS_APPLICATION}
+        self._context = context
+        self._pts = 0
+        silence = _G711_SILENCE.get(codec)
+        self._silence = None if silence is None else silence * self.samples
+        self._last = b""
+
+    def encode(self, pcm: bytes) -> bytes:
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = self.rate
+        frame.pts = self._pts
+        self._pts += self.samples
+        packets = self._context.encode(frame)
+        if len(packets) == 1:  # what libopus, g722 and G.711 do with a 20 ms frame
+            payload = bytes(packets[0])
+        else:
+            payload = b"".join(bytes(p) for p in packets) or self._last
+        self._last = payload
+        return payload
+
+    def silence(self) -> bytes:
+        """The codec's silence: G.711's silence byte, or silence through the encoder (which
+        keeps its state continuous for the audio that follows)."""
+        if self._silence is not None:
+            return self._silence
+        return self.encode(bytes(self.samples * 2))
+
+
+def _left_channel(l16: bytes) -> bytes:
+    """Interleaved stereo -> its left channel (FreeSWITCH's Opus stereo=1 has L == R)."""
+    return np.frombuffer(l16, dtype="<i2")[0::2].astype(np.int16).tobytes()  # LE -> host
+
+
 # --------------------------------------------------------------------------- tracks
 
 
 class ChannelTrack(MediaStreamTrack):
-    """FreeSWITCH's channel audio toward the browser, one frame per 20 ms of playout clock.
+    """FreeSWITCH's channel audio toward the browser: one encoded ``av.Packet`` per 20 ms
+    of playout clock.
 
-    Before the unicast endpoint is attached (the browser can connect before the SIP side
-    answers) it plays silence on its own clock. Output format is fixed once negotiated:
-    ``rate`` Hz, ``layout``; the channel's L16 is resampled to it with PyAV.
+    Returning packets (not ``AudioFrame`` objects) makes aiortc's ``RTCRtpSender`` call only its
+    encoder's ``pack()``: no executor thread, no pure-Python audio level, no resampler of
+    aiortc's. The track encodes inline with PyAV (``PacketEncoder``):
+
+    * Opus at the channel's rate (8/16/48 kHz, all rates libopus takes), mono;
+    * G.711 / G.722 at their own rate: directly when the channel has that rate, else through
+      a ``Reframer`` (the only resampling left);
+    * a stereo channel (Opus stereo=1, L == R) gives its left channel;
+    * fast path (the endpoint carries the browser's own G.711, ``native`` unicast): the
+      channel's 160 bytes are the packet, untouched.
+
+    ``pts`` counts 20 ms frames in the encoder's time base, so ``pack()`` turns it into a
+    continuous RTP timestamp (48 kHz clock for Opus, whatever the encoder's rate; 8 kHz
+    for G.711 and G.722). Before the unicast endpoint is attached (the browser can connect
+    before the SIP side answers) and on underrun it sends the codec's silence at the same
+    rate. Pacing is the process-wide ``SharedTicker``.
     """
 
     kind = "audio"
 
-    def __init__(self, rate: int = 48000, layout: str = "mono") -> None:
+    def __init__(
+        self, codec: str = "opus", rate: int = 48000, ticker: SharedTicker | None = None
+    ) -> None:
         super().__init__()
-        self.rate = rate
-        self.layout = layout
+        self.codec = codec.lower()
+        self.rate = rate  # the encoder's sample rate
+        self.layout = "mono"
         self.samples = rate // 50
-        self._channels = 2 if layout == "stereo" else 1
-        self._silence = bytes(self.samples * self._channels * 2)
+        self._ticker = ticker
         self._endpoint: UnicastEndpoint | None = None
+        self._encoder: PacketEncoder | None = None
+        self._adapt: Callable[[bytes], bytes | None] | None = None
+        self._passthrough = False
         self._reframer: Reframer | None = None
         self._pending: deque[bytes] = deque()
         self._own_next: float | None = None
-        self._pts = 0
         self._time_base = fractions.Fraction(1, rate)
+        self._planned = False
         self.frames = 0
         self.resample_shortfalls = 0
 
-    def set_format(self, rate: int, layout: str) -> None:
-        """Fix the output format before the first ``recv`` (after negotiation)."""
+    @property
+    def passthrough(self) -> bool:
+        """True on the fast path: channel bytes sent as they are."""
+        if not self._planned:
+            self._plan()
+        return self._passthrough
+
+    def set_codec(self, codec: str) -> None:
+        """The negotiated browser codec (before the first ``recv``; later calls are ignored
+        once frames went out, as aiortc keeps the codec it started with)."""
         if self.frames:
-            return  # too late: aiortc's encoder resampler is bound to the first format
-        self.rate, self.layout, self.samples = rate, layout, rate // 50
-        self._channels = 2 if layout == "stereo" else 1
-        self._silence = bytes(self.samples * self._channels * 2)
-        self._time_base = fractions.Fraction(1, rate)
-        if self._endpoint is not None:  # unicast started before the offer: redo the resampler
-            self.attach(self._endpoint)
+            return
+        codec = codec.lower()
+        if codec not in _FFMPEG_ENCODERS:
+            raise ValueError(f"no encoder for codec {codec!r}")
+        self.codec = codec
+        self._planned = False
+        self._plan()
 
     def attach(self, endpoint: UnicastEndpoint) -> None:
         self._endpoint = endpoint
-        fmt = endpoint.fmt
-        same = fmt.rate == self.rate and fmt.layout == self.layout
-        self._reframer = None if same else Reframer(self.rate, self.layout)
+        self._planned = False
+        self._plan()
 
     def detach(self) -> None:
         self._endpoint = None
-        self._reframer = None
+        self._planned = False
         self._pending.clear()
 
+    def _plan(self) -> None:
+        """Choose encoder and channel adapter for (codec, channel format)."""
+        self._planned = True
+        endpoint = self._endpoint
+        fmt = None if endpoint is None else endpoint.fmt
+        self._reframer = None
+        self._pending.clear()
+        self._passthrough = False
+        self._adapt = None
+        channel_rate = self.rate if fmt is None else fmt.rate
+        rate = encoder_rate(self.codec, channel_rate)
+        if self._encoder is None or (self._encoder.codec, self._encoder.rate) != (
+            self.codec,
+            rate,
+        ):
+            # pts counts frames, so a new encoder (Opus before/after the channel's rate is
+            # known) keeps the RTP timestamps continuous.
+            self._encoder = PacketEncoder(self.codec, rate)
+        self.rate, self.samples = rate, rate // 50
+        self._time_base = fractions.Fraction(1, rate)
+        if fmt is None:
+            return
+        if fmt.codec != "L16":
+            if fmt.codec.lower() != self.codec:
+                raise ValueError(f"{fmt.codec} unicast cannot feed a {self.codec} browser")
+            self._passthrough = True
+            return
+        if fmt.rate == rate:
+            self._adapt = le16_to_native if fmt.channels == 1 else _left_channel
+        else:
+            reframer = Reframer(rate, "mono")
+            self._reframer = reframer
+
+            def adapt(l16: bytes) -> bytes | None:
+                self._pending.extend(reframer.convert(_frame_from_l16(l16, fmt)))
+                out = self._pending.popleft() if self._pending else None
+                while len(self._pending) > 1:  # never let resampler slack add delay
+                    self._pending.popleft()
+                return out
+
+            self._adapt = adapt
+
     async def _wait_tick(self) -> bytes | None:
-        """Sleep until the next playout tick; the channel's L16 frame, or None for silence."""
+        """Wait for the next playout tick; the channel's frame, or None for silence."""
         loop = asyncio.get_running_loop()
+        if self._ticker is None:
+            self._ticker = shared_ticker()
+        ticker = self._ticker
         while True:
             endpoint = self._endpoint
             if endpoint is not None and not endpoint.closed:
                 self._own_next = None
-                # Re-read the deadline after every sleep: FreeSWITCH's first datagram
+                # Re-read the deadline after every wait: FreeSWITCH's first datagram
                 # re-anchors the playout clock.
-                delay = endpoint.next_playout() - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(min(delay, FRAME_S))
+                now = loop.time()
+                deadline = endpoint.next_playout()
+                if deadline - now > TICK_EPS:
+                    await ticker.wait(min(deadline, now + FRAME_S))
                     continue
-                return endpoint.read_frame(loop.time())
+                return endpoint.read_frame(max(now, deadline))
             now = loop.time()
             if self._own_next is None:
                 self._own_next = now
-            delay = self._own_next - now
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if self._own_next - now > TICK_EPS:
+                await ticker.wait(self._own_next)
                 continue
             self._own_next += FRAME_S
             if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst
                 self._own_next = now + FRAME_S
             return None
 
-    async def recv(self) -> av.AudioFrame:
+    def next_payload(self, channel_frame: bytes | None) -> bytes:
+        """The encoded payload for one tick, given the endpoint's frame (None: silence)."""
+        if not self._planned:
+            self._plan()
+        encoder = self._encoder
+        assert encoder is not None
+        if channel_frame is None or self._endpoint is None:
+            return encoder.silence()
+        if self._passthrough:
+            return channel_frame
+        assert self._adapt is not None
+        pcm = self._adapt(channel_frame)
+        if pcm is None:
+            self.resample_shortfalls += 1
+            return encoder.silence()
+        return encoder.encode(pcm)
+
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        l16 = await self._wait_tick()
-        payload = self._silence
-        endpoint = self._endpoint
-        if l16 is not None and endpoint is not None:
-            if self._reframer is None:
-                payload = le16_to_native(l16)
-            else:
-                self._pending.extend(self._reframer.convert(_frame_from_l16(l16, endpoint.fmt)))
-                if self._pending:
-                    payload = self._pending.popleft()
-                else:
-                    self.resample_shortfalls += 1
-            while len(self._pending) > 1:  # never let resampler slack add delay
-                self._pending.popleft()
-        frame = av.AudioFrame(format="s16", layout=self.layout, samples=self.samples)
-        frame.planes[0].update(payload)
-        frame.sample_rate = self.rate
-        frame.time_base = self._time_base
-        frame.pts = self._pts
-        self._pts += self.samples
+        channel_frame = await self._wait_tick()
+        packet = av.Packet(self.next_payload(channel_frame))
+        packet.time_base = self._time_base
+        packet.pts = self.frames * self.samples
         self.frames += 1
-        return frame
+        return packet
 
 
 class _BrowserAudioConsumer:
     """Reads the browser's decoded track, resamples to the channel format in exact 20 ms
-    frames and hands them to the endpoint's paced sender."""
+    frames and hands them to the endpoint's paced sender (encoded to the channel's G.711
+    when the endpoint is native, until the receive path hands it the browser's payload)."""
 
     def __init__(self) -> None:
         self.endpoint: UnicastEndpoint | None = None
         self._reframer: Reframer | None = None
+        self._native: PacketEncoder | None = None
         self._input_key: tuple[str, str, int] | None = None
         self.frames_in = 0
         self.frames_out = 0
@@ -349,6 +510,8 @@ class _BrowserAudioConsumer:
         self.endpoint = endpoint
         self._reframer = None
         self._input_key = None
+        codec = endpoint.fmt.codec
+        self._native = None if codec == "L16" else PacketEncoder(codec, endpoint.fmt.rate)
 
     def feed(self, frame: av.AudioFrame) -> None:
         self.frames_in += 1
@@ -362,7 +525,10 @@ class _BrowserAudioConsumer:
             self._reframer = Reframer(endpoint.fmt.rate, endpoint.fmt.layout)
             self._input_key = key
         for out in self._reframer.convert(frame):
-            endpoint.write_frame(native_to_le16(out))
+            if self._native is not None:
+                endpoint.write_frame(self._native.encode(out))
+            else:
+                endpoint.write_frame(native_to_le16(out))
             self.frames_out += 1
 
     async def run(self, track: MediaStreamTrack) -> None:
@@ -389,6 +555,7 @@ class LegStats:
     browser_frames_dropped_no_channel: int
     unicast: UnicastStats | None
     rtp: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
 
 
 class MediaLeg:
@@ -416,6 +583,9 @@ class MediaLeg:
         self.transceiver: RTCRtpTransceiver | None = None
         self.endpoint: UnicastEndpoint | None = None
         self.codec: str | None = None
+        # "fast": browser and channel speak the same G.711, bytes moved as they are;
+        # "transcode": L16 unicast, encoded/decoded here. None before unicast.
+        self.path: str | None = None
         self.closed = False
 
         @self.pc.on("connectionstatechange")
@@ -471,21 +641,48 @@ class MediaLeg:
             if media.kind == "audio" and media.rtp.codecs:
                 name = media.rtp.codecs[0].mimeType.split("/", 1)[1].lower()
                 self.codec = name
-                rate = CODEC_RATES.get(name, 48000)
-                self.track.set_format(rate, "mono")
+                if name in _FFMPEG_ENCODERS:
+                    self.track.set_codec(name)
                 self.log.info("media.codec", codec=name)
                 return
 
     # -- FreeSWITCH side
 
-    async def start_unicast(self, fmt: ChannelFormat) -> UnicastParams:
-        """Open the unicast endpoint for the channel's format; returns the parameters of the
-        ``unicast`` command. Send that command only when the call's ``UnicastGate``
-        (core/unicast_gate.py) allows it."""
+    def choose_path(self, fmt: ChannelFormat, channel_codec: str | None) -> ChannelFormat:
+        """The endpoint format for a channel of L16 format ``fmt`` whose read codec is
+        ``channel_codec``: the channel's own G.711 (``native`` unicast, the fast path) when
+        the browser negotiated that same codec, else ``fmt`` (transcode)."""
+        if fmt.codec != "L16":
+            if self.codec is None or fmt.codec.lower() != self.codec:
+                raise ValueError(
+                    f"native {fmt.codec} unicast needs a browser on {fmt.codec}, "
+                    f"not {self.codec or 'no codec yet'}"
+                )
+            return fmt
+        channel = (channel_codec or "").upper()
+        if self.codec is not None and self.codec.upper() == channel and channel in ("PCMU", "PCMA"):
+            return ChannelFormat.native(channel)
+        return fmt
+
+    async def start_unicast(
+        self, fmt: ChannelFormat, channel_codec: str | None = None
+    ) -> UnicastParams:
+        """Open the unicast endpoint for the channel; returns the parameters of the
+        ``unicast`` command (``flags="native"`` on the fast path). Send that command only
+        when the call's ``UnicastGate`` (core/unicast_gate.py) allows it.
+
+        ``fmt`` is the channel's L16 format; ``channel_codec`` its read codec (PCMU, PCMA,
+        G722, OPUS; None when unknown). When the browser negotiated PCMU or PCMA and the
+        channel's codec is the same, the fast path is taken: the endpoint carries the codec's
+        bytes and nothing is decoded or encoded here. A browser offer that comes after
+        ``start_unicast`` keeps the transcode path (the choice is made here, once).
+        """
         if self.closed:
             raise RuntimeError("media leg is closed")
         if self.endpoint is not None:
             return self.endpoint.params
+        fmt = self.choose_path(fmt, channel_codec)
+        path = "fast" if fmt.codec != "L16" else "transcode"
         endpoint = UnicastEndpoint(
             fmt,
             self.allocator,
@@ -496,8 +693,10 @@ class MediaLeg:
         )
         params = await endpoint.open()
         self.endpoint = endpoint
+        self.path = path
         self.track.attach(endpoint)
         self._consumer.attach(endpoint)
+        self.log.info("media.path", path=path, codec=self.codec, channel_codec=channel_codec)
         return params
 
     # -- stats, end
@@ -521,6 +720,7 @@ class MediaLeg:
             browser_frames_dropped_no_channel=self._consumer.dropped_no_channel,
             unicast=None if self.endpoint is None else self.endpoint.stats(),
             rtp=rtp,
+            path=self.path,
         )
 
     async def close(self) -> None:

@@ -34,6 +34,8 @@ from typing import Any
 
 from esl_bridge.logs import get_logger
 
+from .ticker import TICK_EPS, shared_ticker
+
 __all__ = [
     "FRAME_S",
     "ChannelFormat",
@@ -846,18 +848,18 @@ class UnicastEndpoint:
     async def _send_loop(self) -> None:
         assert self._loop is not None
         loop = self._loop
+        ticker = shared_ticker()  # one timer for every call's sender (media/ticker.py)
         await self._first_datagram.wait()
         self.tx.start(loop.time())
         while True:
             deadline = self.tx.next_deadline()
             assert deadline is not None
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if deadline - loop.time() > TICK_EPS:
+                await ticker.wait(deadline)
             transport = self._transport
             if transport is None or self.fs_addr is None:
                 return
-            for frame in self.tx.poll(loop.time()):
+            for frame in self.tx.poll(max(loop.time(), deadline)):
                 transport.sendto(frame, self.fs_addr)
 
     # -- stats

@@ -171,6 +171,10 @@ async def bridged_call(
     assert unicast is not None and unicast.rx_cng_frames == 1
     assert unicast.rx_size_mismatches == 0 and unicast.tx_packets > 0
     assert stats.codec == codecs[0].lower()
+    # The browser's audio came through the receive tap and its own decoding, not aiortc's
+    # jitter buffer and decoder thread (media/rtp_receive.py).
+    assert stats.receive["received"] > 45 and stats.receive["frames_out"] > 45
+    assert stats.browser_frames_out == stats.receive["frames_out"]
 
     assert alloc.in_use == 0
 

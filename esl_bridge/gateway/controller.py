@@ -483,9 +483,11 @@ class CallController:
                 "media.stats",
                 call_id=call_id,
                 codec=stats.codec,
+                path=stats.path,
                 connection=stats.connection_state,
                 frames_to_browser=stats.track_frames,
                 frames_from_browser=stats.browser_frames_in,
+                receive=stats.receive,
                 unicast=None if unicast is None else vars(unicast),
             )
         except Exception as exc:  # figures are a nicety; closing is not

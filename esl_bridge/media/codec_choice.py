@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .unicast import channel_codec_name
+
 __all__ = ["SIP_ENTRY", "browser_codec_order", "sip_side_codec"]
 
 SIP_ENTRY = "sip"
@@ -27,10 +29,9 @@ _BROWSER_NAMES = {"OPUS": "opus", "PCMU": "PCMU", "PCMA": "PCMA"}
 def sip_side_codec(headers: Mapping[str, str]) -> str | None:
     """The SIP side's codec, upper-case (``PCMU``, ``OPUS``, ``G722``...), or None when the
     channel does not say yet: the codec in use after answer, else the first one offered."""
-    for key in ("Channel-Read-Codec-Name", "variable_read_codec", "variable_rtp_use_codec_name"):
-        name = headers.get(key, "").strip()
-        if name:
-            return name.upper()
+    in_use = channel_codec_name(headers)
+    if in_use is not None:
+        return in_use
     offered = headers.get("variable_ep_codec_string", "")
     first = offered.split(",", 1)[0].strip()
     if not first:

@@ -59,12 +59,13 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
 from esl_bridge.logs import get_logger
 
 from .codec_choice import browser_codec_order
+from .rtp_receive import ReceivePath, tap_receiver
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
     FRAME_S,
@@ -76,7 +77,6 @@ from .unicast import (
     UnicastParams,
     UnicastStats,
     le16_to_native,
-    native_to_le16,
 )
 
 __all__ = [
@@ -492,53 +492,88 @@ class ChannelTrack(MediaStreamTrack):
         return packet
 
 
-class _BrowserAudioConsumer:
-    """Reads the browser's decoded track, resamples to the channel format in exact 20 ms
-    frames and hands them to the endpoint's paced sender (encoded to the channel's G.711
-    when the endpoint is native, until the receive path hands it the browser's payload)."""
+class _BrowserAudio:
+    """The browser's RTP audio toward the channel: packets from the receiver tap
+    (media/rtp_receive.py) go through a ``ReceivePath`` (reorder buffer, inline decoding, or
+    the payload bytes as they are on the fast path) into the endpoint's paced sender. The
+    path exists once both the negotiated codec and the endpoint are known; packets before
+    that are counted and dropped (the browser can connect before the SIP side answers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, leg_log: Any) -> None:
+        self.log = leg_log
+        self.codec: RTCRtpCodecParameters | None = None
         self.endpoint: UnicastEndpoint | None = None
-        self._reframer: Reframer | None = None
-        self._native: PacketEncoder | None = None
-        self._input_key: tuple[str, str, int] | None = None
-        self.frames_in = 0
-        self.frames_out = 0
+        self.path: ReceivePath | None = None
+        self.packets_in = 0
         self.dropped_no_channel = 0
+        self._poll: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def set_codec(self, codec: RTCRtpCodecParameters) -> None:
+        if self.codec is None:
+            self.codec = codec
+            self._build()
 
     def attach(self, endpoint: UnicastEndpoint) -> None:
         self.endpoint = endpoint
-        self._reframer = None
-        self._input_key = None
-        codec = endpoint.fmt.codec
-        self._native = None if codec == "L16" else PacketEncoder(codec, endpoint.fmt.rate)
+        self._build()
 
-    def feed(self, frame: av.AudioFrame) -> None:
-        self.frames_in += 1
+    def _build(self) -> None:
+        if self.closed or self.path is not None or self.codec is None or self.endpoint is None:
+            return
+        try:
+            self.path = ReceivePath(self.codec, self.endpoint.fmt, self._write)
+        except (ValueError, RuntimeError) as exc:
+            # Nothing the channel can take: the call keeps the other direction, and the
+            # media timeout ends it if FreeSWITCH hears nothing.
+            self.log.error("media.receive_path_failed", codec=self.codec.name, error=str(exc))
+            return
+        self.log.info("media.receive_path", codec=self.path.codec, decoder=self.path.backend)
+
+    def _write(self, frame: bytes) -> None:
         endpoint = self.endpoint
-        if endpoint is None or endpoint.closed:
+        if endpoint is not None and not endpoint.closed:
+            endpoint.write_frame(frame)
+
+    def on_packet(self, packet: Any, now: float) -> None:
+        self.packets_in += 1
+        path, endpoint = self.path, self.endpoint
+        if path is None or endpoint is None or endpoint.closed:
             self.dropped_no_channel += 1
             return
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self._reframer is None or key != self._input_key:
-            # A new resampler per input format: PyAV refuses a change of format.
-            self._reframer = Reframer(endpoint.fmt.rate, endpoint.fmt.layout)
-            self._input_key = key
-        for out in self._reframer.convert(frame):
-            if self._native is not None:
-                endpoint.write_frame(self._native.encode(out))
-            else:
-                endpoint.write_frame(native_to_le16(out))
-            self.frames_out += 1
+        path.on_packet(packet, now)
+        self._arm_poll()
 
-    async def run(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
+    def _arm_poll(self) -> None:
+        """A gap waiting in the reorder buffer is declared lost at its deadline even when
+        no further packet comes (the browser paused): one timer, only while a gap waits."""
+        path = self.path
+        deadline = None if path is None else path.buffer.deadline()
+        if deadline is None:
+            return
+        if self._poll is not None:
+            if self._poll.when() <= deadline:
                 return
-            if isinstance(frame, av.AudioFrame):
-                self.feed(frame)
+            self._poll.cancel()
+        self._poll = asyncio.get_running_loop().call_at(deadline, self._on_poll)
+
+    def _on_poll(self) -> None:
+        self._poll = None
+        if self.path is not None and not self.closed:
+            self.path.poll(asyncio.get_running_loop().time())
+            self._arm_poll()
+
+    @property
+    def frames_out(self) -> int:
+        return 0 if self.path is None else self.path.stats.frames_out
+
+    def close(self) -> None:
+        self.closed = True
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if self.path is not None:
+            self.path.close()
 
 
 # --------------------------------------------------------------------------- the leg
@@ -556,6 +591,9 @@ class LegStats:
     unicast: UnicastStats | None
     rtp: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    # The receive path's counters (media/rtp_receive.py ReceiveStats): received, reordered,
+    # lost, concealed, late, duplicates, resets, decode_errors, other_payload, frames_out.
+    receive: dict[str, int] = field(default_factory=dict)
 
 
 class MediaLeg:
@@ -578,8 +616,8 @@ class MediaLeg:
         self._on_state = on_state
         self.pc = RTCPeerConnection(configuration=config.rtc_configuration())
         self.track = ChannelTrack()
-        self._consumer = _BrowserAudioConsumer()
-        self._consumer_task: asyncio.Task[None] | None = None
+        self._browser_audio = _BrowserAudio(self.log)
+        self._untap: Callable[[], None] | None = None
         self.transceiver: RTCRtpTransceiver | None = None
         self.endpoint: UnicastEndpoint | None = None
         self.codec: str | None = None
@@ -595,13 +633,6 @@ class MediaLeg:
             if self._on_state is not None:
                 self._on_state(state)
 
-        @self.pc.on("track")
-        def _on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and self._consumer_task is None and not self.closed:
-                self._consumer_task = asyncio.get_running_loop().create_task(
-                    self._consumer.run(track), name="media-leg-consumer"
-                )
-
     # -- signalling
 
     async def handle_offer(self, sdp: str, sip_codec: str | None = None) -> str:
@@ -610,9 +641,7 @@ class MediaLeg:
         ``sip`` entry of ``[media] codecs`` puts first."""
         if self.transceiver is None:
             # Our transceiver first, so the codec preference applies during negotiation.
-            self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-            order = browser_codec_order(self.config.codecs, sip_codec)
-            self.transceiver.setCodecPreferences(codec_capabilities(order))
+            self._add_transceiver(browser_codec_order(self.config.codecs, sip_codec))
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         answer = await self.pc.createAnswer()
         with use_host_addresses(self.config.host_addresses or None):
@@ -624,9 +653,7 @@ class MediaLeg:
     async def create_offer(self) -> str:
         """Offer from the gateway's side (when the browser is the answerer)."""
         if self.transceiver is None:
-            self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
-            order = browser_codec_order(self.config.codecs, None)
-            self.transceiver.setCodecPreferences(codec_capabilities(order))
+            self._add_transceiver(browser_codec_order(self.config.codecs, None))
         offer = await self.pc.createOffer()
         with use_host_addresses(self.config.host_addresses or None):
             await self.pc.setLocalDescription(offer)
@@ -636,11 +663,24 @@ class MediaLeg:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._note_codec(sdp)
 
+    def _add_transceiver(self, codecs: Sequence[str]) -> None:
+        """Our transceiver, its codec preference, and the tap that takes the browser's RTP
+        before aiortc's jitter buffer and decoder thread (media/rtp_receive.py)."""
+        self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
+        self.transceiver.setCodecPreferences(codec_capabilities(codecs))
+        self._untap = tap_receiver(
+            self.transceiver.receiver,
+            self._browser_audio.on_packet,
+            clock_s=asyncio.get_running_loop().time,
+        )
+
     def _note_codec(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:
             if media.kind == "audio" and media.rtp.codecs:
-                name = media.rtp.codecs[0].mimeType.split("/", 1)[1].lower()
+                negotiated = media.rtp.codecs[0]
+                name = negotiated.mimeType.split("/", 1)[1].lower()
                 self.codec = name
+                self._browser_audio.set_codec(negotiated)
                 if name in _FFMPEG_ENCODERS:
                     self.track.set_codec(name)
                 self.log.info("media.codec", codec=name)
@@ -695,7 +735,7 @@ class MediaLeg:
         self.endpoint = endpoint
         self.path = path
         self.track.attach(endpoint)
-        self._consumer.attach(endpoint)
+        self._browser_audio.attach(endpoint)
         self.log.info("media.path", path=path, codec=self.codec, channel_codec=channel_codec)
         return params
 
@@ -710,17 +750,19 @@ class MediaLeg:
                     rtp[item.type] = {
                         k: v for k, v in vars(item).items() if k not in ("id", "type")
                     }
+        audio = self._browser_audio
         return LegStats(
             codec=self.codec,
             connection_state=self.pc.connectionState,
             ice_state=self.pc.iceConnectionState,
             track_frames=self.track.frames,
-            browser_frames_in=self._consumer.frames_in,
-            browser_frames_out=self._consumer.frames_out,
-            browser_frames_dropped_no_channel=self._consumer.dropped_no_channel,
+            browser_frames_in=audio.packets_in,
+            browser_frames_out=audio.frames_out,
+            browser_frames_dropped_no_channel=audio.dropped_no_channel,
             unicast=None if self.endpoint is None else self.endpoint.stats(),
             rtp=rtp,
             path=self.path,
+            receive={} if audio.path is None else audio.path.stats.as_dict(),
         )
 
     async def close(self) -> None:
@@ -730,12 +772,11 @@ class MediaLeg:
         self.closed = True
         self.track.detach()
         self.track.stop()
+        untap, self._untap = self._untap, None
+        if untap is not None:
+            untap()
+        self._browser_audio.close()
         await self.pc.close()
-        task, self._consumer_task = self._consumer_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         if self.endpoint is not None:
             await self.endpoint.close()
         self.log.info("media.leg_closed")

@@ -31,6 +31,7 @@ from esl_bridge.gateway.web import (
 )
 from esl_bridge.logs import get_logger
 from esl_bridge.loops import Loops
+from esl_bridge.media.libopus import opus_backend
 from esl_bridge.signaling.server import setup_signaling
 from esl_bridge.signaling.settings import signaling_settings
 
@@ -142,6 +143,8 @@ class Gateway:
             esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
             node=self.identity.node_id,
             instance=self.identity.instance_id,
+            # looked up here, once, not on the event loop mid-call (media/libopus.py)
+            opus=opus_backend(),
         )
 
     async def _start_web(self, esl: EslSide) -> None:

@@ -65,6 +65,7 @@ from aiortc.sdp import SessionDescription
 from esl_bridge.logs import get_logger
 
 from .codec_choice import browser_codec_order
+from .libopus import LibOpusEncoder, load_libopus
 from .rtp_receive import ReceivePath, tap_receiver
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
@@ -264,17 +265,33 @@ def encoder_rate(codec: str, channel_rate: int) -> int:
 
 class PacketEncoder:
     """One 20 ms frame of s16 mono (host order) at ``rate`` in, one encoded payload out,
-    with PyAV's encoders (libopus, pcm_mulaw, pcm_alaw, g722), inline: no thread."""
+    inline (no thread): Opus with the system's libopus (media/libopus.py) when it is there
+    (``opus_backend`` "auto"), else with PyAV's encoders (libopus, pcm_mulaw, pcm_alaw,
+    g722)."""
 
-    def __init__(self, codec: str, rate: int) -> None:
+    def __init__(self, codec: str, rate: int, opus_backend: str = "auto") -> None:
         codec = codec.lower()
         if codec not in _FFMPEG_ENCODERS:
             raise ValueError(f"no encoder for codec {codec!r}")
         if rate != encoder_rate(codec, rate):
             raise ValueError(f"{codec} is not encoded at {rate} Hz")
+        if opus_backend not in ("auto", "libopus", "pyav"):
+            raise ValueError(f"unknown opus backend {opus_backend!r}")
         self.codec = codec
         self.rate = rate
         self.samples = rate // 50
+        self._pts = 0
+        silence = _G711_SILENCE.get(codec)
+        self._silence = None if silence is None else silence * self.samples
+        self._last = b""
+        self._libopus: LibOpusEncoder | None = None
+        self.backend = "pyav"
+        if codec == "opus" and opus_backend != "pyav" and load_libopus() is not None:
+            self._libopus = LibOpusEncoder(rate, OPUS_BIT_RATE)
+            self.backend = "libopus"
+            return
+        if opus_backend == "libopus" and codec == "opus":
+            raise RuntimeError("libopus is not available on this system")
         context = av.CodecContext.create(_FFMPEG_ENCODERS[codec], "w")
         context.format = "s16"
         context.layout = "mono"
@@ -284,12 +301,10 @@ class PacketEncoder:
             context.bit_rate = OPUS_BIT_RATE
             context.options = {"application": OPUS_APPLICATION}
         self._context = context
-        self._pts = 0
-        silence = _G711_SILENCE.get(codec)
-        self._silence = None if silence is None else silence * self.samples
-        self._last = b""
 
     def encode(self, pcm: bytes) -> bytes:
+        if self._libopus is not None:
+            return self._libopus.encode(pcm)
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.samples)
         frame.planes[0].update(pcm)
         frame.sample_rate = self.rate

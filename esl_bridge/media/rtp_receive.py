@@ -44,8 +44,6 @@ A stereo channel gets the mono audio on both sides.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import inspect
 import time
@@ -63,6 +61,7 @@ from aiortc.rtp import RtpPacket
 
 from esl_bridge.logs import get_logger
 
+from .libopus import DecodeError, LibOpusDecoder, load_libopus, opus_backend
 from .unicast import FRAME_S, native_to_le16
 
 __all__ = [
@@ -371,92 +370,6 @@ class _Decoder(Protocol):
     def conceal(self, next_payload: bytes | None) -> bytes: ...
 
 
-@functools.cache
-def _load_libopus() -> ctypes.CDLL | None:
-    """The system's libopus (``libopus.so.0``), or None when it is not installed."""
-    name = ctypes.util.find_library("opus")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-        lib.opus_decoder_create.restype = ctypes.c_void_p
-        lib.opus_decoder_create.argtypes = [
-            ctypes.c_int32,
-            ctypes.c_int,
-            ctypes.POINTER(ctypes.c_int),
-        ]
-        lib.opus_decode.restype = ctypes.c_int
-        lib.opus_decode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_int32,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
-        lib.opus_decoder_destroy.restype = None
-        lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-def opus_backend() -> str:
-    """ "libopus" when the system's libopus is loadable (Opus decoded at the channel's rate,
-    with FEC), else "pyav". The first call looks the library up (``ctypes.util``, which may
-    run ``ldconfig``): call it once at start-up rather than on the event loop mid-call."""
-    return "libopus" if _load_libopus() is not None else "pyav"
-
-
-class DecodeError(ValueError):
-    pass
-
-
-class _LibOpusDecoder:
-    """libopus (ctypes) at the channel's rate: PLC and in-band FEC included."""
-
-    def __init__(self, rate: int) -> None:
-        lib = _load_libopus()
-        if lib is None:
-            raise RuntimeError("libopus is not available")
-        self._lib = lib
-        self.out_rate = rate
-        error = ctypes.c_int(0)
-        handle = lib.opus_decoder_create(rate, 1, ctypes.byref(error))
-        if error.value != 0 or not handle:
-            raise RuntimeError(f"opus_decoder_create failed ({error.value})")
-        self._handle: int | None = handle
-        self._max = rate * 120 // 1000  # the longest Opus packet: 120 ms
-        self._pcm = ctypes.create_string_buffer(self._max * 2)
-        self._last = rate // 50  # samples of the last frame: the size of a concealed one
-
-    def decode(self, payload: bytes) -> bytes:
-        n = self._lib.opus_decode(self._handle, payload, len(payload), self._pcm, self._max, 0)
-        if n < 0:
-            raise DecodeError(f"opus_decode error {n}")
-        self._last = n or self._last
-        return self._pcm.raw[: n * 2]
-
-    def conceal(self, next_payload: bytes | None) -> bytes:
-        if next_payload:  # FEC: the next packet carries a copy of this one, if it has any
-            n = self._lib.opus_decode(
-                self._handle, next_payload, len(next_payload), self._pcm, self._last, 1
-            )
-        else:
-            n = self._lib.opus_decode(self._handle, None, 0, self._pcm, self._last, 0)
-        if n <= 0:
-            return bytes(self._last * 2)
-        return self._pcm.raw[: n * 2]
-
-    def close(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle:
-            self._lib.opus_decoder_destroy(handle)
-
-    def __del__(self) -> None:
-        self.close()
-
-
 class _AvDecoder:
     """A PyAV audio decoder giving host-order s16 mono bytes."""
 
@@ -661,9 +574,9 @@ class ReceivePath:
         if name == "opus":
             if backend not in ("auto", "libopus", "pyav"):
                 raise ValueError(f"unknown opus backend {backend!r}")
-            if backend != "pyav" and _load_libopus() is not None:
+            if backend != "pyav" and load_libopus() is not None:
                 self.backend = "libopus"
-                return _LibOpusDecoder(rate)
+                return LibOpusDecoder(rate)
             if backend == "libopus":
                 raise RuntimeError("libopus is not available on this system")
             self.backend = "pyav"

@@ -263,6 +263,12 @@ def encoder_rate(codec: str, channel_rate: int) -> int:
     return CODEC_RATES[codec]
 
 
+def _rtp_time_base(codec: str) -> fractions.Fraction:
+    """The codec's RTP clock (Opus 48 kHz at any encoder rate; G.711 and G.722 8 kHz):
+    packets stamped in it let aiortc's ``pack()`` skip its Fraction arithmetic."""
+    return fractions.Fraction(1, 48000 if codec == "opus" else 8000)
+
+
 class PacketEncoder:
     """One 20 ms frame of s16 mono (host order) at ``rate`` in, one encoded payload out,
     inline (no thread): Opus with the system's libopus (media/libopus.py) when it is there
@@ -374,7 +380,7 @@ class ChannelTrack(MediaStreamTrack):
         self._reframer: Reframer | None = None
         self._pending: deque[bytes] = deque()
         self._own_next: float | None = None
-        self._time_base = fractions.Fraction(1, rate)
+        self._time_base = _rtp_time_base(self.codec)
         self._planned = False
         self.frames = 0
         self.resample_shortfalls = 0
@@ -427,7 +433,7 @@ class ChannelTrack(MediaStreamTrack):
             # known) keeps the RTP timestamps continuous.
             self._encoder = PacketEncoder(self.codec, rate)
         self.rate, self.samples = rate, rate // 50
-        self._time_base = fractions.Fraction(1, rate)
+        self._time_base = _rtp_time_base(self.codec)
         if fmt is None:
             return
         if fmt.codec != "L16":
@@ -502,7 +508,7 @@ class ChannelTrack(MediaStreamTrack):
         channel_frame = await self._wait_tick()
         packet = av.Packet(self.next_payload(channel_frame))
         packet.time_base = self._time_base
-        packet.pts = self.frames * self.samples
+        packet.pts = self.frames * self._time_base.denominator // 50
         self.frames += 1
         return packet
 

@@ -37,7 +37,7 @@ from support.gateway_support import assert_nothing_left, running_gateway, wait_u
 from support.netns import assert_loopback_only, loopback_only
 
 from esl_bridge.gateway.process import Gateway
-from esl_bridge.sim import SimulatorThread
+from esl_bridge.sim import SimulatorThread, g711
 from esl_bridge.sim.codecs import G722, OPUS_STEREO
 from esl_bridge.sim.extensions import Extension
 from esl_bridge.sim.media import AudioSource, UnicastStream, is_ff_frame
@@ -205,12 +205,20 @@ def unicast_of(sim: SimulatorThread, uuid: str) -> UnicastStream:
 
 
 def assert_received_tone(
-    stream: UnicastStream, hz: float, rate: int, channels: int, seconds: float = 1.0
+    stream: UnicastStream,
+    hz: float,
+    rate: int,
+    channels: int,
+    native: bool,
+    seconds: float = 1.0,
 ) -> None:
     """The gateway sent ``stream`` a tone of ``hz`` at ``rate`` Hz, ``channels`` interleaved:
-    the FFT of ``seconds`` of audio, after the first half second, peaks there."""
+    the FFT of ``seconds`` of audio, after the first half second, peaks there. ``native``:
+    the call took the G.711 fast path (``flags: native``, 160 bytes of the phone's own
+    codec per 20 ms: nothing decoded or encoded in the gateway), else 20 ms of L16."""
     assert (stream.codec.rate, stream.codec.channels) == (rate, channels)
-    frame_bytes = rate // 50 * 2 * channels
+    assert stream.native == native, f"native unicast {stream.native}, expected {native}"
+    frame_bytes = rate // 50 * channels * (1 if native else 2)
     skip = 25  # the first half second: the browser's audio processing settles
     needed = skip + int(seconds * 50)
 
@@ -220,8 +228,12 @@ def assert_received_tone(
     wait_until(lambda: len(audio_frames()) >= needed, WAIT, f"{needed} frames at the simulator")
     frames = audio_frames()[skip:needed]
     sizes = {len(f) for f in frames}
-    assert sizes == {frame_bytes}, sizes  # 20 ms of L16 at the channel's rate
-    samples = np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, channels)
+    assert sizes == {frame_bytes}, sizes
+    if native:
+        decoded = g711.decode(stream.codec.name, b"".join(frames))
+        samples = np.frombuffer(decoded, dtype=np.int16).reshape(-1, channels)
+    else:
+        samples = np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, channels)
     for ch in range(channels):
         column = samples[:, ch]
         rms = float(np.sqrt(np.mean(column.astype(float) ** 2)))
@@ -305,7 +317,8 @@ def run_web_to_phone(page: Page, gateway: Gateway, sim: SimulatorThread) -> None
     page.media_up()
     uuid = only_channel(sim)
     page.assert_hears(PHONE_HZ)
-    assert_received_tone(unicast_of(sim, uuid), MIC_HZ, rate=8000, channels=1)
+    # A PCMU phone: the browser leg is PCMU too ([media] codecs 'sip'), the fast path.
+    assert_received_tone(unicast_of(sim, uuid), MIC_HZ, rate=8000, channels=1, native=True)
     wait_until(lambda: page.hook("callSeconds()") >= 1, WAIT, "the call timer")
     page.shot("rtc-to-sip-connected")
     page.click("hangup")
@@ -373,7 +386,10 @@ def run_web_to_phone(page: Page, gateway: Gateway, sim: SimulatorThread) -> None
         uuid = only_channel(sim)
         if hears is not None:
             page.assert_hears(hears)
-        assert_received_tone(unicast_of(sim, uuid), MIC_HZ, rate=rate, channels=channels)
+        # G.722 and Opus phones: the browser leg is Opus, decoded and encoded here.
+        assert_received_tone(
+            unicast_of(sim, uuid), MIC_HZ, rate=rate, channels=channels, native=False
+        )
         page.click("hangup")
         page.ended_with("You hung up.")
         assert_nothing_left(gateway, sim)
@@ -409,7 +425,7 @@ def run_phone_to_web(page: Page, gateway: Gateway, sim: SimulatorThread) -> None
     page.media_up()
     assert page.text("call-peer") == "with 1001"
     page.assert_hears(PHONE_HZ)
-    assert_received_tone(unicast_of(sim, phone.uuid), MIC_HZ, rate=8000, channels=1)
+    assert_received_tone(unicast_of(sim, phone.uuid), MIC_HZ, rate=8000, channels=1, native=True)
     page.shot("sip-to-rtc-connected")
     # A second phone calling meanwhile finds the web user busy.
     second = blocking(sim.place_call, caller="1002", dest=f"0{WEB_UID}")

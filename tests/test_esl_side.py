@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from support.ports_and_waits import free_port, gevent_wait
+from support.ports_and_waits import free_port, free_udp_port, gevent_wait
 
 from esl_bridge.config import EslSettings, SocketSettings
 from esl_bridge.core import call as c
@@ -131,3 +131,37 @@ def test_a_dropped_socket_reports_channel_lost_once(
     assert gevent_wait(lambda: uuid not in esl._sessions, 20)
     assert [u for u, _ in sink.of("lost")] == [uuid]
     assert sink.of("operation_failed") == []
+
+
+def test_native_unicast_params_become_the_flags_native_line(
+    side: tuple[EslSide, RecordingSink, SimulatorThread],
+) -> None:
+    """EslSide turns ``UnicastParams(flags="native")`` into the ``flags: native`` line, on
+    the outbound socket of a SIP call; the simulated channel then streams PCMU (160 bytes,
+    and FreeSWITCH's 320-byte filler)."""
+    import socket
+
+    import gevent.socket
+
+    from esl_bridge.gateway.esl_side import Unicast
+    from esl_bridge.media.unicast import UnicastParams
+
+    esl, sink, sim = side
+    udp = gevent.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # EslSide runs on gevent
+    udp.bind(("127.0.0.1", 0))
+    try:
+        phone = sim.place_call("1001", "01002")
+        assert gevent_wait(lambda: phone.uuid in sink.sip_calls, 20), sink.calls
+        esl.submit(c.Answer("call-1", phone.uuid))
+        assert gevent_wait(lambda: phone.answered, 20), phone.commands
+        params = UnicastParams(
+            "127.0.0.1", free_udp_port(), "127.0.0.1", udp.getsockname()[1], flags="native"
+        )
+        esl.submit(Unicast("call-1", phone.uuid, params))
+        udp.settimeout(10)
+        sizes = {len(udp.recvfrom(8192)[0]) for _ in range(10)}
+        assert sizes <= {160, 320} and 160 in sizes, sizes
+        assert phone.channel.unicast is not None and phone.channel.unicast.native
+        assert sink.of("operation_failed") == []
+    finally:
+        udp.close()

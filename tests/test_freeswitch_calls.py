@@ -18,7 +18,6 @@ refused with the right cause, and no channel left on the switch afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -28,18 +27,15 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from support.gateway_support import APPID, WebUser, wait_until
 from support.host_bridge import bridged_to_host, netns_log
 from support.ports_and_waits import free_port
-from support.tones import ToneTrack
+from support.web_peer import WebPeer
 
 from esl_bridge.config import from_text
 from esl_bridge.core.call import Originate
 from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
-from esl_bridge.media.leg import use_host_addresses
 
 _TARGET = os.environ.get("ESL_BRIDGE_FREESWITCH", "")
 _SOCKET = os.environ.get("ESL_BRIDGE_FREESWITCH_SOCKET", "127.0.0.1:8084")
@@ -255,70 +251,6 @@ def _dominant_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
-class PcmuBrowser:
-    """A browser whose offer holds PCMU only (aiortc), sending a 440 Hz tone and recording
-    what it hears; it runs on the loop of its WebUser."""
-
-    def __init__(self, user: WebUser) -> None:
-        self.user = user
-        self.heard: list[Any] = []
-        self.pc: Any = None
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def call(self, to: str, chan_id: str) -> None:
-        async def make() -> str:
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            self.pc.addTrack(ToneTrack(BROWSER_TONE_HZ))
-            caps = RTCRtpSender.getCapabilities("audio")
-            pcmu = [c for c in caps.codecs if c.mimeType.lower() == "audio/pcmu"]
-            for transceiver in self.pc.getTransceivers():
-                transceiver.setCodecPreferences(pcmu)
-
-            @self.pc.on("track")
-            def _on_track(track: Any) -> None:
-                self.tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
-
-            with use_host_addresses(["127.0.0.1"]):
-                await self.pc.setLocalDescription(await self.pc.createOffer())
-            return str(self.pc.localDescription.sdp)
-
-        sdp = self.user._run(make(), timeout=20)
-        assert "PCMU/8000" in sdp and "opus" not in sdp.lower()
-        self.user.peer(to, Cmd="Offer", ChanId=chan_id, Sdp=sdp)
-        answer = self.user.wait_peer_cmd("Answer", timeout=20)
-        assert "PCMU/8000" in answer["Sdp"]
-
-        async def apply() -> None:
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=answer["Sdp"], type="answer")
-            )
-
-        self.user._run(apply(), timeout=20)
-
-    async def _listen(self, track: Any) -> None:
-        while True:
-            try:
-                self.heard.append(await track.recv())
-            except MediaStreamError:
-                return
-
-    def audio(self) -> tuple[np.ndarray, int]:
-        frames = list(self.heard)
-        rate = frames[0].sample_rate
-        data = [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
-        return np.concatenate(data).astype(float), rate
-
-    def close(self) -> None:
-        async def close() -> None:
-            if self.pc is not None:
-                await self.pc.close()
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-        self.user._run(close(), timeout=20)
-
-
 @bridged_to_host(_ESL_PORT, *_FAST_PORTS, timeout=170)
 def test_pcmu_browser_to_pcmu_phone_takes_the_native_fast_path() -> None:
     """A browser offering PCMU only calls the PCMU phone: the leg asks FreeSWITCH for
@@ -332,10 +264,11 @@ def test_pcmu_browser_to_pcmu_phone_takes_the_native_fast_path() -> None:
     )
     with gateway_on_freeswitch(extra, esl_host="127.0.0.1") as gateway:
         alice = WebUser(gateway, "alice").connect()
-        browser = PcmuBrowser(alice)
+        browser = WebPeer(alice, hz=BROWSER_TONE_HZ, codecs=("PCMU",))
         alice.invite(_PHONE, "fs-fast-1")
         alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
-        browser.call(_PHONE, "fs-fast-1")
+        answer = browser.offer(_PHONE, "fs-fast-1")
+        assert "PCMU/8000" in answer
         log = netns_log()
         wait_until(lambda: len(log.from_switch) >= 150, 30, "3 s of unicast from the switch")
         wait_until(lambda: len(log.to_switch) >= 150, 30, "3 s of unicast to the switch")

@@ -8,6 +8,7 @@ connections, so they run in a loopback-only namespace (tests/support/netns.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import av
@@ -15,7 +16,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from esl_bridge.media.leg import use_host_addresses
+from esl_bridge.media.leg import codec_capabilities, use_host_addresses
 from support.gateway_support import WebUser
 from support.tones import ToneTrack
 
@@ -23,18 +24,29 @@ BROWSER_HZ = 1000.0
 
 
 class WebPeer:
-    """The web user's browser media: an aiortc peer sending 1 kHz, recording what it hears."""
+    """The web user's browser media: an aiortc peer sending a tone (1 kHz unless ``hz``),
+    recording what it hears. ``codecs``: the only codecs its offer holds (aiortc's names,
+    e.g. ``("PCMU",)``); None offers aiortc's defaults (Opus first)."""
 
-    def __init__(self, user: WebUser) -> None:
+    def __init__(
+        self, user: WebUser, hz: float = BROWSER_HZ, codecs: Sequence[str] | None = None
+    ) -> None:
         self.user = user
+        self.hz = hz
+        self.codecs = codecs
         self.heard: list[av.AudioFrame] = []
         self.pc: RTCPeerConnection | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def offer(self, to: str, chan_id: str) -> None:
+    def offer(self, to: str, chan_id: str) -> str:
+        """Send the offer, apply the gateway's answer; returns the answer's SDP."""
+
         async def make() -> str:
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            self.pc.addTrack(ToneTrack(BROWSER_HZ))
+            self.pc.addTrack(ToneTrack(self.hz))
+            if self.codecs is not None:
+                for transceiver in self.pc.getTransceivers():
+                    transceiver.setCodecPreferences(codec_capabilities(self.codecs))
 
             @self.pc.on("track")
             def _on_track(track: Any) -> None:
@@ -55,6 +67,7 @@ class WebPeer:
             )
 
         self.user._run(apply(), timeout=20)
+        return str(answer["Sdp"])
 
     async def _listen(self, track: Any) -> None:
         while True:

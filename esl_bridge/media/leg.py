@@ -797,7 +797,9 @@ class MediaLeg:
         if untap is not None:
             untap()
         self._browser_audio.close()
-        await self.pc.close()
+        # The unicast ports first: closing the peer connection can take a while (a dead
+        # browser, DTLS close), and the ports are what the next call needs.
         if self.endpoint is not None:
             await self.endpoint.close()
+        await self.pc.close()
         self.log.info("media.leg_closed")

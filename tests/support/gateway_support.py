@@ -222,6 +222,11 @@ def assert_nothing_left(gateway: Gateway, sim: SimulatorThread) -> None:
     assert controller is not None
     wait_until(lambda: sim.live_channel_count() == 0, 8, "no live channel in the simulator")
     wait_until(lambda: controller.status()["calls"] == 0, 8, "no call in the gateway")
+    # A leg frees its ports as it closes, just after the call is gone: wait for that too
+    # (bounded, so a port that is never freed still fails here).
+    wait_until(
+        lambda: controller.status()["unicast_ports_in_use"] == 0, 8, "unicast ports freed"
+    )
     status = controller.status()
     assert status["numbers_busy"] == 0, status
     assert status["unicast_ports_in_use"] == 0, status

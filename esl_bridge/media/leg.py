@@ -67,6 +67,7 @@ from esl_bridge.logs import get_logger
 from .codec_choice import browser_codec_order
 from .libopus import LibOpusEncoder, load_libopus
 from .rtp_receive import ReceivePath, tap_receiver
+from .rtp_send import DirectSender
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
     FRAME_S,
@@ -456,6 +457,29 @@ class ChannelTrack(MediaStreamTrack):
 
             self._adapt = adapt
 
+    def next_deadline(self, now: float) -> float:
+        """Loop time of the next playout tick: the endpoint's (FreeSWITCH's first datagram
+        re-anchors it, so re-read it after every wait), else the track's own 20 ms clock."""
+        endpoint = self._endpoint
+        if endpoint is not None and not endpoint.closed:
+            self._own_next = None
+            return endpoint.next_playout()
+        if self._own_next is None:
+            self._own_next = now
+        return self._own_next
+
+    def take_tick(self, now: float) -> bytes | None:
+        """Consume the tick due at ``now`` (``next_deadline(now)`` is past): the channel's
+        frame, or None for silence."""
+        endpoint = self._endpoint
+        if endpoint is not None and not endpoint.closed:
+            return endpoint.read_frame(max(now, endpoint.next_playout()))
+        own = now if self._own_next is None else self._own_next
+        self._own_next = own + FRAME_S
+        if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst
+            self._own_next = now + FRAME_S
+        return None
+
     async def _wait_tick(self) -> bytes | None:
         """Wait for the next playout tick; the channel's frame, or None for silence."""
         loop = asyncio.get_running_loop()
@@ -463,27 +487,12 @@ class ChannelTrack(MediaStreamTrack):
             self._ticker = shared_ticker()
         ticker = self._ticker
         while True:
-            endpoint = self._endpoint
-            if endpoint is not None and not endpoint.closed:
-                self._own_next = None
-                # Re-read the deadline after every wait: FreeSWITCH's first datagram
-                # re-anchors the playout clock.
-                now = loop.time()
-                deadline = endpoint.next_playout()
-                if deadline - now > TICK_EPS:
-                    await ticker.wait(min(deadline, now + FRAME_S))
-                    continue
-                return endpoint.read_frame(max(now, deadline))
             now = loop.time()
-            if self._own_next is None:
-                self._own_next = now
-            if self._own_next - now > TICK_EPS:
-                await ticker.wait(self._own_next)
+            deadline = self.next_deadline(now)
+            if deadline - now > TICK_EPS:
+                await ticker.wait(min(deadline, now + FRAME_S))
                 continue
-            self._own_next += FRAME_S
-            if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst
-                self._own_next = now + FRAME_S
-            return None
+            return self.take_tick(now)
 
     def next_payload(self, channel_frame: bytes | None) -> bytes:
         """The encoded payload for one tick, given the endpoint's frame (None: silence)."""
@@ -639,6 +648,8 @@ class MediaLeg:
         self.track = ChannelTrack()
         self._browser_audio = _BrowserAudio(self.log)
         self._untap: Callable[[], None] | None = None
+        self.direct_sender: DirectSender | None = None
+        self._uninstall_sender: Callable[[], None] | None = None
         self.transceiver: RTCRtpTransceiver | None = None
         self.endpoint: UnicastEndpoint | None = None
         self.codec: str | None = None
@@ -694,6 +705,10 @@ class MediaLeg:
             self._browser_audio.on_packet,
             clock_s=asyncio.get_running_loop().time,
         )
+        # Toward the browser: RTP sent on the shared tick (media/rtp_send.py), not by
+        # aiortc's per-packet loop, which then never calls the track's recv().
+        self.direct_sender = DirectSender(self.transceiver.sender, self.track, leg_log=self.log)
+        self._uninstall_sender = self.direct_sender.install()
 
     def _note_codec(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:

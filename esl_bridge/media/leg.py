@@ -4,9 +4,11 @@ Audio path, per call::
 
     browser --Opus/G.711--> aiortc decoder --> consumer task: PyAV resample to the channel
         rate/layout, exact 20 ms frames --> UnicastEndpoint.write_frame --> paced to FreeSWITCH
-    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack.recv on the shared
-        pacing tick: PyAV encoder at the channel's rate (Opus) --> av.Packet --> aiortc pack()
-        --> browser
+    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack (take_tick,
+        next_payload) on the shared pacing tick: encoder at the channel's rate (Opus)
+        --> DirectSender (media/rtp_send.py): RTP header, SRTP, UDP, synchronously
+        --> browser  (aiortc's own sender loop is replaced on the instance and never
+        calls ChannelTrack.recv, which stays for use outside a MediaLeg)
 
 Fast path (``MediaLeg.path == "fast"``): the browser negotiated PCMU or PCMA and the
 channel's codec is the same; FreeSWITCH's ``unicast`` runs with ``flags: native`` and the

@@ -322,3 +322,36 @@ def test_hook_point_check_catches_a_changed_aiortc() -> None:
             await pc.close()
 
     asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- ticker callbacks
+
+
+def test_ticker_calls_callbacks_on_the_grid_and_survives_one_that_raises() -> None:
+    """``SharedTicker.call_at`` (what the direct sender paces on): every callback due runs
+    in the one timer callback, in deadline order; one that raises goes to the loop's
+    exception handler and the others still run."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        ticker = SharedTicker(loop)
+        order: list[str] = []
+        done = loop.create_future()
+
+        def boom() -> None:
+            order.append("boom")
+            raise ValueError("bad packet")
+
+        now = loop.time()
+        ticker.call_at(now + 0.003, lambda: order.append("b"))
+        ticker.call_at(now + 0.001, lambda: order.append("a"))
+        ticker.call_at(now + 0.002, boom)
+        ticker.call_at(now + 0.004, lambda: done.set_result(None))
+        await done
+        assert order == ["a", "boom", "b"]
+        assert [type(e["exception"]) for e in errors] == [ValueError]
+        assert ticker.waiting == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -4,9 +4,11 @@ Audio path, per call::
 
     browser --Opus/G.711--> aiortc decoder --> consumer task: PyAV resample to the channel
         rate/layout, exact 20 ms frames --> UnicastEndpoint.write_frame --> paced to FreeSWITCH
-    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack.recv on the shared
-        pacing tick: PyAV encoder at the channel's rate (Opus) --> av.Packet --> aiortc pack()
-        --> browser
+    FreeSWITCH --L16--> UnicastEndpoint jitter buffer --> ChannelTrack (take_tick,
+        next_payload) on the shared pacing tick: encoder at the channel's rate (Opus)
+        --> DirectSender (media/rtp_send.py): RTP header, SRTP, UDP, synchronously
+        --> browser  (aiortc's own sender loop is replaced on the instance and never
+        calls ChannelTrack.recv, which stays for use outside a MediaLeg)
 
 Fast path (``MediaLeg.path == "fast"``): the browser negotiated PCMU or PCMA and the
 channel's codec is the same; FreeSWITCH's ``unicast`` runs with ``flags: native`` and the
@@ -67,6 +69,7 @@ from esl_bridge.logs import get_logger
 from .codec_choice import browser_codec_order
 from .libopus import LibOpusEncoder, load_libopus
 from .rtp_receive import ReceivePath, tap_receiver
+from .rtp_send import DirectSender
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
     FRAME_S,
@@ -456,6 +459,29 @@ class ChannelTrack(MediaStreamTrack):
 
             self._adapt = adapt
 
+    def next_deadline(self, now: float) -> float:
+        """Loop time of the next playout tick: the endpoint's (FreeSWITCH's first datagram
+        re-anchors it, so re-read it after every wait), else the track's own 20 ms clock."""
+        endpoint = self._endpoint
+        if endpoint is not None and not endpoint.closed:
+            self._own_next = None
+            return endpoint.next_playout()
+        if self._own_next is None:
+            self._own_next = now
+        return self._own_next
+
+    def take_tick(self, now: float) -> bytes | None:
+        """Consume the tick due at ``now`` (``next_deadline(now)`` is past): the channel's
+        frame, or None for silence."""
+        endpoint = self._endpoint
+        if endpoint is not None and not endpoint.closed:
+            return endpoint.read_frame(max(now, endpoint.next_playout()))
+        own = now if self._own_next is None else self._own_next
+        self._own_next = own + FRAME_S
+        if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst
+            self._own_next = now + FRAME_S
+        return None
+
     async def _wait_tick(self) -> bytes | None:
         """Wait for the next playout tick; the channel's frame, or None for silence."""
         loop = asyncio.get_running_loop()
@@ -463,27 +489,12 @@ class ChannelTrack(MediaStreamTrack):
             self._ticker = shared_ticker()
         ticker = self._ticker
         while True:
-            endpoint = self._endpoint
-            if endpoint is not None and not endpoint.closed:
-                self._own_next = None
-                # Re-read the deadline after every wait: FreeSWITCH's first datagram
-                # re-anchors the playout clock.
-                now = loop.time()
-                deadline = endpoint.next_playout()
-                if deadline - now > TICK_EPS:
-                    await ticker.wait(min(deadline, now + FRAME_S))
-                    continue
-                return endpoint.read_frame(max(now, deadline))
             now = loop.time()
-            if self._own_next is None:
-                self._own_next = now
-            if self._own_next - now > TICK_EPS:
-                await ticker.wait(self._own_next)
+            deadline = self.next_deadline(now)
+            if deadline - now > TICK_EPS:
+                await ticker.wait(min(deadline, now + FRAME_S))
                 continue
-            self._own_next += FRAME_S
-            if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst
-                self._own_next = now + FRAME_S
-            return None
+            return self.take_tick(now)
 
     def next_payload(self, channel_frame: bytes | None) -> bytes:
         """The encoded payload for one tick, given the endpoint's frame (None: silence)."""
@@ -639,6 +650,8 @@ class MediaLeg:
         self.track = ChannelTrack()
         self._browser_audio = _BrowserAudio(self.log)
         self._untap: Callable[[], None] | None = None
+        self.direct_sender: DirectSender | None = None
+        self._uninstall_sender: Callable[[], None] | None = None
         self.transceiver: RTCRtpTransceiver | None = None
         self.endpoint: UnicastEndpoint | None = None
         self.codec: str | None = None
@@ -694,6 +707,10 @@ class MediaLeg:
             self._browser_audio.on_packet,
             clock_s=asyncio.get_running_loop().time,
         )
+        # Toward the browser: RTP sent on the shared tick (media/rtp_send.py), not by
+        # aiortc's per-packet loop, which then never calls the track's recv().
+        self.direct_sender = DirectSender(self.transceiver.sender, self.track, leg_log=self.log)
+        self._uninstall_sender = self.direct_sender.install()
 
     def _note_codec(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:

@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["TICK_EPS", "TICK_S", "SharedTicker", "TickGrid", "shared_ticker"]
@@ -79,7 +80,8 @@ class SharedTicker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK_S) -> None:
         self._loop = loop
-        self._grid: TickGrid[asyncio.Future[None]] = TickGrid(tick)
+        # A waiter is a future (``wait``) or a plain callback (``call_at``).
+        self._grid: TickGrid[asyncio.Future[None] | Callable[[], None]] = TickGrid(tick)
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
         self.wakeups = 0  # timer callbacks run
@@ -99,6 +101,14 @@ class SharedTicker:
         self._arm()
         await future  # a cancelled waiter's future is skipped when its tick comes
 
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` at the first grid point at or after ``deadline``, inside the
+        timer callback itself (no task, no future): for senders that do their work
+        synchronously on the tick (media/rtp_send.py). An exception it raises goes to the
+        loop's exception handler and does not stop the other callbacks of the tick."""
+        self._grid.add(deadline, callback)
+        self._arm()
+
     def _arm(self) -> None:
         wake = self._grid.next_wake()
         if wake is None:
@@ -114,10 +124,19 @@ class SharedTicker:
         self._handle = None
         self._armed_for = None
         self.wakeups += 1
-        for future in self._grid.pop_due(self._loop.time()):
-            if not future.done():
-                future.set_result(None)
-                self.woken += 1
+        for item in self._grid.pop_due(self._loop.time()):
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    item.set_result(None)
+                    self.woken += 1
+                continue
+            self.woken += 1
+            try:
+                item()
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "shared ticker callback failed", "exception": exc}
+                )
         self._arm()
 
 

@@ -1,0 +1,369 @@
+"""FreeSWITCH -> browser RTP sent on the shared tick, without aiortc's per-packet sender loop.
+
+Per call, on the process-wide pacing tick (media/ticker.py ``SharedTicker.call_at``)::
+
+    ChannelTrack.take_tick / next_payload (the encoded 20 ms payload) --> 12-byte RTP
+        header + the constant MID extension --> SRTP protect (the DTLS transport's session)
+        --> the nominated ICE pair's UDP socket (``sendto``), all synchronous
+
+aiortc's ``RTCRtpSender._run_rtp`` does the same per packet with a task per call woken by
+``ChannelTrack.recv``, an ``av.Packet``, the encoder's ``pack()``, an ``RtpPacket`` with
+header extensions, two NTP clock reads, and two awaits down to the socket. Here the
+sender's ``_run_rtp`` is replaced on the instance (no class or process-wide patch) by a
+coroutine that only waits for the sender to stop, so aiortc never asks the track for a
+packet: ``ChannelTrack.recv`` is not called while the direct sender runs.
+
+Facts about aiortc 1.16 / aioice 0.13 this module relies on (read in their source;
+``check_send_hook_point`` verifies each one and raises ``HookPointChanged`` when a new
+aiortc or aioice breaks them):
+
+* ``RTCRtpSender.send(parameters)`` records the MID and configures the sender's header
+  extension map, then starts ``self._run_rtp(parameters.codecs[0])`` and
+  ``self._run_rtcp()`` as tasks: an instance attribute ``_run_rtp`` is what it starts.
+  ``stop()`` waits for the private events ``__rtp_started`` and ``__rtp_exited``, which
+  the replacement sets as aiortc's loop does.
+* ``_run_rtcp`` builds each RTCP sender report from the private ``__ntp_timestamp``,
+  ``__rtp_timestamp``, ``__packet_count`` and ``__octet_count`` (octets of payload), and
+  ``getStats`` reads the two counts: the direct sender keeps all four up to date.
+* ``RTCDtlsTransport._send_rtp`` checks the state is connected, protects with
+  ``_tx_srtp.protect`` and awaits ``transport._send``, which is aioice's
+  ``Connection.send`` -> ``sendto(data, 1)`` -> the nominated pair's protocol
+  ``send_data(data, remote_addr)``; for a host or server-reflexive candidate that protocol
+  is ``StunProtocol`` whose ``send_data`` is one synchronous ``transport.sendto``. A TURN
+  relay's protocol (channel binding) is asynchronous: there the protected packet is handed
+  to it in a task, in order.
+* For audio aiortc negotiates two header extensions, MID and ``ssrc-audio-level``; on the
+  packet path it sends only the MID (no audio level: it has no ``AudioFrame`` to measure).
+  The MID is constant for the call, so the header is one template per call with sequence
+  number and timestamp filled in per packet. Audio has no NACK in aiortc's capabilities,
+  so no RTP history is kept for retransmission.
+
+Sequence numbers and timestamps start at random values (aiortc's
+``random_sequence_number`` and ``random32``), the timestamp steps by the codec's clock
+rate / 50 per 20 ms tick (a tick dropped while the sender is disabled still advances it),
+and the marker bit is set on the first packet only (the start of the talkspurt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import aioice.ice
+from aiortc import RTCRtpSender
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpsender import random_sequence_number
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.utils import random32
+
+from esl_bridge.logs import get_logger
+
+from .rtp_receive import HookPointChanged
+from .ticker import TICK_EPS, SharedTicker, shared_ticker
+from .unicast import FRAME_S
+
+__all__ = ["DirectSender", "HookPointChanged", "check_send_hook_point"]
+
+log = get_logger("media")
+
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
+
+# Ticks sent back to back at most per wake-up when the loop fell behind (the endpoint's
+# schedule skips what is older than its catch-up limit; this only bounds one callback).
+MAX_BURST = 10
+
+_SENDER_ATTRS: dict[str, type | tuple[type, ...]] = {
+    "_RTCRtpSender__rtp_started": asyncio.Event,
+    "_RTCRtpSender__rtp_exited": asyncio.Event,
+    "_RTCRtpSender__rtp_header_extensions_map": HeaderExtensionsMap,
+    "_RTCRtpSender__ntp_timestamp": int,
+    "_RTCRtpSender__rtp_timestamp": int,
+    "_RTCRtpSender__packet_count": int,
+    "_RTCRtpSender__octet_count": int,
+    "_ssrc": int,
+    "_enabled": bool,
+}
+_RTCP_READS = (
+    "self.__ntp_timestamp",
+    "self.__rtp_timestamp",
+    "self.__packet_count",
+    "self.__octet_count",
+)
+
+
+class PayloadSource(Protocol):
+    """What the direct sender needs of ``leg.ChannelTrack``."""
+
+    readyState: str
+    frames: int
+
+    def next_deadline(self, now: float) -> float: ...
+
+    def take_tick(self, now: float) -> bytes | None: ...
+
+    def next_payload(self, channel_frame: bytes | None) -> bytes: ...
+
+    def stop(self) -> None: ...
+
+
+def check_send_hook_point(sender: Any) -> None:
+    """Raise HookPointChanged unless ``sender`` (an aiortc RTCRtpSender) and the aiortc and
+    aioice under it offer exactly what the direct sender uses (see the module docstring)."""
+    if not isinstance(sender, RTCRtpSender):
+        raise HookPointChanged(f"not an aiortc RTCRtpSender: {type(sender).__name__}")
+    problem = _class_problem(type(sender))
+    if problem is not None:
+        raise HookPointChanged(problem)
+    for name, kind in _SENDER_ATTRS.items():
+        value = getattr(sender, name, None)
+        if not isinstance(value, kind):
+            raise HookPointChanged(
+                f"RTCRtpSender has no {name} of type {getattr(kind, '__name__', kind)} "
+                f"(found {type(value).__name__})"
+            )
+
+
+def _source(obj: Any) -> str | None:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return None
+
+
+@functools.cache
+def _class_problem(cls: type) -> str | None:
+    """What changed in aiortc/aioice (once per sender class: it reads their source)."""
+    run_rtp = getattr(cls, "_run_rtp", None)
+    if run_rtp is None or not inspect.iscoroutinefunction(run_rtp):
+        return "RTCRtpSender._run_rtp is gone or not a coroutine"
+    params = list(inspect.signature(run_rtp).parameters)
+    if params != ["self", "codec"]:
+        return f"RTCRtpSender._run_rtp{tuple(params)} changed signature (expected (self, codec))"
+    expected: list[tuple[Any, str, tuple[str, ...]]] = [
+        (cls.send, "RTCRtpSender.send", ("self._run_rtp(parameters.codecs[0])",)),
+        (cls.stop, "RTCRtpSender.stop", ("self.__rtp_started.wait()", "self.__rtp_exited.wait()")),
+        (cls._run_rtcp, "RTCRtpSender._run_rtcp", _RTCP_READS),
+        (
+            RTCDtlsTransport._send_rtp,
+            "RTCDtlsTransport._send_rtp",
+            ("State.CONNECTED", "self._tx_srtp.protect(data)", "self.transport._send(data)"),
+        ),
+        (
+            aioice.ice.Connection.sendto,
+            "aioice Connection.sendto",
+            ("self._nominated.get(component)", "active_pair.protocol.send_data("),
+        ),
+        (
+            aioice.ice.StunProtocol.send_data,
+            "aioice StunProtocol.send_data",
+            ("self.transport.sendto(data, addr)",),
+        ),
+    ]
+    for obj, name, needles in expected:
+        text = _source(obj)
+        if text is None:
+            return f"cannot read the source of {name}"
+        missing = [n for n in needles if n not in text]
+        if missing:
+            return f"{name} no longer does {missing} (the direct RTP sender relies on it)"
+    dtls_init = _source(RTCDtlsTransport.__init__) or ""
+    for needle in ("self.__tx_bytes", "self.__tx_packets", "self._tx_srtp"):
+        if needle not in dtls_init:
+            return f"RTCDtlsTransport.__init__ no longer sets {needle}"
+    return None
+
+
+def _ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp (what aiortc's ``clock.current_ntp_time``
+    gives, without its datetime arithmetic)."""
+    return int((time.time() + NTP_EPOCH_OFFSET) * 4294967296.0)
+
+
+class DirectSender:
+    """Sends one call's browser-bound RTP from the shared tick, in place of aiortc's
+    per-packet loop in ``sender`` (this instance only).
+
+    ``install()`` (before the sender starts, i.e. before the DTLS transport connects)
+    replaces the sender's ``_run_rtp``; when aiortc starts it, packets go out every
+    20 ms of the track's playout clock until the sender stops (``pc.close()``) or the
+    transport fails. Raises HookPointChanged from ``install()`` on an aiortc it does not
+    know.
+    """
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        track: PayloadSource,
+        *,
+        ticker: SharedTicker | None = None,
+        leg_log: Any = None,
+    ) -> None:
+        self.sender = sender
+        self.track = track
+        self.log = leg_log if leg_log is not None else log
+        self._ticker = ticker
+        self._state = sender.__dict__
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._header: bytearray | None = None
+        self._seq = 0
+        self._ts = 0
+        self._step = 0
+        self._dtls: RTCDtlsTransport | None = None
+        self._pending: asyncio.Future[None] | None = None
+        self.codec: RTCRtpCodecParameters | None = None
+        self.packets = 0
+        self.octets = 0
+        self.send_errors = 0
+
+    # -- aiortc side
+
+    def install(self) -> Callable[[], None]:
+        """Replace the sender's ``_run_rtp`` (instance attribute); returns ``uninstall``."""
+        check_send_hook_point(self.sender)
+        state = self._state
+        if isinstance(getattr(state.get("_run_rtp"), "__self__", None), DirectSender):
+            raise RuntimeError("this sender already has a direct RTP sender")
+        run = self._run_rtp
+        state["_run_rtp"] = run
+
+        def uninstall() -> None:
+            if state.get("_run_rtp") is run:
+                del state["_run_rtp"]
+
+        return uninstall
+
+    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
+        """What ``RTCRtpSender.send`` starts instead of aiortc's loop: set up, then wait
+        for ``stop()`` (which cancels it) while the tick sends."""
+        state = self._state
+        state["_RTCRtpSender__rtp_started"].set()
+        try:
+            self._start(codec)
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._running = False
+            if self.track.readyState == "live":
+                self.track.stop()  # as aiortc's loop does when it ends
+            state["_RTCRtpSender__rtp_exited"].set()
+
+    def _start(self, codec: RTCRtpCodecParameters) -> None:
+        self.codec = codec
+        self._loop = asyncio.get_running_loop()
+        if self._ticker is None:
+            self._ticker = shared_ticker()
+        self._dtls = self.sender.transport
+        self._step = codec.clockRate // 50
+        self._seq = random_sequence_number()
+        self._ts = random32()
+        probe = RtpPacket(payload_type=codec.payloadType, marker=1, ssrc=self.sender._ssrc)
+        probe.extensions.mid = self._state.get("_RTCRtpSender__mid")
+        self._header = bytearray(
+            probe.serialize(self._state["_RTCRtpSender__rtp_header_extensions_map"])
+        )
+        self._running = True
+        track_codec = getattr(self.track, "codec", None)
+        if track_codec is not None and track_codec != codec.name.lower():
+            self.log.error("media.direct_sender_codec", codec=codec.name, track=track_codec)
+        self.log.info(
+            "media.direct_sender",
+            codec=codec.name,
+            payload_type=codec.payloadType,
+            header_bytes=len(self._header),
+        )
+        self._ticker.call_at(self._loop.time(), self._on_tick)
+
+    # -- the tick
+
+    def _on_tick(self) -> None:
+        if not self._running:
+            return
+        loop = self._loop
+        ticker = self._ticker
+        assert loop is not None and ticker is not None
+        track = self.track
+        now = loop.time()
+        for _ in range(MAX_BURST):
+            if track.readyState != "live":
+                self._running = False
+                return
+            deadline = track.next_deadline(now)
+            if deadline - now > TICK_EPS:
+                ticker.call_at(min(deadline, now + FRAME_S), self._on_tick)
+                return
+            payload = track.next_payload(track.take_tick(now))
+            track.frames += 1
+            if self._state["_enabled"]:
+                try:
+                    self._send(payload)
+                except Exception as exc:  # one bad packet must not end the call's audio
+                    self.send_errors += 1
+                    if self.send_errors in (1, 10, 100, 1000) or self.send_errors % 10000 == 0:
+                        self.log.error("media.send_error", error=repr(exc), count=self.send_errors)
+                if not self._running:
+                    return
+            self._ts = (self._ts + self._step) & 0xFFFFFFFF
+        ticker.call_at(now, self._on_tick)  # still behind: go on at the next grid point
+
+    def _send(self, payload: bytes) -> None:
+        header = self._header
+        dtls = self._dtls
+        assert header is not None and dtls is not None
+        if dtls._state != State.CONNECTED:
+            # aiortc's loop ends on this ConnectionError; so does this sender.
+            self._stop_sending("dtls_not_connected")
+            return
+        struct.pack_into("!HI", header, 2, self._seq, self._ts)
+        data = dtls._tx_srtp.protect(bytes(header) + payload)
+        # SRTP refuses to protect an index twice: the next packet gets the next number
+        # even if this one fails to leave.
+        self._seq = (self._seq + 1) & 0xFFFF
+        header[1] &= 0x7F  # the marker: first packet only
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            self._stop_sending("no_ice_pair")
+            return
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            protocol.transport.sendto(data, pair.remote_addr)
+        else:
+            self._send_async(protocol, data, pair.remote_addr)
+        state = self._state
+        dtls_state = dtls.__dict__
+        dtls_state["_RTCDtlsTransport__tx_bytes"] += len(data)
+        dtls_state["_RTCDtlsTransport__tx_packets"] += 1
+        self.packets += 1
+        self.octets += len(payload)
+        state["_RTCRtpSender__ntp_timestamp"] = _ntp_now()
+        state["_RTCRtpSender__rtp_timestamp"] = self._ts
+        state["_RTCRtpSender__packet_count"] = self.packets
+        state["_RTCRtpSender__octet_count"] = self.octets
+
+    def _send_async(self, protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
+        """A TURN relay: its ``send_data`` may wait for a channel binding. Packets are
+        chained so they leave in order."""
+        previous = self._pending
+        loop = self._loop
+        assert loop is not None
+
+        async def send() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)
+            try:
+                await protocol.send_data(data, addr)
+            except ConnectionError:
+                self.send_errors += 1
+
+        self._pending = loop.create_task(send())
+
+    def _stop_sending(self, reason: str) -> None:
+        self._running = False
+        self.log.info("media.direct_sender_stopped", reason=reason, packets=self.packets)

@@ -355,3 +355,45 @@ def test_ticker_calls_callbacks_on_the_grid_and_survives_one_that_raises() -> No
         assert ticker.waiting == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_relayed_pair_sends_in_order_bounded_and_survives_failures() -> None:
+    """A TURN relay's ``send_data`` is a coroutine (a channel binding may be pending): the
+    packets leave in order, at most MAX_IN_FLIGHT wait (the rest are dropped and counted),
+    and a failed send is one counted loss, not a stuck chain."""
+    from aiortc import RTCPeerConnection
+
+    from esl_bridge.media.rtp_send import MAX_IN_FLIGHT, DirectSender
+
+    class SlowRelay:
+        def __init__(self) -> None:
+            self.gate = asyncio.Event()
+            self.sent: list[bytes] = []
+
+        async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+            await self.gate.wait()
+            if data == b"bad":
+                raise OSError("relay refused")
+            self.sent.append(data)
+
+    async def scenario() -> tuple[list[bytes], int]:
+        pc = RTCPeerConnection()
+        try:
+            sender = pc.addTransceiver("audio").sender
+            direct = DirectSender(sender, track=None)  # type: ignore[arg-type]
+            direct._loop = asyncio.get_running_loop()
+            relay = SlowRelay()
+            packets = [b"p0", b"bad"] + [f"p{i}".encode() for i in range(2, 2 * MAX_IN_FLIGHT)]
+            for data in packets:
+                direct._send_async(relay, data, ("127.0.0.1", 3478))
+            relay.gate.set()
+            while direct._in_flight:
+                await asyncio.sleep(0)
+            return relay.sent, direct.send_errors
+        finally:
+            await pc.close()
+
+    sent, errors = asyncio.run(scenario())
+    expected = [b"p0"] + [f"p{i}".encode() for i in range(2, MAX_IN_FLIGHT)]
+    assert sent == expected  # in order; the rest were over the bound
+    assert errors == 1 + MAX_IN_FLIGHT  # the refused one and the dropped ones

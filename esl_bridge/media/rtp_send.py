@@ -77,6 +77,8 @@ NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Un
 # Ticks sent back to back at most per wake-up when the loop fell behind (the endpoint's
 # schedule skips what is older than its catch-up limit; this only bounds one callback).
 MAX_BURST = 10
+# Packets handed to a TURN relay's asynchronous send and not yet gone (200 ms of audio).
+MAX_IN_FLIGHT = 10
 
 _SENDER_ATTRS: dict[str, type | tuple[type, ...]] = {
     "_RTCRtpSender__rtp_started": asyncio.Event,
@@ -217,6 +219,7 @@ class DirectSender:
         self._step = 0
         self._dtls: RTCDtlsTransport | None = None
         self._pending: asyncio.Future[None] | None = None
+        self._in_flight = 0
         self.codec: RTCRtpCodecParameters | None = None
         self.packets = 0
         self.octets = 0
@@ -350,17 +353,24 @@ class DirectSender:
     def _send_async(self, protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
         """A TURN relay: its ``send_data`` may wait for a channel binding. Packets are
         chained so they leave in order."""
+        if self._in_flight >= MAX_IN_FLIGHT:
+            # The relay is not keeping up: drop (counted) rather than queue without bound.
+            self.send_errors += 1
+            return
         previous = self._pending
         loop = self._loop
         assert loop is not None
+        self._in_flight += 1
 
         async def send() -> None:
-            if previous is not None and not previous.done():
-                await asyncio.shield(previous)
             try:
+                if previous is not None and not previous.done():
+                    await asyncio.wait({previous})  # in order; its outcome is its own
                 await protocol.send_data(data, addr)
-            except ConnectionError:
+            except Exception:  # a failed relay send is one lost packet, counted
                 self.send_errors += 1
+            finally:
+                self._in_flight -= 1
 
         self._pending = loop.create_task(send())
 

@@ -242,12 +242,17 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
+    from support.gateway_support import wait_until
     from support.ports_and_waits import free_port
 
     port = free_port()
     process = _start(["demo", "--port", str(port)])
     try:
-        status, health = _get_json(f"http://127.0.0.1:{port}/healthz")
+        # The web port can answer before the ESL connection to the built-in simulator is
+        # up (healthz then says 503, disconnected: right, and seen in CI): wait for it.
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_until(lambda: _get_json(url)[1]["esl"] == "connected", 30, "ESL connected")
+        status, health = _get_json(url)
         assert (status, health["esl"]) == (200, "connected")
         status, client = _get_json(f"http://127.0.0.1:{port}/config.json")
         assert client["demo"] is True and client["open_mode"] is True

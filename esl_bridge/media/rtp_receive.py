@@ -48,7 +48,7 @@ import functools
 import inspect
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
@@ -115,11 +115,17 @@ def check_hook_point(receiver: Any) -> None:
     problem = _class_problem(type(receiver))
     if problem is not None:
         raise HookPointChanged(problem)
-    for name, kind in _RECEIVER_ATTRS.items():
-        value = getattr(receiver, name, None)
+    require_attributes(receiver, _RECEIVER_ATTRS, "RTCRtpReceiver")
+
+
+def require_attributes(obj: Any, attrs: Mapping[str, Any], owner: str) -> None:
+    """Raise HookPointChanged unless every (private) attribute of ``obj`` named in
+    ``attrs`` is there, of its type: what the tap and the direct sender read or write."""
+    for name, kind in attrs.items():
+        value = getattr(obj, name, None)
         if not isinstance(value, kind):
             raise HookPointChanged(
-                f"RTCRtpReceiver has no {name} of type {kind.__name__} "
+                f"{owner} has no {name} of type {getattr(kind, '__name__', kind)} "
                 f"(found {type(value).__name__})"
             )
 

@@ -64,7 +64,7 @@ from aiortc.utils import random32
 
 from esl_bridge.logs import get_logger
 
-from .rtp_receive import HookPointChanged
+from .rtp_receive import HookPointChanged, require_attributes
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import FRAME_S
 
@@ -122,13 +122,7 @@ def check_send_hook_point(sender: Any) -> None:
     problem = _class_problem(type(sender))
     if problem is not None:
         raise HookPointChanged(problem)
-    for name, kind in _SENDER_ATTRS.items():
-        value = getattr(sender, name, None)
-        if not isinstance(value, kind):
-            raise HookPointChanged(
-                f"RTCRtpSender has no {name} of type {getattr(kind, '__name__', kind)} "
-                f"(found {type(value).__name__})"
-            )
+    require_attributes(sender, _SENDER_ATTRS, "RTCRtpSender")
 
 
 def _source(obj: Any) -> str | None:

@@ -174,6 +174,10 @@ async def bridged_call(
     # The browser's audio came through the receive tap and its own decoding, not aiortc's
     # jitter buffer and decoder thread (media/rtp_receive.py).
     assert stats.receive["received"] > 45 and stats.receive["frames_out"] > 45
+    # ...taken at the ICE socket past aiortc's receive loop (media/srtp_tap.py), all but
+    # what aiortc had queued before the DTLS handshake ended.
+    assert stats.receive["socket_taken"] >= stats.receive["received"] - 10
+    assert stats.receive["srtp_errors"] == 0 and stats.receive["not_rtp"] == 0
     assert stats.browser_frames_out == stats.receive["frames_out"]
 
     assert alloc.in_use == 0

@@ -9,6 +9,7 @@ import asyncio
 import math
 import random
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ from support.netns import loopback_only
 from support.tones import ToneTrack
 
 from esl_bridge.media.leg import codec_capabilities, use_host_addresses
-from esl_bridge.media.rtp_receive import ReceivePath, seq_delta, tap_receiver
+from esl_bridge.media.rtp_receive import ReceivePath, ReceiverTap, seq_delta
+from esl_bridge.media.srtp_tap import SrtpTap
 from esl_bridge.media.unicast import ChannelFormat
 
 WAIT_S = 90.0  # bound on waiting for the frames (a busy machine); never a pass condition
@@ -133,6 +135,8 @@ class Call:
     tracks: list[Any]
     early_packets: int
     untap: Any
+    srtp: SrtpTap
+    untap_srtp: Any
 
 
 async def connect(codec: str, fmt: Any, relay: LossyRelay | None, frames_wanted: int) -> Call:
@@ -155,7 +159,7 @@ async def connect(codec: str, fmt: Any, relay: LossyRelay | None, frames_wanted:
         else:
             path.on_packet(packet, now)
 
-    untap = tap_receiver(transceiver.receiver, on_packet, clock_s=loop.time)
+    tap = ReceiverTap(transceiver.receiver, on_packet, clock_s=loop.time)
     tracks: list[Any] = []
     gateway.on("track", tracks.append)
 
@@ -167,6 +171,14 @@ async def connect(codec: str, fmt: Any, relay: LossyRelay | None, frames_wanted:
     await gateway.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
     with use_host_addresses(["127.0.0.1"]):
         await gateway.setLocalDescription(await gateway.createAnswer())
+    # As the media leg does: the browser's SRTP taken at the ICE sockets (srtp_tap.py).
+    srtp = SrtpTap(transceiver.receiver.transport, tap)
+    untap_srtp = srtp.install()
+
+    def untap() -> None:
+        untap_srtp()
+        tap.untap()
+
     answer = gateway.localDescription.sdp
     negotiated = SessionDescription.parse(answer).media[0].rtp.codecs[0]
     assert negotiated.name.lower() == codec.lower()
@@ -181,7 +193,7 @@ async def connect(codec: str, fmt: Any, relay: LossyRelay | None, frames_wanted:
         if loop.time() > deadline:
             pytest.fail(f"only {len(frames)} frames arrived; stats {path.stats}")
         await asyncio.sleep(0.05)
-    return Call(frames, path, gateway, browser, tracks, early[0], untap)
+    return Call(frames, path, gateway, browser, tracks, early[0], untap, srtp, untap_srtp)
 
 
 def max_step(samples: np.ndarray) -> int:
@@ -227,6 +239,10 @@ async def direct_call(codec: str) -> None:
         inbound = [s for s in report.values() if s.type == "inbound-rtp"]
         assert inbound and inbound[0].packetsReceived >= stats.received  # (a snapshot)
         assert call.tracks and call.tracks[0]._queue.qsize() == 0
+        # Taken at the socket, past aiortc's receive loop: all but what was queued for
+        # aiortc before the DTLS handshake finished (none of it failed SRTP).
+        assert call.srtp.packets >= stats.received - 10 and call.srtp.packets > 90
+        assert call.srtp.srtp_errors == 0 and call.srtp.malformed == 0
     finally:
         call.untap()
         call.path.close()
@@ -284,3 +300,61 @@ async def lossy_call() -> None:
 @loopback_only
 def test_five_percent_loss_and_reordering_do_not_stall_and_counters_match() -> None:
     asyncio.run(lossy_call())
+
+
+async def wait_until(condition: Any, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"waited in vain for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def srtp_tap_edges() -> None:
+    call = await connect("PCMU", ChannelFormat.native("PCMU"), None, frames_wanted=30)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        protocols = call.gateway.getTransceivers()[
+            0
+        ].receiver.transport.transport._connection._protocols
+        assert protocols and all("datagram_received" in p.__dict__ for p in protocols)
+        # A stranger's datagram shaped as SRTP of the negotiated payload type fails
+        # authentication: counted, nothing reaches the path, the call goes on.
+        port = int(CANDIDATE.search(call.gateway.localDescription.sdp).group(1))  # type: ignore[union-attr]
+        forged = bytes([0x80, call.path.payload_type]) + bytes(10) + bytes(160) + bytes(10)
+        for _ in range(5):
+            stranger.sendto(forged, ("127.0.0.1", port))
+        await wait_until(lambda: call.srtp.srtp_errors == 5, "5 forged packets refused")
+        frames = len(call.frames)
+        await wait_until(lambda: len(call.frames) > frames + 10, "the call's audio going on")
+        assert call.path.stats.decode_errors == 0 and call.srtp.malformed == 0
+
+        # RTCP still takes aiortc's way: the browser's sender reports reach the receiver.
+        async def remote_outbound() -> bool:
+            report = await call.gateway.getStats()
+            return any(s.type == "remote-outbound-rtp" for s in report.values())
+
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not await remote_outbound():
+            assert asyncio.get_running_loop().time() < deadline, "no sender report reached aiortc"
+            await asyncio.sleep(0.1)
+
+        # Uninstalled: every socket has its own handler back, and the packets take
+        # aiortc's way again (still to the receiver tap, none at the socket).
+        call.untap_srtp()
+        call.untap_srtp()  # idempotent
+        assert not any("datagram_received" in p.__dict__ for p in protocols)
+        taken, frames = call.srtp.packets, len(call.frames)
+        await wait_until(lambda: len(call.frames) > frames + 10, "audio through aiortc's loop")
+        assert call.srtp.packets == taken
+    finally:
+        stranger.close()
+        call.untap()
+        call.path.close()
+        await call.browser.close()
+        await call.gateway.close()
+
+
+@loopback_only
+def test_srtp_tap_refuses_forgeries_leaves_rtcp_to_aiortc_and_uninstalls() -> None:
+    asyncio.run(srtp_tap_edges())

@@ -68,8 +68,9 @@ from esl_bridge.logs import get_logger
 
 from .codec_choice import browser_codec_order
 from .libopus import LibOpusEncoder, load_libopus
-from .rtp_receive import ReceivePath, tap_receiver
+from .rtp_receive import ReceivePath, ReceiverTap
 from .rtp_send import DirectSender
+from .srtp_tap import SrtpTap
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .unicast import (
     FRAME_S,
@@ -624,7 +625,8 @@ class LegStats:
     rtp: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     # The receive path's counters (media/rtp_receive.py ReceiveStats): received, reordered,
-    # lost, concealed, late, duplicates, resets, decode_errors, other_payload, frames_out.
+    # lost, concealed, late, duplicates, resets, decode_errors, other_payload, frames_out;
+    # and the SRTP tap's (media/srtp_tap.py): socket_taken, srtp_errors, not_rtp.
     receive: dict[str, int] = field(default_factory=dict)
 
 
@@ -649,7 +651,9 @@ class MediaLeg:
         self.pc = RTCPeerConnection(configuration=config.rtc_configuration())
         self.track = ChannelTrack()
         self._browser_audio = _BrowserAudio(self.log)
-        self._untap: Callable[[], None] | None = None
+        self._tap: ReceiverTap | None = None
+        self.srtp_tap: SrtpTap | None = None
+        self._untap_srtp: Callable[[], None] | None = None
         self.direct_sender: DirectSender | None = None
         self._uninstall_sender: Callable[[], None] | None = None
         self.transceiver: RTCRtpTransceiver | None = None
@@ -680,6 +684,7 @@ class MediaLeg:
         answer = await self.pc.createAnswer()
         with use_host_addresses(self.config.host_addresses or None):
             await self.pc.setLocalDescription(answer)
+        self._tap_sockets()
         local = self.pc.localDescription
         self._note_codec(local.sdp)
         return local.sdp
@@ -691,6 +696,7 @@ class MediaLeg:
         offer = await self.pc.createOffer()
         with use_host_addresses(self.config.host_addresses or None):
             await self.pc.setLocalDescription(offer)
+        self._tap_sockets()
         return self.pc.localDescription.sdp
 
     async def handle_answer(self, sdp: str) -> None:
@@ -702,7 +708,7 @@ class MediaLeg:
         before aiortc's jitter buffer and decoder thread (media/rtp_receive.py)."""
         self.transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
         self.transceiver.setCodecPreferences(codec_capabilities(codecs))
-        self._untap = tap_receiver(
+        self._tap = ReceiverTap(
             self.transceiver.receiver,
             self._browser_audio.on_packet,
             clock_s=asyncio.get_running_loop().time,
@@ -711,6 +717,14 @@ class MediaLeg:
         # aiortc's per-packet loop, which then never calls the track's recv().
         self.direct_sender = DirectSender(self.transceiver.sender, self.track, leg_log=self.log)
         self._uninstall_sender = self.direct_sender.install()
+
+    def _tap_sockets(self) -> None:
+        """The browser's SRTP taken at the ICE sockets (media/srtp_tap.py), once they
+        exist: gathering ends inside setLocalDescription."""
+        if self.srtp_tap is not None or self._tap is None or self.transceiver is None:
+            return
+        self.srtp_tap = SrtpTap(self.transceiver.receiver.transport, self._tap)
+        self._untap_srtp = self.srtp_tap.install()
 
     def _note_codec(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:
@@ -800,8 +814,17 @@ class MediaLeg:
             unicast=None if self.endpoint is None else self.endpoint.stats(),
             rtp=rtp,
             path=self.path,
-            receive={} if audio.path is None else audio.path.stats.as_dict(),
+            receive=self._receive_counters(),
         )
+
+    def _receive_counters(self) -> dict[str, int]:
+        audio, tap = self._browser_audio, self.srtp_tap
+        counters = {} if audio.path is None else audio.path.stats.as_dict()
+        if tap is not None:
+            counters.update(
+                socket_taken=tap.packets, srtp_errors=tap.srtp_errors, not_rtp=tap.malformed
+            )
+        return counters
 
     async def close(self) -> None:
         """Close the peer connection, stop the tasks, free the unicast ports. Idempotent."""
@@ -810,9 +833,12 @@ class MediaLeg:
         self.closed = True
         self.track.detach()
         self.track.stop()
-        untap, self._untap = self._untap, None
-        if untap is not None:
-            untap()
+        if self._untap_srtp is not None:
+            self._untap_srtp()
+            self._untap_srtp = None
+        tap, self._tap = self._tap, None
+        if tap is not None:
+            tap.untap()
         self._browser_audio.close()
         # The unicast ports first: closing the peer connection can take a while (a dead
         # browser, DTLS close), and the ports are what the next call needs.

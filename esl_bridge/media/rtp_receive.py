@@ -69,6 +69,7 @@ __all__ = [
     "HookPointChanged",
     "ReceivePath",
     "ReceiveStats",
+    "ReceiverTap",
     "ReorderBuffer",
     "check_hook_point",
     "opus_backend",
@@ -165,59 +166,94 @@ def tap_receiver(
     clock_s: Callable[[], float] = time.monotonic,
 ) -> Callable[[], None]:
     """Route every RTP packet of this receiver to ``on_packet(packet, now)`` instead of
+    aiortc's jitter buffer and decoder thread (a ``ReceiverTap``); returns its ``untap``."""
+    return ReceiverTap(receiver, on_packet, clock_s=clock_s).untap
+
+
+class ReceiverTap:
+    """Every RTP packet of one aiortc receiver goes to ``on_packet(packet, now)`` instead of
     aiortc's jitter buffer and decoder thread, keeping aiortc's RTCP receiver statistics.
     ``now`` comes from ``clock_s`` (``time.monotonic``, the clock of asyncio's default
     loop). Packets of an unknown payload type or of RTX are dropped as aiortc drops them.
 
+    Packets reach ``deliver`` two ways: from aiortc's DTLS transport through the
+    receiver's ``_handle_rtp_packet`` (replaced on this instance), and straight from the
+    ICE sockets (media/srtp_tap.py ``SrtpTap``), which skips aiortc's receive loop.
+    ``deliver`` takes anything with the ``RtpPacket`` attributes the path reads
+    (``payload_type``, ``sequence_number``, ``timestamp``, ``ssrc``, ``payload``).
+
     An exception out of ``on_packet`` is logged (``media.receive_error``) and the next
     packet is handled: raised into aiortc it would end the transport's receive loop.
 
-    Returns ``untap()``, which gives the receiver back its own method (idempotent).
-    Raises HookPointChanged when this aiortc is not the one the tap was written for.
+    ``untap()`` gives the receiver back its own method (idempotent). Raises
+    HookPointChanged when this aiortc is not the one the tap was written for.
     """
-    check_hook_point(receiver)
-    state = receiver.__dict__
-    errors = [0]
-    active = state["_RTCRtpReceiver__active_ssrc"]
-    packets = [0]
 
-    async def _handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
-        if not state["_enabled"]:
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        on_packet: Callable[[RtpPacket, float], None],
+        *,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_hook_point(receiver)
+        self.receiver = receiver
+        self.on_packet = on_packet
+        self.clock_s = clock_s
+        self.errors = 0
+        self.packets = 0
+        state = self._state = receiver.__dict__
+        self._active = state["_RTCRtpReceiver__active_ssrc"]
+        self._codecs = state["_RTCRtpReceiver__codecs"]
+        self._streams = state["_RTCRtpReceiver__remote_streams"]
+        self._media_codec: RTCRtpCodecParameters | None = None  # last seen, not RTX
+        if getattr(state.get("_handle_rtp_packet"), "esl_bridge_tap", False):
+            raise RuntimeError("this receiver is already tapped")
+        deliver = self.deliver
+
+        async def _handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+            deliver(packet)
+
+        _handle_rtp_packet.esl_bridge_tap = True  # type: ignore[attr-defined]
+        self._method = _handle_rtp_packet
+        state["_handle_rtp_packet"] = _handle_rtp_packet
+
+    def untap(self) -> None:
+        if self._state.get("_handle_rtp_packet") is self._method:
+            del self._state["_handle_rtp_packet"]
+
+    def takes(self, payload_type: int) -> bool:
+        """Whether a packet of this payload type is this receiver's (negotiated)."""
+        return payload_type in self._codecs
+
+    def deliver(self, packet: Any) -> None:
+        if not self._state["_enabled"]:
             return
         # aiortc stamps the SSRC with the wall clock on every packet; only
         # getSynchronizationSources reads it, with a 10 s horizon: every 25th packet
         # (0.5 s of audio) is as good, and a datetime per packet was 4 % of a call.
-        packets[0] += 1
-        if packets[0] % 25 == 1 or packet.ssrc not in active:
-            active[packet.ssrc] = clock.current_datetime()
-        codec = state["_RTCRtpReceiver__codecs"].get(packet.payload_type)
+        self.packets += 1
+        ssrc = packet.ssrc
+        if self.packets % 25 == 1 or ssrc not in self._active:
+            self._active[ssrc] = clock.current_datetime()
+        codec = self._codecs.get(packet.payload_type)
         if codec is None:
             return
-        streams = state["_RTCRtpReceiver__remote_streams"]
-        stream = streams.get(packet.ssrc)
+        stream = self._streams.get(ssrc)
         if stream is None:
-            stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+            stream = self._streams[ssrc] = StreamStatistics(codec.clockRate)
         stream.add(packet)
-        if codec.name.lower() == "rtx":
-            return
+        if codec is not self._media_codec:
+            if codec.name.lower() == "rtx":  # a property that splits the MIME type
+                return
+            self._media_codec = codec
         try:
-            on_packet(packet, clock_s())
+            self.on_packet(packet, self.clock_s())
         except Exception as exc:
             # Raised into aiortc, it would end the DTLS transport's receive loop (the call).
-            errors[0] += 1
-            if errors[0] in (1, 10, 100, 1000) or errors[0] % 10000 == 0:
-                log.error("media.receive_error", error=repr(exc), count=errors[0])
-
-    _handle_rtp_packet.esl_bridge_tap = True  # type: ignore[attr-defined]
-    if getattr(state.get("_handle_rtp_packet"), "esl_bridge_tap", False):
-        raise RuntimeError("this receiver is already tapped")
-    state["_handle_rtp_packet"] = _handle_rtp_packet
-
-    def untap() -> None:
-        if state.get("_handle_rtp_packet") is _handle_rtp_packet:
-            del state["_handle_rtp_packet"]
-
-    return untap
+            self.errors += 1
+            if self.errors in (1, 10, 100, 1000) or self.errors % 10000 == 0:
+                log.error("media.receive_error", error=repr(exc), count=self.errors)
 
 
 # --------------------------------------------------------------------------- reorder buffer
@@ -299,7 +335,15 @@ class ReorderBuffer:
 
     def push(self, seq: int, ssrc: int, item: Any, now: float) -> list[tuple[int, Any]]:
         seq &= 0xFFFF
-        self.stats.received += 1
+        stats = self.stats
+        stats.received += 1
+        if seq == self._next and ssrc == self._ssrc and not self._held:
+            # The common case, in order with nothing held: emitted at once.
+            self._emitted_recent.append(seq)
+            stats.emitted += 1
+            self._gap_run = 0
+            self._next = (seq + 1) & 0xFFFF
+            return [(seq, item)]
         out: list[tuple[int, Any]] = []
         if self._next is not None and ssrc != self._ssrc:
             self._reset(out)
@@ -567,6 +611,7 @@ class ReceivePath:
         self.fmt = fmt
         self.sink = sink
         self.buffer = ReorderBuffer(depth)
+        self._frame_bytes = fmt.frame_bytes
         self._stats = ReceiveStats()
         self._fifo = bytearray()
         channel_codec = getattr(fmt, "codec", "L16")
@@ -629,7 +674,14 @@ class ReceivePath:
                     codec=self.codec,
                 )
             return
-        self._emit(self.buffer.push(packet.sequence_number, packet.ssrc, packet.payload, now))
+        ready = self.buffer.push(packet.sequence_number, packet.ssrc, packet.payload, now)
+        if self.native and len(ready) == 1 and ready[0][1] is not None:
+            # The fast path's common case: one in-order frame, moved as it is.
+            payload = ready[0][1]
+            self._last_native = len(payload) or self._last_native
+            self._push(payload)
+            return
+        self._emit(ready)
 
     def poll(self, now: float) -> None:
         """Declare a missing packet lost once its wait is over (call on the pacing tick;
@@ -679,7 +731,7 @@ class ReceivePath:
             self._push(native_to_le16(pcm))
 
     def _push(self, data: bytes) -> None:
-        size = self.fmt.frame_bytes
+        size = self._frame_bytes
         if not self._fifo and len(data) == size:
             self.sink(data)
             self._stats.frames_out += 1

@@ -21,7 +21,6 @@ in milliseconds. ``UnicastEndpoint`` is the thin asyncio adapter around them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import random
@@ -34,7 +33,7 @@ from typing import Any
 
 from esl_bridge.logs import get_logger
 
-from .ticker import TICK_EPS, shared_ticker
+from .ticker import TICK_EPS, SharedTicker, shared_ticker
 
 __all__ = [
     "FRAME_S",
@@ -318,6 +317,8 @@ class ReceiveBuffer:
         self.queue = FrameQueue(self.settings)
         self.schedule = Schedule(created_at)
         self._silence = fmt.silence()
+        self._frame_bytes = fmt.frame_bytes  # per datagram: a plain int, not a property
+        self._filler_bytes = fmt.filler_bytes
         self.started = False
         self.packets = 0
         self.bytes = 0
@@ -334,8 +335,8 @@ class ReceiveBuffer:
         self.bytes += len(data)
         # FreeSWITCH's filler is all 0xFF at the L16 size; in native mode that is twice a
         # frame, and a 160-byte frame of 0xFF bytes is codec audio (mu-law silence).
-        filler = len(data) == self.fmt.filler_bytes and is_cng_frame(data)
-        if len(data) != self.fmt.frame_bytes and not filler:
+        filler = len(data) == self._filler_bytes and is_cng_frame(data)
+        if len(data) != self._frame_bytes and not filler:
             self.size_mismatches += 1
             return
         if self.last_arrival is None:
@@ -387,6 +388,7 @@ class SendPacer:
         self.queue = FrameQueue(self.settings)
         self.schedule: Schedule | None = None
         self._silence = fmt.silence()
+        self._frame_bytes = fmt.frame_bytes
         self.source_started = False
         self.packets = 0
         self.bytes = 0
@@ -395,7 +397,7 @@ class SendPacer:
         self.size_mismatches = 0
 
     def push(self, frame: bytes) -> None:
-        if len(frame) != self.fmt.frame_bytes:
+        if len(frame) != self._frame_bytes:
             self.size_mismatches += 1
             return
         self.source_started = True
@@ -711,8 +713,9 @@ class UnicastEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sender_task: asyncio.Task[None] | None = None
-        self._first_datagram = asyncio.Event()
+        self._ticker: SharedTicker | None = None
+        self.sending = False  # the paced sender's tick callback is scheduled
+        self._expected: tuple[str, int] | None = None
         self.fs_addr: tuple[str, int] | None = None
         self.rx: ReceiveBuffer | None = None
         self.tx = SendPacer(fmt, self.settings)
@@ -744,9 +747,12 @@ class UnicastEndpoint:
                 last_error = exc
                 continue
             self.pair = pair
+            self._expected = (self.fs_host, pair.fs_port)
             self._transport = transport
             self._protocol = protocol
-            self._sender_task = loop.create_task(self._send_loop(), name="unicast-sender")
+            # One timer for every call's sender (media/ticker.py); it starts on
+            # FreeSWITCH's first datagram (only then is it known where to send).
+            self._ticker = shared_ticker()
             log.info(
                 "media.unicast_open",
                 host=self.host,
@@ -775,11 +781,7 @@ class UnicastEndpoint:
         if self.closed:
             return
         self.closed = True
-        task, self._sender_task = self._sender_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self.sending = False  # the next tick callback sees it and is not rescheduled
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -803,12 +805,12 @@ class UnicastEndpoint:
     def expected_source(self) -> tuple[str, int] | None:
         """Where the channel's datagrams come from: FreeSWITCH sends from its
         ``local-port`` on its ``local-ip``, and from nowhere else."""
-        return None if self.pair is None else (self.fs_host, self.pair.fs_port)
+        return self._expected
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, int]) -> None:
         if self.closed or self.rx is None or self._loop is None:
             return
-        if (addr[0], addr[1]) != self.expected_source:
+        if addr != self._expected and (addr[0], addr[1]) != self._expected:
             # Another call's leg, a leftover of a killed gateway, a stranger: never
             # played, never answered (we learn nothing from it).
             self.foreign_packets += 1
@@ -822,10 +824,11 @@ class UnicastEndpoint:
                     port=self.pair.local_port if self.pair else None,
                 )
             return
+        now = self._loop.time()
         if self.fs_addr is None:
-            self.fs_addr = self.expected_source
-            self._first_datagram.set()
-        self.rx.push(data, self._loop.time())
+            self.fs_addr = self._expected
+            self._start_sending(now)
+        self.rx.push(data, now)
 
     def next_playout(self) -> float:
         """Loop time at which the next frame toward the browser is due."""
@@ -845,22 +848,27 @@ class UnicastEndpoint:
         native codec's 160 bytes) for the paced sender."""
         self.tx.push(frame)
 
-    async def _send_loop(self) -> None:
-        assert self._loop is not None
-        loop = self._loop
-        ticker = shared_ticker()  # one timer for every call's sender (media/ticker.py)
-        await self._first_datagram.wait()
-        self.tx.start(loop.time())
-        while True:
+    def _start_sending(self, now: float) -> None:
+        self.tx.start(now)
+        self.sending = True
+        self._on_send_tick()
+
+    def _on_send_tick(self) -> None:
+        """The paced sender, run in the shared tick's callback: every frame due goes out,
+        then the callback is scheduled for the next deadline (no task per call)."""
+        transport, loop, ticker = self._transport, self._loop, self._ticker
+        if not self.sending or transport is None or loop is None or ticker is None:
+            self.sending = False
+            return
+        deadline = self.tx.next_deadline()
+        assert deadline is not None and self.fs_addr is not None
+        now = loop.time()
+        if deadline - now <= TICK_EPS:
+            for frame in self.tx.poll(max(now, deadline)):
+                transport.sendto(frame, self.fs_addr)
             deadline = self.tx.next_deadline()
             assert deadline is not None
-            if deadline - loop.time() > TICK_EPS:
-                await ticker.wait(deadline)
-            transport = self._transport
-            if transport is None or self.fs_addr is None:
-                return
-            for frame in self.tx.poll(max(loop.time(), deadline)):
-                transport.sendto(frame, self.fs_addr)
+        ticker.call_at(deadline, self._on_send_tick)
 
     # -- stats
 

@@ -26,7 +26,12 @@ from support.netns import loopback_only
 from support.tones import ToneTrack
 
 from esl_bridge.media.leg import LegConfig, MediaLeg, PacketEncoder, use_host_addresses
-from esl_bridge.media.rtp_send import DirectSender, HookPointChanged, check_send_hook_point
+from esl_bridge.media.rtp_send import (
+    NTP_PAIR_EVERY,
+    DirectSender,
+    HookPointChanged,
+    check_send_hook_point,
+)
 from esl_bridge.media.ticker import SharedTicker
 from esl_bridge.media.unicast import ChannelFormat, JitterSettings, PortAllocator
 
@@ -71,7 +76,7 @@ class Report:
     rtp_timestamp: int
     rtp_before: int
     octets_before: int
-    last_ts: int | None
+    pair_ts: int | None  # the timestamp the sender's clock pair should carry (see below)
 
 
 @dataclass
@@ -112,7 +117,11 @@ def record_on(receiver: Any, heard: Heard) -> None:
                     info.rtp_timestamp,
                     len(heard.rtp),
                     sum(a.size for a in heard.rtp),
-                    heard.rtp[-1].ts if heard.rtp else None,
+                    # The (NTP, RTP) pair is refreshed on packets 1, 1 + N, 1 + 2N...
+                    # (N = NTP_PAIR_EVERY): the last of those sent.
+                    heard.rtp[NTP_PAIR_EVERY * ((len(heard.rtp) - 1) // NTP_PAIR_EVERY)].ts
+                    if heard.rtp
+                    else None,
                 )
             )
         await own_rtcp(packet)
@@ -228,14 +237,15 @@ def check_call(leg: MediaLeg, heard: Heard, mid: str, step: int) -> None:
     )
     assert max_click(audio, rate) < (1500.0 if rate == 8000 else 450.0)
     # RTCP sender reports count exactly what had arrived before them (loopback keeps the
-    # order of one socket's datagrams), with the last packet's timestamp.
+    # order of one socket's datagrams), with the timestamp of the packet whose send
+    # refreshed the clock pair last.
     reports = [r for r in heard.reports if r.packet_count > 0]
     assert len(reports) >= 2, heard.reports
     for report in reports:
         assert report.ssrc == leg.transceiver.sender._ssrc  # type: ignore[union-attr]
         assert report.packet_count == report.rtp_before
         assert report.octet_count == report.octets_before
-        assert report.rtp_timestamp == report.last_ts
+        assert report.rtp_timestamp == report.pair_ts
     assert reports[-1].packet_count > reports[0].packet_count
 
 

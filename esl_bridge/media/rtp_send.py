@@ -77,6 +77,8 @@ NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Un
 # Ticks sent back to back at most per wake-up when the loop fell behind (the endpoint's
 # schedule skips what is older than its catch-up limit; this only bounds one callback).
 MAX_BURST = 10
+# The RTCP sender report's clock pair is refreshed every this many packets (200 ms).
+NTP_PAIR_EVERY = 10
 # Packets handed to a TURN relay's asynchronous send and not yet gone (200 ms of audio).
 MAX_IN_FLIGHT = 10
 
@@ -339,8 +341,11 @@ class DirectSender:
         dtls_state["_RTCDtlsTransport__tx_packets"] += 1
         self.packets += 1
         self.octets += len(payload)
-        state["_RTCRtpSender__ntp_timestamp"] = _ntp_now()
-        state["_RTCRtpSender__rtp_timestamp"] = self._ts
+        if self.packets % NTP_PAIR_EVERY == 1:
+            # The sender report's (NTP, RTP) pair only has to name one instant of the
+            # stream; a pair from the last 200 ms is as true as one from this packet.
+            state["_RTCRtpSender__ntp_timestamp"] = _ntp_now()
+            state["_RTCRtpSender__rtp_timestamp"] = self._ts
         state["_RTCRtpSender__packet_count"] = self.packets
         state["_RTCRtpSender__octet_count"] = self.octets
 

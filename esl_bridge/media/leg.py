@@ -555,18 +555,15 @@ class _BrowserAudio:
         if self.closed or self.path is not None or self.codec is None or self.endpoint is None:
             return
         try:
-            self.path = ReceivePath(self.codec, self.endpoint.fmt, self._write)
+            # Straight into the endpoint's paced sender: on_packet checks the endpoint is
+            # open, and a closed one's queue is bounded.
+            self.path = ReceivePath(self.codec, self.endpoint.fmt, self.endpoint.write_frame)
         except (ValueError, RuntimeError) as exc:
             # Nothing the channel can take: the call keeps the other direction, and the
             # media timeout ends it if FreeSWITCH hears nothing.
             self.log.error("media.receive_path_failed", codec=self.codec.name, error=str(exc))
             return
         self.log.info("media.receive_path", codec=self.path.codec, decoder=self.path.backend)
-
-    def _write(self, frame: bytes) -> None:
-        endpoint = self.endpoint
-        if endpoint is not None and not endpoint.closed:
-            endpoint.write_frame(frame)
 
     def on_packet(self, packet: Any, now: float) -> None:
         self.packets_in += 1

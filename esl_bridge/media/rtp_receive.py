@@ -222,9 +222,11 @@ class ReceiverTap:
         if self._state.get("_handle_rtp_packet") is self._method:
             del self._state["_handle_rtp_packet"]
 
-    def takes(self, payload_type: int) -> bool:
-        """Whether a packet of this payload type is this receiver's (negotiated)."""
-        return payload_type in self._codecs
+    @property
+    def codecs(self) -> Mapping[int, RTCRtpCodecParameters]:
+        """The receiver's negotiated codecs by payload type (aiortc fills the one dict in
+        place when the description is applied)."""
+        return self._codecs
 
     def deliver(self, packet: Any) -> None:
         if not self._state["_enabled"]:

@@ -190,7 +190,7 @@ class SrtpTap:
     def _handler(self, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
         dtls = self.dtls
         take = self._take
-        takes = self.tap.takes
+        codecs = self.tap.codecs  # the receiver's payload types (filled in place by aiortc)
         connected = State.CONNECTED
 
         def datagram_received(data: bytes, addr: Any) -> None:
@@ -202,7 +202,7 @@ class SrtpTap:
                 and not 191 < data[1] < 209
                 and dtls._rx_srtp is not None
                 and dtls._state is connected
-                and takes(data[1] & 0x7F)
+                and (data[1] & 0x7F) in codecs
             ):
                 take(data)
             else:

@@ -112,8 +112,15 @@ def add_operations_routes(
     async def healthz(request: web.Request) -> web.Response:
         current = status()
         healthy = current["esl"] == "connected"
+        body: dict[str, Any] = {"esl": current["esl"]}
+        cluster = current.get("cluster")  # only with [cluster] redis_url
+        if cluster is not None:
+            body["cluster"] = cluster["state"]
+            if cluster["state"] != "up":
+                healthy = False
+                body["reason"] = cluster["reason"]
         return web.json_response(
-            {"status": "ok" if healthy else "degraded", "esl": current["esl"]},
+            {"status": "ok" if healthy else "degraded", **body},
             status=200 if healthy else 503,
         )
 

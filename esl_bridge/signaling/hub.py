@@ -50,6 +50,9 @@ Key = tuple[str, str]  # (appid, uid)
 Message = dict[str, Any]
 
 _ENDED_MEMORY = 64  # ended invitation ids remembered per session, for exact API errors
+# What a browser hears from a gateway uid whose call died with its process (peer
+# message EndCall, esl_bridge/core/peer_messages.py, as the gateway sends it).
+_GATEWAY_GONE = '{"Cmd":"EndCall"}'
 
 
 class Conn(Protocol):
@@ -974,9 +977,14 @@ class Hub:
             self._run_mirror(mirror, out.actions, now)
         for inv in [i for i in self._invitations.values() if i.remote_member == member]:
             self._callee_gone(inv, now)
-        for session in self._sessions.values():
+        for session in list(self._sessions.values()):
             for uid in [u for u, m in session.routes.items() if m == member]:
+                # That process held this user's call with the gateway uid ``uid``: the
+                # call is over, and nobody else would say so.
                 del session.routes[uid]
+                msg = p.server_message("message", text=_GATEWAY_GONE)
+                msg["from"] = uid
+                self._send(session, msg)
         self._flush_participants(now)
 
     def _callee_gone(self, inv: _Invitation, now: float) -> None:

@@ -263,7 +263,7 @@ def test_sip_call_on_b_rings_a_browser_on_a_and_kill_9_ends_only_b_calls(tmp_pat
         )
         carol_peer, _ = _answer_sip_call(carol)
         wait_until(lambda: phone_a.answered, 15, "carol's phone answered")
-        alice.invite("1005", "ch-alice")
+        alice.invite("1001", "ch-alice")
         alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
 
         b.kill()  # kill -9: B's calls end (its channels by the orphan watchdog)
@@ -272,13 +272,13 @@ def test_sip_call_on_b_rings_a_browser_on_a_and_kill_9_ends_only_b_calls(tmp_pat
         end = bob.wait_peer_cmd("EndCall", timeout=20)
         assert end["from"] == "gateway"
         wait_until(lambda: phone.finished, 30, "B's SIP call ended by the switch")
-        # 1005 is free again within the claim TTL: a caller on A gets it.
+        # 1001 is free again within the claim TTL: a caller on A gets it.
         dave = cluster.user(0, "dave")
         tries = itertools.count()
 
         def claim_free() -> bool:
             dave.inbox.clear()
-            dave.invite("1005", f"ch-dave-{next(tries)}")
+            dave.invite("1001", f"ch-dave-{next(tries)}")
             reply = dave.wait(
                 lambda m: (
                     m.get("type") == "local_state"
@@ -290,7 +290,7 @@ def test_sip_call_on_b_rings_a_browser_on_a_and_kill_9_ends_only_b_calls(tmp_pat
             )
             return bool(reply["state"] == LocalState.ACCEPTED_BY_REMOTE)
 
-        wait_until(claim_free, 30, "1005 claimable again after B died")
+        wait_until(claim_free, 30, "1001 claimable again after B died")
         # A's call went on: still up, audio still flowing.
         assert not phone_a.finished
         channel_a = sim.get_channel(phone_a.uuid)
@@ -324,7 +324,7 @@ def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
         _status, body = a.health()
         assert body["cluster"] == "down" and body["reason"].startswith("Redis unreachable")
         # A new call is refused with the documented error; the live call goes on.
-        alice.invite("1003", "ch-down")
+        alice.invite("1000", "ch-down")
         refused = alice.wait_local_state(LocalState.REFUSED_BY_REMOTE, timeout=15)
         assert json.loads(refused["response"]) == {
             "Cmd": "Refused",
@@ -343,7 +343,7 @@ def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
         cluster.redis.start()
         wait_until(lambda: a.health()[0] == 200, 30, "A healthy again")
         wait_until(lambda: online(alice, "bob"), 20, "bob (A) online again for alice (B)")
-        alice.invite("1003", "ch-up")
+        alice.invite("1000", "ch-up")
         alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
         assert not phone.finished
         peer.close()

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from support.gateway_process import GatewayProcess
-from support.gateway_support import WebUser, wait_until
+from support.gateway_support import APPID, WebUser, wait_until
 from support.netns import loopback_only
 from support.ports_and_waits import free_port
 from support.redis_server import RedisServer
@@ -347,3 +348,35 @@ def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
         alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
         assert not phone.finished
         peer.close()
+
+
+def test_sigterm_leaves_the_cluster_cleanly(tmp_path: Path) -> None:
+    with cluster_of(tmp_path, 2) as cluster:
+        a, b = cluster.gateways
+        bob = cluster.user(0, "bob")
+        alice = cluster.user(1, "alice")
+        wait_until(lambda: online(alice, "bob"), 10, "bob (A) online for alice (B)")
+        alice.request({"type": "subscribe", "uids": ["bob"]})
+        # a web -> SIP call on A holds number 1000 in Redis
+        bob.invite("1000", "ch-term")
+        bob.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
+        client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+        [claim] = client.keys("esl-bridge:*:claim:1000")
+        holder = client.get(claim)
+        assert holder is not None and holder.startswith("node-0-")
+
+        assert a.terminate() == 0
+
+        status = alice.wait(lambda m: m.get("type") == "peer_status", 10, "bob offline")
+        assert status["peers"] == {"bob": "OFFLINE"}
+        # B heard A leave (not its registration expiring), and A left nothing behind.
+        wait_until(
+            lambda: any(e["reason"] == "left" for e in b.log_events("cluster.member_gone")),
+            10,
+            "B logged A's departure",
+        )
+        assert [k for k in client.keys("esl-bridge:*") if "node-0-" in k] == []
+        assert not [m for m in client.smembers(f"esl-bridge:{APPID}:members") if "node-0" in m]
+        assert client.get(claim) is None
+        assert a.log_events("cluster.left")
+        client.close()

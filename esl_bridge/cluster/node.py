@@ -98,6 +98,7 @@ class ClusterNode:
         self._pending: deque[tuple[str, Any, Any]] = deque()
         self._wake_writer = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._releases: set[asyncio.Task[None]] = set()
         self._joined = False
         self._resync = False
         self._beats = 0
@@ -136,6 +137,8 @@ class ClusterNode:
     async def stop(self) -> None:
         """Leave cleanly: tell the others, delete our keys, release our claims."""
         self._stopping = True
+        # Releases under way finish first (bounded by their own timeout).
+        await asyncio.gather(*self._releases, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -226,8 +229,8 @@ class ClusterNode:
         if self._stopping:
             return
         task = asyncio.get_running_loop().create_task(self._release(number, token))
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def _release(self, number: str, token: str) -> None:
         try:

@@ -800,7 +800,9 @@ def redis_url_problem(url: str) -> str | None:
     if parts.scheme not in _REDIS_SCHEMES:
         return "expected redis://host[:port][/db], rediss://... or unix:///path"
     if parts.scheme == "unix":
-        return None if parts.path.startswith("/") else "a unix: URL needs an absolute path"
+        if parts.netloc.rpartition("@")[2] or not parts.path.startswith("/"):
+            return "a unix: URL needs an absolute path: unix:///path/to/redis.sock"
+        return None
     if not parts.hostname:
         return "a redis:// URL needs a host"
     if port == 0:

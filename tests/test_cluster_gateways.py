@@ -331,6 +331,12 @@ def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
             "Cmd": "Refused",
             "Reason": "cluster_unavailable",
         }
+        # A new SIP call is refused too (where its callee is cannot be known).
+        refused_call = sim.place_call(
+            caller="1002", dest="0alice", target=("127.0.0.1", cluster.socket_ports[0])
+        )
+        wait_until(lambda: refused_call.finished, 15, "the new SIP call refused")
+        assert refused_call.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
         channel = sim.get_channel(phone.uuid)
         assert channel is not None and channel.unicast is not None
         before = len(channel.unicast.received_samples())

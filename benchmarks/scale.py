@@ -9,9 +9,11 @@ started one by one, as a service manager would). The simulator (in this process)
 socket lands on (round robin), so every call's media stays on one process. Each web user
 is an aiortc peer in this process (Opus, sending a tone: the far end, not measured). Once
 every call carries audio both ways, the CPU time of the gateway processes (utime + stime
-of /proc/<pid>/stat) is read over ``--window`` seconds:
+of /proc/<pid>/stat, all threads) is read over ``--window`` seconds, less what the same
+processes spent in a window of the same length before any call (heartbeats, timers), as
+benchmarks/media_cost.py does:
 
-    calls_per_core = calls / (gateway CPU seconds / window seconds)
+    calls_per_core = calls / ((gateway CPU seconds - idle CPU seconds) / window seconds)
     speedup = 2 * calls_per_core(workers=2) / calls_per_core(workers=1)
 
 (``speedup``: the capacity of two workers, one core each, over one worker on one core.)
@@ -240,6 +242,12 @@ async def bridged_run(
         try:
             for w in procs:
                 await w.healthy(session)
+            idle0 = [w.cpu_seconds() for w in procs]
+            t_idle = time.monotonic()
+            await asyncio.sleep(window)
+            idle_rate = sum(w.cpu_seconds() - c for w, c in zip(procs, idle0, strict=True)) / (
+                time.monotonic() - t_idle
+            )
             users = [
                 await User(f"u{workers}x{k}").connect(session, procs[k % workers].web_port)
                 for k in range(calls)
@@ -276,10 +284,11 @@ async def bridged_run(
         finally:
             for w in procs:
                 await asyncio.to_thread(w.stop)
-    cores = cpu / elapsed
+    cores = cpu / elapsed - idle_rate
+    verdict = "VALID" if not problems else "INVALID: " + "; ".join(problems)
     print(
         f"  workers={workers} calls={calls} gateway_cpu={cpu:.2f}s over {elapsed:.1f}s "
-        f"cores_used={cores:.2f} {'VALID' if not problems else 'INVALID: ' + '; '.join(problems)}",
+        f"idle_cores={idle_rate:.3f} call_cores={cores:.2f} {verdict}",
         flush=True,
     )
     return calls / cores, problems
@@ -382,7 +391,7 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=None, help="setups per kind")
     args = parser.parse_args()
-    args.calls = args.calls or (6 if args.quick else 20)
+    args.calls = args.calls or (8 if args.quick else 20)
     args.window = args.window or (5.0 if args.quick else 15.0)
     args.samples = args.samples or (60 if args.quick else 300)
     loopback_namespace.enter("scale")

@@ -309,7 +309,7 @@ def test_sip_call_on_b_rings_a_browser_on_a_and_kill_9_ends_only_b_calls(tmp_pat
 @loopback_only(timeout=240)
 def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
     with cluster_of(tmp_path, 2) as cluster:
-        a, _b = cluster.gateways
+        a, b = cluster.gateways
         sim = cluster.sim
         bob = cluster.user(0, "bob")
         alice = cluster.user(1, "alice")
@@ -349,9 +349,20 @@ def test_redis_stopped_and_restarted_under_a_live_call(tmp_path: Path) -> None:
 
         cluster.redis.start()
         wait_until(lambda: a.health()[0] == 200, 30, "A healthy again")
+        wait_until(lambda: b.health()[0] == 200, 30, "B healthy again")
         wait_until(lambda: online(alice, "bob"), 20, "bob (A) online again for alice (B)")
         alice.invite("1000", "ch-up")
-        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
+        answer = alice.wait(
+            lambda m: (
+                m.get("type") == "local_state"
+                and m.get("ref") == "ch-up"
+                and m["state"]
+                in (LocalState.ACCEPTED_BY_REMOTE, LocalState.REFUSED_BY_REMOTE, LocalState.FAILURE)
+            ),
+            15,
+            "the answer to the call after Redis came back",
+        )
+        assert answer["state"] == LocalState.ACCEPTED_BY_REMOTE, (answer, b.health())
         assert not phone.finished
         peer.close()
 

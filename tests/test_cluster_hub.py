@@ -125,11 +125,14 @@ def test_takeover_across_processes_shows_no_presence_flap() -> None:
     net.pump()
     c.send(bob_cid, "subscribe", uids=["alice"])
     assert bob.sent[-1]["peers"] == {"alice": True}
+    watcher_cid, watcher = a.login("watcher")  # on the process losing alice
+    a.send(watcher_cid, "subscribe", uids=["alice"])
     net.wall[0] += 1
     alice_b_cid, _ = b.login("alice")
     net.pump()
     assert alice_a.closed == (4001, "TAKEOVER")
     assert bob.of("peer_status") == []  # online all along
+    assert watcher.of("peer_status") == []  # here too
     b.send(alice_b_cid, "logout")
     net.pump()
     assert [m["peers"] for m in bob.of("peer_status")] == [{"alice": "OFFLINE"}]

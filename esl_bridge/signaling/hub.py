@@ -945,12 +945,15 @@ class Hub:
                 return  # the login here is the later one: that process ends its own
             # The later login keeps the uid; both processes compare the same stamps.
             log.info("signaling.taken_over", appid=key[0], uid=uid, by=member)
-            if local.conn is not None:
-                self._close(local.conn, p.Close.TAKEOVER, now)
+            old = local.conn
+            if old is not None:
+                old.session = None  # closed below without ending the session: no offline
+                local.conn = None
+                self._close(old, p.Close.TAKEOVER, now)
             self._end_session(local, now, notify=False, announce=True)
         elif local is not None:
             return  # a gateway uid here: never a web user's
-        if new:
+        if new and local is None:  # (taken over from here: it was online all along)
             self._notify_presence(key, True)
         for inv_id in list(self._awaiting.pop(key, ())):
             inv = self._invitations.get(inv_id)

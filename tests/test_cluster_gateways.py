@@ -241,6 +241,36 @@ def _assert_audio_both_ways(sim: SimulatorThread, uuid: str, peer: WebPeer) -> N
 
 
 @loopback_only(timeout=240)
+def test_calls_both_ways_carry_audio_in_a_cluster(tmp_path: Path) -> None:
+    """SIP -> web with the socket on A and the browser on B; web -> SIP from B."""
+    with cluster_of(tmp_path, 2) as cluster:
+        sim = cluster.sim
+        bob = cluster.user(1, "bob")
+        alice = cluster.user(1, "alice")
+        phone = sim.place_call(
+            caller="1001", dest="0bob", target=("127.0.0.1", cluster.socket_ports[0])
+        )
+        bob_peer, chan_id = _answer_sip_call(bob)
+        wait_until(lambda: phone.answered, 15, "the phone answered")
+        _assert_audio_both_ways(sim, phone.uuid, bob_peer)
+
+        alice.invite("1000", "ch-out")  # the simulator's 1000 answers with a 440 Hz tone
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=15)
+        alice_peer = WebPeer(alice)
+        alice_peer.offer("1000", "ch-out")
+        [out] = [ch for ch in sim.channels() if ch.uuid != phone.uuid]
+        _assert_audio_both_ways(sim, out.uuid, alice_peer)
+
+        # The browser ends the SIP call through its process (B -> A over the bus).
+        bob.peer("gateway", Cmd="EndCall", ChanId=chan_id)
+        wait_until(lambda: phone.finished, 15, "the phone hung up")
+        alice.peer("1000", Cmd="EndCall", ChanId="ch-out")
+        wait_until(lambda: sim.live_channel_count() == 0, 15, "no channel left")
+        bob_peer.close()
+        alice_peer.close()
+
+
+@loopback_only(timeout=240)
 def test_sip_call_on_b_rings_a_browser_on_a_and_kill_9_ends_only_b_calls(tmp_path: Path) -> None:
     with cluster_of(tmp_path, 2) as cluster:
         a, b = cluster.gateways

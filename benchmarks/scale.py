@@ -341,6 +341,11 @@ async def signalling_run(
         finally:
             for w in procs:
                 await asyncio.to_thread(w.stop)
+    print(
+        f"  setup p50_ms local={pct(results['local'], 50):.2f} "
+        f"cross={pct(results['cross'], 50):.2f} (n={samples} each)",
+        flush=True,
+    )
     return pct(results["local"], 99), pct(results["cross"], 99)
 
 

@@ -109,6 +109,22 @@ def run_problems(settings: config.Settings) -> list[config.ConfigProblem]:
                     f"cannot load it with tls_key: {exc}",
                 )
             )
+    if settings.cluster.enabled:
+        # redis-py's own reading of the URL (no connection is made here).
+        from redis.asyncio import ConnectionPool
+
+        try:
+            ConnectionPool.from_url(settings.cluster.redis_url)
+        except ValueError as exc:
+            problems.append(
+                config.ConfigProblem(
+                    source,
+                    "cluster",
+                    "redis_url",
+                    config.masked_redis_url(settings.cluster.redis_url),
+                    f"redis cannot use it: {exc}",
+                )
+            )
     if settings.log.file:
         problem = _log_file_problem(settings)
         if problem is not None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
 from configobj.validate import (
@@ -85,6 +86,10 @@ orphan_timeout = float(min=3, max=3600, default=30.0)
 
 [cluster]
 node_id = string(max=64, default='')
+redis_url = string(default='')
+heartbeat_interval = float(min=0.1, max=60, default=1.0)
+claim_ttl = float(min=0.5, max=600, default=5.0)
+redis_timeout = float(min=0.1, max=60, default=2.0)
 
 [socket]
 host = string(min=1, default='127.0.0.1')
@@ -338,6 +343,15 @@ class EslSettings:
 @dataclass(frozen=True)
 class ClusterSettings:
     node_id: str  # filled in by load(): "<hostname>-<socket port>" when the file leaves it empty
+    # Empty: one process, nothing shared (esl_bridge/cluster is never imported).
+    redis_url: str = ""
+    heartbeat_interval: float = 1.0
+    claim_ttl: float = 5.0
+    redis_timeout: float = 2.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
 
 
 @dataclass(frozen=True)
@@ -426,6 +440,7 @@ class Settings:
             self.proxy.sip_pwd,
             self.auth.app_certificate,
             self.media.turn_password,
+            redis_url_password(self.cluster.redis_url),
         ]
         return [v for v in values if v]
 
@@ -441,6 +456,8 @@ class Settings:
             for key, value in values.items():
                 if mask and (section, key) in SECRET_KEYS and value:
                     values[key] = "***"
+                elif mask and (section, key) == ("cluster", "redis_url"):
+                    values[key] = masked_redis_url(value)
                 elif isinstance(value, tuple):
                     values[key] = list(value)
             out[section] = values
@@ -645,6 +662,18 @@ def _build(
     )
     if not valid_node_id(node_id):
         bad("cluster", "node_id", "use 1-64 letters, digits, '_', '.' or '-'")
+    cluster = raw["cluster"]
+    if cluster["redis_url"]:
+        url_problem = redis_url_problem(cluster["redis_url"])
+        if url_problem is not None:
+            bad("cluster", "redis_url", url_problem)
+    if cluster["claim_ttl"] < 2 * cluster["heartbeat_interval"]:
+        bad(
+            "cluster",
+            "claim_ttl",
+            f"must be at least twice heartbeat_interval ({cluster['heartbeat_interval']}): "
+            "one late heartbeat must not free a live process's numbers",
+        )
 
     if (raw["socket"]["host"], raw["socket"]["port"]) == (web["host"], web["port"]):
         bad("socket", "port", "the outbound socket server and the web server share host:port")
@@ -719,7 +748,13 @@ def _build(
             console=log["console"],
         ),
         esl=EslSettings(**_pick(raw["esl"], EslSettings)),
-        cluster=ClusterSettings(node_id=node_id),
+        cluster=ClusterSettings(
+            node_id=node_id,
+            redis_url=cluster["redis_url"],
+            heartbeat_interval=cluster["heartbeat_interval"],
+            claim_ttl=cluster["claim_ttl"],
+            redis_timeout=cluster["redis_timeout"],
+        ),
         socket=SocketSettings(**_pick(raw["socket"], SocketSettings)),
         web=WebSettings(**_pick(web, WebSettings)),
         media=MediaSettings(
@@ -749,6 +784,48 @@ def _check_hosts(raw: ConfigObj, bad: Any) -> None:
     for address in raw["media"]["host_addresses"]:
         if not _is_ip(address):
             bad("media", "host_addresses", f"{address!r} is not an IP address")
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a [cluster] redis_url, or None. Checked here, without
+    importing redis, so a single-process gateway never pays for it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a Redis URL ({exc})"
+    if parts.scheme not in _REDIS_SCHEMES:
+        return "expected redis://host[:port][/db], rediss://... or unix:///path"
+    if parts.scheme == "unix":
+        if parts.netloc.rpartition("@")[2] or not parts.path.startswith("/"):
+            return "a unix: URL needs an absolute path: unix:///path/to/redis.sock"
+        return None
+    if not parts.hostname:
+        return "a redis:// URL needs a host"
+    if port == 0:
+        return "port 0 is not a Redis port"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"database {db!r} is not a number (redis://host:port/0)"
+    if parts.query or parts.fragment:
+        return "query and fragment are not read here: put options in [cluster]"
+    return None
+
+
+def redis_url_password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
+def masked_redis_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ***."""
+    password = redis_url_password(url)
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def _is_ip(value: str) -> bool:

@@ -52,6 +52,25 @@ from esl_bridge.signaling.hub import Hub, ParticipantHandle
 log = get_logger("gateway.calls")
 
 
+class NumberClaims(Protocol):
+    """The cluster's side of the numbers (esl_bridge/cluster/node.py ClusterNode)."""
+
+    member: str
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def claim(self, number: str, token: str) -> bool | None: ...
+
+    def release(self, number: str, token: str) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+#: The refusal a web caller gets while the cluster's Redis cannot be reached.
+CLUSTER_UNAVAILABLE = c.refusal("cluster_unavailable")
+
+
 class ChannelPort(Protocol):
     """What the controller asks of FreeSWITCH; the calls return at once."""
 
@@ -81,8 +100,14 @@ class CallController:
         *,
         clock: Callable[[], float] = time.monotonic,
         kick_hub: Callable[[], None] = lambda: None,
+        cluster: NumberClaims | None = None,
     ) -> None:
         self.settings = settings
+        # In a cluster each acc_rule number is also claimed in Redis before its call is
+        # made: the one await on a call's path (_claim_then_take).
+        self.cluster = cluster
+        self._claiming: dict[str, bool] = {}  # invitation id -> canceled meanwhile
+        self._claims: dict[str, tuple[str, str]] = {}  # call id -> (number, token)
         self.clock = clock
         self.channels = channels
         self._kick_hub = kick_hub
@@ -271,6 +296,11 @@ class CallController:
 
     def _sip_call_arrived(self, record: Any) -> None:
         callee = record.callee_uid
+        if self.cluster is not None and not self.cluster.healthy:
+            # Where the callee is cannot be known: refuse rather than guess.
+            log.warning("calls.refused_cluster_down", uuid=record.uuid, callee=callee or "")
+            self.channels.operate(c.Hangup("", record.uuid, "NORMAL_TEMPORARY_FAILURE"))
+            return
         online = bool(callee) and self.handle.hub.is_online(self.appid, callee)
         with bound_contextvars(uuid=record.uuid, uid=callee or ""):
             log.info(
@@ -319,6 +349,36 @@ class CallController:
             content = _with_chan_id(content, channel_id)
         elif channel_id:
             content = json.dumps({"ChanId": channel_id})
+        if self.cluster is not None and number in self.pool:
+            self._claiming[inv] = False
+            self._spawn(self._claim_then_take(number, inv, caller, content))
+            return
+        self._take_invitation(number, inv, caller, content)
+
+    async def _claim_then_take(self, number: str, inv: str, caller: str, content: str) -> None:
+        """Claim ``number`` cluster-wide, then give the invitation to the book."""
+        assert self.cluster is not None
+        token = f"{self.cluster.member}:{inv}"
+        claimed = await self.cluster.claim(number, token)
+        canceled = self._claiming.pop(inv, True)
+        if claimed is not True:
+            response = CLUSTER_UNAVAILABLE if claimed is None else c.BUSY_REFUSAL
+            log.info("calls.invitation_refused", caller=caller, number=number, response=response)
+            self.handle.refuse(number, inv, self.clock(), response)
+            self._kick_hub()
+            return
+        if canceled:
+            self.cluster.release(number, token)
+            return
+        call_id = self._take_invitation(number, inv, caller, content)
+        if call_id is None:
+            self.cluster.release(number, token)
+        else:
+            self._claims[call_id] = (number, token)
+        self._kick_hub()
+
+    def _take_invitation(self, number: str, inv: str, caller: str, content: str) -> str | None:
+        """The book's answer to an invitation: the new call's id, or None (refused)."""
         now = self.clock()
         actions = self.book.invitation_to_number(caller, number, content, now)
         created = next((a for a in actions if isinstance(a, c.Originate)), None)
@@ -337,12 +397,16 @@ class CallController:
                         response=action.response,
                     )
                     self.handle.refuse(number, inv, now, action.response)
-            return
+            return None
         self._run(actions)
+        return created.call_id
 
     def _remote_state(self, message: dict[str, Any]) -> None:
         """A web caller's invitation to a number changed state (canceled, failed)."""
-        call = self.book.get(self._by_inv.get(str(message.get("inv", "")), ""))
+        inv = str(message.get("inv", ""))
+        if inv in self._claiming:
+            self._claiming[inv] = True  # ended while its number was being claimed
+        call = self.book.get(self._by_inv.get(inv, ""))
         if call is None:
             return
         state = message.get("state")
@@ -610,6 +674,9 @@ class CallController:
         return {"links": len(self._links), "by_inv": len(self._by_inv), "by_ref": len(self._by_ref)}
 
     def _ended(self, action: c.CallEnded) -> None:
+        claim = self._claims.pop(action.call_id, None)
+        if claim is not None and self.cluster is not None:
+            self.cluster.release(*claim)
         links = self._forget(action.call_id)
         if links is not None and links.leg is not None:
             self._spawn(self._close_leg(action.call_id, links.leg))
@@ -649,6 +716,7 @@ class CallController:
             "unicast_ports_in_use": self.ports.in_use,
             "unicast_foreign_packets": self.media_counters.foreign_packets,
             "ended": dict(self.ended_total),
+            **({} if self.cluster is None else {"cluster": self.cluster.status()}),
         }
 
 

@@ -120,6 +120,7 @@ class Gateway:
         self.socket_address: tuple[str, int] | None = None
         self._stopped = gevent.event.Event()
         self._stopping = False
+        self.cluster: Any = None  # esl_bridge.cluster.node.ClusterNode with [cluster] redis_url
 
     def start(self) -> None:
         self.loops.start()
@@ -152,8 +153,23 @@ class Gateway:
 
         app = web.Application()
         service = setup_signaling(app, signaling_settings(self.settings))
+        cluster = None
+        if self.settings.cluster.enabled:
+            # Imported only here: a single-process gateway never loads redis.
+            from esl_bridge.cluster.node import ClusterNode
+
+            appid = self.settings.global_.appid
+            member = f"{self.identity.node_id}-{self.identity.instance_id}"
+            cluster = ClusterNode(self.settings.cluster, appid, member)
+            service.hub.attach_cluster(appid, cluster)
+            cluster.attach(service.hub, service.kick)
+            self.cluster = cluster
         controller = CallController(
-            self.settings, service.hub, _ToEsl(self.loops, esl), kick_hub=service.kick
+            self.settings,
+            service.hub,
+            _ToEsl(self.loops, esl),
+            kick_hub=service.kick,
+            cluster=cluster,
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
@@ -164,6 +180,9 @@ class Gateway:
         # connection must not hold the shutdown for aiohttp's default minute.
         server = await start_web_server(app, self.settings, shutdown_timeout=_WEB_SHUTDOWN)
         await controller.start()
+        if cluster is not None:
+            # A first join within the timeout; else it goes on trying (/healthz says why).
+            await cluster.start(wait=self.settings.cluster.redis_timeout)
         self._web = server
         self.web_address = server.address
 
@@ -196,6 +215,13 @@ class Gateway:
                 self.loops.run_coroutine(self.controller.stop(drain), timeout=drain + 5)
             except Exception as exc:
                 log.warning("gateway.drain_incomplete", error=str(exc))
+        if self.cluster is not None:
+            # After the drain (its calls released their numbers), before the web side:
+            # the others drop this process's sessions at once ("bye").
+            try:
+                self.loops.run_coroutine(self.cluster.stop(), timeout=15)
+            except Exception as exc:
+                log.warning("gateway.cluster_leave_failed", error=str(exc))
         if self.esl is not None:
             self.esl.stop()
         if self._web is not None:

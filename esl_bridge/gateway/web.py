@@ -84,6 +84,13 @@ class GatewayCollector(Collector):
         for reason, count in sorted(status["ended"].items()):
             ended.add_metric([reason], count)
         yield ended
+        cluster = status.get("cluster")  # only with [cluster] redis_url
+        if cluster is not None:
+            yield GaugeMetricFamily(
+                "esl_bridge_cluster_up",
+                "1 while this process is a member of the cluster (Redis reachable)",
+                value=1.0 if cluster["state"] == "up" else 0.0,
+            )
         for name, value in sorted(self._hub_stats().items()):
             yield GaugeMetricFamily(
                 f"esl_bridge_hub_{name}", f"signalling hub: {name}", value=value
@@ -112,8 +119,15 @@ def add_operations_routes(
     async def healthz(request: web.Request) -> web.Response:
         current = status()
         healthy = current["esl"] == "connected"
+        body: dict[str, Any] = {"esl": current["esl"]}
+        cluster = current.get("cluster")  # only with [cluster] redis_url
+        if cluster is not None:
+            body["cluster"] = cluster["state"]
+            if cluster["state"] != "up":
+                healthy = False
+                body["reason"] = cluster["reason"]
         return web.json_response(
-            {"status": "ok" if healthy else "degraded", "esl": current["esl"]},
+            {"status": "ok" if healthy else "degraded", **body},
             status=200 if healthy else 503,
         )
 

@@ -50,6 +50,9 @@ Key = tuple[str, str]  # (appid, uid)
 Message = dict[str, Any]
 
 _ENDED_MEMORY = 64  # ended invitation ids remembered per session, for exact API errors
+# What a browser hears from a gateway uid whose call died with its process (peer
+# message EndCall, esl_bridge/core/peer_messages.py, as the gateway sends it).
+_GATEWAY_GONE = '{"Cmd":"EndCall"}'
 
 
 class Conn(Protocol):
@@ -58,6 +61,23 @@ class Conn(Protocol):
     def send(self, message: Message) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
+
+
+class ClusterPort(Protocol):
+    """The other gateway processes, as the hub sees them (esl_bridge/cluster/node.py).
+    Every call returns at once: lookups read memory, the rest is queued."""
+
+    member: str  # this process's member id
+
+    def where(self, uid: str) -> str | None:
+        """The member holding ``uid``'s web session elsewhere, or None."""
+        ...
+
+    def session_started(self, uid: str, stamp: float) -> None: ...
+
+    def session_ended(self, uid: str, stamp: float, *, broadcast: bool = True) -> None: ...
+
+    def send(self, member: str, message: Message) -> None: ...
 
 
 class Participant(Protocol):
@@ -89,7 +109,11 @@ class _Session:
     detached: list[Message] = field(default_factory=list)
     subscriptions: set[str] = field(default_factory=set)
     outgoing: dict[str, _Invitation] = field(default_factory=dict)  # by caller's ref
-    incoming: dict[str, _Invitation] = field(default_factory=dict)  # by invitation id
+    incoming: dict[str, _Invitation | _Mirror] = field(default_factory=dict)  # by inv id
+    stamp: float = 0.0  # wall-clock login time: orders two logins of a uid in a cluster
+    # In a cluster: gateway uids (served by every process) whose messages from this
+    # session go to the process that invited it from that uid (the one with the call).
+    routes: dict[str, str] = field(default_factory=dict)
     ended_refs: OrderedDict[str, LocalState] = field(default_factory=OrderedDict)
     ended_invs: OrderedDict[str, RemoteState] = field(default_factory=OrderedDict)
     ended: bool = False
@@ -113,6 +137,20 @@ class _Invitation:
     local: LocalInvitation
     remote: RemoteInvitation | None = None  # exists once handed to a callee session
     callee_session: _Session | None = None
+    remote_member: str | None = None  # in a cluster: the process the callee is on
+
+
+@dataclass(eq=False)
+class _Mirror:
+    """In a cluster, the callee's side of an invitation whose caller is on another
+    process (``origin``): that process keeps the caller's state machine and timers."""
+
+    id: str
+    appid: str
+    caller: str
+    origin: str
+    remote: RemoteInvitation
+    callee_session: _Session
 
 
 def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
@@ -120,6 +158,10 @@ def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
     memory.move_to_end(key)
     while len(memory) > _ENDED_MEMORY:
         memory.popitem(last=False)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _api_error(err: ApiError, re_: p.MsgId) -> Message:
@@ -152,6 +194,9 @@ class Hub:
         self._unauth: dict[int, float] = {}  # connection id -> login deadline
         self._to_participants: deque[tuple[Participant, str, Message]] = deque()
         self._flushing = False
+        self.cluster: ClusterPort | None = None
+        self._cluster_appid = ""
+        self._mirrors: dict[str, _Mirror] = {}
 
     # ---- adapter entry points ----------------------------------------------------------
 
@@ -252,7 +297,9 @@ class Hub:
 
     def is_online(self, appid: str, uid: str) -> bool:
         session = self._sessions.get((appid, uid))
-        return session is not None and session.present
+        if session is None:
+            return self._member_of((appid, uid)) is not None
+        return session.present
 
     # ---- connection plumbing -----------------------------------------------------------
 
@@ -342,6 +389,9 @@ class Hub:
     def _went_offline(self, session: _Session, now: float, *, notify: bool = True) -> None:
         # Invitations handed to this session go back to waiting (or fail if acknowledged).
         for inv in list(session.incoming.values()):
+            if isinstance(inv, _Mirror):
+                self._mirror_lost(inv)
+                continue
             inv.remote = None
             inv.callee_session = None
             session.incoming.pop(inv.id, None)
@@ -351,9 +401,17 @@ class Hub:
         if notify:
             self._notify_presence(session.key, False)
 
-    def _end_session(self, session: _Session, now: float, *, notify: bool = True) -> None:
+    def _end_session(
+        self, session: _Session, now: float, *, notify: bool = True, announce: bool | None = None
+    ) -> None:
         if session.ended:
             return
+        if session.stamp and self.cluster is not None and session.appid == self._cluster_appid:
+            # announce False: a login here takes its place, no offline in between.
+            self.cluster.session_ended(
+                session.uid, session.stamp, broadcast=notify if announce is None else announce
+            )
+        session.routes.clear()
         self._detached.discard(session)
         for inv in list(session.outgoing.values()):
             self._run_local(inv, inv.local.handle(LocalEvent.LOGGED_OUT, now).actions, now)
@@ -469,7 +527,13 @@ class Hub:
         elif isinstance(body, p.PeerMessage):
             target = self._sessions.get((appid, body.to))
             delivered = target is not None and target.present
-            if target is not None and delivered:
+            member = self._member_of((appid, body.to)) if target is None else None
+            if target is not None and target.participant is not None:
+                member = session.routes.get(body.to)  # the process with the gateway's call
+            if member is not None:
+                self._to_member(member, "message", sender=session.uid, to=body.to, text=body.text)
+                reply(p.ok(re_, delivered=True))
+            elif target is not None and delivered:
                 msg = p.server_message("message", text=body.text)
                 msg["from"] = session.uid
                 self._send(target, msg)
@@ -495,6 +559,7 @@ class Hub:
             return
         key = (body.appid, body.uid)
         existing = self._sessions.get(key)
+        elsewhere = self._member_of(key) if existing is None else None
         if existing is not None and existing.participant is not None:
             send(p.error(re_, p.Err.UID_RESERVED, "this uid is served by the gateway"))
             return
@@ -519,7 +584,10 @@ class Hub:
                 )
                 send(p.error(re_, p.Err.AUTH_FAILED, checked.value))
                 return
-        takeover = existing is not None
+        takeover = existing is not None or elsewhere is not None
+        if elsewhere is not None:
+            # That process ends its session when it hears of this one (remote_session_started).
+            log.info("signaling.takeover", appid=body.appid, uid=body.uid, elsewhere=elsewhere)
         if existing is not None:
             log.info("signaling.takeover", appid=body.appid, uid=body.uid)
             old = existing.conn
@@ -532,6 +600,9 @@ class Hub:
         session.conn = cs
         cs.session = session
         self._unauth.pop(cs.cid, None)
+        if self.cluster is not None and body.appid == self._cluster_appid:
+            session.stamp = self._wall_clock()
+            self.cluster.session_started(body.uid, session.stamp)
         log.info("signaling.login", appid=body.appid, uid=body.uid, takeover=takeover)
         send(p.ok(re_, uid=body.uid, session=session.sid, resumed=False))
         if takeover:
@@ -582,6 +653,7 @@ class Hub:
         if body.ref in session.outgoing:
             reply(p.error(re_, p.Err.DUPLICATE_REF, "this ref names a pending invitation"))
             return
+        session.routes.pop(body.callee, None)  # a gateway uid invited here: its call is here
         local = LocalInvitation(
             body.callee,
             content=body.content,
@@ -633,6 +705,9 @@ class Hub:
         reply: Callable[[Message], None],
     ) -> None:
         inv = session.incoming.get(body.inv)
+        if isinstance(inv, _Mirror):
+            self._answer_mirror(inv, body, re_, now, reply)
+            return
         if inv is None or inv.remote is None:
             ended = session.ended_invs.get(body.inv)
             event = RemoteEvent.REFUSE if isinstance(body, p.Refuse) else RemoteEvent.ACCEPT
@@ -663,11 +738,16 @@ class Hub:
     def _deliver(self, inv: _Invitation, now: float) -> None:
         key = (inv.appid, inv.callee)
         target = self._sessions.get(key)
+        member = self._member_of(key) if target is None else None
+        if member is not None:
+            self._deliver_elsewhere(inv, member)
+            return
         if target is None or not target.present:
             self._awaiting.setdefault(key, set()).add(inv.id)
             return
         if inv.callee_session is target:
             return  # already there
+        target.routes.pop(inv.caller.uid, None)
         inv.remote = RemoteInvitation(
             inv.caller.uid,
             content=inv.local.content,
@@ -710,6 +790,14 @@ class Hub:
                 assert isinstance(action.event, RemoteEvent)
                 out = inv.remote.handle(action.event, now, action.response)
                 self._run_remote(inv, out.actions, now)
+            elif isinstance(action, NotifyPeer) and inv.remote_member is not None:
+                self._to_member(
+                    inv.remote_member,
+                    "inv_remote",
+                    inv=inv.id,
+                    event=action.event.name,
+                    response=action.response,
+                )
         self._maybe_forget(inv)
 
     def _run_remote(self, inv: _Invitation, actions: Iterable[Action], now: float) -> None:
@@ -756,6 +844,246 @@ class Hub:
             inv=inv.id,
             state=inv.local.state.name,
         )
+
+    # ---- cluster (several processes; esl_bridge/cluster) -------------------------------
+    #
+    # Presence: the cluster port knows which other process holds a web user's session;
+    # is_online, queries, subscriptions and invitations count those users as online.
+    # An invitation to a user elsewhere stays here with its caller (state machine and
+    # timers); that process holds a _Mirror with the callee's side, and the two trade
+    # the machines' notifications ("inv_remote" / "inv_local"). Peer messages to a user
+    # elsewhere are forwarded ("message"). Every entry point below runs on the loop.
+
+    def attach_cluster(self, appid: str, cluster: ClusterPort) -> None:
+        self.cluster = cluster
+        self._cluster_appid = appid
+
+    def _member_of(self, key: Key) -> str | None:
+        cluster = self.cluster
+        if cluster is None or key[0] != self._cluster_appid:
+            return None
+        return cluster.where(key[1])
+
+    def _to_member(self, member: str, kind: str, **fields: Any) -> None:
+        if self.cluster is not None:
+            self.cluster.send(member, {"t": kind, **fields})
+
+    def _deliver_elsewhere(self, inv: _Invitation, member: str) -> None:
+        if inv.remote_member == member:
+            return  # already there
+        inv.remote_member = member
+        self._to_member(
+            member,
+            "deliver",
+            inv=inv.id,
+            caller=inv.caller.uid,
+            callee=inv.callee,
+            content=inv.local.content,
+            channel_id=inv.local.channel_id,
+        )
+
+    def _mirror_lost(self, mirror: _Mirror) -> None:
+        """The callee's session here ended: the caller's process hears PEER_OFFLINE."""
+        self._forget_mirror(mirror, remember=False)
+        self._to_member(mirror.origin, "inv_local", inv=mirror.id, event="PEER_OFFLINE")
+
+    def _forget_mirror(self, mirror: _Mirror, *, remember: bool = True) -> None:
+        self._mirrors.pop(mirror.id, None)
+        if mirror.callee_session.incoming.pop(mirror.id, None) is not None and remember:
+            _remember(mirror.callee_session.ended_invs, mirror.id, mirror.remote.state)
+
+    def _answer_mirror(
+        self,
+        mirror: _Mirror,
+        body: p.Ack | p.Accept | p.Refuse,
+        re_: p.MsgId,
+        now: float,
+        reply: Callable[[Message], None],
+    ) -> None:
+        if isinstance(body, p.Ack):
+            out = mirror.remote.receive(now)
+        elif isinstance(body, p.Accept):
+            out = mirror.remote.accept(now, body.response)
+        else:
+            out = mirror.remote.refuse(now, body.response)
+        self._reply_outcome(out, re_, reply)
+        self._run_mirror(mirror, out.actions, now)
+
+    def _run_mirror(self, mirror: _Mirror, actions: Iterable[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, StateChanged):
+                msg = p.server_message(
+                    "remote_state",
+                    inv=mirror.id,
+                    state=action.new,
+                    state_name=RemoteState(action.new).name,
+                )
+                if action.reason is not None:
+                    msg["reason"] = action.reason
+                    msg["reason_name"] = RemoteFailureReason(action.reason).name
+                self._send(mirror.callee_session, msg)
+            elif isinstance(action, NotifyPeer):
+                self._to_member(
+                    mirror.origin,
+                    "inv_local",
+                    inv=mirror.id,
+                    event=action.event.name,
+                    response=action.response,
+                )
+        if mirror.remote.ended:
+            self._forget_mirror(mirror)
+
+    def remote_session_started(
+        self, uid: str, member: str, stamp: float, new: bool, now: float
+    ) -> None:
+        """``uid`` logged in on ``member`` at ``stamp`` (``new``: it was not online
+        elsewhere before)."""
+        key = (self._cluster_appid, uid)
+        local = self._sessions.get(key)
+        if local is not None and local.participant is None and self.cluster is not None:
+            if (stamp, member) < (local.stamp, self.cluster.member):
+                return  # the login here is the later one: that process ends its own
+            # The later login keeps the uid; both processes compare the same stamps.
+            log.info("signaling.taken_over", appid=key[0], uid=uid, by=member)
+            old = local.conn
+            if old is not None:
+                old.session = None  # closed below without ending the session: no offline
+                local.conn = None
+                self._close(old, p.Close.TAKEOVER, now)
+            self._end_session(local, now, notify=False, announce=True)
+        elif local is not None:
+            return  # a gateway uid here: never a web user's
+        if new and local is None:  # (taken over from here: it was online all along)
+            self._notify_presence(key, True)
+        for inv_id in list(self._awaiting.pop(key, ())):
+            inv = self._invitations.get(inv_id)
+            if inv is not None:
+                self._run_local(inv, inv.local.handle(LocalEvent.PEER_ONLINE, now).actions, now)
+        self._flush_participants(now)
+
+    def remote_session_ended(self, uid: str, now: float) -> None:
+        """``uid``'s session elsewhere ended (logout, its process died or left)."""
+        key = (self._cluster_appid, uid)
+        if key in self._sessions:
+            return  # logged in here: still online
+        for inv in [i for i in self._invitations.values() if (i.appid, i.callee) == key]:
+            if inv.remote_member is not None:
+                self._callee_gone(inv, now)
+        if not self.is_online(*key):
+            self._notify_presence(key, False)
+        self._flush_participants(now)
+
+    def remote_member_gone(self, member: str, now: float) -> None:
+        """Process ``member`` died or left: its invitations to users here fail."""
+        for mirror in [m for m in self._mirrors.values() if m.origin == member]:
+            out = mirror.remote.handle(RemoteEvent.CALLER_OFFLINE, now)
+            self._run_mirror(mirror, out.actions, now)
+        for inv in [i for i in self._invitations.values() if i.remote_member == member]:
+            self._callee_gone(inv, now)
+        for session in list(self._sessions.values()):
+            for uid in [u for u, m in session.routes.items() if m == member]:
+                # That process held this user's call with the gateway uid ``uid``: the
+                # call is over, and nobody else would say so.
+                del session.routes[uid]
+                msg = p.server_message("message", text=_GATEWAY_GONE)
+                msg["from"] = uid
+                self._send(session, msg)
+        self._flush_participants(now)
+
+    def _callee_gone(self, inv: _Invitation, now: float) -> None:
+        """The callee's process says it is not there (any more): as a local callee going
+        offline, the invitation waits for it again (or fails if acknowledged)."""
+        inv.remote_member = None
+        self._run_local(inv, inv.local.handle(LocalEvent.PEER_OFFLINE, now).actions, now)
+        if inv.id in self._invitations:
+            if self.is_online(inv.appid, inv.callee):
+                self._deliver(inv, now)
+            else:
+                self._awaiting.setdefault((inv.appid, inv.callee), set()).add(inv.id)
+
+    def cluster_message(self, sender: str, message: Message, now: float) -> None:
+        """A message of another process to this one (esl_bridge/cluster/bus.py)."""
+        kind = message.get("t")
+        try:
+            if kind == "deliver":
+                self._remote_deliver(sender, message)
+            elif kind == "inv_local":
+                self._remote_inv_local(sender, message, now)
+            elif kind == "inv_remote":
+                mirror = self._mirrors.get(str(message.get("inv")))
+                if mirror is not None and mirror.origin == sender:
+                    event = RemoteEvent[str(message.get("event"))]
+                    out = mirror.remote.handle(event, now, _opt_str(message.get("response")))
+                    self._run_mirror(mirror, out.actions, now)
+            elif kind == "message":
+                target = self._sessions.get((self._cluster_appid, str(message.get("to"))))
+                if target is not None and target.present:
+                    msg = p.server_message("message", text=str(message.get("text", "")))
+                    msg["from"] = str(message.get("sender", ""))
+                    self._send(target, msg)
+            else:
+                log.info("signaling.cluster_unknown", type=str(kind)[:32], member=sender)
+        except (KeyError, ValueError) as exc:
+            log.warning("signaling.cluster_bad", type=str(kind)[:32], member=sender, error=str(exc))
+        self._flush_participants(now)
+
+    def _remote_deliver(self, sender: str, message: Message) -> None:
+        inv_id = str(message["inv"])
+        appid = self._cluster_appid
+        target = self._sessions.get((appid, str(message["callee"])))
+        if target is None or not target.present or target.participant is not None:
+            self._to_member(sender, "inv_local", inv=inv_id, event="PEER_OFFLINE")
+            return
+        if inv_id in self._mirrors:
+            return
+        caller = str(message["caller"])
+        content = str(message.get("content") or "")
+        channel_id = str(message.get("channel_id") or "")
+        mirror = _Mirror(
+            inv_id,
+            appid,
+            caller,
+            sender,
+            RemoteInvitation(
+                caller,
+                content=content,
+                channel_id=channel_id,
+                timeouts=self.settings.invitation_timeouts,
+            ),
+            target,
+        )
+        self._mirrors[inv_id] = mirror
+        target.incoming[inv_id] = mirror
+        target.routes[caller] = sender
+        self._send(
+            target,
+            p.server_message(
+                "invitation",
+                inv=inv_id,
+                caller=caller,
+                content=content,
+                channel_id=channel_id,
+                state=int(RemoteState.IDLE),
+            ),
+        )
+
+    def _remote_inv_local(self, sender: str, message: Message, now: float) -> None:
+        inv = self._invitations.get(str(message["inv"]))
+        event = LocalEvent[str(message["event"])]
+        if inv is None:
+            if event is LocalEvent.REMOTE_ACCEPTED:
+                # Ended here meanwhile: the callee must know its acceptance was not taken.
+                self._to_member(
+                    sender, "inv_remote", inv=str(message["inv"]), event="ACCEPT_FAILED"
+                )
+            return
+        if inv.remote_member != sender:
+            return  # from a process the callee has left since
+        if event is LocalEvent.PEER_OFFLINE:
+            self._callee_gone(inv, now)
+            return
+        out = inv.local.handle(event, now, _opt_str(message.get("response")))
+        self._run_local(inv, out.actions, now)
 
 
 class ParticipantHandle:

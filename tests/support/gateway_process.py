@@ -47,7 +47,9 @@ class GatewayProcess:
         sip_svr: str = "127.0.0.1:5060",
         node_id: str = "node-under-test",
         originate_timeout: int = 120,
+        cluster: str = "",
     ) -> None:
+        """``cluster``: more lines of the [cluster] section (redis_url...)."""
         self.web_port = free_port()
         self.log_file = tmp / f"gateway-{self.web_port}.log"
         conf = tmp / f"rtx-{self.web_port}.conf"
@@ -79,12 +81,13 @@ class GatewayProcess:
                 file = {self.log_file}
                 json = 1
                 console = off
-                [cluster]
-                node_id = {node_id}
                 [limits]
                 originate_timeout = {originate_timeout}
+                [cluster]
+                node_id = {node_id}
                 """
             )
+            + textwrap.dedent(cluster)
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
@@ -106,6 +109,15 @@ class GatewayProcess:
                 return bool(reply.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: its status and body."""
+        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def web_user(self, loops: Loops, uid: str) -> WebUser:
         remote = _Remote(loops, ("127.0.0.1", self.web_port))

@@ -1,0 +1,416 @@
+"""``ClusterNode``: this process's membership of the cluster, on the asyncio loop.
+
+It owns the Redis client and three tasks:
+
+* the heartbeat: joins (register, publish our sessions, read everyone's, refresh our
+  claims), then every ``heartbeat_interval`` refreshes our keys and claims and takes
+  the census of members (a dead one's users go offline here);
+* the writer: one pipeline at a time of what the hub handed over (session changes,
+  messages to other members), in order; the hub never waits for it;
+* the listener: the bus (pub/sub), each message handed to the hub on this loop.
+
+When Redis cannot be reached the node is *down* (``healthy`` False, ``reason`` says
+why): calls in progress go on, new calls are refused by the controller (no number can
+be claimed), and the heartbeat keeps trying; once Redis answers again the node joins
+again and republishes its state (a restarted Redis is empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from esl_bridge.cluster.bus import Message, MessageBus
+from esl_bridge.cluster.claims import NumberClaims
+from esl_bridge.cluster.keys import Keys
+from esl_bridge.cluster.nodes import NodeRegistry
+from esl_bridge.cluster.presence import PresenceStore, RemotePresence, SessionInfo
+from esl_bridge.config import ClusterSettings, masked_redis_url
+from esl_bridge.logs import get_logger
+
+log = get_logger("cluster")
+
+#: Pending writes kept while Redis is slow; past it, messages are dropped (and counted).
+MAX_PENDING = 10_000
+#: Every this many heartbeats the whole presence directory is read again, repairing
+#: anything a lost pub/sub message left wrong.
+RESYNC_EVERY = 10
+
+_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class ClusterHub(Protocol):
+    """What the node tells the hub (esl_bridge/signaling/hub.py); each call is
+    synchronous and made on the loop, like a WebSocket frame."""
+
+    def remote_session_started(
+        self, uid: str, member: str, stamp: float, new: bool, now: float
+    ) -> None: ...
+
+    def remote_session_ended(self, uid: str, now: float) -> None: ...
+
+    def remote_member_gone(self, member: str, now: float) -> None: ...
+
+    def cluster_message(self, sender: str, message: Message, now: float) -> None: ...
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        appid: str,
+        member: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        redis_client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.appid = appid
+        self.member = member
+        self.clock = clock
+        self.keys = Keys(appid)
+        self.presence = RemotePresence()
+        self._redis = redis_client or aioredis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            retry=Retry(NoBackoff(), 0),  # the heartbeat is the retry; never stall a claim
+        )
+        ttl = settings.claim_ttl
+        self.registry = NodeRegistry(self._redis, self.keys, member, ttl)
+        self.store = PresenceStore(self._redis, self.keys, member, ttl)
+        self.claims = NumberClaims(self._redis, self.keys, ttl)
+        self.bus = MessageBus(self._redis, self.keys, member)
+        self._hub: ClusterHub | None = None
+        self._kick: Callable[[], None] = lambda: None
+        self._local: dict[str, float] = {}  # uid -> login stamp of our web sessions
+        self._held: dict[str, str] = {}  # number -> claim token, our live claims
+        self._pending: deque[tuple[str, Any, Any]] = deque()
+        self._wake_writer = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._releases: set[asyncio.Task[None]] = set()
+        self._joined = False
+        self._resync = False
+        self._beats = 0
+        self._grace_until = 0.0  # after a (re)join: members not back yet are kept till then
+        self._stopping = False
+        self.reason = "not connected to Redis yet"
+        self.dropped = 0  # messages dropped (Redis down or too slow)
+
+    # -- life ----------------------------------------------------------------------------
+
+    def attach(self, hub: ClusterHub, kick: Callable[[], None]) -> None:
+        self._hub = hub
+        self._kick = kick
+
+    async def start(self, wait: float | None = None) -> None:
+        """Start the tasks; with ``wait``, give the first join that long (a gateway
+        starts even when Redis is down: it is then unhealthy until Redis answers)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._heartbeat_loop(), name="cluster-heartbeat"),
+            loop.create_task(self._writer_loop(), name="cluster-writer"),
+            loop.create_task(self._listen_loop(), name="cluster-listener"),
+        ]
+        log.info(
+            "cluster.starting",
+            member=self.member,
+            redis=masked_redis_url(self.settings.redis_url),
+            heartbeat_interval=self.settings.heartbeat_interval,
+            claim_ttl=self.settings.claim_ttl,
+        )
+        if wait:
+            deadline = self.clock() + wait
+            while not self._joined and self.clock() < deadline:
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Leave cleanly: tell the others, delete our keys, release our claims."""
+        self._stopping = True
+        # Releases under way finish first (bounded by their own timeout).
+        await asyncio.gather(*self._releases, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._joined:
+            try:
+                async with asyncio.timeout(self.settings.redis_timeout * 2):
+                    await self.bus.publish(None, {"t": "bye"})
+                    for number, token in list(self._held.items()):
+                        await self.claims.release(number, token)
+                    await self.store.forget()
+                    await self.registry.deregister()
+                log.info("cluster.left", member=self.member)
+            except _FAILURES as exc:
+                log.warning("cluster.leave_failed", member=self.member, error=_describe(exc))
+        self._joined = False
+        with contextlib.suppress(*_FAILURES):
+            await self._redis.aclose()
+
+    @property
+    def healthy(self) -> bool:
+        return self._joined
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": "up" if self._joined else "down",
+            "member": self.member,
+            "reason": None if self._joined else self.reason,
+            "remote_sessions": len(self.presence),
+            "members": len(self.presence.members()),
+            "claims": len(self._held),
+            "dropped_messages": self.dropped,
+        }
+
+    # -- the hub's side (synchronous, never waits) -----------------------------------------
+
+    def where(self, uid: str) -> str | None:
+        info = self.presence.where(uid)
+        return None if info is None else info.member
+
+    def session_started(self, uid: str, stamp: float) -> None:
+        self._local[uid] = stamp
+        self._queue("session", uid, stamp)
+        self._queue("publish", None, {"t": "online", "uid": uid, "stamp": stamp})
+
+    def session_ended(self, uid: str, stamp: float, *, broadcast: bool = True) -> None:
+        if self._local.get(uid) != stamp:
+            return  # a newer session of this uid is ours now
+        del self._local[uid]
+        self._queue("session", uid, None)
+        if broadcast:
+            self._queue("publish", None, {"t": "offline", "uid": uid, "stamp": stamp})
+
+    def send(self, member: str, message: Message) -> None:
+        self._queue("publish", member, message)
+
+    def _queue(self, kind: str, a: Any, b: Any) -> None:
+        if kind == "publish" and not self._joined:
+            self.dropped += 1  # no one would hear it; the session state is republished
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            log.warning("cluster.queue_full", pending=len(self._pending))
+            return
+        self._pending.append((kind, a, b))
+        self._wake_writer.set()
+
+    # -- the controller's side --------------------------------------------------------------
+
+    async def claim(self, number: str, token: str) -> bool | None:
+        """True: ``number`` is ours; False: another call holds it; None: Redis cannot be
+        asked (the call must be refused: nobody can say the number is free)."""
+        if not self._joined:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                ok = await self.claims.claim(number, token)
+        except _FAILURES as exc:
+            log.warning("cluster.claim_failed", number=number, error=_describe(exc))
+            return None
+        if ok:
+            self._held[number] = token
+        return ok
+
+    def release(self, number: str, token: str) -> None:
+        """Free ``number`` (in the background; if Redis is away its TTL frees it)."""
+        if self._held.get(number) == token:
+            del self._held[number]
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self._release(number, token))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, number: str, token: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.claims.release(number, token)
+        except _FAILURES as exc:
+            log.info("cluster.release_deferred", number=number, error=_describe(exc))
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.redis_timeout * 4):
+                    if not self._joined:
+                        await self._join()
+                    else:
+                        await self._beat()
+            except _FAILURES as exc:
+                self._down(exc)
+            except Exception:  # keep beating whatever a bug does
+                log.exception("cluster.heartbeat_failed")
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _join(self) -> None:
+        await self._redis.ping()
+        await self.registry.register({"appid": self.appid, "started": time.time()})
+        await self.store.publish_all(dict(self._local))
+        lost = await self.claims.refresh(dict(self._held))
+        self._lost_claims(lost)
+        census = await self.registry.census()
+        # A restarted Redis knows nobody: the others get claim_ttl to join again before
+        # their users are taken for gone.
+        self._grace_until = self.clock() + self.settings.claim_ttl
+        await self._snapshot(census.live)
+        await self.bus.publish(None, {"t": "hello"})  # the others read our sessions
+        was_down = self.reason if self._beats else None
+        self._joined = True
+        self._resync = False
+        self._beats += 1
+        log.info(
+            "cluster.joined",
+            member=self.member,
+            members=len(census.live) + 1,
+            remote_sessions=len(self.presence),
+            after=was_down,
+        )
+
+    async def _beat(self) -> None:
+        if not await self.registry.heartbeat():
+            # Our key is gone: Redis restarted, or we were silent past the TTL.
+            log.warning("cluster.registration_lost", member=self.member)
+            self._joined = False
+            await self._join()
+            return
+        await self.store.refresh()
+        self._lost_claims(await self.claims.refresh(dict(self._held)))
+        census = await self.registry.census()
+        now = self.clock()
+        missing = set() if now < self._grace_until else self.presence.members() - census.live
+        for member in sorted(census.dead | missing):
+            self._member_gone(member, now, reason="expired" if member in census.dead else "gone")
+        self._beats += 1
+        if self._resync or self._beats % RESYNC_EVERY == 0:
+            self._resync = False
+            await self._snapshot(census.live)
+
+    async def _snapshot(self, live: frozenset[str]) -> None:
+        sessions = await self.store.read(live)
+        if self.clock() < self._grace_until:
+            for member in self.presence.members() - live:
+                for uid, info in self.presence.sessions_of(member).items():
+                    sessions.setdefault(uid, info)
+        came, went = self.presence.replace(sessions)
+        hub = self._hub
+        if hub is None:
+            return
+        now = self.clock()
+        for uid in went:
+            hub.remote_session_ended(uid, now)
+        for uid in came:
+            info = self.presence.where(uid)
+            if info is not None:
+                hub.remote_session_started(uid, info.member, info.stamp, True, now)
+        if came or went:
+            self._kick()
+
+    def _member_gone(self, member: str, now: float, *, reason: str) -> None:
+        uids = self.presence.drop_member(member)
+        log.info("cluster.member_gone", member=member, reason=reason, sessions=len(uids))
+        hub = self._hub
+        if hub is not None:
+            for uid in uids:
+                hub.remote_session_ended(uid, now)
+            hub.remote_member_gone(member, now)
+            self._kick()
+
+    def _lost_claims(self, lost: list[str]) -> None:
+        for number in lost:
+            # Held by another process after Redis lost ours: that call is not ours to end
+            # from here; the number stays with whoever holds it now.
+            log.warning("cluster.claim_lost", number=number, member=self.member)
+            self._held.pop(number, None)
+
+    def _down(self, exc: BaseException) -> None:
+        reason = f"Redis unreachable: {_describe(exc)}"
+        if self._joined or reason != self.reason:
+            log.warning("cluster.down", member=self.member, reason=reason)
+        self._joined = False
+        self.reason = reason
+
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            while self._pending:
+                batch = list(self._pending)
+                self._pending.clear()
+                try:
+                    async with asyncio.timeout(self.settings.redis_timeout):
+                        async with self._redis.pipeline(transaction=False) as pipe:
+                            for kind, a, b in batch:
+                                if kind == "session":
+                                    self.store.write_ops(pipe, a, b)
+                                else:
+                                    self.bus.publish_op(pipe, a, b)
+                            await pipe.execute()
+                except _FAILURES as exc:
+                    # Messages are lost (the other side's timers cover them); session
+                    # changes are republished from _local when the node joins again.
+                    self.dropped += sum(1 for kind, _, _ in batch if kind == "publish")
+                    self._down(exc)
+
+    async def _listen_loop(self) -> None:
+        first = True
+
+        def subscribed() -> None:
+            nonlocal first
+            if not first:
+                self._resync = True  # messages may have been missed meanwhile
+            first = False
+
+        while True:
+            try:
+                async for message in self.bus.listen(subscribed):
+                    try:
+                        self._dispatch(message)
+                    except Exception:
+                        log.exception("cluster.dispatch_failed", type=message.get("t"))
+            except _FAILURES as exc:
+                self._down(exc)
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    def _dispatch(self, message: Message) -> None:
+        hub = self._hub
+        sender = str(message["from"])
+        kind = message["t"]
+        now = self.clock()
+        if kind in ("online", "offline"):
+            uid = message.get("uid")
+            stamp = message.get("stamp")
+            if not isinstance(uid, str) or not isinstance(stamp, int | float):
+                return
+            info = SessionInfo(sender, float(stamp))
+            if kind == "online":
+                known = self.presence.where(uid)
+                new = self.presence.online(uid, info)
+                if hub is not None and self.presence.where(uid) == info and known != info:
+                    hub.remote_session_started(uid, sender, info.stamp, new, now)
+            elif self.presence.offline(uid, info) and hub is not None:
+                hub.remote_session_ended(uid, now)
+        elif kind == "bye":
+            self._member_gone(sender, now, reason="left")
+        elif kind == "hello":
+            self._resync = True  # a member (re)joined: read its sessions at the next beat
+        elif hub is not None:
+            hub.cluster_message(sender, message, now)
+        self._kick()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

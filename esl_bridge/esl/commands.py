@@ -43,6 +43,7 @@ __all__ = [
     "sendmsg_execute",
     "sendmsg_hangup",
     "sendmsg_unicast",
+    "setvar_multi_arg",
     "socket_app",
     "user_endpoint",
     "uuid_kill",
@@ -310,6 +311,25 @@ def channel_vars(variables: Mapping[str, str | int | bool]) -> str:
         if escaped:  # "name=" sets nothing in FreeSWITCH; unset reads as empty anyway
             parts.append(f"{name}={escaped}")
     return "{" + ",".join(parts) + "}" if parts else ""
+
+
+_SETVAR_VALUE_RE = re.compile(r"^[^;=\s\\'\"{}$]{1,1024}$")
+
+
+def setvar_multi_arg(variables: Mapping[str, str]) -> str:
+    """``a=1;b=2``: the argument of ``api uuid_setvar_multi <uuid> <arg>``.
+
+    FreeSWITCH splits it at ``;`` and each item at its first ``=``, with no escaping, so a
+    value may hold none of ``; = \\ ' " { } $`` nor white space (it raises ValueError).
+    """
+    if not variables:
+        raise ValueError("uuid_setvar_multi needs at least one variable")
+    items = []
+    for name, value in variables.items():
+        _match(_VAR_NAME_RE, name, "channel variable name")
+        _match(_SETVAR_VALUE_RE, value, "uuid_setvar_multi value")
+        items.append(f"{name}={value}")
+    return ";".join(items)
 
 
 def user_endpoint(number: str, domain: str | None = None) -> str:

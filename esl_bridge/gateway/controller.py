@@ -103,6 +103,7 @@ class CallController:
                 pstn_ip=pstn.ip,
                 pstn_prefix=pstn.prefix,
                 pstn_gateway=pstn.gateway,
+                appid=self.appid,
             ),
             self.pool,
         )
@@ -531,7 +532,13 @@ class CallController:
             )
             self.channels.originate(action)
         elif isinstance(
-            action, c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer
+            action,
+            c.SetChannelVar
+            | c.SetChannelVars
+            | c.PreAnswer
+            | c.PlayRingback
+            | c.StopRingback
+            | c.Answer,
         ):
             self.channels.operate(action)
         elif isinstance(action, c.Hangup):

@@ -22,7 +22,8 @@ caller-supplied value is never expanded as a variable or API call.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "CONNECT",
@@ -40,6 +41,7 @@ __all__ = [
     "originate_arg",
     "park_app",
     "pstn_endpoint",
+    "sendevent",
     "sendmsg_execute",
     "sendmsg_hangup",
     "sendmsg_unicast",
@@ -141,6 +143,29 @@ def linger(seconds: int | None = None) -> bytes:
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
         raise ValueError(f"invalid linger time: {seconds!r}")
     return _frame(f"linger {seconds}")
+
+
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+# What FreeSWITCH reads back as it was sent: it URL-decodes every header value of a
+# sendevent (docs/freeswitch.rst), so "%" must travel as "%25"; CR/LF/NUL and non-ASCII are
+# encoded too (one line per header). The rest is left readable.
+_SENDEVENT_SAFE = " !#$&'()*+,/:;<=>?@[]^_`{|}~-."
+
+
+def sendevent(event_name: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """``sendevent <EVENT>`` with one ``Name: value`` line per header, values URL-encoded
+    (FreeSWITCH decodes them, so the event carries exactly the given text); no body.
+    ``Content-Length`` is refused as a header name: it would announce a body."""
+    _match(_EVENT_RE, event_name, "event name")
+    lines = [f"sendevent {event_name}"]
+    for name, value in headers:
+        _match(_HEADER_NAME_RE, name, "event header name")
+        if name.lower() == "content-length":
+            raise ValueError("sendevent: a Content-Length header would announce a body")
+        if not isinstance(value, str):
+            raise TypeError(f"event header {name} must be str, not {type(value).__name__}")
+        lines.append(f"{name}: {urllib.parse.quote(value, safe=_SENDEVENT_SAFE)}")
+    return _frame(*lines)
 
 
 # ------------------------------------------------------------------------------ sendmsg

@@ -152,6 +152,8 @@ class Hub:
         self._unauth: dict[int, float] = {}  # connection id -> login deadline
         self._to_participants: deque[tuple[Participant, str, Message]] = deque()
         self._flushing = False
+        # Told (appid, uid, online) at every presence change (the gateway's CUSTOM events).
+        self.on_presence: Callable[[str, str, bool], None] | None = None
 
     # ---- adapter entry points ----------------------------------------------------------
 
@@ -380,6 +382,8 @@ class Hub:
                 del self._watchers[key]
 
     def _notify_presence(self, key: Key, online: bool) -> None:
+        if self.on_presence is not None:
+            self.on_presence(key[0], key[1], online)
         state = "ONLINE" if online else "OFFLINE"
         for watcher in list(self._watchers.get(key, ())):
             self._send(watcher, p.server_message("peer_status", peers={key[1]: state}))

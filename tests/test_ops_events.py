@@ -25,12 +25,12 @@ from support.netns import loopback_only
 from support.sim_wire import Conn, Event, auth
 
 from esl_bridge.core.invitations import LocalState
+from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.control import InboundClient
 from esl_bridge.gateway.ops_events import (
     MAX_FIELDS,
     MAX_VALUE,
-    MediaWatch,
     OpsEventSender,
     event_headers,
 )

@@ -33,9 +33,9 @@ from esl_bridge.core import peer_json
 from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
+from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
-from esl_bridge.gateway.ops_events import MediaWatch
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.codec_choice import sip_side_codec
 from esl_bridge.media.leg import LegConfig, MediaLeg
@@ -226,7 +226,7 @@ class CallController:
             self._watch_media(call, links, now)
 
     def _watch_media(self, call: c.Call, links: _CallLinks, now: float) -> None:
-        """media_problem: no audio in one direction (the rule: ops_events.MediaWatch)."""
+        """media_problem: no audio in one direction (the rule: core/media_watch.py)."""
         leg = links.leg
         endpoint = None if leg is None else leg.endpoint
         if leg is None or endpoint is None or call.state is not c.State.CONNECTED:
@@ -780,7 +780,7 @@ class CallController:
         self._emit("user_online" if online else "user_offline", {"uid": uid, "appid": appid})
 
 
-# A direction without audio for this long is a media_problem (ops_events.MediaWatch).
+# A direction without audio for this long is a media_problem (core/media_watch.py).
 OPS_MEDIA_SILENCE = 5.0
 
 

@@ -4,7 +4,7 @@ The gateway fires ``sendevent CUSTOM`` with ``Event-Subclass: esl_bridge::<name>
 inbound ESL connection (docs/freeswitch.rst, "sendevent" facts); an admin watches them with
 ``/event plain CUSTOM esl_bridge::call_ended`` (README.rst, Operating esl-bridge). The events:
 ``call_started``, ``call_answered``, ``call_ended``, ``user_online``, ``user_offline``,
-``gateway_started``, ``gateway_stopping`` and ``media_problem`` (``MediaWatch`` below).
+``gateway_started``, ``gateway_stopping`` and ``media_problem`` (core/media_watch.py).
 
 Sending never holds up a call: ``emit`` only puts the event in a bounded queue (on the gevent
 hub, where the ESL client lives) and one greenlet sends them, one at a time. Bounds:
@@ -209,43 +209,3 @@ class OpsEventSender:
         self._last_drop_log = now
         counts, self._unlogged = self._unlogged, {}
         log.warning("ops_events.dropped", since_last=counts, total=dict(self.dropped))
-
-
-# ---------------------------------------------------------------------------------------
-# media_problem: no audio in one direction.
-
-
-@dataclass
-class _Direction:
-    count: int = 0
-    since: float = 0.0  # when the count last grew (or the watch started)
-    reported: bool = False
-
-
-class MediaWatch:
-    """The media_problem rule for one call, fed with its audio counters and ``now``.
-
-    Two directions: ``from_switch`` (unicast datagrams from FreeSWITCH that are not its
-    all-0xFF filler, i.e. the SIP side's audio) and ``from_browser`` (RTP packets from the
-    browser). The watch starts when the call is connected and both media paths are up.
-    A direction whose counter has not grown for ``silence`` seconds is reported once; it
-    is reported again only after its audio came back and stopped again.
-    """
-
-    def __init__(self, now: float, silence: float = 5.0) -> None:
-        self.silence = silence
-        self._dirs = {"from_switch": _Direction(since=now), "from_browser": _Direction(since=now)}
-
-    def update(self, now: float, from_switch: int, from_browser: int) -> list[tuple[str, float]]:
-        """(direction, seconds without audio) for each direction that just went silent."""
-        found: list[tuple[str, float]] = []
-        for name, count in (("from_switch", from_switch), ("from_browser", from_browser)):
-            d = self._dirs[name]
-            if count != d.count:
-                d.count, d.since, d.reported = count, now, False
-                continue
-            quiet = now - d.since
-            if quiet >= self.silence and not d.reported:
-                d.reported = True
-                found.append((name, quiet))
-        return found

@@ -1,4 +1,4 @@
-"""The ``esl-bridge`` command: run, demo, check-config, token, version."""
+"""The ``esl-bridge`` command: run, demo, check-config, check-switch, token, version."""
 
 from __future__ import annotations
 
@@ -201,6 +201,31 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def cmd_check_switch(args: argparse.Namespace) -> int:
+    """Is FreeSWITCH set up for the gateway? (esl_bridge/switch_check.py)"""
+    if args.conf is None:
+        settings: config.Settings | None = config.from_text("", "<defaults>")
+    else:
+        settings = _load(args.conf)
+    if settings is None:
+        return EXIT_CONFIG
+    from esl_bridge.config import LogSettings
+    from esl_bridge.logs import configure_logging
+    from esl_bridge.switch_check import check_switch, report
+
+    # stdout is the report (JSON with --json); only warnings and errors, on stderr.
+    configure_logging(
+        LogSettings(
+            level=3, file="", max_file_size=100, backup_count=5, json=False, console="auto"
+        ),
+        secrets=settings.secrets(),
+    )
+
+    checks = check_switch(settings, context=args.context, timeout=args.timeout)
+    print(report(checks, as_json=args.json))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILURE
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
@@ -295,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="path to rtx.conf")
     check.set_defaults(func=cmd_check_config)
+
+    switch = sub.add_parser(
+        "check-switch",
+        help="check that FreeSWITCH is set up for the gateway (one OK/FAIL line per check)",
+    )
+    switch.add_argument("--conf", help="path to rtx.conf ([esl], [socket], acc_rule, codecs)")
+    switch.add_argument("--json", action="store_true", help="print the result as JSON")
+    switch.add_argument("--context", default="default", help="dialplan context of the phones")
+    switch.add_argument("--timeout", type=float, default=5.0, help="seconds per ESL step (5)")
+    switch.set_defaults(func=cmd_check_switch)
 
     token = sub.add_parser(
         "token", help="mint a login token for a web user (signed with [auth] app_certificate)"

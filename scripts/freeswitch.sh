@@ -19,6 +19,7 @@ readonly DEFAULT_DIRS=(/usr/local/freeswitch/conf/directory/default /etc/freeswi
 usage() {
     cat <<EOF
 Usage: $PROG [options] (--range FROM-TO | --ext N[,N...])...
+       $PROG check [--conf rtx.conf] [--json] [--context CTX] [--timeout S]
 
 Create (or with --remove delete) FreeSWITCH directory users N.xml.
 
@@ -56,6 +57,14 @@ files without it are never overwritten (unless --force) nor removed.
 After a change, 'fs_cli -x reloadxml' runs when fs_cli (or \$FS_CLI) is found.
 
 Exit status: 0 success, 1 error, 2 bad usage, 3 conflicting files (nothing changed).
+
+'check' asks the running FreeSWITCH (over its event socket, [esl] of rtx.conf;
+127.0.0.1:8021 and the default password without --conf) whether it is set up
+for the gateway, and prints one OK/FAIL line per check with the fix: event
+socket, modules, esl_bridge_socket = [socket], the 0 route first for 0<uid>
+with rtp_autoflush and 'async full', codecs, acc_rule users in the directory
+(and how many are registered). It changes nothing. --json prints the result as
+JSON. Exit status: 0 all checks pass, 1 a check failed, 2 rtx.conf unusable.
 EOF
 }
 
@@ -69,6 +78,18 @@ usage_error() {
     exit 2
 }
 note() { printf '%s\n' "$*" >&2; }
+
+# 'check' is done in Python with the project's ESL client (esl_bridge/switch_check.py):
+# the checkout's copy when this script is run from one, else the installed esl-bridge.
+if [[ ${1:-} == check ]]; then
+    shift
+    root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+    if [[ -f $root/esl_bridge/__init__.py ]]; then
+        PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} exec "${PYTHON:-python3}" -m esl_bridge check-switch "$@"
+    fi
+    command -v esl-bridge >/dev/null 2>&1 || die "esl-bridge is not installed (pip install esl-bridge)" 2
+    exec esl-bridge check-switch "$@"
+fi
 
 # ---------------------------------------------------------------- arguments --
 

@@ -161,7 +161,10 @@ def run_checks(api: Api, settings: Settings, context: str = "default") -> list[C
             "(dialplan/esl_bridge_vars.xml), then fs_cli -x reloadxml",
         )
     )
-    checks.extend(_route_checks(api(f"xml_locate dialplan context name {context}"), want, context))
+    # The route is judged against what the switch uses; a socket unlike rtx.conf's is the
+    # line above.
+    context_xml = api(f"xml_locate dialplan context name {context}")
+    checks.extend(_route_checks(context_xml, have or want, context))
     names = codec_names(api("show codec"))
     for entry in settings.media.codecs:
         if entry not in CODEC_NAMES:

@@ -250,3 +250,70 @@ def test_the_gateway_fires_its_events_for_users_and_calls() -> None:
         assert sum(stats["dropped"].values()) == 0
         gateway.stop(drain=1.0)
         wait_custom(sim, "esl_bridge::gateway_stopping")
+
+
+# -- media_problem through the controller ----------------------------------------------------
+
+
+class FakeEndpoint:
+    """What _watch_media reads of a unicast endpoint: the switch's address, the counters."""
+
+    def __init__(self) -> None:
+        self.fs_addr: tuple[str, int] | None = ("127.0.0.1", 9000)
+        self.rx_packets = 0
+        self.rx_cng_frames = 0
+
+    def stats(self) -> Any:
+        return type("S", (), {"rx_packets": self.rx_packets, "rx_cng_frames": self.rx_cng_frames})
+
+
+class FakeLeg:
+    def __init__(self) -> None:
+        self.endpoint = FakeEndpoint()
+        self.browser_packets = 0
+
+
+def test_media_problem_names_the_silent_direction_with_the_calls_fields() -> None:
+    from test_controller import _answered_web_call, in_loop
+
+    @in_loop
+    def body() -> None:
+        controller, _switch, _alice, originate = _answered_web_call()
+        emitted: list[tuple[str, dict[str, object]]] = []
+        controller._emit = lambda name, fields: emitted.append((name, dict(fields)))
+        call = controller.book.by_uuid(originate.uuid)
+        assert call is not None
+        links = controller._links[call.call_id]
+        leg = FakeLeg()
+        links.leg = leg  # type: ignore[assignment]
+        # The phone's audio flows; the browser sends nothing after its first 10 packets.
+        leg.endpoint.rx_packets, leg.browser_packets = 10, 10
+        controller._watch_media(call, links, 100.0)
+        for now in (101.0, 102.0, 103.0, 104.0):
+            leg.endpoint.rx_packets += 50
+            controller._watch_media(call, links, now)
+        assert emitted == []
+        leg.endpoint.rx_packets += 50
+        leg.endpoint.rx_cng_frames = 3  # FreeSWITCH's 0xFF filler is not audio
+        controller._watch_media(call, links, 105.0)
+        [(name, fields)] = emitted
+        assert name == "media_problem"
+        assert fields == {
+            "call_id": call.call_id,
+            "direction": "rtc2sip",
+            "uid": "alice",
+            "number": "1000",
+            "uuid": originate.uuid,
+            "appid": controller.appid,
+            "silent": "from_browser",
+            "silent_seconds": 5.0,
+            "packets_from_switch": 257,
+            "packets_from_browser": 10,
+        }
+        leg.endpoint.rx_packets += 250
+        controller._watch_media(call, links, 110.0)  # the browser's silence: reported once
+        assert len(emitted) == 1
+        controller._watch_media(call, links, 115.0)  # now the phone's audio stopped too
+        assert [f["silent"] for _n, f in emitted] == ["from_browser", "from_switch"]
+
+    body()

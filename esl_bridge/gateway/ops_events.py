@@ -9,12 +9,19 @@ inbound ESL connection (docs/freeswitch.rst, "sendevent" facts); an admin watche
 Sending never holds up a call: ``emit`` only puts the event in a bounded queue (on the gevent
 hub, where the ESL client lives) and one greenlet sends them, one at a time. Bounds:
 
-* rate: a token bucket (``rate`` per second, bursts of ``burst``); an event over it is dropped;
+* rate: a token bucket (``rate`` per second, bursts of ``burst``); an event over it is dropped
+  (100 a second by default: a call makes three events, and ``[limits] max_call_rate`` is 20);
 * queue: at most ``queue_max`` events wait; one more is dropped;
 * size: at most ``MAX_FIELDS`` headers, each value cut to ``MAX_VALUE`` characters (ending in
   ``...``); there is never a body;
 * while the ESL connection is down the events wait (within those bounds) and go out once it
   is back; one whose send fails, or still waiting when the gateway stops, is dropped.
+
+The events share the inbound connection with the call commands (replies are matched in
+order, so an event never delays a command's reply). A command that times out closes that
+connection, so an event waits ``send_timeout`` (30 s), far longer than ``[esl]
+command_timeout``: a switch that stops answering is found by a call command first, never
+by an event.
 
 Drops are counted by reason (``stats()``, shown in ``/metrics``) and logged at most once per
 ``log_interval`` seconds, with the counts since the last such line.
@@ -104,10 +111,10 @@ class OpsEventSender:
         client: EslClient,
         *,
         common: Mapping[str, object] | None = None,
-        rate: float = 50.0,
-        burst: int = 100,
+        rate: float = 100.0,
+        burst: int = 200,
         queue_max: int = 1000,
-        send_timeout: float = 5.0,
+        send_timeout: float = 30.0,
         log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

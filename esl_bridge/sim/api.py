@@ -221,6 +221,8 @@ class ApiMixin:
             return ops_api.show_codec(self)  # type: ignore[arg-type]
         if words == ["registrations", "as", "json"]:
             return ops_api.show_registrations_json(self)  # type: ignore[arg-type]
+        if words == ["registrations"]:
+            return ops_api.show_registrations(self)  # type: ignore[arg-type]
         if what not in ("channels", "calls"):
             return "-USAGE: channels|calls [count]\n"
         live = [c for c in self.channels.values() if not c.destroyed]

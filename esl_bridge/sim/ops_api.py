@@ -7,15 +7,15 @@ What the simulated switch has is in ``SimConfig``: ``modules``, ``global_vars`` 
 (None: a default context whose 0 route is the one of dialplan/default/00_esl_bridge.xml).
 Tests make a misconfigured switch by changing them.
 
-Recorded: every reply text here except ``show registrations as json`` with rows (the
-recording had no registration; the rows are modelled on FreeSWITCH's ``registrations``
-table: reg_user, realm, token, url, expires, network_ip, network_port, network_proto,
-hostname, metadata) and ``sofia status``, which is not simulated.
+Recorded: every reply text here (``show registrations``, plain and json, with one phone
+registered in ops/esl_inbound_registrations.txt; the simulator's rows have the same columns
+and kinds of values). ``sofia status`` is not simulated.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
@@ -59,6 +59,20 @@ DEFAULT_CODECS: tuple[tuple[str, str], ...] = (
     ("PROXY VIDEO PASS-THROUGH", "CORE_PCM_MODULE"),
     ("RAW Signed Linear (16 bit)", "CORE_PCM_MODULE"),
     ("Speex", "CORE_SPEEX_MODULE"),
+)
+
+
+REGISTRATION_COLUMNS = (
+    "reg_user",
+    "realm",
+    "token",
+    "url",
+    "expires",
+    "network_ip",
+    "network_port",
+    "network_proto",
+    "hostname",
+    "metadata",
 )
 
 
@@ -147,14 +161,17 @@ def show_codec(sim: Simulator) -> str:
     return "\n".join(lines) + f"\n\n{len(sim.config.codecs)} total.\n"
 
 
-def show_registrations_json(sim: Simulator) -> str:
-    rows = [
+def _registrations(sim: Simulator) -> list[dict[str, str]]:
+    """One row per registered extension, with the columns and kind of values recorded in
+    ops/esl_inbound_registrations.txt (``expires`` is an epoch, ``url`` the contact)."""
+    expires = str(int(time.time()) + 3600)
+    return [
         {
             "reg_user": user,
             "realm": sim.domain,
-            "token": f"sim-{user}",
+            "token": f"{int(user):016x}",
             "url": f"sofia/internal/sip:{user}@127.0.0.1:5071",
-            "expires": "0",
+            "expires": expires,
             "network_ip": "127.0.0.1",
             "network_port": "5071",
             "network_proto": "udp",
@@ -162,8 +179,20 @@ def show_registrations_json(sim: Simulator) -> str:
             "metadata": "",
         }
         for user, ext in sorted(sim.config.extensions.items())
-        if ext.behaviour != "not_registered"
+        if ext.behaviour != "not_registered" and user.isdigit()
     ]
+
+
+def show_registrations_json(sim: Simulator) -> str:
+    rows = _registrations(sim)
     if not rows:
         return '{"row_count": 0}\n'  # recorded: as show channels, with a space and a newline
     return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
+
+
+def show_registrations(sim: Simulator) -> str:
+    rows = _registrations(sim)
+    if not rows:
+        return "\n0 total.\n"
+    lines = [",".join(REGISTRATION_COLUMNS), *(",".join(r.values()) for r in rows)]
+    return "\n".join(lines) + f"\n\n{len(rows)} total.\n"

@@ -8,6 +8,8 @@ dialplan's hold music), which answers by itself. Two scenarios, written to ``<ou
   esl_bridge::call_ended``; a *sender* connection fires ``sendevent CUSTOM`` events: the subscribed
   subclass, another subclass, one with a body, one with spaces/percent/UTF-8/colon in a value, one
   with an already URL-encoded value, one with a 2000-byte value, and one without a subclass.
+* ``registrations``: ``show registrations`` (plain and json) and ``sofia status profile internal
+  reg`` while one phone is registered (baresip as 1017; README.md of the fixtures).
 * ``check``: the api calls of ``scripts/freeswitch.sh check`` (module_exists, global_getvar,
   xml_locate, show codec, user_exists, show registrations, sofia status) and the channel variables
   of an originated leg (originate with ``{esl_bridge_*=...}``, uuid_setvar_multi, uuid_dump,
@@ -158,7 +160,23 @@ def scenario_check(out: Path) -> None:
     s.close()
 
 
-SCENARIOS = {"sendevent": scenario_sendevent, "check": scenario_check}
+def scenario_registrations(out: Path) -> None:
+    """With one phone registered (baresip as user 1017 on 127.0.0.1:5097, regint=60)."""
+    s = inbound(out / "esl_inbound_registrations.txt", "registrations with one phone")
+    s.api("show registrations")
+    s.api("show registrations as json")
+    s.api("sofia status profile internal reg")
+    s.api("user_exists id 1017 127.0.0.1")
+    s.command("exit")
+    time.sleep(0.3)
+    s.close()
+
+
+SCENARIOS = {
+    "sendevent": scenario_sendevent,
+    "check": scenario_check,
+    "registrations": scenario_registrations,
+}
 
 
 def main() -> None:

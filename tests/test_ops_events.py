@@ -317,3 +317,31 @@ def test_media_problem_names_the_silent_direction_with_the_calls_fields() -> Non
         assert [f["silent"] for _n, f in emitted] == ["from_browser", "from_switch"]
 
     body()
+
+
+class DownClient:
+    """An ESL client whose connection never comes up."""
+
+    connected = False
+
+    def wait_connected(self, timeout: float) -> None:
+        from esl_bridge.esl.control import EslTimeout
+
+        gevent.sleep(0.01)
+        raise EslTimeout("down")
+
+    def command(self, data: bytes, timeout: float | None = None) -> Any:
+        raise AssertionError("nothing is sent while the connection is down")
+
+
+def test_events_wait_for_the_connection_and_are_counted_when_the_gateway_stops() -> None:
+    sender = OpsEventSender(DownClient())
+    sender.start()
+    assert sender.emit("gateway_started", {"socket": "127.0.0.1:8084"})
+    assert sender.emit("user_online", {"uid": "alice"})
+    gevent.sleep(0)  # the greenlet may take one and wait for the connection: counted either way
+    sender.stop(flush_timeout=0.1)
+    assert sender.stats() == {
+        "sent": {},
+        "dropped": {"rate": 0, "queue_full": 0, "send_failed": 0, "stopped": 2, "bad_event": 0},
+    }

@@ -161,6 +161,12 @@ class CallController:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A leg whose figures were never read (its task cancelled): its call_ended goes
+        # without them rather than not at all.
+        for fields in self._ops_ended.values():
+            self._emit("call_ended", fields)
+        self._ops_ended.clear()
+        self._closing.clear()
 
     async def _timers(self) -> None:
         while True:

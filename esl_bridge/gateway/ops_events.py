@@ -133,6 +133,7 @@ class OpsEventSender:
         self._unlogged: dict[str, int] = {}
         self._last_drop_log: float | None = None
         self._sending = False
+        self._holding: _Pending | None = None  # taken from the queue, not sent yet
 
     # -- life
 
@@ -151,6 +152,9 @@ class OpsEventSender:
             while (self._sending or not self._queue.empty()) and self.client.connected:
                 gevent.sleep(0.01)
         greenlet.kill(block=True, timeout=1.0)
+        if self._holding is not None:  # it was waiting for the connection
+            self._holding = None
+            self._drop("stopped")
         while not self._queue.empty():
             self._queue.get_nowait()
             self._drop("stopped")
@@ -180,7 +184,7 @@ class OpsEventSender:
 
     def _run(self) -> None:
         while True:
-            pending = self._queue.get()
+            pending = self._holding = self._queue.get()
             while not self.client.connected:
                 try:
                     self.client.wait_connected(self.send_timeout)
@@ -195,6 +199,7 @@ class OpsEventSender:
                 continue
             finally:
                 self._sending = False
+                self._holding = None
             if not getattr(reply, "ok", False):
                 self._drop("send_failed")
                 continue

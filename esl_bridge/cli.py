@@ -1,4 +1,5 @@
-"""The ``esl-bridge`` command: run, demo, check-config, token, version."""
+"""The ``esl-bridge`` command: run, demo, check-config, check-switch, acc-rule, token,
+version."""
 
 from __future__ import annotations
 
@@ -217,6 +218,77 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def cmd_check_switch(args: argparse.Namespace) -> int:
+    """Is FreeSWITCH set up for the gateway? (esl_bridge/switch_check.py)"""
+    if args.conf is None:
+        settings: config.Settings | None = config.from_text("", "<defaults>")
+    else:
+        settings = _load(args.conf)
+    if settings is None:
+        return EXIT_CONFIG
+    from esl_bridge.config import LogSettings
+    from esl_bridge.logs import configure_logging
+    from esl_bridge.switch_check import check_switch, report
+
+    # stdout is the report (JSON with --json); only warnings and errors, on stderr.
+    configure_logging(
+        LogSettings(
+            level=3, file="", max_file_size=100, backup_count=5, json=False, console="auto"
+        ),
+        secrets=settings.secrets(),
+    )
+
+    checks = check_switch(settings, context=args.context, timeout=args.timeout)
+    print(report(checks, as_json=args.json))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILURE
+
+
+def cmd_acc_rule(args: argparse.Namespace) -> int:
+    """The acc_rule of the numbers on stdin (one a line); with --conf, rtx.conf's against them."""
+    import json
+
+    from esl_bridge.numbers import AccRuleError
+    from esl_bridge.provisioning import acc_rule_for, compare
+
+    users = [line.strip() for line in sys.stdin if line.strip()]
+    try:
+        rule = acc_rule_for(users)
+    except AccRuleError as exc:
+        print(f"esl-bridge acc-rule: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.conf is None:
+        print(json.dumps({"acc_rule": rule, "users": len(set(users))}) if args.json else rule)
+        return EXIT_OK
+    settings = _load(args.conf)
+    if settings is None:
+        return EXIT_CONFIG
+    diff = compare(users, settings.rtm2sip.numbers)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "acc_rule": rule,
+                    "users": len(set(users)),
+                    "ok": diff.same,
+                    "not_in_rule": list(diff.not_in_rule),
+                    "not_provisioned": list(diff.not_provisioned),
+                }
+            )
+        )
+    elif diff.same:
+        print(f"OK   acc_rule of {args.conf} names exactly the {len(set(users))} users: {rule}")
+    else:
+        for what, numbers in (
+            ("users not in acc_rule", diff.not_in_rule),
+            ("acc_rule numbers that are no user", diff.not_provisioned),
+        ):
+            if numbers:
+                shown = ", ".join(numbers[:10]) + (", ..." if len(numbers) > 10 else "")
+                print(f"FAIL {what}: {shown}")
+        print(f"fix: set [rtm2sip] acc_rule = {rule}")
+    return EXIT_OK if diff.same else EXIT_FAILURE
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
@@ -311,6 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="path to rtx.conf")
     check.set_defaults(func=cmd_check_config)
+
+    switch = sub.add_parser(
+        "check-switch",
+        help="check that FreeSWITCH is set up for the gateway (one OK/FAIL line per check)",
+    )
+    switch.add_argument("--conf", help="path to rtx.conf ([esl], [socket], acc_rule, codecs)")
+    switch.add_argument("--json", action="store_true", help="print the result as JSON")
+    switch.add_argument("--context", default="default", help="dialplan context of the phones")
+    switch.add_argument("--timeout", type=float, default=5.0, help="seconds per ESL step (5)")
+    switch.set_defaults(func=cmd_check_switch)
+
+    rule = sub.add_parser(
+        "acc-rule",
+        help="the acc_rule of the numbers on stdin; with --conf, check rtx.conf's against them",
+    )
+    rule.add_argument("--conf", help="path to rtx.conf whose [rtm2sip] acc_rule to check")
+    rule.add_argument("--json", action="store_true", help="print the result as JSON")
+    rule.set_defaults(func=cmd_acc_rule)
 
     token = sub.add_parser(
         "token", help="mint a login token for a web user (signed with [auth] app_certificate)"

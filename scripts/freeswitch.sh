@@ -19,6 +19,9 @@ readonly DEFAULT_DIRS=(/usr/local/freeswitch/conf/directory/default /etc/freeswi
 usage() {
     cat <<EOF
 Usage: $PROG [options] (--range FROM-TO | --ext N[,N...])...
+       $PROG check [--conf rtx.conf] [--json] [--context CTX] [--timeout S]
+       $PROG --list [--json] [-d DIR]
+       $PROG --acc-rule [--conf rtx.conf] [--json] [-d DIR]
 
 Create (or with --remove delete) FreeSWITCH directory users N.xml.
 
@@ -56,6 +59,20 @@ files without it are never overwritten (unless --force) nor removed.
 After a change, 'fs_cli -x reloadxml' runs when fs_cli (or \$FS_CLI) is found.
 
 Exit status: 0 success, 1 error, 2 bad usage, 3 conflicting files (nothing changed).
+
+'check' asks the running FreeSWITCH (over its event socket, [esl] of rtx.conf;
+127.0.0.1:8021 and the default password without --conf) whether it is set up
+for the gateway, and prints one OK/FAIL line per check with the fix: event
+socket, modules, esl_bridge_socket = [socket], the 0 route first for 0<uid>
+with rtp_autoflush and 'async full', codecs, acc_rule users in the directory
+(and how many are registered). It changes nothing. --json prints the result as
+JSON. Exit status: 0 all checks pass, 1 a check failed, 2 rtx.conf unusable.
+
+'--list' prints the users this script manages, one "EXTENSION STATE" line each,
+STATE being registered / not registered (from 'fs_cli -x "show registrations"')
+or unknown without fs_cli. '--acc-rule' prints the acc_rule expression of those
+users; with --conf it checks rtx.conf's [rtm2sip] acc_rule against them (exit 1
+when they differ, with the numbers on each side). --json: JSON instead.
 EOF
 }
 
@@ -69,6 +86,18 @@ usage_error() {
     exit 2
 }
 note() { printf '%s\n' "$*" >&2; }
+
+# 'check' is done in Python with the project's ESL client (esl_bridge/switch_check.py):
+# the checkout's copy when this script is run from one, else the installed esl-bridge.
+if [[ ${1:-} == check ]]; then
+    shift
+    root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+    if [[ -f $root/esl_bridge/__init__.py ]]; then
+        PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} exec "${PYTHON:-python3}" -m esl_bridge check-switch "$@"
+    fi
+    command -v esl-bridge >/dev/null 2>&1 || die "esl-bridge is not installed (pip install esl-bridge)" 2
+    exec esl-bridge check-switch "$@"
+fi
 
 # ---------------------------------------------------------------- arguments --
 
@@ -85,6 +114,9 @@ force=0
 dry_run=0
 remove=0
 reload=1
+mode=provision
+conf=
+json=0
 
 need_arg() {
     [[ $# -ge 2 && -n $2 ]] || usage_error "option $1 needs a value"
@@ -110,6 +142,11 @@ while [[ $# -gt 0 ]]; do
         -n | --dry-run) dry_run=1; shift ;;
         --remove) remove=1; shift ;;
         --no-reload) reload=0; shift ;;
+        --list) mode=list; shift ;;
+        --acc-rule) mode=acc-rule; shift ;;
+        --conf) need_arg "$@"; conf=$2; shift 2 ;;
+        --conf=*) conf=${1#*=}; shift ;;
+        --json) json=1; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; [[ $# -eq 0 ]] || usage_error "unexpected argument '$1'" ;;
         -*) usage_error "unknown option '$1'" ;;
@@ -138,8 +175,17 @@ check_extension() {
     fi
 }
 
-[[ ${#ranges[@]} -gt 0 || ${#ext_lists[@]} -gt 0 ]] ||
-    usage_error "select users with --range FROM-TO and/or --ext N[,N...]"
+if [[ $mode == provision ]]; then
+    [[ ${#ranges[@]} -gt 0 || ${#ext_lists[@]} -gt 0 ]] ||
+        usage_error "select users with --range FROM-TO and/or --ext N[,N...]"
+    [[ -z $conf && $json -eq 0 ]] || usage_error "--conf and --json go with check, --list or --acc-rule"
+else
+    [[ ${#ranges[@]} -eq 0 && ${#ext_lists[@]} -eq 0 ]] ||
+        usage_error "--$mode covers every user this script manages: no --range or --ext"
+    ((remove == 0 && force == 0 && dry_run == 0 && password_set == 0)) ||
+        usage_error "--$mode changes nothing: no --remove, --force, --dry-run or --password"
+    [[ -z $conf || $mode == acc-rule ]] || usage_error "--conf goes with --acc-rule or check"
+fi
 
 if ((remove)); then
     ((force == 0)) || usage_error "--force cannot be combined with --remove (only users this script created are removed)"
@@ -198,6 +244,14 @@ xml_escape() {
         esac
     done
     printf '%s' "$out"
+}
+
+# A string as a JSON string's contents (the directory path of --list --json).
+json_escape() {
+    local s=$1
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '%s' "$s"
 }
 
 password_xml=
@@ -361,6 +415,78 @@ write_file() {
     fi
     mv -f -- "$tmp" "$target" || die "cannot write '$target'"
 }
+
+# ---------------------------------------------------- --list, --acc-rule --
+
+# The users this script manages (marked files named N.xml), in numeric order.
+managed_users() {
+    local path ext
+    for path in "$dir"/*.xml; do
+        ext=${path##*/}
+        ext=${ext%.xml}
+        if is_extension "$ext" && is_managed "$path"; then
+            printf '%s\n' "$ext"
+        fi
+    done | sort -n
+}
+
+# reg_user of each registration FreeSWITCH has now (`show registrations`: a CSV header
+# starting "reg_user,", one line per registration, a blank line, "N total.").
+registered_users() {
+    "$1" -x 'show registrations' 2>/dev/null |
+        sed -n -e '/^reg_user,/,/^$/{/^reg_user,/d;/^$/d;s/,.*//;p}'
+}
+
+if [[ $mode != provision ]]; then
+    mapfile -t own_users < <(managed_users)
+    if [[ $mode == acc-rule ]]; then
+        ((${#own_users[@]} > 0)) || die "no user in '$dir' was created by this script"
+        root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+        args=(acc-rule)
+        [[ -z $conf ]] || args+=(--conf "$conf")
+        ((json == 0)) || args+=(--json)
+        if [[ -f $root/esl_bridge/__init__.py ]]; then
+            printf '%s\n' "${own_users[@]}" |
+                PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} "${PYTHON:-python3}" -m esl_bridge "${args[@]}"
+        else
+            command -v esl-bridge >/dev/null 2>&1 || die "esl-bridge is not installed" 2
+            printf '%s\n' "${own_users[@]}" | esl-bridge "${args[@]}"
+        fi
+        exit
+    fi
+    # --list: each managed user and whether it is registered now (unknown without fs_cli).
+    declare -A registered=()
+    known=0
+    fs_cli=${FS_CLI:-fs_cli}
+    if command -v "$fs_cli" >/dev/null 2>&1; then
+        known=1
+        while IFS= read -r user; do
+            registered[$user]=1
+        done < <(registered_users "$fs_cli")
+    else
+        note "$PROG: fs_cli not found: registration state unknown"
+    fi
+    first=1
+    ((json == 0)) || printf '{"directory": "%s", "users": [' "$(json_escape "$dir")"
+    for ext in ${own_users[@]+"${own_users[@]}"}; do
+        if ((known)) && [[ -n ${registered[$ext]:-} ]]; then
+            state=registered json_state=true
+        elif ((known)); then
+            state='not registered' json_state=false
+        else
+            state=unknown json_state=null
+        fi
+        if ((json)); then
+            ((first)) || printf ', '
+            printf '{"extension": "%s", "registered": %s}' "$ext" "$json_state"
+        else
+            printf '%s %s\n' "$ext" "$state"
+        fi
+        first=0
+    done
+    ((json == 0)) || printf ']}\n'
+    exit 0
+fi
 
 # ------------------------------------------------------------------- plan --
 

@@ -320,9 +320,15 @@ def test_sip_admission_hangs_up_with_a_fitting_cause(
 def test_sip_call_rings_back_and_invites_with_the_caller_shown() -> None:
     b = book()
     actions = arrive(b)
-    assert kinds(actions) == ["SetChannelVar", "PreAnswer", "PlayRingback", "SendInvitation"]
-    assert (actions[0].name, actions[0].value) == ("rtp_autoflush", "true")  # type: ignore[attr-defined]
-    invitation = actions[3]
+    assert kinds(actions) == [
+        "SetChannelVars",
+        "SetChannelVar",
+        "PreAnswer",
+        "PlayRingback",
+        "SendInvitation",
+    ]
+    assert (actions[1].name, actions[1].value) == ("rtp_autoflush", "true")  # type: ignore[attr-defined]
+    invitation = actions[4]
     assert isinstance(invitation, c.SendInvitation) and invitation.callee == "bob"
     content = json.loads(invitation.content)
     call = b.by_uuid("uuid-1")

@@ -173,7 +173,7 @@ def test_a_sip_call_rings_the_web_user_with_typed_channel_operations() -> None:
     bob = Browser(hub, clock, "bob")
     controller.sip_call_arrived(_record("u-1", "bob"))
     kinds = [type(op) for op in switch.ops]
-    assert kinds == [c.SetChannelVar, c.PreAnswer, c.PlayRingback]
+    assert kinds == [c.SetChannelVars, c.SetChannelVar, c.PreAnswer, c.PlayRingback]
     assert [m["type"] for m in bob.inbox if m.get("type") == "invitation"] == ["invitation"]
 
 

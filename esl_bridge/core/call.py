@@ -22,6 +22,7 @@ browser rings; the SIP caller hanging up while the browser rings cancels the inv
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -164,6 +165,15 @@ class SetChannelVar(Action):
     uuid: str
     name: str
     value: str
+
+
+@dataclass(frozen=True)
+class SetChannelVars(Action):
+    """Several channel variables at once (``uuid_setvar_multi``): the gateway's own
+    ``esl_bridge_*`` variables (``call_variables``), values already made safe."""
+
+    uuid: str
+    variables: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -351,6 +361,42 @@ class CallSettings:
 
     gateway_uid: str  # [proxy] rtm_account: sender of SIP -> RTC invitations
     hangup_grace: float = 5.0  # seconds to wait for FreeSWITCH to confirm a hangup
+    appid: str = ""  # [global] appid, shown on the channel as esl_bridge_appid
+
+
+# ---------------------------------------------------------------------------------------
+# The channel variables every channel of the gateway carries (README.rst, Operating
+# esl-bridge): what an admin sees in uuid_dump and CDRs to tell a gateway call apart.
+
+CALL_ID_VAR = "esl_bridge_call_id"
+DIRECTION_VAR = "esl_bridge_direction"
+UID_VAR = "esl_bridge_uid"
+APPID_VAR = "esl_bridge_appid"
+NUMBER_VAR = "esl_bridge_number"
+CHANNEL_VAR_MAX = 64  # characters kept of a value
+# Kept as they are; any other character becomes "_": the values travel in an originate's
+# {...} block and in uuid_setvar_multi's "a=1;b=2", and a caller number is the SIP side's.
+_VAR_VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+#*:\-]")
+
+
+def channel_var_value(value: str) -> str:
+    """A value as the channel gets it: safe characters only, at most CHANNEL_VAR_MAX."""
+    return _VAR_VALUE_UNSAFE.sub("_", value)[:CHANNEL_VAR_MAX]
+
+
+def call_variables(
+    call_id: str, direction: Direction, web_uid: str, appid: str, number: str
+) -> dict[str, str]:
+    """The ``esl_bridge_*`` variables of one call's channel (empty values left out)."""
+    values = {
+        CALL_ID_VAR: call_id,
+        DIRECTION_VAR: "rtc2sip" if direction is Direction.RTC_TO_SIP else "sip2rtc",
+        UID_VAR: web_uid,
+        APPID_VAR: appid,
+        NUMBER_VAR: number,
+    }
+    safe = {name: channel_var_value(value) for name, value in values.items()}
+    return {name: value for name, value in safe.items() if value}
 
 
 Handler = Callable[["Call", Any, float], list[Action]]
@@ -658,7 +704,12 @@ class SipToRtcCall(Call):
             },
             separators=(",", ":"),
         )
+        variables = call_variables(
+            call_id, Direction.SIP_TO_RTC, callee, settings.appid, caller_number
+        )
         return call, [
+            # First, so that an admin sees whose call it is from the start.
+            SetChannelVars(call_id, uuid, variables),
             # Before answer: DTMF otherwise adds a lasting delay (docs/freeswitch.rst, fact 4).
             SetChannelVar(call_id, uuid, "rtp_autoflush", "true"),
             # Ringback while the browser rings, not an answered call (SRProxy's defect).

@@ -30,6 +30,7 @@ from esl_bridge.core.call import (
     Call,
     CallEnded,
     CallSettings,
+    Direction,
     Event,
     Hangup,
     RefuseInvitation,
@@ -38,6 +39,7 @@ from esl_bridge.core.call import (
     Shutdown,
     SipToRtcCall,
     State,
+    call_variables,
     refusal,
 )
 from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
@@ -68,6 +70,7 @@ class BookSettings:
     pstn_profile: str = "internal"
     # Custom data of the web caller travels to the SIP callee in this header.
     user_data_header: str = "X-ArInfo"
+    appid: str = ""  # [global] appid (the esl_bridge_appid channel variable)
 
     @property
     def pstn_enabled(self) -> bool:
@@ -124,7 +127,9 @@ class CallBook:
         self._by_uuid: dict[str, str] = {}
         self._by_chan: dict[str, str] = {}
         self._call_settings = CallSettings(
-            gateway_uid=settings.gateway_uid, hangup_grace=settings.hangup_grace
+            gateway_uid=settings.gateway_uid,
+            hangup_grace=settings.hangup_grace,
+            appid=settings.appid,
         )
         self.rate = CallRate(settings.max_call_rate, settings.call_burst)
 
@@ -193,6 +198,9 @@ class CallBook:
 
         channel_uuid = str(uuid4())
         destination, variables = self._dial(caller, number, body, channel_uuid)
+        variables.update(
+            call_variables(call_id, Direction.RTC_TO_SIP, caller, self.settings.appid, number)
+        )
         call, actions = RtcToSipCall.start(
             call_id=call_id,
             uuid=channel_uuid,

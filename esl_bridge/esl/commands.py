@@ -22,7 +22,8 @@ caller-supplied value is never expanded as a variable or API call.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "CONNECT",
@@ -40,9 +41,11 @@ __all__ = [
     "originate_arg",
     "park_app",
     "pstn_endpoint",
+    "sendevent",
     "sendmsg_execute",
     "sendmsg_hangup",
     "sendmsg_unicast",
+    "setvar_multi_arg",
     "socket_app",
     "user_endpoint",
     "uuid_kill",
@@ -140,6 +143,29 @@ def linger(seconds: int | None = None) -> bytes:
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
         raise ValueError(f"invalid linger time: {seconds!r}")
     return _frame(f"linger {seconds}")
+
+
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+# What FreeSWITCH reads back as it was sent: it URL-decodes every header value of a
+# sendevent (docs/freeswitch.rst), so "%" must travel as "%25"; CR/LF/NUL and non-ASCII are
+# encoded too (one line per header). The rest is left readable.
+_SENDEVENT_SAFE = " !#$&'()*+,/:;<=>?@[]^_`{|}~-."
+
+
+def sendevent(event_name: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """``sendevent <EVENT>`` with one ``Name: value`` line per header, values URL-encoded
+    (FreeSWITCH decodes them, so the event carries exactly the given text); no body.
+    ``Content-Length`` is refused as a header name: it would announce a body."""
+    _match(_EVENT_RE, event_name, "event name")
+    lines = [f"sendevent {event_name}"]
+    for name, value in headers:
+        _match(_HEADER_NAME_RE, name, "event header name")
+        if name.lower() == "content-length":
+            raise ValueError("sendevent: a Content-Length header would announce a body")
+        if not isinstance(value, str):
+            raise TypeError(f"event header {name} must be str, not {type(value).__name__}")
+        lines.append(f"{name}: {urllib.parse.quote(value, safe=_SENDEVENT_SAFE)}")
+    return _frame(*lines)
 
 
 # ------------------------------------------------------------------------------ sendmsg
@@ -310,6 +336,25 @@ def channel_vars(variables: Mapping[str, str | int | bool]) -> str:
         if escaped:  # "name=" sets nothing in FreeSWITCH; unset reads as empty anyway
             parts.append(f"{name}={escaped}")
     return "{" + ",".join(parts) + "}" if parts else ""
+
+
+_SETVAR_VALUE_RE = re.compile(r"^[^;=\s\\'\"{}$]{1,1024}$")
+
+
+def setvar_multi_arg(variables: Mapping[str, str]) -> str:
+    """``a=1;b=2``: the argument of ``api uuid_setvar_multi <uuid> <arg>``.
+
+    FreeSWITCH splits it at ``;`` and each item at its first ``=``, with no escaping, so a
+    value may hold none of ``; = \\ ' " { } $`` nor white space (it raises ValueError).
+    """
+    if not variables:
+        raise ValueError("uuid_setvar_multi needs at least one variable")
+    items = []
+    for name, value in variables.items():
+        _match(_VAR_NAME_RE, name, "channel variable name")
+        _match(_SETVAR_VALUE_RE, value, "uuid_setvar_multi value")
+        items.append(f"{name}={value}")
+    return ";".join(items)
 
 
 def user_endpoint(number: str, domain: str | None = None) -> str:

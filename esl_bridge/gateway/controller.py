@@ -33,6 +33,7 @@ from esl_bridge.core import peer_json
 from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
+from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
 from esl_bridge.logs import bound_contextvars, get_logger
@@ -87,6 +88,7 @@ class _CallLinks:
     ref: str | None = None  # the gateway's own invitation (SIP -> RTC)
     leg: MediaLeg | None = None
     headers: dict[str, str] = field(default_factory=dict)  # latest channel variables
+    watch: MediaWatch | None = None  # the media_problem rule, once media flows both ways
 
 
 class CallController:
@@ -101,6 +103,8 @@ class CallController:
         clock: Callable[[], float] = time.monotonic,
         kick_hub: Callable[[], None] = lambda: None,
         cluster: NumberClaims | None = None,
+        emit: Callable[[str, dict[str, object]], None] = lambda name, fields: None,
+        ops_stats: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.settings = settings
         # In a cluster each acc_rule number is also claimed in Redis before its call is
@@ -109,6 +113,9 @@ class CallController:
         self._claiming: dict[str, bool] = {}  # invitation id -> canceled meanwhile
         self._claims: dict[str, tuple[str, str]] = {}  # call id -> (number, token)
         self.clock = clock
+        # CUSTOM events for fs_cli (gateway/ops_events.py); returns at once.
+        self._emit = emit
+        self._ops_stats = ops_stats
         self.channels = channels
         self._kick_hub = kick_hub
         self.gateway_uid = settings.proxy.rtm_account
@@ -128,6 +135,7 @@ class CallController:
                 pstn_ip=pstn.ip,
                 pstn_prefix=pstn.prefix,
                 pstn_gateway=pstn.gateway,
+                appid=self.appid,
             ),
             self.pool,
         )
@@ -135,6 +143,14 @@ class CallController:
         self.ports = self._port_allocator()
         self.media_counters = MediaCounters()  # shared by every call's unicast endpoint
         self.handle: ParticipantHandle = hub.register_participant(self.appid, self)
+        hub.on_presence = self._presence_changed
+        # What call_ended reports, per live call: its fields, start and answer times, and
+        # the media figures once its leg has closed (kept until both the end and the
+        # figures are in; _closing: legs whose figures are still being read).
+        self._ops_calls: dict[str, dict[str, Any]] = {}
+        self._ops_figures: dict[str, dict[str, object]] = {}
+        self._ops_ended: dict[str, dict[str, object]] = {}
+        self._closing: set[str] = set()
         self._links: dict[str, _CallLinks] = {}  # call id -> links, live calls only
         self._by_inv: dict[str, str] = {}  # web caller's invitation id -> call id
         self._by_ref: dict[str, str] = {}  # the gateway's invitation ref -> call id
@@ -170,6 +186,12 @@ class CallController:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A leg whose figures were never read (its task cancelled): its call_ended goes
+        # without them rather than not at all.
+        for fields in self._ops_ended.values():
+            self._emit("call_ended", fields)
+        self._ops_ended.clear()
+        self._closing.clear()
 
     async def _timers(self) -> None:
         while True:
@@ -231,6 +253,35 @@ class CallController:
             silent = endpoint.seconds_since_rx(now)
             if silent is not None and silent > media.media_timeout:
                 self.event(call.call_id, c.MediaFailed("media_timeout"))
+                continue
+            self._watch_media(call, links, now)
+
+    def _watch_media(self, call: c.Call, links: _CallLinks, now: float) -> None:
+        """media_problem: no audio in one direction (the rule: core/media_watch.py)."""
+        leg = links.leg
+        endpoint = None if leg is None else leg.endpoint
+        if leg is None or endpoint is None or call.state is not c.State.CONNECTED:
+            return
+        if endpoint.fs_addr is None:
+            return  # unicast not flowing yet: the start timeout's business
+        stats = endpoint.stats()
+        from_switch = stats.rx_packets - stats.rx_cng_frames
+        if links.watch is None:
+            links.watch = MediaWatch(now, silence=OPS_MEDIA_SILENCE)
+        for direction, quiet in links.watch.update(now, from_switch, leg.browser_packets):
+            log.warning(
+                "calls.media_problem", call_id=call.call_id, silent=direction, seconds=quiet
+            )
+            self._emit(
+                "media_problem",
+                {
+                    **self._ops_calls.get(call.call_id, {}).get("fields", {}),
+                    "silent": direction,
+                    "silent_seconds": round(quiet, 1),
+                    "packets_from_switch": from_switch,
+                    "packets_from_browser": leg.browser_packets,
+                },
+            )
 
     # -- inputs from FreeSWITCH (via the handoff) ----------------------------------------
 
@@ -320,6 +371,7 @@ class CallController:
         call = self.book.by_uuid(record.uuid)
         if call is not None:
             self._links_of(call.call_id).headers.update(record.headers)
+            self._call_started(call)
         self._run(actions)
 
     # -- inputs from the hub (Participant) ------------------------------------------------
@@ -540,6 +592,7 @@ class CallController:
 
     async def _close_leg(self, call_id: str, leg: MediaLeg) -> None:
         """Log the call's media figures, then close its leg (peer connection, ports)."""
+        figures: dict[str, object] = {}
         try:
             stats = await leg.stats()
             unicast = stats.unicast
@@ -554,8 +607,11 @@ class CallController:
                 receive=stats.receive,
                 unicast=None if unicast is None else vars(unicast),
             )
+            figures = _media_figures(stats)
         except Exception as exc:  # figures are a nicety; closing is not
             log.warning("media.stats_failed", call_id=call_id, error=str(exc))
+        finally:
+            self._media_figures_in(call_id, figures)
         await leg.close()
 
     def _dtmf_to_web(self, call: c.Call, digit: str) -> None:
@@ -569,7 +625,11 @@ class CallController:
     # -- events and actions ----------------------------------------------------------------
 
     def event(self, call_id: str, event: c.Event) -> None:
+        call = self.book.get(call_id)
+        was_connected = call is not None and call.state is c.State.CONNECTED
         self._run(self.book.handle(call_id, event, self.clock()))
+        if call is not None and not was_connected and call.state is c.State.CONNECTED:
+            self._call_answered(call)
 
     def _run(self, actions: list[c.Action]) -> None:
         for action in actions:
@@ -593,9 +653,17 @@ class CallController:
                 uuid=action.uuid,
                 destination=action.destination,
             )
+            if call is not None:
+                self._call_started(call)
             self.channels.originate(action)
         elif isinstance(
-            action, c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer
+            action,
+            c.SetChannelVar
+            | c.SetChannelVars
+            | c.PreAnswer
+            | c.PlayRingback
+            | c.StopRingback
+            | c.Answer,
         ):
             self.channels.operate(action)
         elif isinstance(action, c.Hangup):
@@ -626,6 +694,7 @@ class CallController:
             links = self._links.get(action.call_id)
             if links is not None and links.leg is not None:
                 leg, links.leg = links.leg, None
+                self._closing.add(action.call_id)
                 self._spawn(self._close_leg(action.call_id, leg))
         elif isinstance(action, c.CallEnded):
             self._ended(action)
@@ -679,8 +748,10 @@ class CallController:
             self.cluster.release(*claim)
         links = self._forget(action.call_id)
         if links is not None and links.leg is not None:
+            self._closing.add(action.call_id)
             self._spawn(self._close_leg(action.call_id, links.leg))
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
+        self._call_ended(action)
         log.info(
             "calls.ended",
             call_id=action.call_id,
@@ -717,7 +788,94 @@ class CallController:
             "unicast_foreign_packets": self.media_counters.foreign_packets,
             "ended": dict(self.ended_total),
             **({} if self.cluster is None else {"cluster": self.cluster.status()}),
+            "ops_events": self._ops_stats(),
         }
+
+    # -- CUSTOM events (gateway/ops_events.py) -------------------------------------------------
+
+    def _call_started(self, call: c.Call) -> None:
+        fields: dict[str, object] = {
+            "call_id": call.call_id,
+            "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+            "uid": call.web_uid,
+            "number": call.number,
+            "uuid": call.uuid,
+            "appid": self.appid,
+        }
+        self._ops_calls[call.call_id] = {
+            "fields": fields,
+            "started": self.clock(),
+            "answered": None,
+        }
+        self._emit("call_started", fields)
+
+    def _call_answered(self, call: c.Call) -> None:
+        info = self._ops_calls.get(call.call_id)
+        if info is None:
+            return
+        info["answered"] = self.clock()
+        self._emit("call_answered", {**info["fields"], "setup_seconds": self._since(call)})
+
+    def _since(self, call: c.Call) -> float:
+        return round(max(0.0, self.clock() - call.started_at), 3)
+
+    def _call_ended(self, action: c.CallEnded) -> None:
+        info = self._ops_calls.pop(action.call_id, None)
+        if info is None:
+            return
+        now = self.clock()
+        answered = info["answered"]
+        fields = {
+            **info["fields"],
+            "reason": action.reason,
+            "cause": action.cause,
+            "forced": action.forced,
+            "duration": round(now - info["started"], 3),
+            "talk_seconds": 0.0 if answered is None else round(now - answered, 3),
+        }
+        figures = self._ops_figures.pop(action.call_id, None)
+        if figures is None and action.call_id in self._closing:
+            self._ops_ended[action.call_id] = fields  # sent once its figures are in
+            return
+        self._emit("call_ended", {**fields, **(figures or {})})
+
+    def _media_figures_in(self, call_id: str, figures: dict[str, object]) -> None:
+        self._closing.discard(call_id)
+        ended = self._ops_ended.pop(call_id, None)
+        if ended is not None:
+            self._emit("call_ended", {**ended, **figures})
+        elif call_id in self._ops_calls:
+            self._ops_figures[call_id] = figures
+
+    def _presence_changed(self, appid: str, uid: str, online: bool) -> None:
+        """A web user logged in or went away (not the uids the gateway serves itself)."""
+        if uid == self.gateway_uid or uid in self.pool:
+            return
+        self._emit("user_online" if online else "user_offline", {"uid": uid, "appid": appid})
+
+
+# A direction without audio for this long is a media_problem (core/media_watch.py).
+OPS_MEDIA_SILENCE = 5.0
+
+
+def _media_figures(stats: Any) -> dict[str, object]:
+    """What call_ended says of a call's media (from its leg's LegStats)."""
+    figures: dict[str, object] = {
+        "codec": stats.codec,
+        "media_path": stats.path,
+        "packets_from_browser": stats.browser_frames_in,
+        "frames_to_browser": stats.track_frames,
+    }
+    unicast = stats.unicast
+    if unicast is not None:
+        figures["packets_from_switch"] = unicast.rx_packets - unicast.rx_cng_frames
+        figures["packets_to_switch"] = unicast.tx_packets
+        figures["underruns"] = unicast.rx_underruns + unicast.tx_underruns
+    receive = stats.receive or {}
+    for key in ("lost", "late", "concealed"):
+        if key in receive:
+            figures[f"browser_{key}"] = receive[key]
+    return figures
 
 
 def _with_chan_id(content: str, channel_id: str) -> str:

@@ -79,7 +79,8 @@ class Unicast:
 # What the call logic may ask of a channel: the call core's channel actions, plus the two
 # that the gateway adds (unicast needs the media leg's ports, DTMF comes from a peer message).
 ChannelOp = (
-    (c.SetChannelVar | c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup)
+    (c.SetChannelVar | c.SetChannelVars)
+    | (c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup)
     | SendDtmf
     | Unicast
 )
@@ -390,6 +391,11 @@ class EslSide:
                     session.set_var(name, value)
                 else:
                     self._api_ok("uuid_setvar", uuid, name, value)
+            case c.SetChannelVars(variables=variables):
+                arg = cmd.setvar_multi_arg(variables)
+                reply = (session or self.inbound).api("uuid_setvar_multi", uuid, arg)
+                if not reply.ok:
+                    raise EslCommandError("api uuid_setvar_multi", reply.text.strip())
             case Unicast(params=p):
                 if session is not None:
                     session.start_unicast(

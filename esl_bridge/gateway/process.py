@@ -23,6 +23,7 @@ from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.gateway.esl_side import ChannelOp, EslSide
+from esl_bridge.gateway.ops_events import OpsEventSender
 from esl_bridge.gateway.web import (
     WebServer,
     add_operations_routes,
@@ -134,6 +135,9 @@ class Gateway:
             orphan_timeout=self.settings.esl.orphan_timeout,
             originate_timeout=self.settings.limits.originate_timeout,
         )
+        identity = {"node": self.identity.node_id, "instance": self.identity.instance_id}
+        self.ops_events = OpsEventSender(self.esl.inbound, common=identity)
+        self.ops_events.start()
         self.loops.run_coroutine(self._start_web(self.esl), timeout=30)
         sink.controller = self.controller
         self.socket_address = self.esl.start()
@@ -147,6 +151,7 @@ class Gateway:
             # looked up here, once, not on the event loop mid-call (media/libopus.py)
             opus=opus_backend(),
         )
+        self.ops_events.emit("gateway_started", {"socket": "{}:{}".format(*self.socket_address)})
 
     async def _start_web(self, esl: EslSide) -> None:
         from esl_bridge.web.client import setup_web_client
@@ -164,12 +169,15 @@ class Gateway:
             service.hub.attach_cluster(appid, cluster)
             cluster.attach(service.hub, service.kick)
             self.cluster = cluster
+        ops = self.ops_events
         controller = CallController(
             self.settings,
             service.hub,
             _ToEsl(self.loops, esl),
             kick_hub=service.kick,
             cluster=cluster,
+            emit=lambda name, fields: self.loops.call_in_hub(ops.emit, name, fields),
+            ops_stats=ops.stats,
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
@@ -210,6 +218,9 @@ class Gateway:
             return
         self._stopping = True
         log.info("gateway.stopping", drain_seconds=drain)
+        ops = getattr(self, "ops_events", None)
+        if ops is not None:
+            ops.emit("gateway_stopping", {"drain_seconds": drain})
         if self.controller is not None:
             try:
                 self.loops.run_coroutine(self.controller.stop(drain), timeout=drain + 5)
@@ -222,6 +233,8 @@ class Gateway:
                 self.loops.run_coroutine(self.cluster.stop(), timeout=15)
             except Exception as exc:
                 log.warning("gateway.cluster_leave_failed", error=str(exc))
+        if ops is not None:
+            ops.stop(flush_timeout=1.0)  # gateway_stopping and the last call_ended go out
         if self.esl is not None:
             self.esl.stop()
         if self._web is not None:

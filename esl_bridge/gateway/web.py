@@ -91,6 +91,19 @@ class GatewayCollector(Collector):
                 "1 while this process is a member of the cluster (Redis reachable)",
                 value=1.0 if cluster["state"] == "up" else 0.0,
             )
+        ops = status.get("ops_events") or {}
+        sent = CounterMetricFamily(
+            "esl_bridge_ops_events_sent", "CUSTOM events sent to FreeSWITCH", labels=["event"]
+        )
+        for name, count in sorted(ops.get("sent", {}).items()):
+            sent.add_metric([name], count)
+        yield sent
+        dropped = CounterMetricFamily(
+            "esl_bridge_ops_events_dropped", "CUSTOM events dropped, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(ops.get("dropped", {}).items()):
+            dropped.add_metric([reason], count)
+        yield dropped
         for name, value in sorted(self._hub_stats().items()):
             yield GaugeMetricFamily(
                 f"esl_bridge_hub_{name}", f"signalling hub: {name}", value=value

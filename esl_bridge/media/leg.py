@@ -790,6 +790,11 @@ class MediaLeg:
 
     # -- stats, end
 
+    @property
+    def browser_packets(self) -> int:
+        """RTP packets received from the browser so far (the media_problem rule counts them)."""
+        return self._browser_audio.packets_in
+
     async def stats(self, with_rtp: bool = False) -> LegStats:
         rtp: dict[str, Any] = {}
         if with_rtp and not self.closed:

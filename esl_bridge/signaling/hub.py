@@ -197,6 +197,8 @@ class Hub:
         self.cluster: ClusterPort | None = None
         self._cluster_appid = ""
         self._mirrors: dict[str, _Mirror] = {}
+        # Told (appid, uid, online) at every presence change (the gateway's CUSTOM events).
+        self.on_presence: Callable[[str, str, bool], None] | None = None
 
     # ---- adapter entry points ----------------------------------------------------------
 
@@ -438,6 +440,8 @@ class Hub:
                 del self._watchers[key]
 
     def _notify_presence(self, key: Key, online: bool) -> None:
+        if self.on_presence is not None:
+            self.on_presence(key[0], key[1], online)
         state = "ONLINE" if online else "OFFLINE"
         for watcher in list(self._watchers.get(key, ())):
             self._send(watcher, p.server_message("peer_status", peers={key[1]: state}))

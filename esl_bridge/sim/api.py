@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from . import ops_api
 from .channel import Q850, Channel, common_event_headers
 from .originate import OriginateMixin
 
@@ -216,6 +217,12 @@ class ApiMixin:
     async def _api_show(self, arg: str) -> str:
         words = arg.split()
         what = words[0].lower() if words else ""
+        if what == "codec" and len(words) == 1:
+            return ops_api.show_codec(self)  # type: ignore[arg-type]
+        if words == ["registrations", "as", "json"]:
+            return ops_api.show_registrations_json(self)  # type: ignore[arg-type]
+        if words == ["registrations"]:
+            return ops_api.show_registrations(self)  # type: ignore[arg-type]
         if what not in ("channels", "calls"):
             return "-USAGE: channels|calls [count]\n"
         live = [c for c in self.channels.values() if not c.destroyed]
@@ -305,4 +312,9 @@ API_COMMANDS: dict[str, Callable[[Any, str], Awaitable[str]]] = {
     "sofia_contact": ApiMixin._api_sofia_contact,
     "show": ApiMixin._api_show,
     "originate": OriginateMixin._api_originate,
+    # What scripts/freeswitch.sh check asks (sim/ops_api.py).
+    "module_exists": ops_api.api_module_exists,
+    "global_getvar": ops_api.api_global_getvar,
+    "xml_locate": ops_api.api_xml_locate,
+    "user_exists": ops_api.api_user_exists,
 }

@@ -92,6 +92,8 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "DTMF": ("switch_channel.c", "switch_channel_dequeue_dtmf", "677"),
     "CHANNEL_DATA": ("mod_event_socket.c", "parse_command", "2021"),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", "1572"),
+    # ops/esl_inbound_custom_event_observer.txt: fired by an ESL client's `sendevent`.
+    "CUSTOM": ("mod_event_socket.c", "parse_command", "2275"),
 }
 
 # The one list of event names: every event type the simulator fires (what `event plain ALL`

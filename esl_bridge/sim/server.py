@@ -48,6 +48,7 @@ from .channel import EVENT_NAMES, Q850, SIP_PHRASE, SIP_STATUS, Channel, FiredEv
 from .extensions import Extension, default_extensions
 from .faults import FaultsMixin, SimulatorCrashed, UnicastRedirect
 from .media import AudioSource
+from .ops_api import DEFAULT_CODECS, DEFAULT_MODULES
 from .originate import OriginateMixin
 from .phone import PhoneCall, PhoneMixin
 from .session import EslSession
@@ -84,6 +85,13 @@ class SimConfig:
     ipv6: str = "::1"
     park_event_delay: float = 0.005  # outbound socket: CHANNEL_PARK this long after connect
     app_step_delay: float = 0.02  # time an application takes (answer, pre_answer, ...)
+    # What `freeswitch.sh check` finds (sim/ops_api.py): loaded modules, global variables
+    # (besides esl_bridge_socket from socket_target, and domain), `show codec`, the default
+    # context's XML (None: the 0 route of dialplan/ first for 0<uid>).
+    modules: frozenset[str] = DEFAULT_MODULES
+    global_vars: dict[str, str] = field(default_factory=dict)
+    codecs: tuple[tuple[str, str], ...] = DEFAULT_CODECS
+    dialplan_xml: str | None = None
 
 
 class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):

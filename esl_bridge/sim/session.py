@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from esl_bridge.logs import get_logger
 
 from . import wire
-from .channel import Channel, FiredEvent
+from .channel import Channel, FiredEvent, common_event_headers
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -41,6 +42,7 @@ class EslSession:
         self.channel = channel
         self.authed = outbound
         self.event_names: set[str] = set()
+        self.custom_subclasses: set[str] = set()  # `event plain CUSTOM a::b c::d`
         self.all_events = False
         self.uuid_filter: str | None = None  # myevents
         self.header_filters: Headers = []
@@ -112,6 +114,13 @@ class EslSession:
         elif self.uuid_filter is not None:
             # myevents: every event of that one channel.
             ok = ev.get("Unique-ID") == self.uuid_filter
+        elif ev.name == "CUSTOM" and not self.all_events:
+            # Recorded (ops/): a CUSTOM subscription with subclasses gets those subclasses
+            # and every CUSTOM event that has no subclass at all.
+            subclass = ev.get("Event-Subclass")
+            ok = "CUSTOM" in self.event_names and (
+                subclass is None or subclass in self.custom_subclasses
+            )
         else:
             ok = self.all_events or ev.name in self.event_names
         return ok and all(ev.get(k) == v for k, v in self.header_filters)
@@ -231,11 +240,16 @@ class EslSession:
         if fmt.lower() != "plain":
             self.send(wire.command_reply("-ERR the simulator speaks only event plain"))
             return
+        custom = False
         for name in names.split():
-            if name.upper() == "ALL":
+            if custom:
+                # FreeSWITCH takes every word after CUSTOM as a subclass name.
+                self.custom_subclasses.add(name)
+            elif name.upper() == "ALL":
                 self.all_events = True
             else:
                 self.event_names.add(name.upper())
+                custom = name.upper() == "CUSTOM"
         self.send(wire.command_reply("+OK event listener enabled plain"))
 
     async def _cmd_myevents(self, arg: str, headers: Headers, body: bytes) -> None:
@@ -292,6 +306,30 @@ class EslSession:
     async def _cmd_sendmsg(self, arg: str, headers: Headers, body: bytes) -> None:
         await self.sim._sendmsg(self, arg, headers, body)
 
+    async def _cmd_sendevent(self, arg: str, headers: Headers, body: bytes) -> None:
+        """`sendevent CUSTOM` + headers (+ body), as recorded in ops/esl_inbound_sendevent.txt
+        and its observer: the reply is `+OK <Event-UUID>`; the event carries Event-Subclass
+        first, then `Command: sendevent CUSTOM`, the sent headers in order with their values
+        URL-decoded, Event-UUID, then the usual common headers."""
+        name = arg.split()[0].upper() if arg.split() else ""
+        if name != "CUSTOM":
+            # FreeSWITCH fires any event type (an unknown name as MESSAGE); not simulated.
+            self.send(wire.command_reply("-ERR the simulator fires only CUSTOM events"))
+            return
+        event_uuid = str(uuidlib.uuid4())
+        decoded = [(k, urllib.parse.unquote(v)) for k, v in headers]
+        subclass = [(k, v) for k, v in decoded if k.lower() == "event-subclass"]
+        rest = [(k, v) for k, v in decoded if k.lower() != "event-subclass"]
+        event_headers = [
+            *subclass[:1],
+            ("Command", f"sendevent {arg}"),
+            *rest,
+            ("Event-UUID", event_uuid),
+            *common_event_headers(self.sim, "CUSTOM"),
+        ]
+        self.send(wire.command_reply(f"+OK {event_uuid}"))
+        self.sim.fire(None, "CUSTOM", event_headers, body)
+
     async def _cmd_exit(self, arg: str, headers: Headers, body: bytes) -> None:
         await self.sim._session_exit(self)
 
@@ -310,5 +348,6 @@ COMMANDS: dict[str, Callable[[EslSession, str, Headers, bytes], Awaitable[None]]
     "linger": EslSession._cmd_linger,
     "nolinger": EslSession._cmd_nolinger,
     "sendmsg": EslSession._cmd_sendmsg,
+    "sendevent": EslSession._cmd_sendevent,
     "exit": EslSession._cmd_exit,
 }

@@ -85,6 +85,7 @@ orphan_timeout = float(min=3, max=3600, default=30.0)
 
 [cluster]
 node_id = string(max=64, default='')
+redis_url = string(default='')
 
 [socket]
 host = string(min=1, default='127.0.0.1')
@@ -338,6 +339,7 @@ class EslSettings:
 @dataclass(frozen=True)
 class ClusterSettings:
     node_id: str  # filled in by load(): "<hostname>-<socket port>" when the file leaves it empty
+    redis_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -719,7 +721,7 @@ def _build(
             console=log["console"],
         ),
         esl=EslSettings(**_pick(raw["esl"], EslSettings)),
-        cluster=ClusterSettings(node_id=node_id),
+        cluster=ClusterSettings(node_id=node_id, redis_url=raw["cluster"]["redis_url"]),
         socket=SocketSettings(**_pick(raw["socket"], SocketSettings)),
         web=WebSettings(**_pick(web, WebSettings)),
         media=MediaSettings(

@@ -133,6 +133,7 @@ class EslSide:
         identity: GatewayIdentity,
         orphan_timeout: float = 30.0,
         originate_timeout: float = 60.0,
+        reuse_port: bool = False,
     ) -> None:
         self.sink = sink
         self.originate_timeout = originate_timeout
@@ -155,7 +156,11 @@ class EslSide:
             on_calls_lost=self._calls_lost,
         )
         self.outbound = OutboundServer(
-            self._on_session, socket.host, socket.port, command_timeout=esl.command_timeout
+            self._on_session,
+            socket.host,
+            socket.port,
+            command_timeout=esl.command_timeout,
+            reuse_port=reuse_port,
         )
         self._sessions: dict[str, OutboundSession] = {}
         # Sessions that have ended, newest last (bounded): an operation still queued for one

@@ -108,9 +108,13 @@ class Gateway:
         *,
         demo: bool = False,
         extra_routes: Callable[[web.Application], None] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         self.demo = demo
+        # One of several worker processes (gateway/workers.py): the web and socket ports
+        # are opened with SO_REUSEPORT, beside the other workers'.
+        self.reuse_port = reuse_port
         self.loops = Loops()
         self._extra_routes = extra_routes
         self.controller: CallController | None = None
@@ -132,6 +136,7 @@ class Gateway:
             identity=self.identity,
             orphan_timeout=self.settings.esl.orphan_timeout,
             originate_timeout=self.settings.limits.originate_timeout,
+            reuse_port=self.reuse_port,
         )
         self.loops.run_coroutine(self._start_web(self.esl), timeout=30)
         sink.controller = self.controller
@@ -157,12 +162,16 @@ class Gateway:
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
-        add_operations_routes(app, controller.status, service.hub.stats, self._web_stats)
+        add_operations_routes(
+            app, controller.status, service.hub.stats, self._web_stats, self.identity.node_id
+        )
         if self._extra_routes is not None:
             self._extra_routes(app)
         # Calls are drained before the web server stops; past that, a lingering browser
         # connection must not hold the shutdown for aiohttp's default minute.
-        server = await start_web_server(app, self.settings, shutdown_timeout=_WEB_SHUTDOWN)
+        server = await start_web_server(
+            app, self.settings, shutdown_timeout=_WEB_SHUTDOWN, reuse_port=self.reuse_port
+        )
         await controller.start()
         self._web = server
         self.web_address = server.address

@@ -64,6 +64,7 @@ __all__ = [
     "EslCommandError",
     "EslDisconnected",
     "EslError",
+    "EslNotSent",
     "EslTimeout",
     "InboundClient",
     "OriginateResult",
@@ -99,6 +100,10 @@ class EslTimeout(EslError):
 
 class EslDisconnected(EslError):
     """The connection is closed, or dropped while a command waited."""
+
+
+class EslNotSent(EslDisconnected):
+    """Not connected: the command was not sent, so the switch did nothing of it."""
 
 
 class EslAuthError(EslError):
@@ -279,8 +284,6 @@ def _tcp_nodelay(sock: gevent.socket.socket) -> None:
 
 
 # ------------------------------------------------------------------------ outbound side
-
-
 
 
 @dataclass
@@ -1011,9 +1014,7 @@ class InboundClient:
     def _connection(self) -> _Connection:
         conn = self._conn
         if conn is None or conn.closed or self._state is not ConnectionState.CONNECTED:
-            raise EslDisconnected(
-                f"ESL {self.host}:{self.port} not connected ({self._state.value})"
-            )
+            raise EslNotSent(f"ESL {self.host}:{self.port} not connected ({self._state.value})")
         return conn
 
     def command(self, data: bytes, timeout: float | None = None) -> CommandReply | ApiResponse:

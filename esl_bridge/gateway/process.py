@@ -145,7 +145,7 @@ class Gateway:
             "gateway.started",
             web="{}:{}".format(*self.web_address) if self.web_address else None,
             socket="{}:{}".format(*self.socket_address),
-            esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
+            esl=", ".join(f"{host}:{port}" for host, port in self.settings.esl.endpoints),
             node=self.identity.node_id,
             instance=self.identity.instance_id,
             # looked up here, once, not on the event loop mid-call (media/libopus.py)
@@ -162,8 +162,12 @@ class Gateway:
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
+
+        def status() -> dict[str, Any]:
+            return {**controller.status(), "switches": esl.switch_states()}
+
         add_operations_routes(
-            app, controller.status, service.hub.stats, self._web_stats, self.identity.node_id
+            app, status, service.hub.stats, self._web_stats, self.identity.node_id
         )
         if self._extra_routes is not None:
             self._extra_routes(app)

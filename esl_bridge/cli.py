@@ -155,7 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_supervisor(args.config, settings, args.workers)
     if worker is not None:
         if not workers.die_with_supervisor(args.supervisor_pid):
-            return EXIT_FAILURE  # the supervisor is gone already
+            print(
+                "esl-bridge run: --worker is for the processes of run --workers N, and "
+                "their supervisor is gone",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         settings = workers.worker_settings(settings, worker[0])
     try:
         configure_logging(settings.log, secrets=settings.secrets())

@@ -16,11 +16,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from support.gateway_support import APPID, WebUser, wait_until
+from support.netns import loopback_only
 from support.ports_and_waits import free_port, gevent_wait
 
 from esl_bridge import config
 from esl_bridge.config import EslSettings, SocketSettings
 from esl_bridge.core import call as c
+from esl_bridge.core.invitations import LocalState
 from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.esl_side import ChannelOp, EslSide, SendDtmf
@@ -249,3 +252,72 @@ def test_switches_in_rtx_conf() -> None:
         [problem] = refused.value.problems
         assert (problem.section, problem.key) == ("esl", "switches")
         assert reason in problem.reason, problem.reason
+
+
+@loopback_only
+def test_web_calls_through_a_gateway_with_two_switches() -> None:
+    """The whole gateway: two web users' calls land on the two switches; a web hangup
+    kills the channel on its own switch; a switch that stops ends only its calls, and the
+    next call goes to the switch that is left."""
+    socket_port, web_port = free_port(), free_port()
+    target = ("127.0.0.1", socket_port)
+    with (
+        SimulatorThread(SimConfig(socket_target=target, hostname="fs-a")) as a,
+        SimulatorThread(SimConfig(socket_target=target, hostname="fs-b")) as b,
+    ):
+        settings = config.from_text(
+            f"[global]\nappid = {APPID}\n[rtm2sip]\non = 1\nacc_rule = 10[00-19]\n"
+            "[proxy]\non = 1\n"
+            f"[esl]\nswitches = 127.0.0.1:{a.esl_port}, 127.0.0.1:{b.esl_port}\n"
+            "command_timeout = 3\nreconnect_probe_interval = 0.2\n"
+            f"[socket]\nport = {socket_port}\n[web]\nport = {web_port}\n"
+            "[auth]\nopen_mode = 1\n[limits]\noriginate_timeout = 5\npresence_grace = 0.5\n",
+            "<two>",
+        )
+        gateway = Gateway(settings)
+        gateway.start()
+        users: list[WebUser] = []
+        try:
+            esl = gateway.esl
+            assert esl is not None
+            wait_until(lambda: all(s.ready for s in esl.switches), 20, "both switches ready")
+            alice = WebUser(gateway, "alice").connect()
+            bob = WebUser(gateway, "bob").connect()
+            carol = WebUser(gateway, "carol").connect()
+            users += [alice, bob, carol]
+            alice.invite("1000", "ch-a")
+            alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
+            bob.invite("1002", "ch-b")
+            bob.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
+            [on_a], [on_b] = a.channels(), b.channels()
+            assert on_a.variables.get("origination_caller_id_number") == "alice"
+            assert on_b.variables.get("origination_caller_id_number") == "bob"
+
+            # Bob hangs up: uuid_kill on switch b; alice's call on a goes on.
+            bob.peer("1002", Cmd="EndCall")
+            wait_until(lambda: on_b.hung_up, 10, "bob's channel ended on switch b")
+            assert not on_a.hung_up
+
+            # Bob calls again: switch b has fewer calls. Then switch b stops: bob's call
+            # ends, alice's goes on, and carol's new call goes to switch a.
+            bob.invite("1002", "ch-b2")
+            bob.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
+            [on_b_again] = b.channels()
+            b.stop()
+            assert bob.wait_peer_cmd("EndCall", timeout=10)["from"] == "1002"
+            carol.invite("1001", "ch-c")
+            carol.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
+            [carols] = [ch for ch in a.channels() if ch.uuid != on_a.uuid]
+            assert carols.variables.get("origination_caller_id_number") == "carol"
+            assert not on_a.hung_up and on_b_again.uuid not in {ch.uuid for ch in a.channels()}
+            alice.peer("1000", Cmd="EndCall")
+            carol.peer("1001", Cmd="EndCall")
+            controller = gateway.controller
+            assert controller is not None
+            wait_until(lambda: controller.status()["calls"] == 0, 10, "no call left")
+            wait_until(lambda: a.live_channel_count() == 0, 10, "no channel left on a")
+            assert not a.crashed
+        finally:
+            for user in users:
+                user.close()
+            gateway.stop(drain=1.0)

@@ -297,6 +297,8 @@ def test_web_calls_through_a_gateway_with_two_switches() -> None:
             bob.peer("1002", Cmd="EndCall")
             wait_until(lambda: on_b.hung_up, 10, "bob's channel ended on switch b")
             assert not on_a.hung_up
+            # ... and the gateway has heard its hangup: switch b carries no call now.
+            wait_until(lambda: esl.switches[1].active_calls == 0, 10, "b's call counted out")
 
             # Bob calls again: switch b has fewer calls. Then switch b stops: bob's call
             # ends, alice's goes on, and carol's new call goes to switch a.

@@ -337,6 +337,16 @@ def test_two_workers_share_the_ports_restart_and_drain(tmp_path: Path, redis_url
                 (2, before[2], "SIGKILL")
             ]
             assert workers.pids()[1] == before[1]
+            # Same node id, new instance: the restarted worker's start-up cleanup ends the
+            # channels its dead predecessor left (esl/orphans.py), and no other worker's.
+            wait_until(
+                lambda: len(log_events(workers.worker_log(2), "gateway.started")) == 2,
+                START_TIMEOUT,
+                "worker 2 started again",
+            )
+            starts = log_events(workers.worker_log(2), "gateway.started")
+            assert [e["node"] for e in starts] == [f"{NODE}-w2"] * 2
+            assert starts[0]["instance"] != starts[1]["instance"]
             wait_until(
                 lambda: f"{NODE}-w2" in workers.nodes_answering({f"{NODE}-w2"}, attempts=50),
                 START_TIMEOUT,

@@ -149,6 +149,11 @@ def _log_file_problem(settings: config.Settings) -> config.ConfigProblem | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is None and args.workers != 1:
+        print(
+            "esl-bridge run: --workers needs an rtx.conf (the demo is one process)", file=sys.stderr
+        )
+        return EXIT_FAILURE
     if args.config is None:
         print(
             "esl-bridge run: no rtx.conf given, so no FreeSWITCH is configured: "
@@ -159,8 +164,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config, for_run=True)
     if settings is None:
         return EXIT_CONFIG
+    from esl_bridge.gateway import workers
     from esl_bridge.logs import configure_logging
 
+    worker: tuple[int, int] | None = args.worker
+    if worker is None and args.workers > 1:
+        return _run_supervisor(args.config, settings, args.workers)
+    if worker is not None:
+        if not workers.die_with_supervisor(args.supervisor_pid):
+            print(
+                "esl-bridge run: --worker is for the processes of run --workers N, and "
+                "their supervisor is gone",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        settings = workers.worker_settings(settings, worker[0])
     try:
         configure_logging(settings.log, secrets=settings.secrets())
     except OSError as exc:  # the file went away or lost its rights since the check
@@ -169,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from esl_bridge.gateway.process import Gateway
 
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, reuse_port=worker is not None)
     try:
         gateway.start()
     except OSError as exc:
@@ -182,13 +200,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     host, port = gateway.web_address or (settings.web.host, settings.web.port)
     scheme = "https" if settings.web.tls else "http"
+    who = f"worker {worker[0]}/{worker[1]}" if worker is not None else "gateway"
     print(
-        f"esl-bridge: gateway running, web client at {scheme}://{host}:{port}/ (Ctrl-C to stop)",
+        f"esl-bridge: {who} running, web client at {scheme}://{host}:{port}/ (Ctrl-C to stop)",
         file=sys.stderr,
     )
     gateway.wait()
     gateway.stop()
     exit_now(EXIT_OK)
+
+
+def _run_supervisor(path: str, settings: config.Settings, count: int) -> int:
+    """``run --workers N``: start N worker processes and watch them (gateway/workers.py)."""
+    from esl_bridge.gateway import workers
+    from esl_bridge.logs import configure_logging
+
+    problems = workers.workers_problems(settings, count)
+    if problems:
+        _report(problems)
+        return EXIT_CONFIG
+    held = workers.ports_in_use(settings)
+    if held:
+        print(
+            "esl-bridge run: cannot start: in use already: " + "; ".join(held),
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    try:
+        configure_logging(settings.log, secrets=settings.secrets())
+    except OSError as exc:
+        reason = f"cannot be opened for writing: {exc.strerror or exc}"
+        _report([config.ConfigProblem(settings.source, "log", "file", settings.log.file, reason)])
+        return EXIT_CONFIG
+    scheme = "https" if settings.web.tls else "http"
+    print(
+        f"esl-bridge: {count} worker processes, web client at "
+        f"{scheme}://{settings.web.host}:{settings.web.port}/ (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    supervisor = workers.Supervisor(count, workers.spawn_worker(path, count))
+    return supervisor.run()
+
+
+def _workers_count(text: str) -> int:
+    from esl_bridge.gateway.workers import MAX_WORKERS
+
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_WORKERS}, not {count}")
+    return count
+
+
+def _worker_of(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"expected <index>/<count>, not {text!r}")
+    return int(index), int(count)
 
 
 def exit_now(code: int) -> NoReturn:
@@ -366,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the gateway from an rtx.conf file (without one: the demo)"
     )
     run.add_argument("config", nargs="?", help="path to rtx.conf; omitted: run the demo")
+    run.add_argument(
+        "--workers",
+        type=_workers_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the web and socket ports (1; more needs "
+        "[cluster] redis_url)",
+    )
+    # Set by the supervisor of --workers N on the processes it starts.
+    run.add_argument("--worker", type=_worker_of, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(

@@ -77,6 +77,7 @@ console = option('auto', 'on', 'off', default='auto')
 [esl]
 host = string(min=1, default='127.0.0.1')
 port = integer(min=1, max=65535, default=8021)
+switches = switch_list(default=list())
 password = string(min=1, default='ClueCon')
 command_timeout = float(min=0.1, max=120, default=5.0)
 connect_timeout = float(min=0.1, max=60, default=5.0)
@@ -257,6 +258,24 @@ def _check_hostport(value: Any) -> str:
     return value.strip()
 
 
+def _check_switch_list(value: Any) -> list[str]:
+    # One item needs no trailing comma here ("switches = fs1:8021" is one switch).
+    items = value if isinstance(value, list) else str(value).split(",")
+    switches = [str(item).strip() for item in items if str(item).strip()]
+    for item in switches:
+        if _interpolation_reason(item):
+            raise ValidateError(_interpolation_reason(item))
+        match = _HOSTPORT.match(item)
+        if match is None or match["port"] is None:
+            raise ValidateError(f"expected host:port items separated by commas, got {item!r}")
+        if not 1 <= int(match["port"]) <= 65535:
+            raise ValidateError(f"{item!r}: port out of range 1-65535")
+    seen = [split_switch(item) for item in switches]
+    if len(set(seen)) != len(seen):
+        raise ValidateError("names the same switch twice")
+    return switches
+
+
 def _check_uid(value: Any) -> str:
     # The signalling protocol's own uid rule, and narrower: the uid also names SIP legs.
     if not isinstance(value, str) or not (valid_uid(value) and _UID.match(value)):
@@ -338,6 +357,24 @@ class EslSettings:
     reconnect_max_delay: float
     reconnect_probe_interval: float
     orphan_timeout: float
+    # Several FreeSWITCH switches, "host:port" each (sharing the password); empty: the
+    # one switch of host and port.
+    switches: tuple[str, ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of every switch, in the configured order; one at least."""
+        if not self.switches:
+            return ((self.host, self.port),)
+        return tuple(split_switch(item) for item in self.switches)
+
+
+def split_switch(item: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (as checked by the configspec) -> (host, port)."""
+    match = _HOSTPORT.match(item)
+    if match is None or match["port"] is None:
+        raise ValueError(f"expected host:port, got {item!r}")
+    return match["host"].strip("[]"), int(match["port"])
 
 
 @dataclass(frozen=True)
@@ -472,6 +509,7 @@ def _validator() -> Validator:
             "uid": _check_uid,
             "dial_prefix": _check_dial_prefix,
             "acc_rule": _check_acc_rule,
+            "switch_list": _check_switch_list,
             "float": _check_finite_float,
         }
     )
@@ -539,6 +577,7 @@ def from_text(text: str, name: str = "<text>", base_dir: Path | None = None) -> 
 
     problems: list[ConfigProblem] = []
     warnings: list[str] = []
+    esl_given = set(raw["esl"]) if isinstance(raw.get("esl"), dict) else set()
     result = raw.validate(_validator(), preserve_errors=True, copy=True)
     if result is not True:
         for sections, key, error in flatten_errors(raw, result):
@@ -568,7 +607,7 @@ def from_text(text: str, name: str = "<text>", base_dir: Path | None = None) -> 
     if problems:
         raise ConfigError(problems)
 
-    settings = _build(raw, name, base_dir or Path.cwd(), problems, warnings)
+    settings = _build(raw, name, base_dir or Path.cwd(), problems, warnings, esl_given)
     if problems:
         raise ConfigError(problems)
     assert settings is not None
@@ -593,6 +632,7 @@ def _build(
     base_dir: Path,
     problems: list[ConfigProblem],
     warnings: list[str],
+    esl_given: set[str] | None = None,
 ) -> Settings | None:
     def bad(section: str, key: str, reason: str) -> None:
         if any((p.section, p.key) == (section, key) for p in problems):
@@ -611,6 +651,9 @@ def _build(
         # The login frame's appid rule: any other appid could never log in.
         bad("global", "appid", "expected 1-64 of the characters A-Z a-z 0-9 _ . -")
     _check_hosts(raw, bad)
+
+    if raw["esl"]["switches"] and {"host", "port"} & (esl_given or set()):
+        bad("esl", "switches", "set either switches or host and port, not both")
 
     rtm2sip = raw["rtm2sip"]
     numbers: tuple[str, ...] = ()
@@ -747,7 +790,9 @@ def _build(
             json=log["json"],
             console=log["console"],
         ),
-        esl=EslSettings(**_pick(raw["esl"], EslSettings)),
+        esl=EslSettings(
+            **{**_pick(raw["esl"], EslSettings), "switches": tuple(raw["esl"]["switches"])}
+        ),
         cluster=ClusterSettings(
             node_id=node_id,
             redis_url=cluster["redis_url"],

@@ -64,6 +64,7 @@ __all__ = [
     "EslCommandError",
     "EslDisconnected",
     "EslError",
+    "EslNotSent",
     "EslTimeout",
     "InboundClient",
     "OriginateResult",
@@ -99,6 +100,10 @@ class EslTimeout(EslError):
 
 class EslDisconnected(EslError):
     """The connection is closed, or dropped while a command waited."""
+
+
+class EslNotSent(EslDisconnected):
+    """Not connected: the command was not sent, so the switch did nothing of it."""
 
 
 class EslAuthError(EslError):
@@ -279,8 +284,6 @@ def _tcp_nodelay(sock: gevent.socket.socket) -> None:
 
 
 # ------------------------------------------------------------------------ outbound side
-
-
 
 
 @dataclass
@@ -617,6 +620,26 @@ class OutboundSession:
 
 
 OutboundHandler = Callable[[OutboundSession], None]
+_BACKLOG = 256
+
+
+def reuse_port_listener(host: str, port: int, *, backlog: int) -> gevent.socket.socket:
+    """A listening TCP socket with SO_REUSEPORT: several processes of the same user may
+    each open one on ``host:port`` and the kernel gives each new connection to one of
+    them. Raises OSError when the address is held by a socket without SO_REUSEPORT."""
+    family, kind, proto, _, address = _stdsocket.getaddrinfo(
+        host, port, type=_stdsocket.SOCK_STREAM, flags=_stdsocket.AI_PASSIVE
+    )[0]
+    sock = gevent.socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
+        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class OutboundServer:
@@ -636,13 +659,20 @@ class OutboundServer:
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         max_connections: int = 1000,
         linger: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self._handler = handler
         self._command_timeout = command_timeout
         self._linger = linger
         self._max_connections = max_connections
         self._active: set[OutboundSession] = set()
-        self._server = gevent.server.StreamServer((host, port), self._handle, backlog=256)
+        if reuse_port:
+            # Worker processes (gateway/workers.py) each listen on the same port: the
+            # kernel spreads FreeSWITCH's socket connections over them.
+            listener = reuse_port_listener(host, port, backlog=_BACKLOG)
+            self._server = gevent.server.StreamServer(listener, self._handle)
+        else:
+            self._server = gevent.server.StreamServer((host, port), self._handle, backlog=_BACKLOG)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -984,9 +1014,7 @@ class InboundClient:
     def _connection(self) -> _Connection:
         conn = self._conn
         if conn is None or conn.closed or self._state is not ConnectionState.CONNECTED:
-            raise EslDisconnected(
-                f"ESL {self.host}:{self.port} not connected ({self._state.value})"
-            )
+            raise EslNotSent(f"ESL {self.host}:{self.port} not connected ({self._state.value})")
         return conn
 
     def command(self, data: bytes, timeout: float | None = None) -> CommandReply | ApiResponse:

@@ -29,6 +29,7 @@ from esl_bridge.esl.control import (
     EslCommandError,
     EslDisconnected,
     EslError,
+    EslNotSent,
     InboundClient,
     OutboundServer,
     OutboundSession,
@@ -122,8 +123,42 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: headers[k] for k in FORWARDED_HEADERS if k in headers}
 
 
+class _Switch:
+    """One FreeSWITCH of ``[esl]``: its inbound connection, its watchdog, its cleanup."""
+
+    def __init__(self, index: int, inbound: InboundClient, watchdog: Watchdog) -> None:
+        self.index = index
+        self.inbound = inbound
+        self.address = f"{inbound.host}:{inbound.port}"
+        self.watchdog = watchdog
+        self.cleaned = False  # the predecessor's leftovers are gone (once per process)
+        self.ready = False  # connected, cleaned up, watchdog armed: takes originates
+        self.orphans_ended = 0
+        # Channels of calls ended because this inbound connection dropped: the switch may
+        # still have them (only the connection was lost), so they are killed on reconnect.
+        self.lost_channels: set[str] = set()
+
+    @property
+    def active_calls(self) -> int:
+        """This process's originated channels live on this switch."""
+        return len(self.inbound.live_calls)
+
+
+# The gateway's ESL state when no switch is ready: the most hopeful of the switches'.
+_STATE_ORDER = ("connecting", "disconnected", "auth_failed", "stopped")
+
+
 class EslSide:
-    """Inbound client, outbound socket server, and one ordered worker per channel."""
+    """Inbound client(s), outbound socket server, and one ordered worker per channel.
+
+    ``[esl]`` may name several switches (``EslSettings.endpoints``; one is the usual
+    case, the same code with a list of one). Each has its own inbound connection,
+    watchdog and start-up cleanup; originates go to the ready switch with the fewest of
+    this process's calls (ties in turn) and move on to another when the chosen one did
+    not take the command; every later operation on an originated channel goes to the
+    switch that owns it. A SIP -> RTC call needs no choice: its socket session carries
+    its operations to its own switch.
+    """
 
     def __init__(
         self,
@@ -134,29 +169,31 @@ class EslSide:
         identity: GatewayIdentity,
         orphan_timeout: float = 30.0,
         originate_timeout: float = 60.0,
+        reuse_port: bool = False,
     ) -> None:
         self.sink = sink
         self.originate_timeout = originate_timeout
         self.identity = identity
-        self.watchdog = Watchdog(identity, orphan_timeout)
         self._watchdog_loop: gevent.Greenlet | None = None
-        self._cleaned = False  # the predecessor's leftovers are gone (once per process)
-        self._ready_reported = False
-        self.orphans_ended = 0
-        self.inbound = InboundClient(
-            esl.host,
-            esl.port,
-            esl.password,
-            command_timeout=esl.command_timeout,
-            connect_timeout=esl.connect_timeout,
-            backoff_max=esl.reconnect_max_delay,
-            on_event=self._on_inbound_event,
-            on_state=self._on_state,
-            reconnect_probe=esl.reconnect_probe_interval,
-            on_calls_lost=self._calls_lost,
-        )
+        self._reported_state: str | None = None
+        self.switches = [
+            self._switch(index, host, port, esl, orphan_timeout)
+            for index, (host, port) in enumerate(esl.endpoints)
+        ]
+        # The first switch's, for callers that know of one switch only.
+        self.inbound = self.switches[0].inbound
+        self.watchdog = self.switches[0].watchdog
+        self._last_pick = -1
+        # Originated channel -> its switch; ended ones kept a while (bounded), so a late
+        # operation still goes where the channel was.
+        self._owner: dict[str, _Switch] = {}
+        self._ended_owner: OrderedDict[str, _Switch] = OrderedDict()
         self.outbound = OutboundServer(
-            self._on_session, socket.host, socket.port, command_timeout=esl.command_timeout
+            self._on_session,
+            socket.host,
+            socket.port,
+            command_timeout=esl.command_timeout,
+            reuse_port=reuse_port,
         )
         self._sessions: dict[str, OutboundSession] = {}
         # Sessions that have ended, newest last (bounded): an operation still queued for one
@@ -165,14 +202,32 @@ class EslSide:
         self._queues: dict[str, gevent.queue.Queue[ChannelOp]] = {}
         self._originating: set[str] = set()
         self._killed_while_originating: dict[str, str] = {}
-        # Channels of calls ended because the inbound connection dropped: FreeSWITCH may
-        # still have them (only the connection was lost), so they are killed on reconnect.
-        self._lost_channels: set[str] = set()
+
+    def _switch(
+        self, index: int, host: str, port: int, esl: EslSettings, orphan_timeout: float
+    ) -> _Switch:
+        holder: list[_Switch] = []
+        inbound = InboundClient(
+            host,
+            port,
+            esl.password,
+            command_timeout=esl.command_timeout,
+            connect_timeout=esl.connect_timeout,
+            backoff_max=esl.reconnect_max_delay,
+            on_event=self._on_inbound_event,
+            on_state=lambda state: self._on_state(holder[0], state),
+            reconnect_probe=esl.reconnect_probe_interval,
+            on_calls_lost=lambda uuids: self._calls_lost(holder[0], uuids),
+        )
+        switch = _Switch(index, inbound, Watchdog(self.identity, orphan_timeout))
+        holder.append(switch)
+        return switch
 
     # -- life ---------------------------------------------------------------------------
 
     def start(self) -> tuple[str, int]:
-        self.inbound.start()
+        for switch in self.switches:
+            switch.inbound.start()
         self._watchdog_loop = gevent.spawn(self._keep_watchdog_armed)
         return self.outbound.start()
 
@@ -180,29 +235,63 @@ class EslSide:
         if self._watchdog_loop is not None:
             self._watchdog_loop.kill(block=True, timeout=1.0)
             self._watchdog_loop = None
-        self._end_own_channels()
+        for switch in self.switches:
+            self._end_own_channels(switch)
         self.outbound.stop(timeout=2.0)
-        self.inbound.stop()
+        for switch in self.switches:
+            switch.inbound.stop()
 
     @property
     def connected(self) -> bool:
-        return self.inbound.state is ConnectionState.CONNECTED
+        return any(s.inbound.state is ConnectionState.CONNECTED for s in self.switches)
 
-    def _on_state(self, state: ConnectionState) -> None:
+    @property
+    def orphans_ended(self) -> int:
+        return sum(s.orphans_ended for s in self.switches)
+
+    def switch_states(self) -> list[dict[str, Any]]:
+        """Each switch's address, connection state, readiness and calls (for status)."""
+        return [
+            {
+                "switch": s.address,
+                "state": s.inbound.state.value,
+                "ready": s.ready,
+                "calls": s.active_calls,
+            }
+            for s in self.switches
+        ]
+
+    def _on_state(self, switch: _Switch, state: ConnectionState) -> None:
         if state is ConnectionState.CONNECTED:
             # Numbers are served (presence, calls) only once the predecessor's leftovers
             # are gone, so a new call never meets a leftover's unicast ports.
-            gevent.spawn(self._connected)
+            gevent.spawn(self._connected, switch)
             return
-        self._ready_reported = False
-        self.sink.esl_state(state.value)
+        switch.ready = False
+        self._report_state()
 
-    def _kill_lost_channels(self) -> None:
+    def _report_state(self) -> None:
+        """Tell the call logic the gateway's ESL state: connected while any switch is
+        ready; else the most hopeful state of the others (one switch: its own)."""
+        if any(s.ready for s in self.switches):
+            state: str | None = ConnectionState.CONNECTED.value
+        else:
+            states = {
+                s.inbound.state.value
+                for s in self.switches
+                if s.inbound.state is not ConnectionState.CONNECTED  # cleanup still running
+            }
+            state = next((name for name in _STATE_ORDER if name in states), None)
+        if state is not None and state != self._reported_state:
+            self._reported_state = state
+            self.sink.esl_state(state)
+
+    def _kill_lost_channels(self, switch: _Switch) -> None:
         """After a reconnect: the channels whose calls ended with the lost connection."""
-        uuids, self._lost_channels = sorted(self._lost_channels), set()
+        uuids, switch.lost_channels = sorted(switch.lost_channels), set()
         for uuid in uuids:
             try:
-                reply = self.inbound.api("uuid_kill", uuid, "NORMAL_TEMPORARY_FAILURE")
+                reply = switch.inbound.api("uuid_kill", uuid, "NORMAL_TEMPORARY_FAILURE")
             except EslError as exc:
                 log.warning("esl.lost_channel_kill_failed", uuid=uuid, error=str(exc))
                 continue
@@ -211,81 +300,89 @@ class EslSide:
 
     # -- orphans: cleanup at start, watchdog (esl/orphans.py says why) --------------------
 
-    def _connected(self) -> None:
-        if not self._cleaned:
+    def _connected(self, switch: _Switch) -> None:
+        if not switch.cleaned:
             try:
-                self._end_predecessors_channels()
-                self._cleaned = True
+                self._end_predecessors_channels(switch)
+                switch.cleaned = True
             except EslError as exc:
                 # Not fatal: the predecessor's own watchdog still ends them within the bound.
                 log.warning("esl.orphans.cleanup_failed", error=str(exc))
-        self._kill_lost_channels()
-        self._arm_watchdog()
-        if self.inbound.state is ConnectionState.CONNECTED and not self._ready_reported:
-            self._ready_reported = True
-            self.sink.esl_state(ConnectionState.CONNECTED.value)
+        self._kill_lost_channels(switch)
+        self._arm_watchdog(switch)
+        if switch.inbound.state is ConnectionState.CONNECTED:
+            switch.ready = True
+            self._report_state()
 
-    def _end_predecessors_channels(self) -> None:
-        listing = self._api_text("show", "channels as json")
+    def _end_predecessors_channels(self, switch: _Switch) -> None:
+        def api_text(command: str, *args: str) -> str:
+            return switch.inbound.api(command, *args).body
+
+        listing = api_text("show", "channels as json")
         ended = 0
         for uuid in orphans.channel_uuids(listing):
-            node = orphans.getvar_value(self._api_text("uuid_getvar", uuid, orphans.NODE_VAR))
+            node = orphans.getvar_value(api_text("uuid_getvar", uuid, orphans.NODE_VAR))
             if node != self.identity.node_id:
                 continue
-            instance = orphans.getvar_value(
-                self._api_text("uuid_getvar", uuid, orphans.INSTANCE_VAR)
-            )
+            instance = orphans.getvar_value(api_text("uuid_getvar", uuid, orphans.INSTANCE_VAR))
             if not self.identity.is_predecessor(node, instance or ""):
                 continue
-            if self.inbound.uuid_kill(uuid, orphans.ORPHAN_CAUSE).ok:
+            if switch.inbound.uuid_kill(uuid, orphans.ORPHAN_CAUSE).ok:
                 ended += 1
                 log.warning("esl.orphans.channel_ended", uuid=uuid, instance=instance)
-        self.orphans_ended += ended
+        switch.orphans_ended += ended
         log.info(
             "esl.orphans.cleanup_done",
             node=self.identity.node_id,
             instance=self.identity.instance_id,
             ended=ended,
             cause=orphans.ORPHAN_CAUSE,
+            **self._switch_field(switch),
         )
 
-    def _api_text(self, command: str, *args: str) -> str:
-        return self.inbound.api(command, *args).body
+    def _switch_field(self, switch: _Switch) -> dict[str, str]:
+        """``switch=host:port`` in log lines, when there is more than one."""
+        return {"switch": switch.address} if len(self.switches) > 1 else {}
 
     def _keep_watchdog_armed(self) -> None:
         while True:
             gevent.sleep(self.watchdog.period)
-            self._arm_watchdog()
+            for switch in self.switches:
+                self._arm_watchdog(switch)
 
-    def _arm_watchdog(self) -> None:
+    def _arm_watchdog(self, switch: _Switch) -> None:
         """Arm the next watchdog task, then delete the previous one (never none armed)."""
-        api = self._any_api()
+        api = self._any_api(switch)
         if api is None:
             return  # nothing reaches the switch; the armed task keeps its time
         try:
-            command, arg = self.watchdog.arm_args()
+            command, arg = switch.watchdog.arm_args()
             reply = api(command, arg)
             if not reply.ok:
                 log.error("esl.orphans.watchdog_refused", reply=bounded(reply.text))
                 return
-            previous = self.watchdog.armed_ok()
+            previous = switch.watchdog.armed_ok()
             if previous is not None:
                 api("sched_del", previous)
         except EslError as exc:
-            log.warning("esl.orphans.watchdog_not_armed", error=str(exc))
+            log.warning(
+                "esl.orphans.watchdog_not_armed", error=str(exc), **self._switch_field(switch)
+            )
 
-    def _any_api(self) -> Any:
-        """A way to run an api command: the inbound connection, else any socket session."""
-        if self.inbound.connected:
-            return self.inbound.api
-        for session in list(self._sessions.values()):
-            if not session.closed:
-                return session.api
+    def _any_api(self, switch: _Switch) -> Any:
+        """A way to run an api command on ``switch``: its inbound connection, else (with
+        one switch, where every socket session comes from it) any socket session."""
+        if switch.inbound.connected:
+            return switch.inbound.api
+        if len(self.switches) == 1:
+            for session in list(self._sessions.values()):
+                if not session.closed:
+                    return session.api
         return None
 
-    def _end_own_channels(self) -> None:
+    def _end_own_channels(self, switch: _Switch) -> None:
         """On a clean stop, after the drain: nothing of this process stays on the switch."""
-        api = self._any_api()
+        api = self._any_api(switch)
         if api is None:
             return
         try:
@@ -293,7 +390,7 @@ class EslSide:
                 "hupall",
                 f"{orphans.ORPHAN_CAUSE} {orphans.INSTANCE_VAR} {self.identity.instance_id}",
             )
-            group = self.watchdog.disarm()
+            group = switch.watchdog.disarm()
             if group is not None:
                 api("sched_del", group)
         except EslError as exc:
@@ -319,21 +416,65 @@ class EslSide:
         self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
     ) -> None:
         self._originating.add(uuid)
-        self.inbound.track_call(uuid)
+        try:
+            self._originate_on_a_switch(call_id, uuid, destination, variables)
+        finally:
+            self._originating.discard(uuid)
+
+    def _originate_on_a_switch(
+        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+    ) -> None:
         try:
             arg = cmd.originate_arg(
                 destination, cmd.park_app(), {**variables, **self.identity.channel_vars()}
             )
-            result = self.inbound.originate(arg, timeout=self.originate_timeout + 10)
-        except (EslError, ValueError) as exc:
+        except ValueError as exc:
             log.warning("esl.originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
-            self.inbound.untrack_call(uuid)
             self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
             return
-        finally:
-            self._originating.discard(uuid)
+        tried: list[_Switch] = []
+        while True:
+            switch = self._pick_switch(tried)
+            if switch is None:
+                log.warning(
+                    "esl.originate_error",
+                    call_id=call_id,
+                    uuid=uuid,
+                    error="no FreeSWITCH connected"
+                    + (f" (tried {', '.join(s.address for s in tried)})" if tried else ""),
+                )
+                self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
+                return
+            tried.append(switch)
+            self._owner[uuid] = switch
+            switch.inbound.track_call(uuid)
+            try:
+                result = switch.inbound.originate(arg, timeout=self.originate_timeout + 10)
+            except EslNotSent as exc:
+                # The switch never got the command: no channel can exist there, so
+                # another switch may take the call.
+                switch.inbound.untrack_call(uuid)
+                self._owner.pop(uuid, None)
+                log.warning(
+                    "esl.originate_failover",
+                    call_id=call_id,
+                    uuid=uuid,
+                    switch=switch.address,
+                    error=bounded(str(exc)),
+                )
+                continue
+            except EslError as exc:
+                log.warning(
+                    "esl.originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc))
+                )
+                switch.inbound.untrack_call(uuid)
+                self._forget_owner(uuid)
+                self.sink.originate_failed(call_id, uuid, "NORMAL_TEMPORARY_FAILURE")
+                return
+            break
         if not result.ok:
-            self.inbound.untrack_call(uuid)
+            switch.inbound.untrack_call(uuid)
+            self._forget_owner(uuid)
             self.sink.originate_failed(call_id, uuid, result.cause or "UNKNOWN")
             return
         cause = self._killed_while_originating.pop(uuid, None)
@@ -341,6 +482,35 @@ class EslSide:
             # The call was ended while FreeSWITCH was still setting the channel up, when
             # uuid_kill found nothing to kill: kill the channel that now exists.
             self.submit(c.Hangup(call_id, uuid, cause))
+
+    def _pick_switch(self, tried: list[_Switch]) -> _Switch | None:
+        """The switch for a new originate: among the ready ones not tried yet (else the
+        connected ones), the one with the fewest of this process's calls; ties in turn."""
+        left = [s for s in self.switches if s not in tried]
+        candidates = [s for s in left if s.ready] or [s for s in left if s.inbound.connected]
+        if not candidates:
+            return None
+        fewest = min(s.active_calls for s in candidates)
+        tied = [s for s in candidates if s.active_calls == fewest]
+        count = len(self.switches)
+        # The first tied switch after the one picked last, round the list.
+        choice = min(tied, key=lambda s: (s.index - self._last_pick - 1) % count)
+        self._last_pick = choice.index
+        return choice
+
+    def _inbound_of(self, uuid: str) -> InboundClient:
+        """The inbound connection of the switch that owns an originated channel."""
+        switch = self._owner.get(uuid) or self._ended_owner.get(uuid)
+        return (switch or self.switches[0]).inbound
+
+    def _forget_owner(self, uuid: str) -> None:
+        """The channel has ended: keep where it was a while (late operations), bounded."""
+        switch = self._owner.pop(uuid, None)
+        if switch is None:
+            return
+        self._ended_owner[uuid] = switch
+        while len(self._ended_owner) > _ENDED_SESSIONS_KEPT:
+            self._ended_owner.popitem(last=False)
 
     def _worker(self, uuid: str, queue: gevent.queue.Queue[ChannelOp]) -> None:
         try:
@@ -390,10 +560,10 @@ class EslSide:
                 if session is not None:
                     session.set_var(name, value)
                 else:
-                    self._api_ok("uuid_setvar", uuid, name, value)
+                    self._api_ok(uuid, "uuid_setvar", uuid, name, value)
             case c.SetChannelVars(variables=variables):
                 arg = cmd.setvar_multi_arg(variables)
-                reply = (session or self.inbound).api("uuid_setvar_multi", uuid, arg)
+                reply = (session or self._inbound_of(uuid)).api("uuid_setvar_multi", uuid, arg)
                 if not reply.ok:
                     raise EslCommandError("api uuid_setvar_multi", reply.text.strip())
             case Unicast(params=p):
@@ -402,14 +572,14 @@ class EslSide:
                         p.local_ip, p.local_port, p.remote_ip, p.remote_port, flags=p.flags
                     )
                 else:
-                    self.inbound.unicast(
+                    self._inbound_of(uuid).unicast(
                         uuid, p.local_ip, p.local_port, p.remote_ip, p.remote_port, flags=p.flags
                     )
             case SendDtmf(digits=digits):
                 if session is not None:
                     session.send_dtmf(digits)
                 else:
-                    self.inbound.uuid_send_dtmf(uuid, digits)
+                    self._inbound_of(uuid).uuid_send_dtmf(uuid, digits)
             case c.PreAnswer():
                 self._session_of(op, session).pre_answer()
             case c.PlayRingback():
@@ -436,7 +606,7 @@ class EslSide:
                 return
             reply = session.api("uuid_kill", uuid, cause)
         else:
-            reply = self.inbound.uuid_kill(uuid, cause)
+            reply = self._inbound_of(uuid).uuid_kill(uuid, cause)
         if reply.ok:
             return
         if uuid in self._originating:
@@ -445,11 +615,12 @@ class EslSide:
         # "-ERR No such channel!": it is gone already; say so, the call must end.
         self.sink.channel_lost(uuid, cause)
 
-    def _calls_lost(self, uuids: list[str]) -> None:
-        """The inbound connection dropped: the channels it tracked are gone for us (and
-        killed on reconnect, if FreeSWITCH still has them)."""
-        self._lost_channels.update(uuids)
+    def _calls_lost(self, switch: _Switch, uuids: list[str]) -> None:
+        """A switch's inbound connection dropped: the channels it tracked are gone for us
+        (and killed on reconnect, if the switch still has them)."""
+        switch.lost_channels.update(uuids)
         for uuid in uuids:
+            self._forget_owner(uuid)
             self.sink.channel_lost(uuid, "NORMAL_TEMPORARY_FAILURE")
 
     def _claim(self, session: OutboundSession) -> None:
@@ -459,8 +630,9 @@ class EslSide:
         if not reply.ok:
             raise EslError(f"uuid_setvar_multi: {bounded(reply.text)}")
 
-    def _api_ok(self, command: str, *args: str) -> None:
-        reply = self.inbound.api(command, *args)
+    def _api_ok(self, uuid: str, command: str, *args: str) -> None:
+        """An api command about channel ``uuid``, on the switch that owns it."""
+        reply = self._inbound_of(uuid).api(command, *args)
         if not reply.ok:
             raise EslCommandError(f"api {command}", reply.text.strip())
 
@@ -472,6 +644,8 @@ class EslSide:
         # connection sees the same events, which would arrive twice.
         if not uuid or uuid in self._sessions or event.name == "BACKGROUND_JOB":
             return
+        if event.name == "CHANNEL_HANGUP_COMPLETE":
+            self._forget_owner(uuid)
         self.sink.channel_event(uuid, event.name, forwarded(event.headers))
 
     def _on_session(self, session: OutboundSession) -> None:

@@ -109,9 +109,13 @@ class Gateway:
         *,
         demo: bool = False,
         extra_routes: Callable[[web.Application], None] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         self.demo = demo
+        # One of several worker processes (gateway/workers.py): the web and socket ports
+        # are opened with SO_REUSEPORT, beside the other workers'.
+        self.reuse_port = reuse_port
         self.loops = Loops()
         self._extra_routes = extra_routes
         self.controller: CallController | None = None
@@ -134,6 +138,7 @@ class Gateway:
             identity=self.identity,
             orphan_timeout=self.settings.esl.orphan_timeout,
             originate_timeout=self.settings.limits.originate_timeout,
+            reuse_port=self.reuse_port,
         )
         identity = {"node": self.identity.node_id, "instance": self.identity.instance_id}
         self.ops_events = OpsEventSender(self.esl.inbound, common=identity)
@@ -145,7 +150,7 @@ class Gateway:
             "gateway.started",
             web="{}:{}".format(*self.web_address) if self.web_address else None,
             socket="{}:{}".format(*self.socket_address),
-            esl=f"{self.settings.esl.host}:{self.settings.esl.port}",
+            esl=", ".join(f"{host}:{port}" for host, port in self.settings.esl.endpoints),
             node=self.identity.node_id,
             instance=self.identity.instance_id,
             # looked up here, once, not on the event loop mid-call (media/libopus.py)
@@ -181,12 +186,20 @@ class Gateway:
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
-        add_operations_routes(app, controller.status, service.hub.stats, self._web_stats)
+
+        def status() -> dict[str, Any]:
+            return {**controller.status(), "switches": esl.switch_states()}
+
+        add_operations_routes(
+            app, status, service.hub.stats, self._web_stats, self.identity.node_id
+        )
         if self._extra_routes is not None:
             self._extra_routes(app)
         # Calls are drained before the web server stops; past that, a lingering browser
         # connection must not hold the shutdown for aiohttp's default minute.
-        server = await start_web_server(app, self.settings, shutdown_timeout=_WEB_SHUTDOWN)
+        server = await start_web_server(
+            app, self.settings, shutdown_timeout=_WEB_SHUTDOWN, reuse_port=self.reuse_port
+        )
         await controller.start()
         if cluster is not None:
             # A first join within the timeout; else it goes on trying (/healthz says why).

@@ -119,8 +119,12 @@ def add_operations_routes(
     status: StatusSource,
     hub_stats: Callable[[], dict[str, int]],
     web_stats: Callable[[], dict[str, int]] | None = None,
+    node: str | None = None,
 ) -> None:
     """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``.
+
+    ``node``: this process's node id, shown by ``/healthz`` and ``/status.json`` (worker
+    processes share one port: the answer says which one served it).
 
     ``web_stats``: the connection guard's figures (open, addresses, refused, accept
     failures), shown as ``web`` in ``/status.json`` and ``esl_bridge_web_*`` metrics.
@@ -133,6 +137,8 @@ def add_operations_routes(
         current = status()
         healthy = current["esl"] == "connected"
         body: dict[str, Any] = {"esl": current["esl"]}
+        if node is not None:
+            body["node"] = node
         cluster = current.get("cluster")  # only with [cluster] redis_url
         if cluster is not None:
             body["cluster"] = cluster["state"]
@@ -145,7 +151,8 @@ def add_operations_routes(
         )
 
     async def status_json(request: web.Request) -> web.Response:
-        return web.json_response({**status(), "hub": hub_stats(), "web": web_figures()})
+        extra = {"node": node} if node is not None else {}
+        return web.json_response({**status(), "hub": hub_stats(), "web": web_figures(), **extra})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -373,8 +380,13 @@ async def start_web_server(
     *,
     shutdown_timeout: float = 60.0,
     sock: socket.socket | None = None,
+    reuse_port: bool = False,
 ) -> WebServer:
-    """Serve ``app`` on ``[web] host:port`` (or on ``sock``) with the web limits."""
+    """Serve ``app`` on ``[web] host:port`` (or on ``sock``) with the web limits.
+
+    ``reuse_port``: listen with SO_REUSEPORT, beside the other worker processes
+    (gateway/workers.py) that serve the same port.
+    """
     limits = settings.web
     # aiohttp's keep-alive timer runs from the connection's start and from each response
     # until a complete request head has arrived: it is the header timeout.
@@ -406,6 +418,7 @@ async def start_web_server(
                 ssl=context,
                 ssl_handshake_timeout=_handshake(context, limits),
                 reuse_address=True,
+                reuse_port=reuse_port,
             )
     except BaseException:
         await runner.cleanup()

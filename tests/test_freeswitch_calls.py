@@ -185,20 +185,28 @@ def test_unregistered_user_is_refused_with_its_cause() -> None:
         alice.close()
 
 
+def ring_through_zero_route(gateway: Gateway, user: WebUser, caller: str = "1005") -> str:
+    """``originate loopback/0<uid>/default &park()`` from ``caller``: the dialplan's 0 route
+    hands the leg to the gateway's socket. Returns the A leg's uuid once the user has
+    its invitation (the next message ``user.wait`` gives)."""
+    assert gateway.esl is not None
+    a_leg = str(uuid4())
+    job = gateway.esl.inbound.bgapi(
+        "originate",
+        f"{{origination_uuid={a_leg},origination_caller_id_number={caller}}}"
+        f"loopback/0{user.uid}/default &park()",
+        timeout=30,
+    )
+    assert job.body.startswith("+OK"), job.body
+    return a_leg
+
+
 def test_sip_leg_through_the_dialplan_route_rings_the_web_user() -> None:
     """``originate loopback/0bob/default &park()``: the 0 route hands the leg to the
     gateway's socket; bob is invited with the caller shown; accept answers it."""
     with gateway_on_freeswitch() as gateway:
         bob = WebUser(gateway, "bob").connect()
-        assert gateway.esl is not None
-        a_leg = str(uuid4())
-        job = gateway.esl.inbound.bgapi(
-            "originate",
-            f"{{origination_uuid={a_leg},origination_caller_id_number=1005}}"
-            "loopback/0bob/default &park()",
-            timeout=30,
-        )
-        assert job.body.startswith("+OK"), job.body
+        a_leg = ring_through_zero_route(gateway, bob)
         invitation = bob.wait(lambda m: m.get("type") == "invitation", timeout=15)
         content = json.loads(invitation["content"])
         assert content["Mode"] == 1 and content["ChanId"] == invitation["channel_id"]

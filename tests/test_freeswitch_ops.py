@@ -26,7 +26,12 @@ import gevent
 import pytest
 from support.gateway_support import APPID, WebUser, wait_until
 from support.sim_wire import Conn, Event, auth
-from test_freeswitch_calls import assert_switch_clean, channels_of, gateway_on_freeswitch
+from test_freeswitch_calls import (
+    assert_switch_clean,
+    channels_of,
+    gateway_on_freeswitch,
+    ring_through_zero_route,
+)
 
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.esl import commands as cmd
@@ -145,15 +150,7 @@ def test_the_socket_leg_gets_the_variables_and_the_call_fires_its_events() -> No
     watcher = observer("esl_bridge::call_started", "esl_bridge::call_ended")
     with gateway_on_freeswitch() as gateway:
         bob = WebUser(gateway, "bob").connect()
-        assert gateway.esl is not None
-        a_leg = str(uuid4())
-        job = gateway.esl.inbound.bgapi(
-            "originate",
-            f"{{origination_uuid={a_leg},origination_caller_id_number=1005}}"
-            "loopback/0bob/default &park()",
-            timeout=30,
-        )
-        assert job.body.startswith("+OK"), job.body
+        a_leg = ring_through_zero_route(gateway, bob)
         invitation = bob.wait(lambda m: m.get("type") == "invitation", timeout=15)
         [uuid] = channels_of(gateway)
         c = client()

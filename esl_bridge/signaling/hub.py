@@ -164,6 +164,18 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _remote_state_message(inv_id: str, action: StateChanged) -> Message:
+    """The callee's ``remote_state`` event for a state change of its invitation (held here
+    or, in a cluster, mirrored from the caller's process)."""
+    msg = p.server_message(
+        "remote_state", inv=inv_id, state=action.new, state_name=RemoteState(action.new).name
+    )
+    if action.reason is not None:
+        msg["reason"] = action.reason
+        msg["reason_name"] = RemoteFailureReason(action.reason).name
+    return msg
+
+
 def _api_error(err: ApiError, re_: p.MsgId) -> Message:
     return p.error(re_, err.name, f"invitation API error {err.name}")
 
@@ -807,16 +819,7 @@ class Hub:
     def _run_remote(self, inv: _Invitation, actions: Iterable[Action], now: float) -> None:
         for action in actions:
             if isinstance(action, StateChanged) and inv.callee_session is not None:
-                msg = p.server_message(
-                    "remote_state",
-                    inv=inv.id,
-                    state=action.new,
-                    state_name=RemoteState(action.new).name,
-                )
-                if action.reason is not None:
-                    msg["reason"] = action.reason
-                    msg["reason_name"] = RemoteFailureReason(action.reason).name
-                self._send(inv.callee_session, msg)
+                self._send(inv.callee_session, _remote_state_message(inv.id, action))
             elif isinstance(action, NotifyPeer):
                 assert isinstance(action.event, LocalEvent)
                 out = inv.local.handle(action.event, now, action.response)
@@ -916,16 +919,7 @@ class Hub:
     def _run_mirror(self, mirror: _Mirror, actions: Iterable[Action], now: float) -> None:
         for action in actions:
             if isinstance(action, StateChanged):
-                msg = p.server_message(
-                    "remote_state",
-                    inv=mirror.id,
-                    state=action.new,
-                    state_name=RemoteState(action.new).name,
-                )
-                if action.reason is not None:
-                    msg["reason"] = action.reason
-                    msg["reason_name"] = RemoteFailureReason(action.reason).name
-                self._send(mirror.callee_session, msg)
+                self._send(mirror.callee_session, _remote_state_message(mirror.id, action))
             elif isinstance(action, NotifyPeer):
                 self._to_member(
                     mirror.origin,

@@ -1,0 +1,90 @@
+"""Record what multi-party calls need from a real FreeSWITCH (mod_conference), as fixtures.
+
+Same transcript format and ESL plumbing as tests/tools/record_esl.py (raw sockets and threads, no
+esl_bridge code). No phone is needed: every participant is a ``loopback/`` leg whose B side runs
+``conference`` from the inline dialplan, which answers by itself. Written to ``<out>/``:
+
+* ``esl_inbound_conference_control.txt``: the control connection: two web-style participants
+  (``originate {...}loopback/conference:<room>@default/default/inline &park()``), the A legs'
+  ``uuid_dump`` and ``other_loopback_leg_uuid``, ``conference <room> list`` and ``json_list``, a
+  third participant in a room of the ``wideband`` profile (its read codec rate), then the
+  participants hung up one by one (``uuid_kill`` of the A legs), with their channel events.
+* ``esl_inbound_conference_observer.txt``: a second connection subscribed with ``event plain
+  CUSTOM conference::maintenance``: what an admin or the gateway sees of the rooms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from record_esl import inbound, named
+
+ROOM = "eb-app-room1"
+ROOM_WIDE = "eb-app-room2"
+UUID_ALICE = "5e1f0000-0000-4000-8000-0000000c0f01"
+UUID_BOB = "5e1f0000-0000-4000-8000-0000000c0f02"
+UUID_CAROL = "5e1f0000-0000-4000-8000-0000000c0f03"
+
+
+def participant(uuid: str, uid: str, room: str, profile: str) -> str:
+    variables = (
+        f"origination_uuid={uuid},origination_caller_id_number={uid},"
+        f"origination_caller_id_name={uid},esl_bridge_uid={uid}"
+    )
+    return f"originate {{{variables}}}loopback/conference:{room}@{profile}/default/inline &park()"
+
+
+def scenario_conference(out: Path) -> None:
+    obs = inbound(out / "esl_inbound_conference_observer.txt", "observer of conference events")
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_control.txt", "conference participants")
+    s.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+    s.api(participant(UUID_ALICE, "alice", ROOM, "default"))
+    s.wait_event(named("CHANNEL_ANSWER", UUID_ALICE), 10)
+    s.api(participant(UUID_BOB, "bob", ROOM, "default"))
+    s.wait_event(named("CHANNEL_ANSWER", UUID_BOB), 10)
+    time.sleep(0.5)
+    s.api(f"uuid_dump {UUID_ALICE}")
+    s.api(f"uuid_getvar {UUID_ALICE} other_loopback_leg_uuid")
+    s.api(f"conference {ROOM} list")
+    s.api(f"conference {ROOM} json_list")
+    s.api("conference list")
+    s.api(participant(UUID_CAROL, "carol", ROOM_WIDE, "wideband"))
+    s.wait_event(named("CHANNEL_ANSWER", UUID_CAROL), 10)
+    time.sleep(0.5)
+    s.api(f"uuid_dump {UUID_CAROL}")
+    for uuid in (UUID_BOB, UUID_ALICE, UUID_CAROL):
+        s.api(f"uuid_kill {uuid}")
+        s.wait_event(named("CHANNEL_HANGUP_COMPLETE", uuid), 10)
+        time.sleep(0.5)
+    s.api("conference list")
+    time.sleep(1.0)
+    obs.note(
+        "observer saw: "
+        + ", ".join(
+            f"{e.event.get('Action', '')}/{e.event.get('Conference-Name', '')}"
+            f"/{e.event.get('Caller-Caller-ID-Number', '')}"
+            for e in obs.events
+        )
+    )
+    for sess in (s, obs):
+        sess.command("exit")
+        time.sleep(0.3)
+        sess.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("conference_recordings"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    scenario_conference(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The conference facts recorded on FreeSWITCH 1.10.12 (tests/fixtures/freeswitch/conference/, its
+README section "Conference recordings"), held here so the simulator's conferences (issue 14) can be
+built on them: a broken or re-recorded transcript that says otherwise fails."""
+
+from __future__ import annotations
+
+from support.sim_wire import fs_events, fs_frames
+
+OBSERVER = "conference/esl_inbound_conference_observer.txt"
+CONTROL = "conference/esl_inbound_conference_control.txt"
+
+
+def test_maintenance_events_in_order_with_their_fields() -> None:
+    subclass = "conference::maintenance"
+    events = [e for e in fs_events(OBSERVER) if e.get("Event-Subclass") == subclass]
+    members = [
+        (e.get("Action"), e.get("Conference-Name"), e.get("Caller-Caller-ID-Number"))
+        for e in events
+        if e.get("Action") in ("add-member", "del-member", "conference-destroy")
+    ]
+    assert members == [
+        ("add-member", "eb-app-room1", "alice"),
+        ("add-member", "eb-app-room1", "bob"),
+        ("add-member", "eb-app-room2", "carol"),
+        ("del-member", "eb-app-room1", "bob"),
+        ("del-member", "eb-app-room1", "alice"),
+        ("conference-destroy", "eb-app-room1", None),
+        ("del-member", "eb-app-room2", "carol"),
+        ("conference-destroy", "eb-app-room2", None),
+    ]
+    for event in events:
+        if event.get("Action") in ("add-member", "del-member"):
+            for field in ("Conference-Size", "Member-ID", "Unique-ID", "Channel-Name"):
+                assert event.get(field), (event.get("Action"), field)
+            # The member is the loopback B leg; the originate's own variables are not there.
+            assert (event.get("Channel-Name") or "").endswith("-b")
+            assert event.get("variable_esl_bridge_uid") is None
+
+
+def test_participant_a_leg_is_answered_l16_8k_and_list_format() -> None:
+    bodies = [f.body.decode() for f in fs_frames(CONTROL) if f.content_type == "api/response"]
+    dumps = [b for b in bodies if b.startswith("Event-Name: CHANNEL_DATA")]
+    assert len(dumps) == 2  # alice (default profile) and carol (wideband profile)
+    for dump in dumps:
+        assert "\nAnswer-State: answered\n" in dump
+        assert "\nChannel-Read-Codec-Name: L16\n" in dump
+        assert "\nChannel-Read-Codec-Rate: 8000\n" in dump
+        assert "%40default-a\n" in dump or "%40wideband-a\n" in dump
+    member = ";loopback/conference:eb-app-room1@default-b;"
+    # `conference eb-app-room1 list`: member lines only; `conference list` heads them.
+    [listing] = [b for b in bodies if member in b and not b.startswith("+OK")]
+    head = "+OK Conference eb-app-room1 "
+    [everything] = [b for b in bodies if member in b and b.startswith(head)]
+    assert everything.split("\n", 1)[1].strip() == listing.strip()
+    lines = listing.strip().split("\n")
+    assert [line.split(";")[4] for line in lines] == ["bob", "alice"]  # newest first
+    assert all(len(line.split(";")) == 9 for line in lines)

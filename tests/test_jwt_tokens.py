@@ -334,3 +334,22 @@ def test_pyjwt_token_logs_in_through_the_hub() -> None:
             assert reply["type"] == "ok", reply
 
     run(main())
+
+
+def test_readme_python_example_mints_an_accepted_token() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    start = text.index("Python (PyJWT)::") + len("Python (PyJWT)::")
+    block = []
+    for line in text[start:].split("\n")[2:]:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    namespace: dict[str, Any] = {"uid": "alice", "appid": APPID, "app_certificate": CERT}
+    exec("\n".join(block), namespace)
+    tok = namespace["token"]
+    # the example reads the wall clock: check at the token's own iat
+    iat = jwt.decode(tok, options={"verify_signature": False})["iat"]
+    assert isinstance(check(tok, now=iat), TokenInfo)
+    assert check(tok, uid="bob", now=iat) is TokenError.WRONG_UID

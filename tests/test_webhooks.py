@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support.gateway_support import (
@@ -437,3 +438,70 @@ def test_calls_go_on_while_the_receiver_is_down() -> None:
         metrics = fetch_metrics(gateway)
         assert "esl_bridge_webhooks_dropped_total" in metrics
         assert gateway.controller.status()["ended"] == {"web_hangup": 3}  # type: ignore
+
+
+# -- README.rst's examples, run as written ------------------------------------------------------
+
+
+def readme_block(after: str) -> str:
+    """The literal block that follows the paragraph ending in ``after`` in README.rst."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    start = text.index(after) + len(after)
+    lines = text[start:].split("\n")[2:]  # the "::" line's end, then one blank line
+    block = []
+    for line in lines:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block).strip() + "\n"
+
+
+def test_readme_signature_check_accepts_ours_and_refuses_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    namespace: dict[str, Any] = {}
+    exec(readme_block("(five minutes here). In Python"), namespace)
+    valid = namespace["valid"]
+    monkeypatch.setattr(time, "time", lambda: WALL)  # the example reads the clock itself
+    body = b'{"type":"call.ended"}'
+    now = int(WALL)
+    assert valid(SECRET.encode(), sign(SECRET, now, body), body)
+    assert valid(SECRET.encode(), sign(SECRET, now - 300, body), body)
+    assert not valid(SECRET.encode(), sign(SECRET, now, body), body + b"x")
+    assert not valid(b"other", sign(SECRET, now, body), body)
+    assert not valid(SECRET.encode(), sign(SECRET, now - 301, body), body)  # replayed
+    assert not valid(SECRET.encode(), "garbage", body)
+
+
+# -- [webhooks] in rtx.conf ---------------------------------------------------------------------
+
+
+def test_webhooks_config_checks_and_masks() -> None:
+    from esl_bridge import config
+
+    one = config.from_text(f"[webhooks]\nurl = https://app.test/hook\nsecret = {SECRET}\n")
+    assert one.webhooks.url == ("https://app.test/hook",)  # one URL needs no trailing comma
+    two = config.from_text(
+        f"[webhooks]\nurl = http://127.0.0.1:9/a, https://u:pw-in-url@h.test/b\nsecret = {SECRET}\n"
+    )
+    assert two.webhooks.url == ("http://127.0.0.1:9/a", "https://u:pw-in-url@h.test/b")
+    shown = config.render(two)
+    assert SECRET not in shown and "pw-in-url" not in shown
+    assert "https://u:***@h.test/b" in shown
+    assert {SECRET, "pw-in-url"} <= set(two.secrets())  # masked in every log line
+    assert config.defaults().webhooks.url == ()
+    for text, reason in [
+        ("url = ftp://h.test/\nsecret = s", "expected http://"),
+        ("url = http:///nohost\nsecret = s", "expected http://"),
+        ("url = https://h.test/\n", "secret"),
+        ("url = http://u:pw-in-url@h.test:99999/\nsecret = s", "not a URL"),
+    ]:
+        with pytest.raises(config.ConfigError) as info:
+            config.from_text(f"[webhooks]\n{text}\n")
+        message = str(info.value)
+        assert reason in message, message
+        assert "pw-in-url" not in message

@@ -282,12 +282,12 @@ def test_receiver_down_retries_then_counted_drops_and_emit_never_blocks() -> Non
         await wait_for(lambda: len(sleeps.delays) == 4 * 2 + 1, "held again")
         await sender.stop(flush_timeout=0.05)
         stats = sender.stats()
-        assert stats["dropped"]["stopped"] == 1  # the one waiting; the held one was in flight
+        assert stats["dropped"]["stopped"] == 2  # the one waiting and the one in flight
         assert stats["dropped"] == {
             "queue_full": 7,
             "retries_exhausted": 4,
             "rejected": 0,
-            "stopped": 1,
+            "stopped": 2,
             "error": 0,
         }
 

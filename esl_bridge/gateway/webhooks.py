@@ -19,7 +19,7 @@ twice that, ... at most ``max_backoff``; after the last retry the event is dropp
 (``retries_exhausted``). Any other answer (a 3xx, a 4xx) is dropped at once (``rejected``):
 sending it again would not change the answer. While a receiver is down its queue fills; at
 ``queue_max`` the oldest event waiting is dropped for each new one (``queue_full``). Events still
-waiting when the gateway stops are dropped (``stopped``) after a short flush. Every drop is
+waiting or in flight when the gateway stops are dropped (``stopped``) after a short flush. Every drop is
 counted (``stats()``, ``/metrics``; ``error``: one this module failed to send, a bug); drops
 are logged at most once per ``log_interval``.
 Receiver URLs are never logged whole (they may carry credentials): a receiver is named by its
@@ -237,6 +237,9 @@ class WebhookSender:
             receiver.busy = True
             try:
                 await self._send_with_retries(receiver, event)
+            except asyncio.CancelledError:
+                self._drop("stopped")  # in flight (or waiting to retry) when the gateway stopped
+                raise
             except Exception as exc:  # a bug here must not end this receiver's deliveries
                 log.error("webhooks.send_error", receiver=receiver.index, error=bounded(repr(exc)))
                 self._drop("error")

@@ -18,10 +18,10 @@ Delivery: a 2xx answer delivers the event. A connection error, a timeout (``time
 twice that, ... at most ``max_backoff``; after the last retry the event is dropped
 (``retries_exhausted``). Any other answer (a 3xx, a 4xx) is dropped at once (``rejected``):
 sending it again would not change the answer. While a receiver is down its queue fills; at
-``queue_max`` the oldest event waiting is dropped for each new one (``queue_full``). Events still
-waiting or in flight when the gateway stops are dropped (``stopped``) after a short flush. Every drop is
-counted (``stats()``, ``/metrics``; ``error``: one this module failed to send, a bug); drops
-are logged at most once per ``log_interval``.
+``queue_max`` the oldest event waiting is dropped for each new one (``queue_full``). Events
+still waiting or in flight when the gateway stops are dropped (``stopped``) after a short
+flush. Every drop is counted (``stats()``, ``/metrics``; ``error``: one this module failed to
+send, a bug); drops are logged at most once per ``log_interval``.
 Receiver URLs are never logged whole (they may carry credentials): a receiver is named by its
 index in ``[webhooks] url``.
 """

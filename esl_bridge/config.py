@@ -137,6 +137,15 @@ send_queue_bytes = integer(min=65536, max=1073741824, default=1048576)
 app_certificate = string(default='')
 open_mode = boolean(default=False)
 token_ttl = integer(min=60, max=31536000, default=86400)
+
+[webhooks]
+url = url_list(default=list())
+secret = string(default='')
+timeout = float(min=0.1, max=60, default=5.0)
+retries = integer(min=0, max=20, default=5)
+backoff = float(min=0.001, max=60, default=1.0)
+max_backoff = float(min=0.001, max=3600, default=60.0)
+queue_max = integer(min=1, max=1000000, default=1000)
 """
 
 # Keys whose values are secrets: masked in check-config output and in every log line.
@@ -148,6 +157,7 @@ SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
         ("sip", "acc_pwd"),
         ("auth", "app_certificate"),
         ("media", "turn_password"),
+        ("webhooks", "secret"),
     }
 )
 
@@ -177,6 +187,7 @@ _HOST = re.compile(rf"^{_HOSTNAME}$")
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _INTERPOLATION = re.compile(r"%\(|\$\{")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
 _UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _DIAL_PREFIX = re.compile(r"^[0-9*#+]{0,16}$")
 # As aiortc parses them (no IPv6 literal), with a host that is a name or IPv4 address.
@@ -202,6 +213,8 @@ class ConfigProblem:
             where += f": [{self.section}]"
             if self.key is not None:
                 shown = "***" if (self.section, self.key) in SECRET_KEYS else self.value
+                if (self.section, self.key) == ("webhooks", "url"):
+                    shown = _URL_PASSWORD.sub(r"\1***@", str(shown))
                 where += f" {self.key} = {shown!r}"
         return f"{where}: {self.reason}"
 
@@ -256,6 +269,17 @@ def _check_hostport(value: Any) -> str:
     if port is not None and not 1 <= int(port) <= 65535:
         raise ValidateError(f"port {port} is out of range 1-65535")
     return value.strip()
+
+
+def _check_url_list(value: Any) -> list[str]:
+    # One URL needs no trailing comma ("url = https://app.example/hook" is one receiver).
+    items = value if isinstance(value, list) else str(value).split(",")
+    urls = [str(item).strip() for item in items if str(item).strip()]
+    for url in urls:
+        problem = webhook_url_problem(url)
+        if problem:
+            raise ValidateError(f"{problem}: {masked_redis_url(url)!r}")
+    return urls
 
 
 def _check_switch_list(value: Any) -> list[str]:
@@ -452,6 +476,18 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    # Empty: no webhooks (gateway/webhooks.py is idle).
+    url: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)
+    timeout: float = 5.0
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    queue_max: int = 1000
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration, typed. Built only by ``load`` / ``from_text``."""
 
@@ -468,6 +504,7 @@ class Settings:
     media: MediaSettings
     limits: LimitSettings
     auth: AuthSettings
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     warnings: tuple[str, ...] = field(default=())
 
     def secrets(self) -> list[str]:
@@ -478,6 +515,8 @@ class Settings:
             self.auth.app_certificate,
             self.media.turn_password,
             redis_url_password(self.cluster.redis_url),
+            self.webhooks.secret,
+            *(redis_url_password(url) for url in self.webhooks.url),
         ]
         return [v for v in values if v]
 
@@ -495,6 +534,8 @@ class Settings:
                     values[key] = "***"
                 elif mask and (section, key) == ("cluster", "redis_url"):
                     values[key] = masked_redis_url(value)
+                elif mask and (section, key) == ("webhooks", "url"):
+                    values[key] = [masked_redis_url(url) for url in value]
                 elif isinstance(value, tuple):
                     values[key] = list(value)
             out[section] = values
@@ -510,6 +551,7 @@ def _validator() -> Validator:
             "dial_prefix": _check_dial_prefix,
             "acc_rule": _check_acc_rule,
             "switch_list": _check_switch_list,
+            "url_list": _check_url_list,
             "float": _check_finite_float,
         }
     )
@@ -769,6 +811,10 @@ def _build(
     if auth["open_mode"] and auth["app_certificate"]:
         warnings.append(f"{name}: [auth] open_mode = 1 ignores app_certificate: anyone may log in")
 
+    hooks = raw["webhooks"]
+    if hooks["url"] and not hooks["secret"]:
+        bad("webhooks", "secret", "is empty: webhook requests are signed with it")
+
     if problems:
         return None
     return Settings(
@@ -812,6 +858,7 @@ def _build(
         ),
         limits=LimitSettings(**_pick(raw["limits"], LimitSettings)),
         auth=AuthSettings(**_pick(auth, AuthSettings)),
+        webhooks=WebhookSettings(**{**_pick(hooks, WebhookSettings), "url": tuple(hooks["url"])}),
         warnings=tuple(warnings),
     )
 
@@ -857,6 +904,20 @@ def redis_url_problem(url: str) -> str | None:
         return f"database {db!r} is not a number (redis://host:port/0)"
     if parts.query or parts.fragment:
         return "query and fragment are not read here: put options in [cluster]"
+    return None
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a [webhooks] url, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http://host[:port]/path or https://..."
+    if port == 0 or _CONTROL.search(url):
+        return "not a usable URL"
     return None
 
 

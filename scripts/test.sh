@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(chromium chromium-driver shellcheck iproute2 util-linux libopus0 redis-server)
+# Node and npm for the JWT test, unless a Node with its own npm is there (Debian's npm
+# conflicts with such a Node).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  debian_packages+=(nodejs npm)
+fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for pkg in "${debian_packages[@]}"; do

@@ -175,6 +175,12 @@ def test_token_is_minted_for_the_configured_appid_and_verifies(tmp_path: Path) -
     assert 590 <= info.expires_at - time.time() <= 600
     assert verify_token(token, "acme", "bob", cert, time.time()) is TokenError.WRONG_UID
     assert cert not in result.stdout + result.stderr
+    # a standard JWT (HS256) any library can read
+    import jwt
+
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    decoded = jwt.decode(token, cert, algorithms=["HS256"], audience="acme")
+    assert decoded["sub"] == "alice" and decoded["exp"] - decoded["iat"] == 600
 
 
 def test_token_needs_a_certificate_and_a_valid_uid(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from esl_bridge.signaling.auth import (
     TokenError,
     TokenInfo,
     mask_secret,
+    mint_legacy_token,
     mint_token,
     verify_token,
 )
@@ -134,9 +135,12 @@ def test_arcall_helpers() -> None:
 # ---- tokens --------------------------------------------------------------------------
 
 
-def test_token_round_trip_and_reasons() -> None:
-    tok = mint_token("app", "u:1", CERT, 60, 1000.0)
-    assert verify_token(tok, "app", "u:1", CERT, 1059.9) == TokenInfo("app", "u:1", 1060)
+def test_legacy_token_round_trip_and_reasons() -> None:
+    """The old format, still accepted for one release (flagged legacy), with no skew."""
+    tok = mint_legacy_token("app", "u:1", CERT, 60, 1000.0)
+    assert verify_token(tok, "app", "u:1", CERT, 1059.9) == TokenInfo(
+        "app", "u:1", 1060, legacy=True
+    )
     assert verify_token(tok, "app", "u:1", CERT, 1060.0) is TokenError.EXPIRED
     assert verify_token(tok, "app2", "u:1", CERT, 1000.0) is TokenError.WRONG_APPID
     assert verify_token(tok, "app", "u", CERT, 1000.0) is TokenError.WRONG_UID
@@ -154,13 +158,16 @@ def test_token_round_trip_and_reasons() -> None:
         assert verify_token(bad, "app", "u:1", CERT, 1000.0) is TokenError.MALFORMED
 
 
-def test_mint_rejects_bad_input() -> None:
+@pytest.mark.parametrize("mint", [mint_token, mint_legacy_token])
+def test_mint_rejects_bad_input(mint: Any) -> None:
     with pytest.raises(ValueError):
-        mint_token("a", "u", "", 60, 0)
+        mint("a", "u", "", 60, 0)
     with pytest.raises(ValueError):
-        mint_token("a", "u", CERT, 0, 0)
+        mint("a", "u", CERT, 0, 0)
     with pytest.raises(ValueError):
-        mint_token("a", "u\n", CERT, 60, 0)
+        mint_legacy_token("a", "u\n", CERT, 60, 0)
+    with pytest.raises(ValueError):
+        mint_token("a", "", CERT, 60, 0)
 
 
 def test_mask_secret_shows_no_secret() -> None:

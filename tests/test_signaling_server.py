@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from support.signaling_support import APPID, CERT, WALL, Env, env, run, token
 
 from esl_bridge.core.invitations import ApiError, LocalFailureReason, LocalState, RemoteState
-from esl_bridge.signaling.auth import mint_token
+from esl_bridge.signaling.auth import CLOCK_SKEW, mint_legacy_token, mint_token
 from esl_bridge.signaling.hub import QueueParticipant
 from esl_bridge.signaling.settings import SignalingSettings
 
@@ -64,6 +65,12 @@ def test_login_logout_ping() -> None:
     run(main())
 
 
+def _unsigned(uid: str) -> str:
+    """A JWT with ``alg: none`` and no signature, claims otherwise right."""
+    head = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    return head + "." + mint_token(APPID, uid, CERT, 60, WALL).split(".")[1] + "."
+
+
 @pytest.mark.parametrize(
     ("tok", "reason"),
     [
@@ -71,11 +78,22 @@ def test_login_logout_ping() -> None:
         ("", "token required"),
         ("garbage", "malformed"),
         ("1.e30.AAAA", "malformed"),
+        # JWTs (what esl-bridge token and the backends mint)
         (mint_token(APPID, "alice", "other-cert", 60, WALL), "bad signature"),
         (mint_token(APPID, "bob", CERT, 60, WALL), "wrong uid"),
         (mint_token("app2", "alice", CERT, 60, WALL), "wrong appid"),
-        (mint_token(APPID, "alice", CERT, 60, WALL - 61), "expired"),
-        (mint_token(APPID, "alice", CERT, 60, WALL - 60), "expired"),  # at the instant
+        (mint_token(APPID, "alice", CERT, 60, WALL - 60 - CLOCK_SKEW), "expired"),
+        (
+            mint_token(APPID, "alice", CERT, 60, WALL, not_before=WALL + CLOCK_SKEW + 1),
+            "not yet valid",
+        ),
+        (_unsigned("alice"), "algorithm not allowed"),
+        # the old format, accepted for one release
+        (mint_legacy_token(APPID, "alice", "other-cert", 60, WALL), "bad signature"),
+        (mint_legacy_token(APPID, "bob", CERT, 60, WALL), "wrong uid"),
+        (mint_legacy_token("app2", "alice", CERT, 60, WALL), "wrong appid"),
+        (mint_legacy_token(APPID, "alice", CERT, 60, WALL - 61), "expired"),
+        (mint_legacy_token(APPID, "alice", CERT, 60, WALL - 60), "expired"),  # at the instant
     ],
 )
 def test_login_auth_failures(tok: str | None, reason: str) -> None:
@@ -94,7 +112,7 @@ def test_login_auth_failures(tok: str | None, reason: str) -> None:
 
 
 def relabel(tok: str, **fields: str) -> str:
-    """The token with its payload re-encoded (``a``/``u`` replaced), its signature kept."""
+    """The JWT with its payload re-encoded (``sub``/``aud`` replaced), its signature kept."""
     head, payload, sig = tok.split(".")
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data.update(fields)
@@ -104,7 +122,7 @@ def relabel(tok: str, **fields: str) -> str:
 
 @pytest.mark.parametrize(
     ("appid", "uid", "forged"),
-    [("app1", "bob", {"u": "bob"}), ("app2", "alice", {"a": "app2"})],
+    [("app1", "bob", {"sub": "bob"}), ("app2", "alice", {"aud": "app2"})],
     ids=["other-uid", "other-appid"],
 )
 def test_relabelled_token_is_refused(appid: str, uid: str, forged: dict[str, str]) -> None:
@@ -129,11 +147,39 @@ def test_relabelled_token_is_refused(appid: str, uid: str, forged: dict[str, str
 
 
 def test_token_one_second_before_expiry_is_accepted() -> None:
+    """A JWT one second before its exp plus the skew allowance; an old-format token one
+    second before its expiry (that format has no allowance)."""
+
     async def main() -> None:
         async with env() as e:
             ws = await e.ws()
-            tok = mint_token(APPID, "alice", CERT, 60, WALL - 59)
+            tok = mint_token(APPID, "alice", CERT, 60, WALL - 59 - CLOCK_SKEW)
             assert (await ws.request("login", appid=APPID, uid="alice", token=tok))["type"] == "ok"
+            ws = await e.ws()
+            tok = mint_legacy_token(APPID, "bob", CERT, 60, WALL - 59)
+            assert (await ws.request("login", appid=APPID, uid="bob", token=tok))["type"] == "ok"
+
+    run(main())
+
+
+def test_legacy_token_logs_a_warning_jwt_does_not() -> None:
+    async def main() -> None:
+        async with env() as e:
+            with capture_logs() as logs:
+                ws = await e.ws()
+                tok = mint_token(APPID, "alice", CERT, 60, WALL)
+                reply = await ws.request("login", appid=APPID, uid="alice", token=tok)
+                assert reply["type"] == "ok"
+                assert not [x for x in logs if x["event"] == "signaling.legacy_token"]
+                ws = await e.ws()
+                tok = mint_legacy_token(APPID, "bob", CERT, 60, WALL)
+                reply = await ws.request("login", appid=APPID, uid="bob", token=tok)
+                assert reply["type"] == "ok"
+            warned = [x for x in logs if x["event"] == "signaling.legacy_token"]
+            assert len(warned) == 1, logs
+            assert warned[0]["uid"] == "bob"
+            assert warned[0]["log_level"] == "warning"
+            assert tok not in repr(logs)  # the token itself is never logged
 
     run(main())
 

@@ -30,6 +30,7 @@ from esl_bridge.gateway.web import (
     client_config,
     start_web_server,
 )
+from esl_bridge.gateway.webhooks import WebhookSender
 from esl_bridge.logs import get_logger
 from esl_bridge.loops import Loops
 from esl_bridge.media.libopus import opus_backend
@@ -175,20 +176,32 @@ class Gateway:
             cluster.attach(service.hub, service.kick)
             self.cluster = cluster
         ops = self.ops_events
+        # Webhooks (gateway/webhooks.py) hear the same events, on this loop.
+        hooks = self.webhooks = WebhookSender(self.settings.webhooks, common=ops.common)
+        await hooks.start()
+
+        def emit(name: str, fields: dict[str, object]) -> None:
+            hooks.emit(name, fields)
+            self.loops.call_in_hub(ops.emit, name, fields)
+
         controller = CallController(
             self.settings,
             service.hub,
             _ToEsl(self.loops, esl),
             kick_hub=service.kick,
             cluster=cluster,
-            emit=lambda name, fields: self.loops.call_in_hub(ops.emit, name, fields),
+            emit=emit,
             ops_stats=ops.stats,
         )
         self.controller = controller
         setup_web_client(app, client_config(self.settings, demo=self.demo))
 
         def status() -> dict[str, Any]:
-            return {**controller.status(), "switches": esl.switch_states()}
+            return {
+                **controller.status(),
+                "switches": esl.switch_states(),
+                "webhooks": hooks.stats(),
+            }
 
         add_operations_routes(
             app, status, service.hub.stats, self._web_stats, self.identity.node_id
@@ -239,6 +252,12 @@ class Gateway:
                 self.loops.run_coroutine(self.controller.stop(drain), timeout=drain + 5)
             except Exception as exc:
                 log.warning("gateway.drain_incomplete", error=str(exc))
+        hooks = getattr(self, "webhooks", None)
+        if hooks is not None:  # after the drain: the calls' call.ended events go out
+            try:
+                self.loops.run_coroutine(hooks.stop(flush_timeout=2.0), timeout=10)
+            except Exception as exc:
+                log.warning("gateway.webhooks_stop_failed", error=str(exc))
         if self.cluster is not None:
             # After the drain (its calls released their numbers), before the web side:
             # the others drop this process's sessions at once ("bye").

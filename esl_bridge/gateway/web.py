@@ -104,6 +104,7 @@ class GatewayCollector(Collector):
         for reason, count in sorted(ops.get("dropped", {}).items()):
             dropped.add_metric([reason], count)
         yield dropped
+        yield from _webhook_metrics(status.get("webhooks") or {})
         for name, value in sorted(self._hub_stats().items()):
             yield GaugeMetricFamily(
                 f"esl_bridge_hub_{name}", f"signalling hub: {name}", value=value
@@ -112,6 +113,30 @@ class GatewayCollector(Collector):
             yield GaugeMetricFamily(
                 f"esl_bridge_web_{name}", f"web server connections: {name}", value=value
             )
+
+
+def _webhook_metrics(hooks: dict[str, Any]) -> Iterator[Any]:
+    """esl_bridge_webhooks_*: events delivered, attempts failed, events dropped, queued."""
+    delivered = CounterMetricFamily(
+        "esl_bridge_webhooks_delivered", "webhook events delivered (2xx)", labels=["event"]
+    )
+    for name, count in sorted(hooks.get("delivered", {}).items()):
+        delivered.add_metric([name], count)
+    yield delivered
+    yield CounterMetricFamily(
+        "esl_bridge_webhooks_failed",
+        "webhook POSTs that failed (each retry counts)",
+        value=hooks.get("failed_attempts", 0),
+    )
+    dropped = CounterMetricFamily(
+        "esl_bridge_webhooks_dropped", "webhook events dropped, by reason", labels=["reason"]
+    )
+    for reason, count in sorted(hooks.get("dropped", {}).items()):
+        dropped.add_metric([reason], count)
+    yield dropped
+    yield GaugeMetricFamily(
+        "esl_bridge_webhooks_queued", "webhook events waiting", value=hooks.get("queued", 0)
+    )
 
 
 def add_operations_routes(

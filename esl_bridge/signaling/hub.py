@@ -600,6 +600,15 @@ class Hub:
                 )
                 send(p.error(re_, p.Err.AUTH_FAILED, checked.value))
                 return
+            if checked.legacy:
+                # The old token format is accepted for this release only: its backend
+                # must move to JWTs (README.rst, Integrate with your app) before the next.
+                log.warning(
+                    "signaling.legacy_token",
+                    appid=body.appid,
+                    uid=body.uid,
+                    reason="old token format, accepted until the next release; mint a JWT",
+                )
         takeover = existing is not None or elsewhere is not None
         if elsewhere is not None:
             # That process ends its session when it hears of this one (remote_session_started).

@@ -16,7 +16,7 @@ from esl_bridge.signaling.auth import mint_token
 from esl_bridge.signaling.server import SIGNALING_KEY, SignalingService, create_app
 from esl_bridge.signaling.settings import SignalingSettings
 
-CERT = "test-certificate-0123456789"
+CERT = "test-certificate-0123456789abcdef"  # 32+ bytes, as HS256 keys should be
 WALL = 1_700_000_000.0
 APPID = "app1"
 T = TypeVar("T")

@@ -1,5 +1,5 @@
-"""The ``esl-bridge`` command: run, demo, check-config, check-switch, acc-rule, token,
-version."""
+"""The ``esl-bridge`` command: run, demo, check-config, check-switch, acc-rule,
+install-service, status, token, version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from esl_bridge import __version__, config
 
@@ -186,8 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         _report([config.ConfigProblem(settings.source, "log", "file", settings.log.file, reason)])
         return EXIT_CONFIG
     from esl_bridge.gateway.process import Gateway
+    from esl_bridge.service import ServiceNotifier
 
     gateway = Gateway(settings, reuse_port=worker is not None)
+    if worker is not None:
+        gateway.prepare_reload = lambda new: workers.worker_settings(new, worker[0])
+    notifier = ServiceNotifier(gateway.healthy, gateway.loop_alive)
+    gateway.on_stopping = notifier.stopping
     try:
         gateway.start()
     except OSError as exc:
@@ -205,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"esl-bridge: {who} running, web client at {scheme}://{host}:{port}/ (Ctrl-C to stop)",
         file=sys.stderr,
     )
+    notifier.start()
     gateway.wait()
     gateway.stop()
     exit_now(EXIT_OK)
@@ -359,6 +365,94 @@ def cmd_acc_rule(args: argparse.Namespace) -> int:
     return EXIT_OK if diff.same else EXIT_FAILURE
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """Write the systemd unit and the service user's sysusers.d file (esl_bridge/service.py)."""
+    from esl_bridge.service import find_executable, install_plan, run_plan
+
+    executable = args.executable or find_executable()
+    if not os.path.isabs(executable) or not os.path.isabs(args.conf):
+        print("esl-bridge install-service: give absolute paths", file=sys.stderr)
+        return EXIT_FAILURE
+    steps = install_plan(
+        executable, args.conf, args.unit_dir, args.sysusers_dir, run_commands=not args.no_reload
+    )
+    if not run_plan(steps, args.dry_run, print):
+        return EXIT_FAILURE
+    if not args.dry_run:
+        print(
+            f"next: put the gateway's rtx.conf at {args.conf} (readable by group "
+            "esl-bridge; [log] file under /var/log/esl-bridge, [web] admin_socket = "
+            "/run/esl-bridge/admin.sock), then: systemctl enable --now esl-bridge"
+        )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running gateway through its admin socket (gateway/admin.py)."""
+    import json
+
+    from esl_bridge.gateway.admin import AdminUnreachable, fetch_status
+
+    path = args.socket
+    if path is None:
+        settings = _load(args.conf) if args.conf is not None else None
+        if args.conf is not None and settings is None:
+            return EXIT_CONFIG
+        path = settings.web.admin_socket if settings is not None else ""
+        if not path:
+            where = args.conf or "no --conf given"
+            print(
+                f"esl-bridge status: no admin socket ({where}): set [web] admin_socket in "
+                "rtx.conf and restart the gateway, or give --socket PATH",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+    try:
+        status = fetch_status(path, timeout=args.timeout)
+    except AdminUnreachable as exc:
+        print(f"esl-bridge status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(render_status(status))
+    return EXIT_OK
+
+
+def render_status(status: dict[str, object]) -> str:
+    """The status reply as lines for a terminal."""
+    reply: dict[str, Any] = dict(status)
+    switches = ", ".join(f"{k} {v}" for k, v in sorted(reply.get("switches", {}).items()))
+    lines = [
+        f"esl-bridge {reply.get('version')}  node {reply.get('node')}  "
+        f"{'healthy' if reply.get('healthy') else 'NOT healthy'}",
+        f"ESL: {reply.get('esl')}" + (f" ({switches})" if switches else ""),
+    ]
+    users = list(reply.get("users_online", []))
+    lines.append(f"users online: {len(users)}" + (f" ({', '.join(users)})" if users else ""))
+    calls = list(reply.get("calls", []))
+    lines.append(f"calls: {len(calls)}")
+    if calls:
+        header = ("DIRECTION", "UID", "NUMBER", "STATE", "DURATION", "CODEC", "LOST", "CALL ID")
+        rows = [header] + [
+            (
+                str(c["direction"]),
+                str(c["uid"]),
+                str(c["number"]),
+                str(c["state"]),
+                f"{c['duration']:.1f}s",
+                str(c["codec"] or "-"),
+                "-" if c["lost"] is None else str(c["lost"]),
+                str(c["call_id"]),
+            )
+            for c in calls
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
@@ -482,6 +576,33 @@ def build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--conf", help="path to rtx.conf whose [rtm2sip] acc_rule to check")
     rule.add_argument("--json", action="store_true", help="print the result as JSON")
     rule.set_defaults(func=cmd_acc_rule)
+
+    service = sub.add_parser(
+        "install-service",
+        help="install the systemd unit (esl-bridge.service) and the esl-bridge system user",
+    )
+    service.add_argument("--dry-run", action="store_true", help="print what it would do")
+    service.add_argument(
+        "--conf", default="/etc/esl-bridge/rtx.conf", help="rtx.conf the service runs with"
+    )
+    service.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+    service.add_argument("--sysusers-dir", default="/etc/sysusers.d", help=argparse.SUPPRESS)
+    service.add_argument("--executable", help=argparse.SUPPRESS)
+    service.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="only write the files (no systemd-sysusers, no systemctl daemon-reload)",
+    )
+    service.set_defaults(func=cmd_install_service)
+
+    status = sub.add_parser(
+        "status", help="ask the running gateway (its [web] admin_socket): calls, users, ESL"
+    )
+    status.add_argument("--conf", help="path to rtx.conf (for [web] admin_socket)")
+    status.add_argument("--socket", help="the admin socket's path (instead of --conf)")
+    status.add_argument("--json", action="store_true", help="print the reply as JSON")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (5)")
+    status.set_defaults(func=cmd_status)
 
     token = sub.add_parser(
         "token", help="mint a login token for a web user (signed with [auth] app_certificate)"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(chromium chromium-driver shellcheck iproute2 util-linux libopus0 redis-server)
+debian_packages=(chromium chromium-driver shellcheck iproute2 util-linux libopus0 redis-server systemd)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for pkg in "${debian_packages[@]}"; do

@@ -245,6 +245,12 @@ def _run_supervisor(path: str, settings: config.Settings, count: int) -> int:
         file=sys.stderr,
     )
     supervisor = workers.Supervisor(count, workers.spawn_worker(path, count))
+
+    def reopen_log() -> None:  # SIGHUP: logrotate moved the supervisor's file away
+        with contextlib.suppress(OSError):
+            configure_logging(settings.log, secrets=settings.secrets())
+
+    supervisor.on_hup = reopen_log
     return supervisor.run()
 
 

@@ -213,11 +213,17 @@ class Supervisor:
         self._killed = False
         self.gave_up = False
         self.restarts = 0
+        self._hup_requested = False
+        # SIGHUP, besides forwarding it: the supervisor's own log file reopened.
+        self.on_hup: Callable[[], None] = lambda: None
 
     # -- signals --------------------------------------------------------------------------
 
     def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         self._stop_requested = True
+
+    def request_reload(self, signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
+        self._hup_requested = True
 
     def run(self) -> int:
         read_fd, write_fd = os.pipe()
@@ -228,6 +234,7 @@ class Supervisor:
             for sig, handler in (
                 (signal.SIGTERM, self.request_stop),
                 (signal.SIGINT, self.request_stop),
+                (signal.SIGHUP, self.request_reload),
                 (signal.SIGCHLD, lambda signum, frame: None),  # only to wake the select
             )
         }
@@ -251,6 +258,9 @@ class Supervisor:
         while True:
             if self._stop_requested and self._stopping_since is None:
                 self._stop_all("signal")
+            if self._hup_requested:
+                self._hup_requested = False
+                self._reload_all()
             self._reap()
             now = self._clock()
             if self._stopping_since is None:
@@ -340,6 +350,16 @@ class Supervisor:
             if worker.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signal.SIGTERM)
+
+    def _reload_all(self) -> None:
+        """SIGHUP: each worker reloads itself (Gateway.reload)."""
+        self.on_hup()
+        live = [w for w in self.workers if w.process is not None]
+        log.info("workers.reload", workers=[w.index for w in live])
+        for worker in live:
+            if worker.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGHUP)
 
     def _kill_all(self) -> None:
         self._killed = True

@@ -1,0 +1,119 @@
+"""SIGHUP: the log file is reopened (logrotate) and what can change without dropping calls
+is reloaded; a broken rtx.conf keeps the running configuration.
+
+Runs ``esl-bridge run`` in a subprocess against the simulator, with a call up while the
+signal arrives.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from support.gateway_process import GatewayProcess
+from support.gateway_support import wait_until
+from support.ports_and_waits import free_port
+
+from esl_bridge.core.invitations import LocalState
+from esl_bridge.loops import Loops
+from esl_bridge.sim import SimConfig, SimulatorThread
+
+
+def _set(conf: Path, key: str, value: str) -> None:
+    text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", conf.read_text())
+    assert count == 1, key
+    conf.write_text(text)
+
+
+def test_sighup_reopens_the_log_and_reloads_numbers_level_and_limits_keeping_the_call(
+    tmp_path: Path,
+) -> None:
+    socket_port = free_port()
+    sim = SimulatorThread(
+        SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
+    ).start()
+    loops = Loops().start()
+    gateway: GatewayProcess | None = None
+    try:
+        gateway = GatewayProcess(
+            tmp_path,
+            esl=("127.0.0.1", sim.esl_port, sim.password),
+            socket=("127.0.0.1", socket_port),
+            orphan_timeout=3600,
+            acc_rule="10[00-09]",
+        )
+        alice = gateway.web_user(loops, "alice")
+        alice.invite("1000", "ch-1")
+        wait_until(lambda: len(sim.channels()) == 1, 10, "the originated leg")
+        [channel] = sim.channels()
+        alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE)
+        assert not gateway.log_events("gateway.reloaded")
+        # An unknown command is a VERBOSE (debug) line: not written at level 2 (the hub
+        # hands the message to the gateway before it answers "ok")...
+        alice.peer("1000", Cmd="NoSuchCommand")
+        assert not gateway.log_events("calls.peer_message_unknown")
+
+        # logrotate's way: move the file away, then SIGHUP.
+        rotated = gateway.log_file.with_name(gateway.log_file.name + ".1")
+        gateway.log_file.rename(rotated)
+        _set(gateway.conf, "acc_rule", "10[00-09];1011")
+        _set(gateway.conf, "originate_timeout", "30")
+        _set(gateway.conf, "console", "off\nlevel = 1")  # [log] level 2 -> 1 (VERBOSE)
+        _set(gateway.conf, "command_timeout", "4")  # [esl]: needs a restart
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: gateway.log_events("gateway.reloaded"), 20, "gateway.reloaded")
+
+        [reloaded] = gateway.log_events("gateway.reloaded")  # in the new file
+        assert set(reloaded["reloaded"]) == {
+            "rtm2sip.acc_rule",
+            "limits.originate_timeout",
+            "log.level",
+        }, reloaded
+        assert reloaded["not_reloaded"] == ["esl.command_timeout"], reloaded
+        assert reloaded["numbers_added"] == 1 and reloaded["numbers_removed"] == 0
+        assert "gateway.reloaded" not in rotated.read_text()
+        # The call went on through the reload.
+        assert not channel.hung_up
+        assert gateway.proc.poll() is None
+
+        # The new number is served: a web user's call to it reaches the switch.
+        alice.invite("1011", "ch-2")
+        wait_until(lambda: len(sim.channels()) == 2, 10, "the call to the reloaded number")
+        second = next(c for c in sim.channels() if c is not channel)
+        assert second.variables.get("originate_timeout") == "30", second.variables
+        # ...and written at level 1 (VERBOSE), after the reload.
+        alice.peer("1000", Cmd="NoSuchCommand")
+        wait_until(lambda: gateway.log_events("calls.peer_message_unknown"), 10, "a VERBOSE line")
+        assert "calls.peer_message_unknown" not in rotated.read_text()
+
+        # A broken file: nothing changes, the log says why, the process runs on.
+        good = gateway.conf.read_text()
+        gateway.conf.write_text(good + "[limits]\nmax_calls = -3\n")
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: gateway.log_events("gateway.reload_failed"), 20, "reload_failed")
+        [failed] = gateway.log_events("gateway.reload_failed")
+        assert "running one is kept" in failed["reason"]
+        assert failed["problems"], failed
+        assert len(gateway.log_events("gateway.reloaded")) == 1
+        assert gateway.health()[0] == 200
+        assert not channel.hung_up
+
+        assert gateway.terminate() == 0
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        loops.stop()
+        sim.stop()
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    import json
+
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

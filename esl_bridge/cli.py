@@ -428,7 +428,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def render_status(status: dict[str, object]) -> str:
     """The status reply as lines for a terminal."""
     reply: dict[str, Any] = dict(status)
-    switches = ", ".join(f"{k} {v}" for k, v in sorted(reply.get("switches", {}).items()))
+    switches = ", ".join(f"{s['switch']} {s['state']}" for s in reply.get("switches", []))
     lines = [
         f"esl-bridge {reply.get('version')}  node {reply.get('node')}  "
         f"{'healthy' if reply.get('healthy') else 'NOT healthy'}",

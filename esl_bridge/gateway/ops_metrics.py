@@ -7,8 +7,9 @@ the ``setup_seconds`` of ``call_answered``; it includes the time the callee let 
 ended call. ``esl_bridge_media_packets_total{direction,kind}``: summed over calls whose
 media leg has closed; ``direction`` is ``browser_to_switch`` or ``switch_to_browser``,
 ``kind`` ``lost``, ``late`` (arrived too late to be played) or ``underrun`` (a 20 ms tick
-with nothing to send). ``esl_bridge_esl_reconnects_total``: the inbound ESL connection
-came up again after being down (the first connect is not counted).
+with nothing to send); ``lost`` only for ``browser_to_switch`` (RTP sequence numbers).
+``esl_bridge_esl_reconnects_total``: the inbound ESL connection came up again after being
+down (the first connect is not counted).
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ class OpsMetrics:
         self._setup = {d: [0] * (len(SETUP_BUCKETS) + 1) for d in DIRECTIONS}
         self._setup_sum = dict.fromkeys(DIRECTIONS, 0.0)
         self._causes: dict[str, int] = {}
-        self._media = {(d, k): 0 for d in MEDIA_DIRECTIONS for k in MEDIA_KINDS}
+        # FreeSWITCH's unicast datagrams carry no sequence number: no "lost" that way
+        # (a gap shows as underruns).
+        self._media = {
+            (d, k): 0
+            for d in MEDIA_DIRECTIONS
+            for k in MEDIA_KINDS
+            if (d, k) != ("switch_to_browser", "lost")
+        }
         self._esl_up_before = False
         self._esl_up = False
         self.esl_reconnects = 0

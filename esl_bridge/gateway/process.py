@@ -9,6 +9,7 @@ FreeSWITCH side, the web server and the asyncio thread.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
@@ -346,9 +347,15 @@ class Gateway:
         from esl_bridge.logs import configure_logging
 
         old = self.settings
+
+        def reopen_old() -> None:  # logrotate moved the file away even so
+            with contextlib.suppress(OSError):
+                configure_logging(old.log, secrets=old.secrets())
+
         try:
             new = self.prepare_reload(load(old.source))
         except ConfigError as exc:
+            reopen_old()
             log.error(
                 "gateway.reload_failed",
                 source=old.source,
@@ -359,6 +366,7 @@ class Gateway:
         try:
             signaling_settings(new)
         except ValueError as exc:
+            reopen_old()
             log.error("gateway.reload_failed", source=old.source, problems=[str(exc)])
             return {"reloaded": [], "not_reloaded": [], "failed": [str(exc)]}
         try:

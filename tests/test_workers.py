@@ -99,6 +99,65 @@ def test_a_worker_whose_configuration_fails_is_not_restarted() -> None:
     assert spawned == [1] and supervisor.restarts == 0
 
 
+def test_the_supervisor_passes_sighup_to_every_worker_and_reopens_its_own_log(
+    tmp_path: Path,
+) -> None:
+    """Workers that note each SIGHUP in a file; the supervisor gets one SIGHUP, then
+    SIGTERM. (run() installs signal handlers: main thread; the signals come from a
+    helper thread once both workers are up.)"""
+    import threading
+    import time
+
+    def wait_for(check: Any, timeout: float) -> bool:  # a plain thread: no gevent here
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    child = textwrap.dedent(
+        """\
+        import pathlib, signal, sys
+        index = sys.argv[1]
+        base = pathlib.Path(sys.argv[2])
+        signal.signal(signal.SIGHUP, lambda *a: (base / f"hup-{index}").touch())
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        (base / f"ready-{index}").touch()
+        while True:
+            signal.pause()
+        """
+    )
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", child, str(index), str(tmp_path)])
+
+    supervisor = Supervisor(2, spawn, policy=RestartPolicy(base_delay=0.01), stop_timeout=30)
+    reopened: list[bool] = []
+    supervisor.on_hup = lambda: reopened.append(True)
+    outcome: list[str] = []
+
+    def signals() -> None:
+        def exist(*names: str) -> bool:
+            return all((tmp_path / n).exists() for n in names)
+
+        if not wait_for(lambda: exist("ready-1", "ready-2"), 60):
+            outcome.append("workers never ready")
+        else:
+            os.kill(os.getpid(), signal.SIGHUP)
+            if not wait_for(lambda: exist("hup-1", "hup-2"), 30):
+                outcome.append("SIGHUP not passed on")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=signals)
+    helper.start()
+    code = supervisor.run()
+    helper.join()
+    assert outcome == []
+    assert code == 0
+    assert reopened == [True]
+
+
 # -- the CLI -------------------------------------------------------------------------------
 
 

@@ -191,7 +191,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, reuse_port=worker is not None)
     if worker is not None:
         gateway.prepare_reload = lambda new: workers.worker_settings(new, worker[0])
-    notifier = ServiceNotifier(gateway.healthy, gateway.loop_alive)
+    # A worker of run --workers N is not the service's main process: it says nothing.
+    notifier = ServiceNotifier(
+        gateway.healthy, gateway.loop_alive, environ={} if worker is not None else None
+    )
     gateway.on_stopping = notifier.stopping
     try:
         gateway.start()

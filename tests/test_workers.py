@@ -67,6 +67,15 @@ def test_worker_names_and_files() -> None:
     assert worker_log_file("", 1) == ""
 
 
+def test_each_worker_has_an_admin_socket_of_its_own() -> None:
+    from esl_bridge import config
+    from esl_bridge.gateway.workers import worker_settings
+
+    settings = config.from_text("[web]\nadmin_socket = /run/esl-bridge/admin.sock\n", "<t>")
+    assert worker_settings(settings, 2).web.admin_socket == "/run/esl-bridge/admin-w2.sock"
+    assert worker_settings(config.defaults(), 1).web.admin_socket == ""
+
+
 def test_supervisor_gives_up_on_workers_that_keep_dying() -> None:
     """Real child processes that exit at once: restarted with back-off, then given up on;
     the supervisor's status is non-zero. (run() installs signal handlers: main thread.)"""

@@ -82,13 +82,17 @@ def worker_log_file(path: str, index: int) -> str:
 
 
 def worker_settings(settings: config.Settings, index: int) -> config.Settings:
-    """The settings worker ``index`` runs with: its node id and its log file."""
+    """The settings worker ``index`` runs with: its node id, its log file and its admin
+    socket (``admin.sock`` -> ``admin-w1.sock``, as the log file)."""
     return dataclasses.replace(
         settings,
         cluster=dataclasses.replace(
             settings.cluster, node_id=worker_node_id(settings.cluster.node_id, index)
         ),
         log=dataclasses.replace(settings.log, file=worker_log_file(settings.log.file, index)),
+        web=dataclasses.replace(
+            settings.web, admin_socket=worker_log_file(settings.web.admin_socket, index)
+        ),
     )
 
 

@@ -323,9 +323,50 @@ def cmd_check_switch(args: argparse.Namespace) -> int:
         secrets=settings.secrets(),
     )
 
+    if args.dry_run and not args.install:
+        print("esl-bridge check-switch: --dry-run goes with --install", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.install:
+        installed = _install_switch(args, settings)
+        if installed is not None:
+            return installed
     checks = check_switch(settings, context=args.context, timeout=args.timeout)
     print(report(checks, as_json=args.json))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILURE
+
+
+def _install_switch(args: argparse.Namespace, settings: config.Settings) -> int | None:
+    """check-switch --install: the README's set-up steps (esl_bridge/switch_install.py);
+    an exit status when it ends here, None to go on with the checks."""
+    from esl_bridge import switch_install as si
+
+    conf_dir = Path(args.conf_dir) if args.conf_dir else si.default_conf_dir()
+    if conf_dir is None:
+        print(
+            "esl-bridge check-switch: FreeSWITCH's conf directory not found in "
+            f"{' or '.join(si.CONF_DIRS)}: give --conf-dir",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    dialplan = (
+        Path(args.dialplan_dir) if args.dialplan_dir else Path(__file__).parents[1] / "dialplan"
+    )
+    socket = f"{settings.socket.host}:{settings.socket.port}"
+    try:
+        changes = si.plan(conf_dir, socket, dialplan)
+    except si.InstallError as exc:
+        print(f"esl-bridge check-switch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    esl = settings.esl
+
+    def reloadxml() -> str:
+        return si.esl_api(esl.host, esl.port, esl.password, "reloadxml", args.timeout)
+
+    # With --json stdout is the report only: the steps go to stderr.
+    out = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if not si.install(changes, reloadxml, dry_run=args.dry_run, out=out):
+        return EXIT_FAILURE
+    return EXIT_OK if args.dry_run else None
 
 
 def cmd_acc_rule(args: argparse.Namespace) -> int:
@@ -576,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("--json", action="store_true", help="print the result as JSON")
     switch.add_argument("--context", default="default", help="dialplan context of the phones")
     switch.add_argument("--timeout", type=float, default=5.0, help="seconds per ESL step (5)")
+    switch.add_argument(
+        "--install",
+        action="store_true",
+        help="first do the set-up steps that are missing (vars.xml, the 0 route, reloadxml)",
+    )
+    switch.add_argument("--dry-run", action="store_true", help="with --install: only print")
+    switch.add_argument("--conf-dir", help="FreeSWITCH's conf directory (found when omitted)")
+    switch.add_argument("--dialplan-dir", help="the repository's dialplan/ folder")
     switch.set_defaults(func=cmd_check_switch)
 
     rule = sub.add_parser(

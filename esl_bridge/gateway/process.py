@@ -17,6 +17,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.lock
 from aiohttp import web
 
 from esl_bridge.config import Settings
@@ -136,6 +137,7 @@ class Gateway:
         self.prepare_reload: Callable[[Settings], Settings] = lambda settings: settings
         # Called once the stop begins (systemd's STOPPING=1, esl_bridge/service.py).
         self.on_stopping: Callable[[], None] = lambda: None
+        self._reload_lock = gevent.lock.BoundedSemaphore()
         self.cluster: Any = None  # esl_bridge.cluster.node.ClusterNode with [cluster] redis_url
 
     def start(self) -> None:
@@ -283,7 +285,7 @@ class Gateway:
             gevent.signal_handler(signal.SIGTERM, self.request_stop),
             # A greenlet: a reload waits on the asyncio thread, which a signal
             # handler must not.
-            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload)),
+            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._reload_once)),
         ]
         try:
             self._stopped.wait()
@@ -334,6 +336,11 @@ class Gateway:
         log.info("gateway.stopped")
 
     # -- SIGHUP -------------------------------------------------------------------------
+
+    def _reload_once(self) -> None:
+        """One reload at a time: a second SIGHUP meanwhile waits for the first."""
+        with self._reload_lock:
+            self.reload()
 
     def reload(self) -> dict[str, list[str]]:
         """Reopen the log file and take what can change without dropping calls.

@@ -119,3 +119,37 @@ def _lines(path: Path) -> list[dict[str, object]]:
         except ValueError:
             continue
     return out
+
+
+def test_a_change_that_needs_a_restart_is_named_at_every_reload_until_then(
+    tmp_path: Path,
+) -> None:
+    """In-process: what was not taken stays as it runs, so the next reload names it again
+    (here [rtm2sip] on, beside acc_rule of the same section, which is taken)."""
+    from esl_bridge import config
+    from esl_bridge.gateway.process import Gateway
+
+    socket_port = free_port()
+    sim = SimulatorThread(SimConfig(socket_target=("127.0.0.1", socket_port))).start()
+    conf = tmp_path / "rtx.conf"
+    conf.write_text(
+        f"[rtm2sip]\non = 1\nacc_rule = 10[00-03]\n[esl]\nport = {sim.esl_port}\n"
+        f"[socket]\nport = {socket_port}\n[web]\nport = {free_port()}\n"
+        "[auth]\nopen_mode = 1\n[log]\nconsole = off\n"
+    )
+    gateway = Gateway(config.load(str(conf)))
+    try:
+        gateway.start()
+        _set(conf, "on", "0")
+        _set(conf, "acc_rule", "10[00-04]")
+        first = gateway.reload()
+        assert first["reloaded"] == ["rtm2sip.acc_rule"]
+        assert first["not_reloaded"] == ["rtm2sip.on"]
+        second = gateway.reload()
+        assert second == {"reloaded": [], "not_reloaded": ["rtm2sip.on"], "failed": []}
+        assert gateway.settings.rtm2sip.on is True
+        assert gateway.settings.rtm2sip.numbers[-1] == "1004"
+        assert gateway.controller is not None and "1004" in gateway.controller.pool
+    finally:
+        gateway.stop(drain=0)
+        sim.stop()

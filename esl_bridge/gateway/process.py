@@ -413,7 +413,9 @@ class Gateway:
         # What was not taken stays as it runs, so the next reload compares with that.
         kept = {f.name: getattr(old, f.name) for f in fields(old)}
         kept.update(log=new.log, warnings=new.warnings)
-        kept["rtm2sip"] = new.rtm2sip
+        kept["rtm2sip"] = replace(
+            old.rtm2sip, acc_rule=new.rtm2sip.acc_rule, numbers=new.rtm2sip.numbers
+        )
         kept["limits"] = replace(
             old.limits,
             max_calls=new.limits.max_calls,

@@ -191,10 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     gateway = Gateway(settings, reuse_port=worker is not None)
     if worker is not None:
         gateway.prepare_reload = lambda new: workers.worker_settings(new, worker[0])
-    # A worker of run --workers N is not the service's main process: it says nothing.
-    notifier = ServiceNotifier(
-        gateway.healthy, gateway.loop_alive, environ={} if worker is not None else None
-    )
+    # A worker of run --workers N talks to its supervisor, if anyone (workers.NotifyRelay).
+    notifier = ServiceNotifier(gateway.healthy, gateway.loop_alive)
     gateway.on_stopping = notifier.stopping
     try:
         gateway.start()
@@ -247,7 +245,8 @@ def _run_supervisor(path: str, settings: config.Settings, count: int) -> int:
         f"{scheme}://{settings.web.host}:{settings.web.port}/ (Ctrl-C to stop)",
         file=sys.stderr,
     )
-    supervisor = workers.Supervisor(count, workers.spawn_worker(path, count))
+    relay = workers.NotifyRelay() if os.environ.get("NOTIFY_SOCKET") else None
+    supervisor = workers.Supervisor(count, workers.spawn_worker(path, count, relay), relay=relay)
 
     def reopen_log() -> None:  # SIGHUP: logrotate moved the supervisor's file away
         with contextlib.suppress(OSError):

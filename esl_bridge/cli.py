@@ -1,5 +1,5 @@
-"""The ``esl-bridge`` command: run, demo, check-config, check-switch, acc-rule, token,
-version."""
+"""The ``esl-bridge`` command: run, demo, check-config, check-switch, acc-rule,
+install-service, status, token, version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from esl_bridge import __version__, config
 
@@ -186,8 +186,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _report([config.ConfigProblem(settings.source, "log", "file", settings.log.file, reason)])
         return EXIT_CONFIG
     from esl_bridge.gateway.process import Gateway
+    from esl_bridge.service import ServiceNotifier
 
     gateway = Gateway(settings, reuse_port=worker is not None)
+    if worker is not None:
+        gateway.prepare_reload = lambda new: workers.worker_settings(new, worker[0])
+    # A worker of run --workers N talks to its supervisor, if anyone (workers.NotifyRelay).
+    notifier = ServiceNotifier(gateway.healthy, gateway.loop_alive)
+    gateway.on_stopping = notifier.stopping
     try:
         gateway.start()
     except OSError as exc:
@@ -205,6 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"esl-bridge: {who} running, web client at {scheme}://{host}:{port}/ (Ctrl-C to stop)",
         file=sys.stderr,
     )
+    notifier.start()
     gateway.wait()
     gateway.stop()
     exit_now(EXIT_OK)
@@ -238,7 +245,14 @@ def _run_supervisor(path: str, settings: config.Settings, count: int) -> int:
         f"{scheme}://{settings.web.host}:{settings.web.port}/ (Ctrl-C to stop)",
         file=sys.stderr,
     )
-    supervisor = workers.Supervisor(count, workers.spawn_worker(path, count))
+    relay = workers.NotifyRelay() if os.environ.get("NOTIFY_SOCKET") else None
+    supervisor = workers.Supervisor(count, workers.spawn_worker(path, count, relay), relay=relay)
+
+    def reopen_log() -> None:  # SIGHUP: logrotate moved the supervisor's file away
+        with contextlib.suppress(OSError):
+            configure_logging(settings.log, secrets=settings.secrets())
+
+    supervisor.on_hup = reopen_log
     return supervisor.run()
 
 
@@ -308,9 +322,50 @@ def cmd_check_switch(args: argparse.Namespace) -> int:
         secrets=settings.secrets(),
     )
 
+    if args.dry_run and not args.install:
+        print("esl-bridge check-switch: --dry-run goes with --install", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.install:
+        installed = _install_switch(args, settings)
+        if installed is not None:
+            return installed
     checks = check_switch(settings, context=args.context, timeout=args.timeout)
     print(report(checks, as_json=args.json))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILURE
+
+
+def _install_switch(args: argparse.Namespace, settings: config.Settings) -> int | None:
+    """check-switch --install: the README's set-up steps (esl_bridge/switch_install.py);
+    an exit status when it ends here, None to go on with the checks."""
+    from esl_bridge import switch_install as si
+
+    conf_dir = Path(args.conf_dir) if args.conf_dir else si.default_conf_dir()
+    if conf_dir is None:
+        print(
+            "esl-bridge check-switch: FreeSWITCH's conf directory not found in "
+            f"{' or '.join(si.CONF_DIRS)}: give --conf-dir",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    dialplan = (
+        Path(args.dialplan_dir) if args.dialplan_dir else Path(__file__).parents[1] / "dialplan"
+    )
+    socket = f"{settings.socket.host}:{settings.socket.port}"
+    try:
+        changes = si.plan(conf_dir, socket, dialplan)
+    except si.InstallError as exc:
+        print(f"esl-bridge check-switch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    esl = settings.esl
+
+    def reloadxml() -> str:
+        return si.esl_api(esl.host, esl.port, esl.password, "reloadxml", args.timeout)
+
+    # With --json stdout is the report only: the steps go to stderr.
+    out = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if not si.install(changes, reloadxml, dry_run=args.dry_run, out=out):
+        return EXIT_FAILURE
+    return EXIT_OK if args.dry_run else None
 
 
 def cmd_acc_rule(args: argparse.Namespace) -> int:
@@ -357,6 +412,94 @@ def cmd_acc_rule(args: argparse.Namespace) -> int:
                 print(f"FAIL {what}: {shown}")
         print(f"fix: set [rtm2sip] acc_rule = {rule}")
     return EXIT_OK if diff.same else EXIT_FAILURE
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """Write the systemd unit and the service user's sysusers.d file (esl_bridge/service.py)."""
+    from esl_bridge.service import find_executable, install_plan, run_plan
+
+    executable = args.executable or find_executable()
+    if not os.path.isabs(executable) or not os.path.isabs(args.conf):
+        print("esl-bridge install-service: give absolute paths", file=sys.stderr)
+        return EXIT_FAILURE
+    steps = install_plan(
+        executable, args.conf, args.unit_dir, args.sysusers_dir, run_commands=not args.no_reload
+    )
+    if not run_plan(steps, args.dry_run, print):
+        return EXIT_FAILURE
+    if not args.dry_run:
+        print(
+            f"next: put the gateway's rtx.conf at {args.conf} (readable by group "
+            "esl-bridge; [log] file under /var/log/esl-bridge, [web] admin_socket = "
+            "/run/esl-bridge/admin.sock), then: systemctl enable --now esl-bridge"
+        )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running gateway through its admin socket (gateway/admin.py)."""
+    import json
+
+    from esl_bridge.gateway.admin import AdminUnreachable, fetch_status
+
+    path = args.socket
+    if path is None:
+        settings = _load(args.conf) if args.conf is not None else None
+        if args.conf is not None and settings is None:
+            return EXIT_CONFIG
+        path = settings.web.admin_socket if settings is not None else ""
+        if not path:
+            where = args.conf or "no --conf given"
+            print(
+                f"esl-bridge status: no admin socket ({where}): set [web] admin_socket in "
+                "rtx.conf and restart the gateway, or give --socket PATH",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+    try:
+        status = fetch_status(path, timeout=args.timeout)
+    except AdminUnreachable as exc:
+        print(f"esl-bridge status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(render_status(status))
+    return EXIT_OK
+
+
+def render_status(status: dict[str, object]) -> str:
+    """The status reply as lines for a terminal."""
+    reply: dict[str, Any] = dict(status)
+    switches = ", ".join(f"{s['switch']} {s['state']}" for s in reply.get("switches", []))
+    lines = [
+        f"esl-bridge {reply.get('version')}  node {reply.get('node')}  "
+        f"{'healthy' if reply.get('healthy') else 'NOT healthy'}",
+        f"ESL: {reply.get('esl')}" + (f" ({switches})" if switches else ""),
+    ]
+    users = list(reply.get("users_online", []))
+    lines.append(f"users online: {len(users)}" + (f" ({', '.join(users)})" if users else ""))
+    calls = list(reply.get("calls", []))
+    lines.append(f"calls: {len(calls)}")
+    if calls:
+        header = ("DIRECTION", "UID", "NUMBER", "STATE", "DURATION", "CODEC", "LOST", "CALL ID")
+        rows = [header] + [
+            (
+                str(c["direction"]),
+                str(c["uid"]),
+                str(c["number"]),
+                str(c["state"]),
+                f"{c['duration']:.1f}s",
+                str(c["codec"] or "-"),
+                "-" if c["lost"] is None else str(c["lost"]),
+                str(c["call_id"]),
+            )
+            for c in calls
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -473,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument("--json", action="store_true", help="print the result as JSON")
     switch.add_argument("--context", default="default", help="dialplan context of the phones")
     switch.add_argument("--timeout", type=float, default=5.0, help="seconds per ESL step (5)")
+    switch.add_argument(
+        "--install",
+        action="store_true",
+        help="first do the set-up steps that are missing (vars.xml, the 0 route, reloadxml)",
+    )
+    switch.add_argument("--dry-run", action="store_true", help="with --install: only print")
+    switch.add_argument("--conf-dir", help="FreeSWITCH's conf directory (found when omitted)")
+    switch.add_argument("--dialplan-dir", help="the repository's dialplan/ folder")
     switch.set_defaults(func=cmd_check_switch)
 
     rule = sub.add_parser(
@@ -482,6 +633,33 @@ def build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--conf", help="path to rtx.conf whose [rtm2sip] acc_rule to check")
     rule.add_argument("--json", action="store_true", help="print the result as JSON")
     rule.set_defaults(func=cmd_acc_rule)
+
+    service = sub.add_parser(
+        "install-service",
+        help="install the systemd unit (esl-bridge.service) and the esl-bridge system user",
+    )
+    service.add_argument("--dry-run", action="store_true", help="print what it would do")
+    service.add_argument(
+        "--conf", default="/etc/esl-bridge/rtx.conf", help="rtx.conf the service runs with"
+    )
+    service.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+    service.add_argument("--sysusers-dir", default="/etc/sysusers.d", help=argparse.SUPPRESS)
+    service.add_argument("--executable", help=argparse.SUPPRESS)
+    service.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="only write the files (no systemd-sysusers, no systemctl daemon-reload)",
+    )
+    service.set_defaults(func=cmd_install_service)
+
+    status = sub.add_parser(
+        "status", help="ask the running gateway (its [web] admin_socket): calls, users, ESL"
+    )
+    status.add_argument("--conf", help="path to rtx.conf (for [web] admin_socket)")
+    status.add_argument("--socket", help="the admin socket's path (instead of --conf)")
+    status.add_argument("--json", action="store_true", help="print the reply as JSON")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (5)")
+    status.set_defaults(func=cmd_status)
 
     token = sub.add_parser(
         "token", help="mint a login token for a web user (signed with [auth] app_certificate)"

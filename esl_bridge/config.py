@@ -104,6 +104,7 @@ tls_key = string(default='')
 header_timeout = float(min=0.1, max=600, default=10.0)
 max_connections = integer(min=1, max=1000000, default=512)
 max_connections_per_ip = integer(min=1, max=1000000, default=100)
+admin_socket = string(default='')
 
 [media]
 ice_servers = string_list(default=list())
@@ -430,6 +431,8 @@ class WebSettings:
     header_timeout: float = 10.0
     max_connections: int = 512
     max_connections_per_ip: int = 100
+    # unix socket of the local admin endpoint (esl-bridge status); empty: none
+    admin_socket: str = ""
 
     @property
     def tls(self) -> bool:
@@ -741,6 +744,8 @@ def _build(
             if not resolved.is_file():
                 bad("web", key, f"no such file: {resolved}")
             web[key] = str(resolved)
+    if web["admin_socket"]:
+        web["admin_socket"] = str(_resolve(web["admin_socket"], base_dir))
 
     node_id = raw["cluster"]["node_id"] or default_node_id(
         socket.gethostname(), raw["socket"]["port"]

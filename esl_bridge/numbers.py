@@ -142,6 +142,13 @@ class NumberPool:
             del self._holders[number]
             return True
 
+    def replace(self, numbers: tuple[str, ...]) -> None:
+        """Serve ``numbers`` from now on (a reload); a number's call keeps it until it
+        ends (``release``), even if the number is no longer served."""
+        with self._lock:
+            self._numbers = frozenset(numbers)
+            self._ordered = numbers
+
     def holder(self, number: str) -> str | None:
         with self._lock:
             return self._holders.get(number)

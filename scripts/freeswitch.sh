@@ -20,6 +20,7 @@ usage() {
     cat <<EOF
 Usage: $PROG [options] (--range FROM-TO | --ext N[,N...])...
        $PROG check [--conf rtx.conf] [--json] [--context CTX] [--timeout S]
+                   [--install [--dry-run] [--conf-dir DIR]]
        $PROG --list [--json] [-d DIR]
        $PROG --acc-rule [--conf rtx.conf] [--json] [-d DIR]
 
@@ -67,6 +68,11 @@ socket, modules, esl_bridge_socket = [socket], the 0 route first for 0<uid>
 with rtp_autoflush and 'async full', codecs, acc_rule users in the directory
 (and how many are registered). It changes nothing. --json prints the result as
 JSON. Exit status: 0 all checks pass, 1 a check failed, 2 rtx.conf unusable.
+With --install it first does the set-up steps that are missing, each only when
+needed: the esl_bridge_socket line of conf/vars.xml, the 0 route
+(dialplan/default/00_esl_bridge.xml into conf/dialplan/default/), reloadxml;
+--dry-run prints them only; --conf-dir is FreeSWITCH's conf directory
+(/usr/local/freeswitch/conf or /etc/freeswitch when omitted).
 
 '--list' prints the users this script manages, one "EXTENSION STATE" line each,
 STATE being registered / not registered (from 'fs_cli -x "show registrations"')

@@ -67,6 +67,15 @@ def test_worker_names_and_files() -> None:
     assert worker_log_file("", 1) == ""
 
 
+def test_each_worker_has_an_admin_socket_of_its_own() -> None:
+    from esl_bridge import config
+    from esl_bridge.gateway.workers import worker_settings
+
+    settings = config.from_text("[web]\nadmin_socket = /run/esl-bridge/admin.sock\n", "<t>")
+    assert worker_settings(settings, 2).web.admin_socket == "/run/esl-bridge/admin-w2.sock"
+    assert worker_settings(config.defaults(), 1).web.admin_socket == ""
+
+
 def test_supervisor_gives_up_on_workers_that_keep_dying() -> None:
     """Real child processes that exit at once: restarted with back-off, then given up on;
     the supervisor's status is non-zero. (run() installs signal handlers: main thread.)"""
@@ -97,6 +106,162 @@ def test_a_worker_whose_configuration_fails_is_not_restarted() -> None:
     supervisor = Supervisor(1, spawn, policy=RestartPolicy(base_delay=0.01), stop_timeout=30)
     assert supervisor.run() == 1
     assert spawned == [1] and supervisor.restarts == 0
+
+
+def test_the_supervisor_passes_sighup_to_every_worker_and_reopens_its_own_log(
+    tmp_path: Path,
+) -> None:
+    """Workers that note each SIGHUP in a file; the supervisor gets one SIGHUP, then
+    SIGTERM. (run() installs signal handlers: main thread; the signals come from a
+    helper thread once both workers are up.)"""
+    import threading
+    import time
+
+    def wait_for(check: Any, timeout: float) -> bool:  # a plain thread: no gevent here
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    child = textwrap.dedent(
+        """\
+        import pathlib, signal, sys
+        index = sys.argv[1]
+        base = pathlib.Path(sys.argv[2])
+        signal.signal(signal.SIGHUP, lambda *a: (base / f"hup-{index}").touch())
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        (base / f"ready-{index}").touch()
+        while True:
+            signal.pause()
+        """
+    )
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", child, str(index), str(tmp_path)])
+
+    supervisor = Supervisor(2, spawn, policy=RestartPolicy(base_delay=0.01), stop_timeout=30)
+    reopened: list[bool] = []
+    supervisor.on_hup = lambda: reopened.append(True)
+    outcome: list[str] = []
+
+    def signals() -> None:
+        def exist(*names: str) -> bool:
+            return all((tmp_path / n).exists() for n in names)
+
+        if not wait_for(lambda: exist("ready-1", "ready-2"), 60):
+            outcome.append("workers never ready")
+        else:
+            os.kill(os.getpid(), signal.SIGHUP)
+            if not wait_for(lambda: exist("hup-1", "hup-2"), 30):
+                outcome.append("SIGHUP not passed on")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=signals)
+    helper.start()
+    code = supervisor.run()
+    helper.join()
+    assert outcome == []
+    assert code == 0
+    assert reopened == [True]
+
+
+def test_under_systemd_the_supervisor_says_ready_once_every_worker_has_and_relays_pings(
+    tmp_path: Path,
+) -> None:
+    """Fake workers speak sd_notify to the supervisor's relay (as ``run --worker`` does);
+    a test-owned datagram socket stands in for systemd's. Worker 2 says READY=1 only once
+    the test lets it: the supervisor must not say it before."""
+    import socket as sockets
+    import threading
+    import time
+
+    from esl_bridge.gateway.workers import NotifyRelay, spawn_worker
+
+    child = textwrap.dedent(
+        """\
+        import os, pathlib, signal, socket, sys, time
+        index, base = sys.argv[1], pathlib.Path(sys.argv[2])
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        address = "\\0" + os.environ["NOTIFY_SOCKET"][1:]
+        interval = int(os.environ["WATCHDOG_USEC"]) / 2e6
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if index == "2":
+            while not (base / "go").exists():
+                sock.sendto(b"WATCHDOG=1", address)
+                time.sleep(interval)
+        sock.sendto(f"READY=1\\nMAINPID={os.getpid()}".encode(), address)
+        while True:
+            sock.sendto(b"WATCHDOG=1", address)
+            time.sleep(interval)
+        """
+    )
+    systemd = sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM)
+    systemd.bind(str(tmp_path / "notify.sock"))
+    systemd.settimeout(0.05)
+    heard: list[list[str]] = []
+
+    def listen(until: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > deadline:
+                return False
+            with contextlib.suppress(TimeoutError):
+                heard.append(systemd.recv(4096).decode().split("\n"))
+        return True
+
+    def said(key: str) -> int:
+        return sum(key in lines for lines in heard)
+
+    relay = NotifyRelay()
+    # What spawn_worker gives a worker: the relay as NOTIFY_SOCKET, half the watchdog time.
+    os.environ.update({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
+    try:
+        real_spawn = spawn_worker(str(tmp_path / "unused.conf"), 2, relay)
+        env_seen: dict[str, str] = {}
+
+        def spawn(index: int) -> subprocess.Popen[bytes]:
+            import unittest.mock
+
+            with unittest.mock.patch.object(subprocess, "Popen") as popen:
+                real_spawn(index)
+            env_seen.update(popen.call_args.kwargs["env"])
+            return subprocess.Popen(
+                [sys.executable, "-c", child, str(index), str(tmp_path)], env=env_seen
+            )
+
+        supervisor = Supervisor(2, spawn, policy=RestartPolicy(base_delay=0.01), relay=relay)
+    finally:
+        os.environ.pop("NOTIFY_SOCKET")
+        os.environ.pop("WATCHDOG_USEC")
+    outcome: list[str] = []
+
+    def drive() -> None:
+        # Pings from the supervisor while worker 2 is not ready yet...
+        if not listen(lambda: said("WATCHDOG=1") >= 3, 60):
+            outcome.append("no WATCHDOG=1 from the supervisor")
+        elif said("READY=1"):
+            outcome.append("READY=1 before every worker was ready")
+        (tmp_path / "go").touch()
+        if not listen(lambda: said("READY=1") == 1, 30):
+            outcome.append("no READY=1")
+        os.kill(os.getpid(), signal.SIGTERM)
+        if not listen(lambda: said("STOPPING=1") == 1, 30):
+            outcome.append("no STOPPING=1")
+
+    helper = threading.Thread(target=drive)
+    helper.start()
+    code = supervisor.run()
+    helper.join()
+    systemd.close()
+    relay.close()
+    assert outcome == [], (outcome, heard)
+    assert code == 0
+    assert env_seen["NOTIFY_SOCKET"] == relay.address
+    assert env_seen["WATCHDOG_USEC"] == "200000" and "WATCHDOG_PID" not in env_seen
+    ready = next(lines for lines in heard if "READY=1" in lines)
+    assert f"MAINPID={os.getpid()}" in ready
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -250,7 +415,14 @@ def test_workers_refuse_a_port_someone_holds(tmp_path: Path, redis_url: str) -> 
 class Workers:
     """``esl-bridge run CONF --workers 2`` in a subprocess."""
 
-    def __init__(self, tmp: Path, sim: SimulatorThread, sock: int, redis_url: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        sim: SimulatorThread,
+        sock: int,
+        redis_url: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.tmp = tmp
         self.web = free_port()
         conf = write_conf(
@@ -260,7 +432,7 @@ class Workers:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "esl_bridge", "run", str(conf), "--workers", "2"],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -295,6 +467,51 @@ class Workers:
                 os.kill(pid, signal.SIGKILL)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+def test_run_workers_under_systemd_is_ready_once_both_workers_serve(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The real ``run --workers 2`` with a test-owned NOTIFY_SOCKET: one READY=1, from the
+    supervisor, once both workers are healthy; STOPPING=1 at SIGTERM; exit 0."""
+    import socket as sockets
+
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.setblocking(False)
+    heard: list[list[str]] = []
+
+    def said(key: str) -> int:
+        while True:
+            try:
+                heard.append(listener.recv(4096).decode().split("\n"))
+            except BlockingIOError:
+                return sum(key in lines for lines in heard)
+
+    sock = free_port()
+    with SimulatorThread(SimConfig(socket_target=("127.0.0.1", sock))) as sim:
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
+        workers = Workers(tmp_path, sim, sock, redis_url, env=env)
+        try:
+            wait_until(lambda: said("READY=1") == 1, START_TIMEOUT, "READY=1")
+            ready = next(lines for lines in heard if "READY=1" in lines)
+            assert f"MAINPID={workers.proc.pid}" in ready
+            # Both workers had said they serve (each logs it just after telling).
+            for index in (1, 2):
+                log = workers.worker_log(index)
+                wait_until(lambda p=log: log_events(p, "service.ready"), 30, f"worker {index}")
+            assert workers.nodes_answering({f"{NODE}-w1", f"{NODE}-w2"}) == {
+                f"{NODE}-w1",
+                f"{NODE}-w2",
+            }
+            wait_until(lambda: said("WATCHDOG=1") >= 1, 30, "a WATCHDOG=1 relayed")
+            workers.proc.send_signal(signal.SIGTERM)
+            assert workers.proc.wait(timeout=60) == 0
+            assert said("STOPPING=1") == 1
+            assert said("READY=1") == 1
+        finally:
+            workers.stop()
+            listener.close()
 
 
 def test_two_workers_share_the_ports_restart_and_drain(tmp_path: Path, redis_url: str) -> None:

@@ -36,6 +36,7 @@ from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
+from esl_bridge.gateway.ops_metrics import OpsMetrics
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.codec_choice import sip_side_codec
 from esl_bridge.media.leg import LegConfig, MediaLeg
@@ -160,6 +161,8 @@ class CallController:
         self._timer: asyncio.Task[None] | None = None
         self.esl_state = "disconnected"
         self.ended_total: dict[str, int] = {}
+        self.metrics = OpsMetrics()  # setup latency, causes, media losses (ops_metrics.py)
+        self._retired: set[str] = set()  # numbers a reload removed, still on a call
 
     # -- life ---------------------------------------------------------------------------
 
@@ -322,6 +325,7 @@ class CallController:
     def set_esl_state(self, state: str) -> None:
         was_up = self.esl_state == "connected"
         self.esl_state = state
+        self.metrics.esl_state(state)
         up = state == "connected"
         if up != was_up:
             now = self.clock()
@@ -608,6 +612,7 @@ class CallController:
                 unicast=None if unicast is None else vars(unicast),
             )
             figures = _media_figures(stats)
+            self.metrics.media(stats)
         except Exception as exc:  # figures are a nicety; closing is not
             log.warning("media.stats_failed", call_id=call_id, error=str(exc))
         finally:
@@ -751,6 +756,8 @@ class CallController:
             self._closing.add(action.call_id)
             self._spawn(self._close_leg(action.call_id, links.leg))
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
+        self.metrics.call_ended(action.cause)
+        self._retire_idle()
         self._call_ended(action)
         log.info(
             "calls.ended",
@@ -791,6 +798,72 @@ class CallController:
             "ops_events": self._ops_stats(),
         }
 
+    async def live_calls(self) -> list[dict[str, Any]]:
+        """Each live call as ``esl-bridge status`` shows it."""
+        now = self.clock()
+        calls: list[dict[str, Any]] = []
+        for call in list(self.book):
+            row: dict[str, Any] = {
+                "call_id": call.call_id,
+                "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+                "uid": call.web_uid,
+                "number": call.number,
+                "state": call.state.value,
+                "duration": round(max(0.0, now - call.started_at), 1),
+                "codec": None,
+                "lost": None,
+            }
+            links = self._links.get(call.call_id)
+            if links is not None and links.leg is not None:
+                try:
+                    stats = await links.leg.stats()
+                except Exception as exc:  # a leg closing meanwhile
+                    log.debug("status.leg_stats_failed", call_id=call.call_id, error=str(exc))
+                else:
+                    row["codec"] = stats.codec
+                    row["lost"] = (stats.receive or {}).get("lost")
+            calls.append(row)
+        return calls
+
+    def reload(self, numbers: tuple[str, ...], limits: Any) -> dict[str, Any]:
+        """SIGHUP: take new acc_rule numbers and call limits; live calls keep theirs.
+
+        A removed number that is on a call stays served (its session) until that call
+        ends; new calls to it are refused at once.
+        """
+        from dataclasses import replace
+
+        from esl_bridge.core.callbook import CallRate
+
+        now = self.clock()
+        old = set(self.pool)
+        self.pool.replace(numbers)
+        added = [n for n in numbers if n not in old]
+        removed = sorted(old - set(numbers))
+        if added:
+            self.handle.register(added, now, present=self.esl_state == "connected")
+        self._retired.update(removed)
+        self._retire_idle()
+        book = self.book.settings
+        self.book.settings = replace(
+            book,
+            max_calls=limits.max_calls,
+            max_call_rate=limits.max_call_rate,
+            call_burst=limits.call_burst,
+            originate_timeout=limits.originate_timeout,
+        )
+        if (book.max_call_rate, book.call_burst) != (limits.max_call_rate, limits.call_burst):
+            self.book.rate = CallRate(limits.max_call_rate, limits.call_burst)
+        self._kick_hub()
+        return {"numbers_added": len(added), "numbers_removed": len(removed)}
+
+    def _retire_idle(self) -> None:
+        busy = self.pool.busy()
+        for number in [n for n in self._retired if n not in busy]:
+            self._retired.discard(number)
+            if number not in self.pool:
+                self.handle.unregister(number, self.clock())
+
     # -- CUSTOM events (gateway/ops_events.py) -------------------------------------------------
 
     def _call_started(self, call: c.Call) -> None:
@@ -814,7 +887,9 @@ class CallController:
         if info is None:
             return
         info["answered"] = self.clock()
-        self._emit("call_answered", {**info["fields"], "setup_seconds": self._since(call)})
+        setup = self._since(call)
+        self.metrics.call_answered(str(info["fields"]["direction"]), setup)
+        self._emit("call_answered", {**info["fields"], "setup_seconds": setup})
 
     def _since(self, call: c.Call) -> float:
         return round(max(0.0, self.clock() - call.started_at), 3)

@@ -9,12 +9,15 @@ FreeSWITCH side, the web server and the asyncio thread.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
 from typing import Any
 
 import gevent
 import gevent.event
+import gevent.lock
 from aiohttp import web
 
 from esl_bridge.config import Settings
@@ -24,15 +27,17 @@ from esl_bridge.esl.protocol import ChannelRecord
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.gateway.esl_side import ChannelOp, EslSide
 from esl_bridge.gateway.ops_events import OpsEventSender
+from esl_bridge.gateway.ops_metrics import OpsMetricsCollector
 from esl_bridge.gateway.web import (
     WebServer,
     add_operations_routes,
     client_config,
+    health,
     start_web_server,
 )
 from esl_bridge.gateway.webhooks import WebhookSender
 from esl_bridge.logs import get_logger
-from esl_bridge.loops import Loops
+from esl_bridge.loops import Loops, LoopStopped
 from esl_bridge.media.libopus import opus_backend
 from esl_bridge.signaling.server import setup_signaling
 from esl_bridge.signaling.settings import signaling_settings
@@ -126,6 +131,14 @@ class Gateway:
         self.socket_address: tuple[str, int] | None = None
         self._stopped = gevent.event.Event()
         self._stopping = False
+        self._admin: Any = None  # gateway/admin.py AdminServer with [web] admin_socket
+        self._hub: Any = None
+        # SIGHUP: how a freshly loaded rtx.conf becomes this process's (a worker's own
+        # node id and log file, gateway/workers.py).
+        self.prepare_reload: Callable[[Settings], Settings] = lambda settings: settings
+        # Called once the stop begins (systemd's STOPPING=1, esl_bridge/service.py).
+        self.on_stopping: Callable[[], None] = lambda: None
+        self._reload_lock = gevent.lock.BoundedSemaphore()
         self.cluster: Any = None  # esl_bridge.cluster.node.ClusterNode with [cluster] redis_url
 
     def start(self) -> None:
@@ -204,8 +217,14 @@ class Gateway:
             }
 
         add_operations_routes(
-            app, status, service.hub.stats, self._web_stats, self.identity.node_id
+            app,
+            status,
+            service.hub.stats,
+            self._web_stats,
+            self.identity.node_id,
+            collectors=[OpsMetricsCollector(controller.metrics)],
         )
+        self._hub = service.hub
         if self._extra_routes is not None:
             self._extra_routes(app)
         # Calls are drained before the web server stops; past that, a lingering browser
@@ -219,6 +238,55 @@ class Gateway:
             await cluster.start(wait=self.settings.cluster.redis_timeout)
         self._web = server
         self.web_address = server.address
+        if self.settings.web.admin_socket:
+            from esl_bridge.gateway.admin import start_admin_server
+
+            try:
+                self._admin = await start_admin_server(
+                    self.settings.web.admin_socket, self.admin_status
+                )
+            except BaseException:
+                await server.stop()
+                self._web = None
+                raise
+
+    async def admin_status(self) -> dict[str, Any]:
+        """What ``esl-bridge status`` shows (asyncio thread)."""
+        from esl_bridge import __version__
+
+        controller = self.controller
+        assert controller is not None and self.esl is not None and self._hub is not None
+        current = controller.status()
+        healthy, _ = health(current)
+        return {
+            "version": __version__,
+            "node": self.identity.node_id,
+            "healthy": healthy,
+            "esl": current["esl"],
+            "switches": self.esl.switch_states(),
+            "calls": await controller.live_calls(),
+            "users_online": [uid for _, uid in self._hub.users_online()],
+            "ended": current["ended"],
+        }
+
+    def healthy(self) -> bool:
+        """``/healthz``'s verdict, read from the main thread."""
+        controller = self.controller
+        if controller is None or self._web is None:
+            return False
+        return health(controller.status())[0]
+
+    def loop_alive(self, timeout: float) -> bool:
+        """True when the asyncio thread runs a trivial coroutine within ``timeout``."""
+
+        async def nothing() -> None:
+            return None
+
+        try:
+            self.loops.run_coroutine(nothing(), timeout=timeout)
+        except (gevent.Timeout, LoopStopped):
+            return False
+        return True
 
     def _web_stats(self) -> dict[str, int]:
         return self._web.guard.stats() if self._web is not None else {}
@@ -228,6 +296,9 @@ class Gateway:
         handlers = [
             gevent.signal_handler(signal.SIGINT, self.request_stop),
             gevent.signal_handler(signal.SIGTERM, self.request_stop),
+            # A greenlet: a reload waits on the asyncio thread, which a signal
+            # handler must not.
+            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._reload_once)),
         ]
         try:
             self._stopped.wait()
@@ -243,6 +314,7 @@ class Gateway:
         if self._stopping:
             return
         self._stopping = True
+        self.on_stopping()
         log.info("gateway.stopping", drain_seconds=drain)
         ops = getattr(self, "ops_events", None)
         if ops is not None:
@@ -269,6 +341,11 @@ class Gateway:
             ops.stop(flush_timeout=1.0)  # gateway_stopping and the last call_ended go out
         if self.esl is not None:
             self.esl.stop()
+        if self._admin is not None:
+            try:
+                self.loops.run_coroutine(self._admin.stop(), timeout=5)
+            except Exception as exc:
+                log.warning("gateway.admin_stop_failed", error=str(exc))
         if self._web is not None:
             try:
                 self.loops.run_coroutine(self._web.stop(), timeout=10)
@@ -276,3 +353,103 @@ class Gateway:
                 log.warning("gateway.web_stop_failed", error=str(exc))
         self.loops.stop()
         log.info("gateway.stopped")
+
+    # -- SIGHUP -------------------------------------------------------------------------
+
+    def _reload_once(self) -> None:
+        """One reload at a time: a second SIGHUP meanwhile waits for the first."""
+        with self._reload_lock:
+            self.reload()
+
+    def reload(self) -> dict[str, list[str]]:
+        """Reopen the log file and take what can change without dropping calls.
+
+        Reloaded: ``[log]`` (level, file: reopened, so logrotate can move it away),
+        ``[rtm2sip] acc_rule`` and ``[limits]`` max_calls, max_call_rate, call_burst,
+        originate_timeout. Anything else that differs is named as needing a restart. A
+        file that cannot be used changes nothing (the log says why).
+        """
+        from esl_bridge.config import ConfigError, load
+        from esl_bridge.logs import configure_logging
+
+        old = self.settings
+
+        def reopen_old() -> None:  # logrotate moved the file away even so
+            with contextlib.suppress(OSError):
+                configure_logging(old.log, secrets=old.secrets())
+
+        try:
+            new = self.prepare_reload(load(old.source))
+        except ConfigError as exc:
+            reopen_old()
+            log.error(
+                "gateway.reload_failed",
+                source=old.source,
+                reason="the configuration cannot be used; the running one is kept",
+                problems=[str(p) for p in exc.problems],
+            )
+            return {"reloaded": [], "not_reloaded": [], "failed": [str(p) for p in exc.problems]}
+        try:
+            signaling_settings(new)
+        except ValueError as exc:
+            reopen_old()
+            log.error("gateway.reload_failed", source=old.source, problems=[str(exc)])
+            return {"reloaded": [], "not_reloaded": [], "failed": [str(exc)]}
+        try:
+            configure_logging(new.log, secrets=new.secrets())
+        except OSError as exc:
+            configure_logging(old.log, secrets=old.secrets())  # the old file, reopened
+            problem = f"[log] file {new.log.file!r} cannot be opened: {exc.strerror or exc}"
+            log.error("gateway.reload_failed", source=old.source, problems=[problem])
+            return {"reloaded": [], "not_reloaded": [], "failed": [problem]}
+        before = old.as_sections(mask=False)
+        after = new.as_sections(mask=False)
+        changed = sorted(
+            f"{section}.{key}"
+            for section, values in after.items()
+            for key, value in values.items()
+            if before.get(section, {}).get(key) != value
+        )
+        live = {f"log.{k}" for k in after["log"]} | {
+            "rtm2sip.acc_rule",
+            "limits.max_calls",
+            "limits.max_call_rate",
+            "limits.call_burst",
+            "limits.originate_timeout",
+        }
+        reloaded = [k for k in changed if k in live]
+        not_reloaded = [k for k in changed if k not in live]
+        numbers: dict[str, Any] = {}
+        controller = self.controller
+        if controller is not None and any(k.startswith(("rtm2sip.", "limits.")) for k in reloaded):
+
+            async def apply() -> dict[str, Any]:
+                return controller.reload(new.rtm2sip.numbers, new.limits)
+
+            numbers = self.loops.run_coroutine(apply(), timeout=10)
+            if self.esl is not None:
+                self.esl.originate_timeout = new.limits.originate_timeout
+        # What was not taken stays as it runs, so the next reload compares with that.
+        kept = {f.name: getattr(old, f.name) for f in fields(old)}
+        kept.update(log=new.log, warnings=new.warnings)
+        kept["rtm2sip"] = replace(
+            old.rtm2sip, acc_rule=new.rtm2sip.acc_rule, numbers=new.rtm2sip.numbers
+        )
+        kept["limits"] = replace(
+            old.limits,
+            max_calls=new.limits.max_calls,
+            max_call_rate=new.limits.max_call_rate,
+            call_burst=new.limits.call_burst,
+            originate_timeout=new.limits.originate_timeout,
+        )
+        self.settings = type(old)(**kept)
+        log.info(
+            "gateway.reloaded",
+            source=old.source,
+            log_file_reopened=bool(new.log.file),
+            reloaded=reloaded,
+            not_reloaded=not_reloaded,
+            reason="these need a restart" if not_reloaded else None,
+            **numbers,
+        )
+        return {"reloaded": reloaded, "not_reloaded": not_reloaded, "failed": []}

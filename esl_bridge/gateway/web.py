@@ -15,7 +15,7 @@ import resource
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -145,6 +145,7 @@ def add_operations_routes(
     hub_stats: Callable[[], dict[str, int]],
     web_stats: Callable[[], dict[str, int]] | None = None,
     node: str | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """``/healthz`` (200 when FreeSWITCH is reachable, else 503), ``/status.json``, ``/metrics``.
 
@@ -157,19 +158,13 @@ def add_operations_routes(
     web_figures = web_stats or dict
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(status, hub_stats, web_figures))
+    for collector in collectors:
+        registry.register(collector)
 
     async def healthz(request: web.Request) -> web.Response:
-        current = status()
-        healthy = current["esl"] == "connected"
-        body: dict[str, Any] = {"esl": current["esl"]}
+        healthy, body = health(status())
         if node is not None:
             body["node"] = node
-        cluster = current.get("cluster")  # only with [cluster] redis_url
-        if cluster is not None:
-            body["cluster"] = cluster["state"]
-            if cluster["state"] != "up":
-                healthy = False
-                body["reason"] = cluster["reason"]
         return web.json_response(
             {"status": "ok" if healthy else "degraded", **body},
             status=200 if healthy else 503,
@@ -187,6 +182,19 @@ def add_operations_routes(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status.json", status_json)
     app.router.add_get("/metrics", metrics)
+
+
+def health(current: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """``/healthz``'s verdict on a status: FreeSWITCH reachable (and the cluster up)."""
+    healthy = current["esl"] == "connected"
+    body: dict[str, Any] = {"esl": current["esl"]}
+    cluster = current.get("cluster")  # only with [cluster] redis_url
+    if cluster is not None:
+        body["cluster"] = cluster["state"]
+        if cluster["state"] != "up":
+            healthy = False
+            body["reason"] = cluster["reason"]
+    return healthy, body
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -45,11 +45,12 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -82,13 +83,17 @@ def worker_log_file(path: str, index: int) -> str:
 
 
 def worker_settings(settings: config.Settings, index: int) -> config.Settings:
-    """The settings worker ``index`` runs with: its node id and its log file."""
+    """The settings worker ``index`` runs with: its node id, its log file and its admin
+    socket (``admin.sock`` -> ``admin-w1.sock``, as the log file)."""
     return dataclasses.replace(
         settings,
         cluster=dataclasses.replace(
             settings.cluster, node_id=worker_node_id(settings.cluster.node_id, index)
         ),
         log=dataclasses.replace(settings.log, file=worker_log_file(settings.log.file, index)),
+        web=dataclasses.replace(
+            settings.web, admin_socket=worker_log_file(settings.web.admin_socket, index)
+        ),
     )
 
 
@@ -179,6 +184,44 @@ class _Worker:
     process: subprocess.Popen[bytes] | None = None
     restart_at: float | None = None  # monotonic time of a scheduled restart
     exit_code: int | None = None
+    ready: bool = False  # said READY=1 (to the NotifyRelay) since its start
+    pinged: bool = False  # said WATCHDOG=1 since the supervisor's last ping
+
+
+class NotifyRelay:
+    """Under systemd (``Type=notify``) the supervisor is the service's main process: its
+    workers send their sd_notify messages here (their ``NOTIFY_SOCKET``) and the supervisor
+    speaks for all of them. The sender of each datagram is known from its credentials
+    (SO_PASSCRED, set by the kernel), so only the workers' own messages count."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(
+            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        )
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        name = f"esl-bridge-supervisor-{os.getpid()}-{os.urandom(4).hex()}"
+        self.sock.bind("\0" + name)
+        self.address = "@" + name
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self) -> list[tuple[int | None, list[str]]]:
+        """Every waiting datagram: (sender pid, its KEY=VALUE lines)."""
+        received: list[tuple[int | None, list[str]]] = []
+        while True:
+            try:
+                data, ancillary, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except (BlockingIOError, InterruptedError):
+                return received
+            pid = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", payload[:12])[0]
+            received.append((pid, data.decode("utf-8", "replace").split("\n")))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 Spawn = Callable[[int], "subprocess.Popen[bytes]"]
@@ -199,7 +242,13 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         stop_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        relay: NotifyRelay | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``relay``: where the workers' sd_notify messages arrive; with it and
+        ``NOTIFY_SOCKET`` in ``environ`` (the process's by default) the supervisor says
+        READY=1 once every worker has, WATCHDOG=1 while every running worker pings, and
+        STOPPING=1 when it stops them."""
         if not 1 <= count <= MAX_WORKERS:
             raise ValueError(f"workers must be 1-{MAX_WORKERS}, not {count}")
         self.count = count
@@ -213,11 +262,25 @@ class Supervisor:
         self._killed = False
         self.gave_up = False
         self.restarts = 0
+        self._hup_requested = False
+        from esl_bridge.service import watchdog_interval
+
+        self._relay = relay
+        self._env = dict(os.environ if environ is None else environ)
+        self._managed = relay is not None and bool(self._env.get("NOTIFY_SOCKET"))
+        self._watchdog = watchdog_interval(self._env) if self._managed else None
+        self._next_ping: float | None = None
+        self._announced = False
+        # SIGHUP, besides forwarding it: the supervisor's own log file reopened.
+        self.on_hup: Callable[[], None] = lambda: None
 
     # -- signals --------------------------------------------------------------------------
 
     def request_stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         self._stop_requested = True
+
+    def request_reload(self, signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
+        self._hup_requested = True
 
     def run(self) -> int:
         read_fd, write_fd = os.pipe()
@@ -228,6 +291,7 @@ class Supervisor:
             for sig, handler in (
                 (signal.SIGTERM, self.request_stop),
                 (signal.SIGINT, self.request_stop),
+                (signal.SIGHUP, self.request_reload),
                 (signal.SIGCHLD, lambda signum, frame: None),  # only to wake the select
             )
         }
@@ -251,6 +315,9 @@ class Supervisor:
         while True:
             if self._stop_requested and self._stopping_since is None:
                 self._stop_all("signal")
+            if self._hup_requested:
+                self._hup_requested = False
+                self._reload_all()
             self._reap()
             now = self._clock()
             if self._stopping_since is None:
@@ -261,12 +328,53 @@ class Supervisor:
                 return
             elif not self._killed and now - self._stopping_since >= self.stop_timeout:
                 self._kill_all()
+            if self._managed:
+                self._relay_messages(now)
             timeout = self._next_timeout(now)
+            if self._next_ping is not None:
+                wait = max(0.0, self._next_ping - now)
+                timeout = wait if timeout is None else min(timeout, wait)
+            readable = [wake_fd] if self._relay is None else [wake_fd, self._relay.fileno()]
             with contextlib.suppress(InterruptedError):
-                select.select([wake_fd], [], [], timeout)
+                select.select(readable, [], [], timeout)
             with contextlib.suppress(BlockingIOError):
                 while os.read(wake_fd, 512):
                     pass
+
+    def _relay_messages(self, now: float) -> None:
+        """The workers' sd_notify messages, and the supervisor's own to systemd."""
+        from esl_bridge.service import notify
+
+        assert self._relay is not None
+        by_pid = {w.process.pid: w for w in self.workers if w.process is not None}
+        for pid, lines in self._relay.receive():
+            worker = by_pid.get(pid) if pid is not None else None
+            if worker is None:
+                continue
+            worker.ready = worker.ready or "READY=1" in lines
+            worker.pinged = worker.pinged or "WATCHDOG=1" in lines
+        if self._stopping_since is not None:
+            return
+        if not self._announced and all(w.ready for w in self.workers):
+            self._announced = True
+            notify(
+                f"READY=1\nSTATUS={self.count} workers serving\nMAINPID={os.getpid()}",
+                self._env,
+            )
+            log.info("workers.ready", workers=self.count)
+        if self._watchdog is not None:
+            if self._next_ping is None:
+                self._next_ping = now + self._watchdog
+            elif now >= self._next_ping:
+                running = [w for w in self.workers if w.process is not None]
+                if all(w.pinged for w in running):
+                    notify("WATCHDOG=1", self._env)
+                else:
+                    silent = [w.index for w in running if not w.pinged]
+                    log.warning("workers.watchdog_skipped", silent_workers=silent)
+                for worker in running:
+                    worker.pinged = False
+                self._next_ping = now + self._watchdog
 
     def _next_timeout(self, now: float) -> float | None:
         if self._stopping_since is not None:
@@ -281,6 +389,7 @@ class Supervisor:
     def _start(self, worker: _Worker) -> None:
         worker.restart_at = None
         worker.exit_code = None
+        worker.ready = worker.pinged = False
         try:
             worker.process = self._spawn(worker.index)
         except OSError as exc:
@@ -333,6 +442,11 @@ class Supervisor:
 
     def _stop_all(self, reason: str) -> None:
         self._stopping_since = self._clock()
+        self._next_ping = None
+        if self._managed:
+            from esl_bridge.service import notify
+
+            notify("STOPPING=1\nSTATUS=draining the workers' calls", self._env)
         live = [w for w in self.workers if w.process is not None]
         log.info("workers.stopping", reason=reason, workers=[w.index for w in live])
         for worker in self.workers:
@@ -340,6 +454,16 @@ class Supervisor:
             if worker.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signal.SIGTERM)
+
+    def _reload_all(self) -> None:
+        """SIGHUP: each worker reloads itself (Gateway.reload)."""
+        self.on_hup()
+        live = [w for w in self.workers if w.process is not None]
+        log.info("workers.reload", workers=[w.index for w in live])
+        for worker in live:
+            if worker.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGHUP)
 
     def _kill_all(self) -> None:
         self._killed = True
@@ -355,11 +479,20 @@ class Supervisor:
                     worker.process.kill()
 
 
-def spawn_worker(config_path: str, count: int) -> Spawn:
+def spawn_worker(config_path: str, count: int, relay: NotifyRelay | None = None) -> Spawn:
     """The ``spawn`` of ``esl-bridge run --workers N``: ``esl-bridge run CONFIG --worker i``
-    with this interpreter and this copy of the package."""
+    with this interpreter and this copy of the package. The workers never talk to systemd
+    themselves: with a ``relay`` they tell the supervisor (pinging twice as often as it
+    must, so each of its checks sees a ping)."""
     package_root = str(Path(esl_bridge.__file__).resolve().parents[1])
     env = dict(os.environ)
+    usec = env.pop("WATCHDOG_USEC", "")
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_PID"):
+        env.pop(name, None)
+    if relay is not None:
+        env["NOTIFY_SOCKET"] = relay.address
+        if usec.isdigit() and int(usec) > 0:
+            env["WATCHDOG_USEC"] = str(max(1, int(usec) // 2))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     supervisor = str(os.getpid())
 

@@ -309,6 +309,13 @@ class Hub:
             "awaiting_login": len(self._unauth),
         }
 
+    def users_online(self) -> list[tuple[str, str]]:
+        """(appid, uid) of every web user logged in to this process (not the gateway's
+        own uids), for ``esl-bridge status``."""
+        return sorted(
+            key for key, s in self._sessions.items() if s.participant is None and s.present
+        )
+
     def is_online(self, appid: str, uid: str) -> bool:
         session = self._sessions.get((appid, uid))
         if session is None:

@@ -48,8 +48,16 @@ class GatewayProcess:
         node_id: str = "node-under-test",
         originate_timeout: int = 120,
         cluster: str = "",
+        esl_lines: str = "",
+        web_lines: str = "",
+        sections: str = "",
+        env: dict[str, str] | None = None,
+        wait_healthy: bool = True,
     ) -> None:
-        """``cluster``: more lines of the [cluster] section (redis_url...)."""
+        """``cluster``: more lines of the [cluster] section (redis_url...); ``esl_lines``,
+        ``web_lines``: of [esl], of [web]; ``sections``: more sections at the end;
+        ``env``: added to the environment; ``wait_healthy``: return only once /healthz
+        says 200."""
         self.web_port = free_port()
         self.log_file = tmp / f"gateway-{self.web_port}.log"
         conf = tmp / f"rtx-{self.web_port}.conf"
@@ -70,11 +78,13 @@ class GatewayProcess:
                 password = {esl[2]}
                 command_timeout = 3
                 orphan_timeout = {orphan_timeout}
+                {{esl_lines}}
                 [socket]
                 host = {socket[0]}
                 port = {socket[1]}
                 [web]
                 port = {self.web_port}
+                {{web_lines}}
                 [auth]
                 open_mode = 1
                 [log]
@@ -87,16 +97,24 @@ class GatewayProcess:
                 node_id = {node_id}
                 """
             )
+            .replace("{esl_lines}", textwrap.dedent(esl_lines).strip())
+            .replace("{web_lines}", textwrap.dedent(web_lines).strip())
             + textwrap.dedent(cluster)
+            + textwrap.dedent(sections)
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.conf = conf
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "esl_bridge", "run", str(conf)],
             cwd=ROOT,
-            env=env,
+            env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        if wait_healthy:
+            self.wait_healthy()
+
+    def wait_healthy(self) -> None:
         wait_until(self._healthy, 30, "the gateway process serving (ESL connected)")
 
     def _healthy(self) -> bool:

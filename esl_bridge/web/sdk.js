@@ -962,6 +962,12 @@ async function placeCall(client, number, { userData, sipData, deviceId }) {
 }
 
 async function acceptCall(client, ri, { deviceId, response } = {}) {
+  // The invitation's own checks first: no microphone prompt for a call that cannot be had.
+  if (ri.state === RemoteInvitationState.ACCEPT_SENT_TO_LOCAL
+      || ri.state === RemoteInvitationState.ACCEPTED) {
+    throw new RtmError("ALREADY_ACCEPT");
+  }
+  if (REMOTE_ENDED.has(ri.state)) throw new RtmError("ALREADY_END");
   const body = parseJson(ri.content) ?? {};
   const chanId = String(body.ChanId || ri.channelId || newChanId());
   let stream;

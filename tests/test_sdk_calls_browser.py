@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -322,3 +323,84 @@ def run_microphone_refused(page: SdkPage, gateway: Gateway, sim: SimulatorThread
     assert len(sim.all_channels()) == channels_before  # nothing was sent
     assert gateway.controller is not None and gateway.controller.status()["calls"] == 0
     page.js("(navigator.mediaDevices.getUserMedia = window.realGetUserMedia, true)")
+
+
+# ---- the README's page ---------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+
+def readme_page() -> str:
+    """The complete page of README "Use the SDK in your page", with this gateway's appid."""
+    text = README.read_text()
+    start = text.index("A complete page that calls a")
+    block = text[text.index("::\n\n", start) + 4 :]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    page = "\n".join(lines).strip() + "\n"
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</script>")
+    assert 'appId: "demo"' in page
+    return page.replace('appId: "demo"', f'appId: "{APPID}"')
+
+
+@pytest.mark.browser
+@loopback_only(requires=[CHROMIUM, CHROMEDRIVER], timeout=110)
+def test_the_readme_page_calls_and_answers_in_chromium() -> None:
+    """The README's page as written: Call 1000 is heard, Hang up ends it; a phone's call is
+    answered (confirm() says yes) and heard."""
+    assert_loopback_only()
+    with running_gateway(presence_grace=1.0) as (gateway, sim):
+        manager = chromium()
+        driver = blocking(manager.__enter__)
+        try:
+            run_readme_page(driver, gateway, sim)
+        finally:
+            blocking(manager.__exit__, None, None, None)
+
+
+def run_readme_page(driver: Any, gateway: Gateway, sim: SimulatorThread) -> None:
+    from selenium.webdriver.common.by import By
+
+    page = SdkPage(driver, gateway)
+    # A page of the gateway's origin without the web client's Content-Security-Policy (which
+    # forbids inline scripts): the README's page as an integrator serves it beside the SDK.
+    blocking(driver.get, f"{page.base}/healthz")
+    blocking(
+        driver.execute_script,
+        "document.open(); document.write(arguments[0]); document.close();"
+        "window.confirm = () => true;"
+        "window.eslBridgeClient = {remoteStream: () => document.getElementById('remote')"
+        ".srcObject};",
+        readme_page(),
+    )
+
+    def state() -> str:
+        return str(page.js("document.getElementById('state').value"))
+
+    try:
+        wait_until(lambda: state() == "ready", WAIT, "the page logged in")
+    except AssertionError:
+        logs = blocking(driver.get_log, "browser")
+        raise AssertionError(f"state {state()!r}; console: {logs}") from None
+    blocking(lambda: driver.find_element(By.ID, "dial").click())
+    wait_until(lambda: state() == "connected", WAIT, "the call to 1000")
+    wait_until(
+        lambda: page.js("document.getElementById('remote').srcObject.getAudioTracks().length") == 1,
+        WAIT,
+        "the remote track",
+    )
+    page.assert_hears(PHONE_HZ)
+    blocking(lambda: driver.find_element(By.ID, "hangup").click())
+    wait_until(lambda: state() == "ended: hangup ", WAIT, "ended")
+    assert_nothing_left(gateway, sim)
+
+    phone = blocking(sim.place_call, caller="1001", dest=f"0{WEB_UID}", audio="tone440")
+    wait_until(lambda: phone.answered, WAIT, "the page answered the phone")
+    wait_until(lambda: state() == "connected", WAIT, "the incoming call connected")
+    page.assert_hears(PHONE_HZ)
+    blocking(phone.hangup, "NORMAL_CLEARING")
+    wait_until(lambda: state() == "ended: remote_hangup ", WAIT, "ended by the phone")
+    assert_nothing_left(gateway, sim)

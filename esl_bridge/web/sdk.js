@@ -986,7 +986,9 @@ async function acceptCall(client, ri, { deviceId, response } = {}) {
     call._end("failed", err?.code ?? String(err));
     throw err;
   }
-  call._setState(CallState.CONNECTED);
+  // Connected from the start, like "calling" for an outgoing call: `state` events report
+  // changes after the Call is in the application's hands.
+  if (!call.ended) call.state = CallState.CONNECTED;
   call._startMedia();
   return call;
 }

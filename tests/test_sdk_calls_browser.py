@@ -404,3 +404,56 @@ def run_readme_page(driver: Any, gateway: Gateway, sim: SimulatorThread) -> None
     blocking(phone.hangup, "NORMAL_CLEARING")
     wait_until(lambda: state() == "ended: remote_hangup ", WAIT, "ended by the phone")
     assert_nothing_left(gateway, sim)
+
+
+# ---- the web client on the Call object -----------------------------------------------
+
+
+@pytest.mark.browser
+@loopback_only(requires=[CHROMIUM, CHROMEDRIVER], timeout=110)
+def test_the_web_client_plays_early_media_in_chromium() -> None:
+    """The page at ``/`` (built on the Call): a phone's early media is heard while the page
+    says it rings, the answer keeps the audio; hanging up during early media cancels the
+    phone's call."""
+    from test_e2e_browser import Page
+
+    assert_loopback_only()
+    with running_gateway(presence_grace=1.0) as (gateway, sim):
+        manager = chromium()
+        driver = blocking(manager.__enter__)
+        try:
+            sim.set_extension(
+                "1011",
+                Extension("early_media", answer_after=None, audio=AudioSource("tone", EARLY_HZ)),
+            )
+            page = Page(driver, gateway)
+            page.open()
+            page.login(WEB_UID)
+            page.dial("1011")
+            page.state_is("early_media")
+            assert page.text("call-state") == "Ringing… (you hear the line)"
+            page.media_up()
+            uuid = only_channel(sim)
+            page.assert_hears(EARLY_HZ)
+            channel = sim.get_channel(uuid)
+            assert channel is not None and not channel.answered
+            blocking(sim.answer, uuid)
+            page.state_is("connected")
+            page.media_up()
+            page.assert_hears(EARLY_HZ)
+            page.click("hangup")
+            page.ended_with("You hung up.")
+            assert_nothing_left(gateway, sim)
+
+            page.dial("1011")
+            page.state_is("early_media")
+            page.media_up()
+            uuid = only_channel(sim)
+            page.click("hangup")
+            page.ended_with("You hung up.")
+            assert_nothing_left(gateway, sim)
+            gone = sim.get_channel(uuid)
+            assert gone is not None and not gone.answered
+            assert gone.hangup_cause == "ORIGINATOR_CANCEL"
+        finally:
+            blocking(manager.__exit__, None, None, None)

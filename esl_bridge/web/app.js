@@ -8,7 +8,6 @@ import { CallError, CallErrorCode, createClient } from "/sdk.js";
 
 const $ = (id) => document.getElementById(id);
 const UID_RE = /^[\x21-\x7e]{1,64}$/;
-const ICE_GATHER_LIMIT_MS = 5000;
 const BUSY_REFUSAL = JSON.stringify({ Cmd: "Calling", Reason: "calling" });
 
 const ui = {

@@ -406,3 +406,86 @@ def test_unicast_waits_for_channel_media_not_for_a_180(name: str, headers: dict[
         assert len([op for op in switch.ops if isinstance(op, Unicast)]) == 1
 
     asyncio.run(body())
+
+
+class AnsweringLeg(FakeLeg):
+    """A FakeLeg that also answers the browser's offer."""
+
+    async def handle_offer(self, sdp: str, sip_codec: object = None) -> str:
+        return f"answer to {sdp}"
+
+
+def test_early_media_opens_the_browser_leg_at_the_183_and_unicast_never_follows_a_180() -> None:
+    """RTC -> SIP early media: a plain 180 (CHANNEL_PROGRESS) only says "ringing"; the 183
+    with SDP (CHANNEL_PROGRESS_MEDIA) opens the browser's media leg, its offer is answered
+    and unicast goes out once the browser's leg is connected and the channel's read rate is
+    known (recorded: it comes with CHANNEL_PARK, after the 183). The answer then keeps that
+    leg: no second leg, no second unicast."""
+
+    async def body() -> None:
+        controller, hub, switch, clock = _controller()
+        alice = Browser(hub, clock, "alice")
+        content = json.dumps({"Mode": 1, "Conference": False, "ChanId": "ch-1"})
+        alice.say({"type": "invite", "callee": "1000", "ref": "r1", "content": content})
+        [originate] = switch.originated
+        uuid = originate.uuid
+        call = controller.book.by_uuid(uuid)
+        assert call is not None
+        leg = AnsweringLeg()
+        opened: list[str] = []
+
+        def open_media(opening: c.Call) -> None:
+            links = controller._links_of(opening.call_id)
+            if links.leg is None:  # as CallController._open_media: one leg per call
+                opened.append(opening.call_id)
+                links.leg = leg  # type: ignore[assignment]
+
+        controller._open_media = open_media  # type: ignore[method-assign]
+
+        def unicasts() -> list[Unicast]:
+            return [op for op in switch.ops if isinstance(op, Unicast)]
+
+        def accepted() -> bool:
+            return any(m.get("type") == "local_state" and m.get("state") == 3 for m in alice.inbox)
+
+        # 180: the browser hears that the phone rings; no media leg, no unicast, even for
+        # a browser leg that claims to be connected.
+        controller.channel_event(uuid, "CHANNEL_PROGRESS", {"Answer-State": "ringing", **RATE})
+        assert {"Cmd": "SipState", "State": "ringing"} in alice.peer_cmds()
+        controller.event(call.call_id, c.MediaConnected())
+        await _settle()
+        assert opened == [] and unicasts() == [] and leg.unicast_asked == 0
+        # (The 180 carried a read rate so that only the media rule could hold unicast back
+        # above; a real 183 comes without one: forget it.)
+        for key in RATE:
+            controller._links_of(call.call_id).headers.pop(key)
+
+        # 183 with SDP, as recorded: no read codec headers on this event.
+        controller.channel_event(uuid, "CHANNEL_PROGRESS_MEDIA", {"Answer-State": "early"})
+        assert {"Cmd": "SipState", "State": "early_media"} in alice.peer_cmds()
+        assert opened == [call.call_id]
+        _say_peer(alice, "1000", Cmd="Offer", ChanId="ch-1", Sdp="v=0 offer")
+        await _settle()
+        assert {"Cmd": "Answer", "ChanId": "ch-1", "Sdp": "answer to v=0 offer"} in (
+            alice.peer_cmds()
+        )
+        # The browser's leg connects before CHANNEL_PARK brings the read rate: unicast waits
+        # for the rate instead of failing the call.
+        controller.event(call.call_id, c.MediaConnected())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert controller.book.by_uuid(uuid) is call
+        controller.channel_event(uuid, "CHANNEL_PARK", {"Answer-State": "early", **RATE})
+        await _settle()
+        [unicast] = unicasts()
+        assert (unicast.call_id, unicast.uuid) == (call.call_id, uuid)
+        assert call.state is c.State.EARLY_MEDIA and not accepted()
+
+        # The answer: the invitation is accepted, the same leg carries on.
+        controller.channel_event(uuid, "CHANNEL_ANSWER", {"Answer-State": "answered", **RATE})
+        await _settle()
+        assert accepted() and call.state is c.State.CONNECTED
+        assert opened == [call.call_id] and controller._links_of(call.call_id).leg is leg
+        assert len(unicasts()) == 1 and leg.unicast_asked == 1
+
+    asyncio.run(body())

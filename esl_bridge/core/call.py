@@ -570,8 +570,14 @@ class RtcToSipCall(Call):
         return [self.tell_web(sip_state_message("ringing"))]
 
     def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
+        # A 183 with SDP: the phone plays ringback or an announcement. The media leg opens
+        # now so that the browser hears it; its offer follows the SipState, and unicast
+        # waits for the gate as always. The answer later keeps this leg (no renegotiation).
         self.state = State.EARLY_MEDIA
-        return [self.tell_web(sip_state_message("early_media"))]
+        return [
+            OpenMedia(self.call_id, self.chan_id),
+            self.tell_web(sip_state_message("early_media")),
+        ]
 
     def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
         # Accepted only now that the SIP side answered (SRProxy accepted at once).
@@ -622,6 +628,10 @@ class RtcToSipCall(Call):
     def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
         return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
 
+    def on_media_failed_early(self, event: MediaFailed, now: float) -> list[Action]:
+        # The invitation is still open: the web caller gets a refusal, not an EndCall.
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._refuse(UNREACHABLE, "")])
+
     def on_shutdown_before_answer(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._refuse(UNREACHABLE, "")])
 
@@ -649,6 +659,9 @@ def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
         table[(state, ChannelMediaReady)] = Call._on_media_ready
         table[(state, GatewayError)] = Call._on_gateway_error
     table[(State.CONNECTED, GatewayError)] = Call._on_gateway_error
+    # Early media: the browser's leg may connect (and fail) before the answer.
+    table[(State.EARLY_MEDIA, MediaConnected)] = Call._on_media_connected
+    table[(State.EARLY_MEDIA, MediaFailed)] = c.on_media_failed_early
     table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
     table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
     table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media

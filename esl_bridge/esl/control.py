@@ -76,11 +76,13 @@ __all__ = [
 log = get_logger("esl")
 
 # Only what the call logic uses (docs/architecture.rst): job results, progress/early media, answer,
-# hangup and DTMF. CHANNEL_CREATE/PARK are not needed.
+# hangup and DTMF. CHANNEL_PARK: after a 183 it is the first event with the channel's read
+# rate (recorded), which unicast of early media needs. CHANNEL_CREATE is not needed.
 DEFAULT_INBOUND_EVENTS: tuple[str, ...] = (
     "BACKGROUND_JOB",
     "CHANNEL_PROGRESS",
     "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_PARK",
     "CHANNEL_ANSWER",
     "CHANNEL_HANGUP_COMPLETE",
     "DTMF",

@@ -90,6 +90,9 @@ class _CallLinks:
     leg: MediaLeg | None = None
     headers: dict[str, str] = field(default_factory=dict)  # latest channel variables
     watch: MediaWatch | None = None  # the media_problem rule, once media flows both ways
+    # Set when a channel event brings new headers: unicast of early media waits on it for
+    # the read rate, which a 183 (CHANNEL_PROGRESS_MEDIA) does not carry yet.
+    headers_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class CallController:
@@ -292,7 +295,9 @@ class CallController:
         call = self.book.by_uuid(uuid)
         if call is None:
             return
-        self._links_of(call.call_id).headers.update(headers)
+        links = self._links_of(call.call_id)
+        links.headers.update(headers)
+        links.headers_changed.set()
         events: list[c.Event] = []
         if name == "CHANNEL_PROGRESS":
             events.append(c.ChannelRinging())
@@ -582,6 +587,7 @@ class CallController:
         try:
             if links is None or leg is None:
                 raise RuntimeError("no media leg")
+            await self._read_rate_known(links)
             params: UnicastParams = await leg.start_unicast(
                 ChannelFormat.from_channel(links.headers), channel_codec_name(links.headers)
             )
@@ -593,6 +599,19 @@ class CallController:
         if leg.endpoint is not None:
             # The start timeout (_check_media_timeouts) counts from here.
             leg.endpoint.unicast_requested(asyncio.get_running_loop().time())
+
+    async def _read_rate_known(self, links: _CallLinks) -> None:
+        """Early media: the 183 has no read rate yet (recorded, it comes with CHANNEL_PARK
+        right after); wait for it, at most ``unicast_start_timeout``."""
+        timeout = self.settings.media.unicast_start_timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not (
+                    links.headers.get("variable_read_rate")
+                    or links.headers.get("Channel-Read-Codec-Rate")
+                ):
+                    links.headers_changed.clear()
+                    await links.headers_changed.wait()
 
     async def _close_leg(self, call_id: str, leg: MediaLeg) -> None:
         """Log the call's media figures, then close its leg (peer connection, ports)."""

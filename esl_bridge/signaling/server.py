@@ -309,6 +309,20 @@ def sdk_source() -> bytes:
     return resources.files("esl_bridge").joinpath("web/sdk.js").read_bytes()
 
 
+def sdk_types() -> bytes:
+    """The SDK's TypeScript declarations (esl_bridge/web/sdk.d.ts)."""
+    return resources.files("esl_bridge").joinpath("web/sdk.d.ts").read_bytes()
+
+
+async def handle_sdk_types(request: web.Request) -> web.Response:
+    return web.Response(
+        body=sdk_types(),
+        content_type="application/typescript",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 SIGNALING_KEY = web.AppKey("esl_bridge.signaling", SignalingService)
 
 
@@ -321,11 +335,14 @@ def setup_signaling(
     ws_path: str = "/ws",
     sdk_path: str = "/sdk.js",
 ) -> SignalingService:
-    """Add the endpoint and the SDK to ``app``; start/stop ride on its signals."""
+    """Add the endpoint and the SDK (and its types, ``/sdk.d.ts``) to ``app``; start/stop
+    ride on its signals."""
     service = SignalingService(settings, clock=clock, wall_clock=wall_clock)
     app[SIGNALING_KEY] = service
     app.router.add_get(ws_path, service.handle_ws)
     app.router.add_get(sdk_path, service.handle_sdk)
+    if sdk_path.endswith(".js"):
+        app.router.add_get(sdk_path[: -len(".js")] + ".d.ts", handle_sdk_types)
 
     async def on_startup(_: web.Application) -> None:
         await service.start()

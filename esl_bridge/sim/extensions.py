@@ -16,7 +16,9 @@ number behaviour      what the originate sees
 1008   echo           G.722 (640-byte datagrams, 16 kHz)
 1009   echo           opus mono (1920-byte datagrams, 48 kHz)
 1010   echo           opus stereo=1 (3840-byte interleaved datagrams)
-1011-  echo           PCMU echo phones
+1011   early_media    180, then 183 with a 600 Hz tone as early media for `answer_after`
+                      (4 s), then answers and keeps sending the tone
+1012-  echo           PCMU echo phones
 1018
 1019   not_registered `-ERR USER_NOT_REGISTERED` (in the directory, no registration)
 other  (absent)       `-ERR SUBSCRIBER_ABSENT` (not in the directory)
@@ -79,6 +81,8 @@ def default_extensions() -> dict[str, Extension]:
         "1010": Extension("echo", codec=OPUS_STEREO, audio=AudioSource("echo")),
         "1019": Extension("not_registered"),
     }
-    for n in range(1011, 1019):
+    for n in range(1012, 1019):
         table[str(n)] = Extension("echo", audio=AudioSource("echo"))
+    # Early media, then an answer: what a browser caller hears before the phone picks up.
+    table["1011"] = Extension("early_media", answer_after=4.0, audio=AudioSource("tone", 600.0))
     return table

@@ -200,6 +200,18 @@ class SimulatorThread:
                 return False
             sleep(interval)
 
+    def answer(self, uuid: str, timeout: float = 5.0) -> None:
+        """The phone of an originated channel picks up now (ringing or in early media): a
+        test answers when it has checked what came before, not after a delay."""
+
+        async def pick_up() -> None:
+            ch = self.sim.channels.get(uuid)
+            if ch is None or ch.hung_up:
+                raise LookupError(f"no live channel {uuid}")
+            await self.sim._answer_later(ch, 0.0)
+
+        self.call_soon(pick_up(), timeout)
+
     # ---- state -------------------------------------------------------------------------------
     @property
     def esl_port(self) -> int:

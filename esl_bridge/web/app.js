@@ -1,16 +1,13 @@
 // esl-bridge web client: a softphone page built on the SDK (/sdk.js). No build step.
 //
-// Call flow (see the README, "Web client"): a call is an invitation whose content carries
-// a ChanId; once it is accepted the page creates the peer connection, waits for ICE
-// gathering to finish (no trickle), sends {"Cmd":"Offer"} to the other side of the call
-// (the callee number, or the caller uid of an incoming call) and applies its
-// {"Cmd":"Answer"}. Every other call-control message is a peer message with a "Cmd" too.
+// Calls are the SDK's Call objects (client.call(number), remoteInvitation.accept({})):
+// they carry the audio and the call-control messages; this page only shows them (README,
+// "Web client" and "Use the SDK in your page").
 
-import { createClient, LocalInvitationState } from "/sdk.js";
+import { CallError, CallErrorCode, createClient } from "/sdk.js";
 
 const $ = (id) => document.getElementById(id);
 const UID_RE = /^[\x21-\x7e]{1,64}$/;
-const ICE_GATHER_LIMIT_MS = 5000;
 const BUSY_REFUSAL = JSON.stringify({ Cmd: "Calling", Reason: "calling" });
 
 const ui = {
@@ -49,22 +46,13 @@ const STATE_WORDS = {
   idle: "Idle \u2013 ready to call",
   calling: "Calling\u2026",
   ringing: "Ringing\u2026",
+  early_media: "Ringing\u2026 (you hear the line)",
   incoming: "Incoming call",
   connected: "Connected",
   ended: "Call ended",
 };
 
-function refusalText(response, number) {
-  let body = null;
-  try { body = JSON.parse(response); } catch { body = null; }
-  if (body === null || typeof body !== "object") {
-    const word = String(response ?? "").trim().toLowerCase();
-    if (word === "busy" || word === "calling") return "The line is busy.";
-    return "The call was refused.";
-  }
-  if (body.Cmd === "Calling") return "The line is busy.";
-  const reason = String(body.Reason ?? "").toLowerCase();
-  const cause = body.Cause ? String(body.Cause) : "";
+function refusalText(reason, cause, number) {
   switch (reason) {
     case "busy": case "calling": return "The line is busy.";
     case "no_answer": return "No answer.";
@@ -79,6 +67,7 @@ function refusalText(response, number) {
     case "shutdown": return "The gateway is shutting down. Try again shortly.";
     case "offline": return "The callee is offline.";
     case "no_microphone": case "microphone": return "The callee has no working microphone.";
+    case "": return "The call was refused.";
     default:
       return `The call was refused (${[reason, cause].filter(Boolean).join(", ") || "no reason given"}).`;
   }
@@ -113,17 +102,17 @@ function sendErrorText(err, number) {
 }
 
 function micErrorText(err) {
-  switch (err?.name) {
-    case "NotAllowedError": case "PermissionDeniedError": case "SecurityError":
+  switch (err?.code) {
+    case CallErrorCode.MICROPHONE_DENIED:
       return "Microphone access was denied. Allow the microphone for this page in the browser's site settings, then try again.";
-    case "NotFoundError": case "DevicesNotFoundError": case "OverconstrainedError":
+    case CallErrorCode.MICROPHONE_NOT_FOUND:
       return "No microphone was found. Connect a microphone and try again.";
-    case "NotReadableError": case "TrackStartError": case "AbortError":
+    case CallErrorCode.MICROPHONE_BUSY:
       return "The microphone could not be started. Is another application using it?";
-    case "InsecureContext":
+    case CallErrorCode.INSECURE_CONTEXT:
       return "The microphone needs a secure page: open this phone over HTTPS (or on localhost).";
     default:
-      return `The microphone could not be used (${err?.name ?? err}).`;
+      return `Audio could not be set up (${err?.code ?? err}).`;
   }
 }
 
@@ -159,12 +148,6 @@ function connectionText(state, reason) {
 }
 
 // ---- small helpers -------------------------------------------------------------------
-
-function newChanId() {
-  const bytes = new Uint8Array(12);
-  crypto.getRandomValues(bytes);
-  return `web-${Date.now().toString(36)}-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
-}
 
 function formatDuration(seconds) {
   const h = Math.floor(seconds / 3600);
@@ -254,25 +237,24 @@ function keyBeep(digit) {
 }
 
 // ---- the call ------------------------------------------------------------------------
+//
+// The audio is the SDK's (its Call object: microphone, peer connection, call-control
+// messages); this page keeps the words, the tones it plays itself and the layout.
 
-function newCall(direction, peer, display, chanId) {
+function newCall(direction, peer, display) {
   return {
     direction, // "out" | "in"
-    peer, // the uid the call's peer messages go to / come from
+    peer, // the number called, or the caller's uid
     display, // what the page shows for the other side
-    chanId,
     state: null, // set at once by setCallState
     note: "",
-    invitation: null,
-    stream: null,
-    pc: null,
+    invitation: null, // the RemoteInvitation of an incoming call, until accepted
+    sdk: null, // the SDK's Call once there is one
     connectedAt: null,
-    muted: false,
     dtmfSent: "",
     dtmfReceived: "",
     media: "",
     meter: null,
-    checking: false,
     ended: false,
   };
 }
@@ -287,30 +269,21 @@ function setCallState(c, state, note = "") {
   } else if (state === "incoming" && !note) {
     if (tone?.kind !== "ring") startTone("ring");
   } else {
-    stopTone();
+    stopTone(); // early media: the phone's own ringback or announcement is heard instead
   }
   if (state === "connected" && c.connectedAt === null) c.connectedAt = Date.now();
   render();
 }
 
-function sendToPeer(c, body) {
-  if (!client || !loggedInAs) return Promise.resolve(false);
-  return client.sendMessageToPeer({ text: JSON.stringify(body) }, c.peer)
-    .then((r) => r.hasPeerReceived, () => false);
-}
-
-/** End call `c` locally with a sentence for the user; `notify`: tell the peer (EndCall);
- * `normal`: an ordinary hang-up rather than a failure (shown calmer). */
-function endCall(c, reason, { notify = false, normal = false } = {}) {
+/** End call `c` locally with a sentence for the user; the SDK's call is hung up (EndCall
+ * to the other side) unless it ended already. `normal`: an ordinary hang-up rather than a
+ * failure (shown calmer). */
+function endCall(c, reason, { normal = false } = {}) {
   if (!c || c.ended) return;
   c.ended = true;
-  if (notify) sendToPeer(c, { Cmd: "EndCall" });
+  if (c.sdk && !c.sdk.ended) c.sdk.hangup();
   stopTone();
   stopMeter(c);
-  if (c.pc) {
-    try { c.pc.close(); } catch { /* closed */ }
-  }
-  if (c.stream) for (const track of c.stream.getTracks()) track.stop();
   if (ui.remoteAudio.srcObject) ui.remoteAudio.srcObject = null;
   if (call === c) call = null;
   ended = {
@@ -327,23 +300,68 @@ function callSeconds(c) {
   return c?.connectedAt ? Math.floor((Date.now() - c.connectedAt) / 1000) : 0;
 }
 
-async function getMicrophone() {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    const err = new Error("the page is not a secure context");
-    err.name = "InsecureContext";
-    throw err;
+/** Why the SDK's call ended, in words (`ended` event: {reason, detail, cause}). */
+function endedText(c, { reason, detail, cause }) {
+  switch (reason) {
+    case "hangup": return ["You hung up.", true];
+    case "refused": return [refusalText(detail, cause, c.display), false];
+    case "failed":
+      return [c.direction === "out" ? localFailureText(detail) : remoteFailureText(detail, c.display), false];
+    case "remote_hangup": return ["The other side hung up.", true];
+    case "remote_ended": return ["The other side ended the call.", false];
+    case "lost": return ["The call was lost while the network was down.", false];
+    case "logout": return ["You logged out.", true];
+    case "offline": return ["The call ended: you are offline.", false];
+    case "media_failed":
+      if (detail === "ice_failed") return ["The audio connection failed (network).", false];
+      if (detail === "peer_gone") return ["The other side is gone: the call could not be set up.", false];
+      return [`Audio could not be set up${detail ? ` (${detail})` : ""}.`, false];
+    default: return [`The call ended (${reason}).`, false];
   }
-  return navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    video: false,
+}
+
+/** Follow the SDK's call `sdk` as page call `c`. */
+function attach(c, sdk) {
+  c.sdk = sdk;
+  ui.remoteAudio.srcObject = sdk.remoteAudio;
+  c.media = "Setting up audio\u2026";
+  sdk.on("state", (state) => {
+    if (state === "ringing") setCallState(c, "ringing");
+    else if (state === "early_media") setCallState(c, "early_media");
+    else if (state === "connected") setCallState(c, "connected");
   });
+  sdk.on("remoteTrack", () => {
+    // Set again so that the element picks the new track up, then play (autoplay rules).
+    ui.remoteAudio.srcObject = null;
+    ui.remoteAudio.srcObject = sdk.remoteAudio;
+    ui.remoteAudio.play().catch(() => {
+      c.media = "Tap anywhere on the page to hear the other side.";
+      render();
+      document.addEventListener("click", () => ui.remoteAudio.play().catch(() => {}), { once: true });
+    });
+  });
+  sdk.on("media", (state) => {
+    if (state === "connected") c.media = "Audio connected";
+    else if (state === "disconnected") c.media = "Audio interrupted \u2013 trying to recover\u2026";
+    render();
+  });
+  sdk.on("dtmf", (digits) => {
+    c.dtmfReceived = (c.dtmfReceived + digits).slice(-32);
+    render();
+  });
+  sdk.on("ended", (why) => {
+    const [text, normal] = endedText(c, why);
+    endCall(c, text, { normal });
+  });
+  startMeter(c);
 }
 
 function startMeter(c) {
   const ctx = ensureAudioContext();
-  if (!ctx || !c.stream || c.meter) return;
+  const stream = c.sdk?.localStream;
+  if (!ctx || !stream || c.meter) return;
   try {
-    const source = ctx.createMediaStreamSource(c.stream);
+    const source = ctx.createMediaStreamSource(stream);
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 1024;
     source.connect(analyser);
@@ -354,7 +372,7 @@ function startMeter(c) {
       for (const v of samples) sum += v * v;
       const rms = Math.sqrt(sum / samples.length);
       const db = rms > 0 ? 20 * Math.log10(rms) : -100;
-      const level = c.muted ? 0 : Math.max(0, Math.min(100, Math.round(((db + 60) / 60) * 100)));
+      const level = c.sdk?.muted ? 0 : Math.max(0, Math.min(100, Math.round(((db + 60) / 60) * 100)));
       ui.meterBar.style.width = `${level}%`;
       ui.meter.setAttribute("aria-valuenow", String(level));
     }, 100);
@@ -373,85 +391,8 @@ function stopMeter(c) {
   ui.meter.setAttribute("aria-valuenow", "0");
 }
 
-function waitForIceGathering(pc, limitMs) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      pc.removeEventListener("icecandidate", onCandidate);
-      resolve();
-    };
-    const check = () => { if (pc.iceGatheringState === "complete") done(); };
-    const onCandidate = (ev) => { if (!ev.candidate) done(); };
-    const timer = setTimeout(done, limitMs); // send what was gathered so far
-    pc.addEventListener("icegatheringstatechange", check);
-    pc.addEventListener("icecandidate", onCandidate);
-  });
-}
-
-/** Both sides agreed: set up the audio (the browser always offers). */
-async function startMedia(c) {
-  if (c.ended || c.pc) return;
-  let pc;
-  try {
-    pc = new RTCPeerConnection({ iceServers: config.ice_servers ?? [] });
-  } catch (err) {
-    endCall(c, `Audio could not be set up (${err.name ?? err}).`, { notify: true });
-    return;
-  }
-  c.pc = pc;
-  c.media = "Setting up audio\u2026";
-  render();
-  pc.addEventListener("track", (ev) => {
-    const stream = ev.streams[0] ?? new MediaStream([ev.track]);
-    ui.remoteAudio.srcObject = stream;
-    ui.remoteAudio.play().catch(() => {
-      c.media = "Tap anywhere on the page to hear the other side.";
-      render();
-      document.addEventListener("click", () => ui.remoteAudio.play().catch(() => {}), { once: true });
-    });
-  });
-  pc.addEventListener("connectionstatechange", () => {
-    if (c.ended) return;
-    switch (pc.connectionState) {
-      case "connected": c.media = "Audio connected"; break;
-      case "disconnected": c.media = "Audio interrupted \u2013 trying to recover\u2026"; break;
-      case "failed":
-        endCall(c, "The audio connection failed (network).", { notify: true });
-        return;
-      default: break;
-    }
-    render();
-  });
-  try {
-    for (const track of c.stream.getAudioTracks()) pc.addTrack(track, c.stream);
-    if (!c.stream.getAudioTracks().length) pc.addTransceiver("audio", { direction: "recvonly" });
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc, ICE_GATHER_LIMIT_MS);
-    if (c.ended) return;
-    const delivered = await sendToPeer(c, { Cmd: "Offer", ChanId: c.chanId, Sdp: pc.localDescription.sdp });
-    if (!delivered && !c.ended) endCall(c, "The other side is gone: the call could not be set up.");
-  } catch (err) {
-    endCall(c, `Audio could not be set up (${err.name ?? err}).`, { notify: true });
-  }
-}
-
-async function applyAnswer(c, sdp) {
-  if (!c.pc || c.pc.signalingState !== "have-local-offer" || typeof sdp !== "string") return;
-  try {
-    await c.pc.setRemoteDescription({ type: "answer", sdp });
-  } catch (err) {
-    endCall(c, `Audio could not be set up (the answer was refused: ${err.name ?? err}).`, { notify: true });
-  }
-}
-
 function sendDtmf(c, digit) {
-  const sender = c.pc?.getSenders().find((s) => s.track?.kind === "audio");
-  if (sender?.dtmf?.canInsertDTMF) {
-    try { sender.dtmf.insertDTMF(digit, 100, 70); } catch { /* signalling carries it anyway */ }
-  }
-  sendToPeer(c, { Cmd: "Dtmf", ChanId: c.chanId, Digits: digit });
+  c.sdk?.sendDtmf(digit).catch(() => {});
   c.dtmfSent = (c.dtmfSent + digit).slice(-32);
   keyBeep(digit);
   render();
@@ -471,41 +412,22 @@ async function placeCall(raw) {
   }
   if (number === loggedInAs) { showMessage("You cannot call yourself."); return; }
   ensureAudioContext();
-  const c = newCall("out", number, number, newChanId());
+  const c = newCall("out", number, number);
   call = c;
   ended = null;
   setCallState(c, "calling", "Waiting for the microphone\u2026");
+  let sdk;
   try {
-    c.stream = await getMicrophone();
+    sdk = await client.call(number);
   } catch (err) {
-    endCall(c, micErrorText(err));
+    endCall(c, err instanceof CallError && err.code !== CallErrorCode.INVALID_ARGUMENT
+      ? micErrorText(err) : sendErrorText(err, number));
     return;
   }
-  if (c.ended) { for (const t of c.stream.getTracks()) t.stop(); return; }
-  startMeter(c);
-  const inv = client.createLocalInvitation(number);
-  inv.content = JSON.stringify({ Mode: 1, Conference: false, ChanId: c.chanId, UserData: "", SipData: "" });
-  inv.channelId = c.chanId;
-  c.invitation = inv;
-  inv.on("LocalInvitationReceivedByPeer", () => {
-    if (c.state === "calling") setCallState(c, "calling", "");
-  });
-  inv.on("LocalInvitationAccepted", () => {
-    if (c.ended) { sendToPeer(c, { Cmd: "EndCall" }); return; } // crossed our hang-up
-    setCallState(c, "connected");
-    startMedia(c);
-  });
-  inv.on("LocalInvitationRefused", (response) => endCall(c, refusalText(response, number)));
-  inv.on("LocalInvitationCanceled", () => endCall(c, "You hung up.", { normal: true }));
-  inv.on("LocalInvitationFailure", (reason) => endCall(c, localFailureText(reason)));
-  setCallState(c, "calling", "");
-  try {
-    await inv.send();
-  } catch (err) {
-    endCall(c, sendErrorText(err, number));
-    return;
-  }
-  if (c.ended) { inv.cancel().catch(() => {}); return; } // hung up while it was being sent
+  if (c.ended) { sdk.hangup(); return; } // hung up while the microphone or the send waited
+  attach(c, sdk);
+  if (sdk.ended) { endCall(c, endedText(c, sdk.endReason)[0]); return; }
+  setCallState(c, sdk.state, "");
   // Presence is only a hint: an offline user may still log in while the invitation waits.
   client.queryPeersOnlineStatus([number]).then((peers) => {
     if (peers[number] === false && c.state === "calling" && !c.ended) {
@@ -518,12 +440,7 @@ function hangUp() {
   const c = call;
   if (!c) return;
   if (c.state === "incoming") { refuseIncoming(); return; }
-  const inv = c.invitation;
-  if (c.direction === "out" && inv && (inv.getState() === LocalInvitationState.SENT_TO_REMOTE
-      || inv.getState() === LocalInvitationState.RECEIVED_BY_REMOTE)) {
-    inv.cancel().catch(() => {});
-  }
-  endCall(c, "You hung up.", { notify: Boolean(inv), normal: true });
+  endCall(c, "You hung up.", { normal: true });
 }
 
 async function acceptIncoming() {
@@ -533,25 +450,21 @@ async function acceptIncoming() {
   stopTone();
   setCallState(c, "incoming", "Waiting for the microphone\u2026");
   ui.accept.disabled = true;
+  let sdk;
   try {
-    c.stream = await getMicrophone();
+    sdk = await c.invitation.accept({});
   } catch (err) {
-    c.invitation.refuse(JSON.stringify({ Cmd: "Refused", Reason: "no_microphone" })).catch(() => {});
-    endCall(c, micErrorText(err));
+    if (err instanceof CallError) endCall(c, micErrorText(err)); // the SDK refused the call
+    else {
+      endCall(c, err?.code === "ALREADY_END"
+        ? `Missed call from ${c.display}: the caller hung up.`
+        : `The call could not be accepted (${err?.code ?? err}).`);
+    }
     return;
   }
-  if (c.ended) { for (const t of c.stream.getTracks()) t.stop(); return; }
-  try {
-    await c.invitation.accept(JSON.stringify({ Mode: 1, Conference: false, ChanId: c.chanId, SipData: "" }));
-  } catch (err) {
-    endCall(c, err?.code === "ALREADY_END"
-      ? `Missed call from ${c.display}: the caller hung up.`
-      : `The call could not be accepted (${err?.code ?? err}).`);
-    return;
-  }
+  if (c.ended) { sdk.hangup(); return; }
+  attach(c, sdk);
   setCallState(c, "connected");
-  startMeter(c);
-  startMedia(c);
 }
 
 function refuseIncoming() {
@@ -563,9 +476,8 @@ function refuseIncoming() {
 
 function toggleMute() {
   const c = call;
-  if (!c?.stream) return;
-  c.muted = !c.muted;
-  for (const track of c.stream.getAudioTracks()) track.enabled = !c.muted;
+  if (!c?.sdk) return;
+  c.sdk.mute(!c.sdk.muted);
   render();
 }
 
@@ -624,11 +536,7 @@ async function logOut() {
 function onConnectionStateChanged(state, reason) {
   const [kind, text] = connectionText(state, reason);
   conn = { state: kind, text };
-  if (state === "CONNECTED" && reason === "LOGIN_SUCCESS" && call?.state === "connected") {
-    // Back after a network loss: ask the other side whether the call survived.
-    call.checking = true;
-    sendToPeer(call, { Cmd: "CallState" });
-  }
+  // Back after a network loss, the SDK's call asks the gateway whether it survived.
   if (state === "RECONNECTING") {
     showMessage("Network lost. Reconnecting\u2026 A call in progress continues if the audio path survives.", "warning");
   } else if (state === "CONNECTED" && ui.message.classList.contains("message-warning")) {
@@ -638,7 +546,7 @@ function onConnectionStateChanged(state, reason) {
     const wasLoggedIn = loggedInAs !== null;
     const lost = call ? ` The call ${call.direction === "out" ? "to" : "from"} ${call.display} ended.` : "";
     loggedInAs = null;
-    if (call) endCall(call, reason === "LOGOUT" ? "You logged out." : `The call ended: ${text.replace(/^Offline: /, "")}.`);
+    if (call) endCall(call, reason === "LOGOUT" ? "You logged out." : `The call ended: ${text.replace(/^Offline: /, "")}.`, { normal: reason === "LOGOUT" });
     ended = null; // offline is the state now; the banner tells what happened
     if (wasLoggedIn && reason !== "LOGOUT") showMessage(`${text}.${lost} Log in again to make or take calls.`);
   }
@@ -661,8 +569,7 @@ function onRemoteInvitation(ri) {
     return;
   }
   showMessage(""); // an older notice (e.g. a missed call) is not about this call
-  const chanId = String(content.ChanId || ri.channelId || newChanId());
-  const c = newCall("in", ri.callerId, display, chanId);
+  const c = newCall("in", ri.callerId, display);
   c.invitation = ri;
   call = c;
   ended = null;
@@ -672,55 +579,16 @@ function onRemoteInvitation(ri) {
 }
 
 function onPeerMessage({ text }, from) {
+  // The SDK's call handles its own messages; a CallState about no call of ours is
+  // answered here (0: idle; 1: a call still being set up, before the SDK has one).
   let cmd;
   try { cmd = JSON.parse(text); } catch { return; }
-  if (!cmd || typeof cmd !== "object" || typeof cmd.Cmd !== "string") return;
+  if (!cmd || typeof cmd !== "object" || cmd.Cmd !== "CallState") return;
   const c = call;
+  if (c?.sdk && from === c.sdk.peerId) return;
   const ours = c && (from === c.peer || (config.gateway_uid && from === config.gateway_uid));
-  if (cmd.Cmd === "CallState") {
-    let state = 0;
-    if (ours) state = c.state === "connected" ? 2 : 1;
-    client.sendMessageToPeer({ text: JSON.stringify({ Cmd: "CallStateResult", state, Mode: 1 }) }, from)
-      .catch(() => {});
-    return;
-  }
-  if (!ours) return;
-  if (cmd.ChanId !== undefined && cmd.ChanId !== c.chanId) return;
-  switch (cmd.Cmd) {
-    case "SipState":
-      if ((cmd.State === "ringing" || cmd.State === "early_media") && c.state === "calling") {
-        setCallState(c, "ringing");
-      }
-      break;
-    case "EndCall":
-      endCall(c, c.state === "connected" ? "The other side hung up." : "The other side ended the call.",
-        { normal: c.state === "connected" });
-      break;
-    case "Answer":
-      applyAnswer(c, cmd.Sdp);
-      break;
-    case "MediaError":
-      endCall(c, `Audio could not be set up${cmd.Reason ? ` (${cmd.Reason})` : ""}.`, { notify: true });
-      break;
-    case "Dtmf": {
-      const digits = String(cmd.Digit ?? cmd.Digits ?? "").replace(/[^0-9A-D*#]/gi, "");
-      if (digits) {
-        c.dtmfReceived = (c.dtmfReceived + digits).slice(-32);
-        render();
-      }
-      break;
-    }
-    case "CallStateResult":
-      if (c.checking) {
-        c.checking = false;
-        if (cmd.state === 0 && c.state === "connected") {
-          endCall(c, "The call was lost while the network was down.");
-        }
-      }
-      break;
-    default:
-      break;
-  }
+  client.sendMessageToPeer({ text: JSON.stringify({ Cmd: "CallStateResult", state: ours ? 1 : 0, Mode: 1 }) }, from)
+    .catch(() => {});
 }
 
 // ---- rendering -----------------------------------------------------------------------
@@ -788,11 +656,12 @@ function render() {
 
   const active = Boolean(c) && !incoming;
   ui.inCall.hidden = !active;
-  ui.mute.textContent = c?.muted ? "Unmute" : "Mute";
-  ui.mute.setAttribute("aria-pressed", c?.muted ? "true" : "false");
-  ui.mute.classList.toggle("btn-active", Boolean(c?.muted));
-  ui.mute.disabled = !c?.stream;
-  ui.mediaState.textContent = c ? (c.muted ? `Microphone muted. ${c.media}` : c.media) : "";
+  const muted = Boolean(c?.sdk?.muted);
+  ui.mute.textContent = muted ? "Unmute" : "Mute";
+  ui.mute.setAttribute("aria-pressed", muted ? "true" : "false");
+  ui.mute.classList.toggle("btn-active", muted);
+  ui.mute.disabled = !c?.sdk;
+  ui.mediaState.textContent = c ? (muted ? `Microphone muted. ${c.media}` : c.media) : "";
   ui.dtmfReceived.hidden = !(c && c.dtmfReceived);
   ui.dtmfReceived.textContent = c?.dtmfReceived ? `Tones from the other side: ${c.dtmfReceived}` : "";
 
@@ -858,12 +727,13 @@ function exposeTestHook() {
     callSeconds: () => callSeconds(call),
     connection: () => ({ ...conn }),
     history: () => [...history],
-    chanId: () => call?.chanId ?? null,
-    muted: () => Boolean(call?.muted),
+    chanId: () => call?.sdk?.chanId ?? null,
+    muted: () => Boolean(call?.sdk?.muted),
     dtmfReceived: () => call?.dtmfReceived ?? "",
-    peerConnectionState: () => call?.pc?.connectionState ?? null,
+    peerConnectionState: () => call?.sdk?.pc?.connectionState ?? null,
     remoteStream: () => ui.remoteAudio.srcObject,
-    localStream: () => call?.stream ?? null,
+    localStream: () => call?.sdk?.localStream ?? null,
+    call: () => call?.sdk ?? null, // the SDK's Call object
   });
 }
 

@@ -1,19 +1,23 @@
-// esl-bridge browser SDK: signalling client, protocol version 1.
+// esl-bridge browser SDK: signalling and call audio, protocol version 1.
 //
 // A plain ES module (no build step) served by the gateway at /sdk.js:
 //
 //   import { createClient } from "/sdk.js";
 //   const client = createClient({ appId: "myapp" });   // url defaults to /ws of this origin
-//   client.on("RemoteInvitationReceived", (ri) => ri.accept());
-//   await client.login("1001", token);
-//   const inv = client.createLocalInvitation("1005");
-//   inv.content = JSON.stringify({ Mode: 1, Conference: false, ChanId: "c1" });
-//   inv.on("LocalInvitationAccepted", (response) => { ... });
-//   await inv.send();
+//   await client.login("2001", token);
+//   const call = await client.call("1000");            // a phone: microphone, audio, all in
+//   audioElement.srcObject = call.remoteAudio;
+//   call.on("ended", ({ reason }) => { ... });
+//   client.on("RemoteInvitationReceived", async (ri) => {
+//     const incoming = await ri.accept({});            // an options object: a Call
+//   });
 //
-// Objects and event names mirror the RTM call-invitation API (LocalInvitation,
-// RemoteInvitation, getState(), content, response, channelId). State numbers, failure
-// reasons and API error numbers are those of the protocol reference in the README.
+// Call (README "Use the SDK in your page"): events state, remoteTrack, ended, dtmf;
+// hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. It is built on the
+// invitation objects below, which mirror the RTM call-invitation API (LocalInvitation,
+// RemoteInvitation, getState(), content, response, channelId) and behave as before:
+// ri.accept() or ri.accept("response text") only signals. State numbers, failure reasons
+// and API error numbers are those of the protocol reference in the README.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -211,8 +215,15 @@ export class RemoteInvitation extends Emitter {
 
   getState() { return this.state; }
 
-  /** Accept with `this.response` (or the given one), at most 8 KB of UTF-8. */
-  async accept(response) { return this._answer("accept", response); }
+  /** Accept with `this.response` (or the given one), at most 8 KB of UTF-8. Given an
+   * options object instead ({deviceId, response}), accept with audio: resolves to a Call
+   * (the microphone first; refused, the invitation is refused and a CallError thrown). */
+  async accept(response) {
+    if (response !== null && typeof response === "object") {
+      return acceptCall(this._client, this, response);
+    }
+    return this._answer("accept", response);
+  }
 
   /** Refuse with `this.response` (or the given one), at most 8 KB of UTF-8. */
   async refuse(response) { return this._answer("refuse", response); }
@@ -268,7 +279,7 @@ function defaultUrl() {
  * Reconnecting({attempt, delayMs}), MessageFromPeer({text}, peerId),
  * PeersOnlineStatusChanged({uid: "ONLINE"|"OFFLINE"}), RemoteInvitationReceived(ri). */
 export class RtmClient extends Emitter {
-  constructor({ url, appId, reconnect = {}, requestTimeout = 10000 } = {}) {
+  constructor({ url, appId, reconnect = {}, requestTimeout = 10000, iceServers } = {}) {
     super();
     if (!appId) throw new RtmError("INVALID_ARGUMENT", "appId is required");
     this.url = url ?? defaultUrl();
@@ -291,6 +302,28 @@ export class RtmClient extends Emitter {
     this._reconnectTimer = null;
     this._stopped = true;
     this._connecting = false;
+    this._calls = new Set(); // Call objects not ended yet
+    this._iceServers = iceServers ?? null;
+    this._config = null; // /config.json of the SDK's origin, fetched once for a call
+  }
+
+  /** Call `number` (an acc_rule number or another user) with audio. Resolves to a Call once
+   * the invitation is sent; rejects with a CallError (microphone) or an RtmError. */
+  async call(number, { userData = "", sipData = "", deviceId } = {}) {
+    return placeCall(this, String(number), { userData, sipData, deviceId });
+  }
+
+  async _iceConfig() {
+    if (this._iceServers) return this._iceServers;
+    if (!this._config) {
+      try {
+        const resp = await fetch(new URL("/config.json", import.meta.url), { cache: "no-store" });
+        this._config = resp.ok ? await resp.json() : {};
+      } catch {
+        this._config = {};
+      }
+    }
+    return Array.isArray(this._config.ice_servers) ? this._config.ice_servers : [];
   }
 
   _newRef() {
@@ -302,6 +335,8 @@ export class RtmClient extends Emitter {
     if (this.connectionState === state && state !== ConnectionState.RECONNECTING) return;
     this.connectionState = state;
     this.emit("ConnectionStateChanged", state, reason);
+    // After the application's listeners: a page that ends its call there says why first.
+    for (const call of [...this._calls]) call._onConnectionState(state, reason);
   }
 
   /** Log in as `uid`; `token` comes from the application server (`esl-bridge token`). */
@@ -458,6 +493,7 @@ export class RtmClient extends Emitter {
         this._locals.get(msg.ref)?._setState(msg);
         break;
       case "message":
+        for (const call of [...this._calls]) call._onPeerMessage(msg.text, msg.from);
         this.emit("MessageFromPeer", { text: msg.text }, msg.from);
         break;
       case "peer_status":
@@ -552,6 +588,407 @@ export class RtmClient extends Emitter {
 }
 
 /** Create a client. `url` defaults to the /ws endpoint of the origin serving this SDK. */
-export function createClient({ url, appId, reconnect, requestTimeout } = {}) {
-  return new RtmClient({ url, appId, reconnect, requestTimeout });
+export function createClient({ url, appId, reconnect, requestTimeout, iceServers } = {}) {
+  return new RtmClient({ url, appId, reconnect, requestTimeout, iceServers });
+}
+
+// ---- calls with audio --------------------------------------------------------------------
+//
+// A Call carries one call's audio between this page and the gateway: the microphone, one
+// RTCPeerConnection (the browser always offers, after ICE gathering: no trickle), and the
+// call-control peer messages of the protocol reference (Offer/Answer, EndCall, MediaError,
+// SipState, Dtmf, CallState). Media starts when the call is answered, or earlier when a
+// phone sends early media (SipState "early_media": ringback or an announcement before the
+// answer); the answer then keeps that connection.
+
+/** Names of CallError.code. */
+export const CallErrorCode = Object.freeze({
+  MICROPHONE_DENIED: "MICROPHONE_DENIED", // the user or the browser refused the microphone
+  MICROPHONE_NOT_FOUND: "MICROPHONE_NOT_FOUND", // no microphone (or none matches deviceId)
+  MICROPHONE_BUSY: "MICROPHONE_BUSY", // it exists but could not be started
+  INSECURE_CONTEXT: "INSECURE_CONTEXT", // the page is not https (or localhost)
+  MEDIA_FAILED: "MEDIA_FAILED", // the peer connection could not be set up
+  INVALID_ARGUMENT: "INVALID_ARGUMENT", // a bad number, digits or option
+  CALL_ENDED: "CALL_ENDED", // the call is over
+});
+
+/** A call's error: `code` is one of CallErrorCode, `cause` the browser's error if any. */
+export class CallError extends Error {
+  constructor(code, message, cause) {
+    super(message ? `${code}: ${message}` : code);
+    this.name = "CallError";
+    this.code = code;
+    this.cause = cause;
+  }
+}
+
+/** Call states, in order; "ended" is final. */
+export const CallState = Object.freeze({
+  CALLING: "calling", RINGING: "ringing", EARLY_MEDIA: "early_media",
+  CONNECTED: "connected", ENDED: "ended",
+});
+
+const ICE_GATHER_LIMIT_MS = 5000;
+const DTMF_RE = /^[0-9A-Da-d*#]{1,32}$/;
+
+function microphoneError(err) {
+  switch (err?.name) {
+    case "NotAllowedError": case "PermissionDeniedError": case "SecurityError":
+      return new CallError(CallErrorCode.MICROPHONE_DENIED, "microphone access was refused", err);
+    case "NotFoundError": case "DevicesNotFoundError": case "OverconstrainedError":
+      return new CallError(CallErrorCode.MICROPHONE_NOT_FOUND, "no microphone found", err);
+    default:
+      return new CallError(CallErrorCode.MICROPHONE_BUSY,
+        `the microphone could not be started (${err?.name ?? err})`, err);
+  }
+}
+
+async function getMicrophone(deviceId) {
+  if (!globalThis.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new CallError(CallErrorCode.INSECURE_CONTEXT,
+      "the microphone needs a secure page (https or localhost)");
+  }
+  const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (deviceId) audio.deviceId = { exact: String(deviceId) };
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  } catch (err) {
+    throw microphoneError(err);
+  }
+}
+
+function newChanId() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return `web-${Date.now().toString(36)}-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function parseJson(text) {
+  try {
+    const value = JSON.parse(text);
+    return value !== null && typeof value === "object" ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function waitForIceGathering(pc, limitMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      pc.removeEventListener("icecandidate", onCandidate);
+      resolve();
+    };
+    const check = () => { if (pc.iceGatheringState === "complete") done(); };
+    const onCandidate = (ev) => { if (!ev.candidate) done(); };
+    const timer = setTimeout(done, limitMs); // send what was gathered so far
+    pc.addEventListener("icegatheringstatechange", check);
+    pc.addEventListener("icecandidate", onCandidate);
+  });
+}
+
+/** One call with audio. Made by client.call() or remoteInvitation.accept({...}).
+ * Events: state(state, old), remoteTrack(track, stream), ended({reason, detail, cause}),
+ * dtmf(digits), media(connectionState of the peer connection). */
+export class Call extends Emitter {
+  constructor(client, { direction, peerId, chanId, invitation, stream }) {
+    super();
+    this._client = client;
+    this.direction = direction; // "outgoing" | "incoming"
+    this.peerId = peerId; // who the call's messages go to: the number, or the gateway uid
+    this.chanId = chanId;
+    this.invitation = invitation; // the LocalInvitation or RemoteInvitation under it
+    this.localStream = stream;
+    this.remoteAudio = new MediaStream(); // attach it to an <audio> element at once
+    this.state = CallState.CALLING;
+    this.muted = false;
+    this.endReason = null; // {reason, detail} once ended
+    this.pc = null;
+    this._checking = false;
+    client._calls.add(this);
+  }
+
+  get ended() { return this.state === CallState.ENDED; }
+
+  /** Hang up (or cancel, while it rings). Resolves when done locally; never throws. */
+  async hangup() {
+    if (this.ended) return;
+    const inv = this.invitation;
+    if (inv instanceof LocalInvitation && (inv.state === LocalInvitationState.SENT_TO_REMOTE
+        || inv.state === LocalInvitationState.RECEIVED_BY_REMOTE)) {
+      inv.cancel().catch(() => {});
+    }
+    this._end("hangup", "", { notify: true });
+  }
+
+  /** Mute (true) or unmute (false) the microphone: the far side then gets silence. */
+  mute(on = true) {
+    this.muted = Boolean(on);
+    for (const track of this.localStream?.getAudioTracks() ?? []) track.enabled = !this.muted;
+  }
+
+  /** Send DTMF digits (0-9 * # A-D, 1 to 32) to the other side. */
+  async sendDtmf(digits) {
+    const text = String(digits ?? "");
+    if (!DTMF_RE.test(text)) {
+      throw new CallError(CallErrorCode.INVALID_ARGUMENT, "DTMF digits are 1-32 of 0-9 * # A-D");
+    }
+    if (this.ended) throw new CallError(CallErrorCode.CALL_ENDED);
+    // The gateway plays the signalled digits toward the phone (aiortc has no RFC 4733).
+    const delivered = await this._send({ Cmd: "Dtmf", ChanId: this.chanId, Digits: text });
+    return { delivered };
+  }
+
+  /** Figures of the audio path from the peer connection's statistics (null where the
+   * browser has none yet): rttMs, packetsLost, lossFraction, jitterMs, audioLevel (what is
+   * heard, 0..1), localAudioLevel (the microphone), codec ("opus/48000"...), bytes. */
+  async getStats() {
+    const out = {
+      rttMs: null, packetsLost: null, packetsReceived: null, lossFraction: null,
+      jitterMs: null, audioLevel: null, localAudioLevel: null, codec: null,
+      bytesSent: null, bytesReceived: null, connectionState: this.pc?.connectionState ?? null,
+    };
+    if (!this.pc) return out;
+    const report = await this.pc.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    let codecId = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && (s.kind ?? s.mediaType) === "audio") {
+        out.packetsLost = s.packetsLost ?? null;
+        out.packetsReceived = s.packetsReceived ?? null;
+        if (typeof s.jitter === "number") out.jitterMs = s.jitter * 1000;
+        if (typeof s.audioLevel === "number") out.audioLevel = s.audioLevel;
+        out.bytesReceived = s.bytesReceived ?? null;
+        codecId = s.codecId ?? codecId;
+        const total = (s.packetsLost ?? 0) + (s.packetsReceived ?? 0);
+        if (total > 0) out.lossFraction = Math.max(0, s.packetsLost ?? 0) / total;
+      } else if (s.type === "outbound-rtp" && (s.kind ?? s.mediaType) === "audio") {
+        out.bytesSent = s.bytesSent ?? null;
+        codecId = codecId ?? s.codecId;
+      } else if (s.type === "media-source" && s.kind === "audio") {
+        if (typeof s.audioLevel === "number") out.localAudioLevel = s.audioLevel;
+      } else if (s.type === "remote-inbound-rtp" && typeof s.roundTripTime === "number") {
+        out.rttMs = s.roundTripTime * 1000;
+      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded"
+          && out.rttMs === null && typeof s.currentRoundTripTime === "number") {
+        out.rttMs = s.currentRoundTripTime * 1000;
+      }
+    });
+    const codec = codecId ? byId.get(codecId) : null;
+    if (codec?.mimeType) out.codec = `${codec.mimeType.replace(/^audio\//i, "")}/${codec.clockRate}`;
+    return out;
+  }
+
+  // ---- inside ----------------------------------------------------------------------------
+
+  _setState(state) {
+    if (this.ended || this.state === state) return;
+    const old = this.state;
+    this.state = state;
+    this.emit("state", state, old);
+  }
+
+  _send(body) {
+    if (!this._client._loggedIn) return Promise.resolve(false);
+    return this._client.sendMessageToPeer({ text: JSON.stringify(body) }, this.peerId)
+      .then((r) => r.hasPeerReceived, () => false);
+  }
+
+  /** End locally: close the audio, tell the peer if `notify`, emit `ended` once. */
+  _end(reason, detail = "", { notify = false, cause = "" } = {}) {
+    if (this.ended) return;
+    if (notify) this._send({ Cmd: "EndCall" });
+    if (this.pc) {
+      try { this.pc.close(); } catch { /* closed */ }
+    }
+    for (const track of this.localStream?.getTracks() ?? []) track.stop();
+    this._client._calls.delete(this);
+    this.endReason = { reason, detail, cause };
+    const old = this.state;
+    this.state = CallState.ENDED;
+    this.emit("state", CallState.ENDED, old);
+    this.emit("ended", this.endReason);
+  }
+
+  /** The audio: the browser offers, the gateway answers (early media or the answer). */
+  async _startMedia() {
+    if (this.ended || this.pc) return;
+    let pc;
+    try {
+      pc = new RTCPeerConnection({ iceServers: await this._client._iceConfig() });
+    } catch (err) {
+      this._end("media_failed", String(err?.name ?? err), { notify: true });
+      return;
+    }
+    if (this.ended) { pc.close(); return; }
+    this.pc = pc;
+    pc.addEventListener("track", (ev) => {
+      if (ev.track.kind !== "audio") return;
+      for (const old of this.remoteAudio.getAudioTracks()) this.remoteAudio.removeTrack(old);
+      this.remoteAudio.addTrack(ev.track);
+      this.emit("remoteTrack", ev.track, this.remoteAudio);
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      if (!this.ended) this.emit("media", pc.connectionState);
+      if (pc.connectionState === "failed" && !this.ended) {
+        this._end("media_failed", "ice_failed", { notify: true });
+      }
+    });
+    try {
+      const stream = this.localStream;
+      for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+      if (!stream.getAudioTracks().length) pc.addTransceiver("audio", { direction: "recvonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, ICE_GATHER_LIMIT_MS);
+      if (this.ended) return;
+      const delivered = await this._send({ Cmd: "Offer", ChanId: this.chanId, Sdp: pc.localDescription.sdp });
+      if (!delivered && !this.ended) this._end("media_failed", "peer_gone");
+    } catch (err) {
+      this._end("media_failed", String(err?.name ?? err), { notify: true });
+    }
+  }
+
+  async _applyAnswer(sdp) {
+    if (!this.pc || this.pc.signalingState !== "have-local-offer" || typeof sdp !== "string") return;
+    try {
+      await this.pc.setRemoteDescription({ type: "answer", sdp });
+    } catch (err) {
+      this._end("media_failed", `answer refused: ${err?.name ?? err}`, { notify: true });
+    }
+  }
+
+  _onPeerMessage(text, from) {
+    if (this.ended) return;
+    const cmd = parseJson(text);
+    if (!cmd || typeof cmd.Cmd !== "string" || from !== this.peerId) return;
+    if (cmd.Cmd === "CallState") {
+      const state = this.state === CallState.CONNECTED ? 2 : 1;
+      this._send({ Cmd: "CallStateResult", state, Mode: 1 });
+      return;
+    }
+    if (cmd.ChanId !== undefined && cmd.ChanId !== this.chanId) return;
+    switch (cmd.Cmd) {
+      case "SipState":
+        if (this.state === CallState.CALLING || this.state === CallState.RINGING) {
+          if (cmd.State === "early_media") {
+            this._setState(CallState.EARLY_MEDIA);
+            this._startMedia();
+          } else if (cmd.State === "ringing") {
+            this._setState(CallState.RINGING);
+          }
+        }
+        break;
+      case "Answer":
+        this._applyAnswer(cmd.Sdp);
+        break;
+      case "EndCall":
+        this._end(this.state === CallState.CONNECTED ? "remote_hangup" : "remote_ended");
+        break;
+      case "MediaError":
+        this._end("media_failed", String(cmd.Reason ?? ""), { notify: true });
+        break;
+      case "Dtmf": {
+        const digits = String(cmd.Digit ?? cmd.Digits ?? "").replace(/[^0-9A-D*#]/gi, "");
+        if (digits) this.emit("dtmf", digits);
+        break;
+      }
+      case "CallStateResult":
+        if (this._checking) {
+          this._checking = false;
+          if (cmd.state === 0) this._end("lost", "the call ended while the network was down");
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  _onConnectionState(state, reason) {
+    if (state === ConnectionState.CONNECTED && reason === ConnectionChangeReason.LOGIN_SUCCESS
+        && this.state === CallState.CONNECTED) {
+      // Back after a network loss: ask whether the call survived on the gateway.
+      this._checking = true;
+      this._send({ Cmd: "CallState" });
+    } else if (state === ConnectionState.ABORTED || state === ConnectionState.DISCONNECTED) {
+      this._end(reason === ConnectionChangeReason.LOGOUT ? "logout" : "offline", String(reason ?? ""));
+    }
+  }
+}
+
+/** A refusal's reason word ("busy", "no_answer", "rejected"...) and FreeSWITCH cause. */
+function refusalOf(response) {
+  const body = parseJson(response);
+  if (body?.Cmd === "Calling") return { detail: "busy", cause: "" };
+  if (body) return { detail: String(body.Reason ?? "").toLowerCase(), cause: String(body.Cause ?? "") };
+  const word = String(response ?? "").trim().toLowerCase();
+  return { detail: word === "calling" ? "busy" : word, cause: "" };
+}
+
+async function placeCall(client, number, { userData, sipData, deviceId }) {
+  if (!client._loggedIn) throw new RtmError("NOT_LOGGEDIN", "log in before calling");
+  if (!/^[\x21-\x7e]{1,64}$/.test(number)) {
+    throw new CallError(CallErrorCode.INVALID_ARGUMENT, "not a number or user id");
+  }
+  const stream = await getMicrophone(deviceId);
+  const chanId = newChanId();
+  const inv = client.createLocalInvitation(number);
+  inv.content = JSON.stringify({
+    Mode: 1, Conference: false, ChanId: chanId, UserData: String(userData ?? ""),
+    SipData: String(sipData ?? ""),
+  });
+  inv.channelId = chanId;
+  const call = new Call(client, { direction: "outgoing", peerId: number, chanId, invitation: inv, stream });
+  inv.on("LocalInvitationAccepted", () => {
+    if (call.ended) { call._send({ Cmd: "EndCall" }); return; } // crossed our hang-up
+    call._setState(CallState.CONNECTED);
+    call._startMedia(); // nothing new when early media started it
+  });
+  inv.on("LocalInvitationRefused", (response) => {
+    const { detail, cause } = refusalOf(response);
+    call._end("refused", detail, { cause });
+  });
+  inv.on("LocalInvitationCanceled", () => call._end("hangup"));
+  inv.on("LocalInvitationFailure", (reason) => call._end("failed", reason));
+  try {
+    await inv.send();
+  } catch (err) {
+    call._end("failed", err?.code ?? String(err));
+    throw err;
+  }
+  return call;
+}
+
+async function acceptCall(client, ri, { deviceId, response } = {}) {
+  // The invitation's own checks first: no microphone prompt for a call that cannot be had.
+  if (ri.state === RemoteInvitationState.ACCEPT_SENT_TO_LOCAL
+      || ri.state === RemoteInvitationState.ACCEPTED) {
+    throw new RtmError("ALREADY_ACCEPT");
+  }
+  if (REMOTE_ENDED.has(ri.state)) throw new RtmError("ALREADY_END");
+  const body = parseJson(ri.content) ?? {};
+  const chanId = String(body.ChanId || ri.channelId || newChanId());
+  let stream;
+  try {
+    stream = await getMicrophone(deviceId);
+  } catch (err) {
+    ri.refuse(JSON.stringify({ Cmd: "Refused", Reason: "no_microphone" })).catch(() => {});
+    throw err;
+  }
+  const call = new Call(client, { direction: "incoming", peerId: ri.callerId, chanId, invitation: ri, stream });
+  ri.on("RemoteInvitationCanceled", () => call._end("remote_ended", "canceled"));
+  ri.on("RemoteInvitationFailure", (reason) => call._end("failed", reason));
+  try {
+    await ri._answer("accept", response ?? JSON.stringify({ Mode: 1, Conference: false, ChanId: chanId, SipData: "" }));
+  } catch (err) {
+    call._end("failed", err?.code ?? String(err));
+    throw err;
+  }
+  // Connected from the start, like "calling" for an outgoing call: `state` events report
+  // changes after the Call is in the application's hands.
+  if (!call.ended) call.state = CallState.CONNECTED;
+  call._startMedia();
+  return call;
 }

@@ -24,10 +24,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check '.[test]'
-# Node's jsonwebtoken for the JWT test, installed here (the registry is reached by the
-# install steps only; the tests themselves stay on loopback).
+# Node's jsonwebtoken for the JWT test, and TypeScript in npm's cache for the sdk.d.ts
+# check, installed here (the registry is reached by the install steps only; the tests
+# themselves stay on loopback).
 if command -v npm >/dev/null 2>&1; then
   npm install --prefix .test-deps/node --no-audit --no-fund --silent jsonwebtoken@9
+  npx -y -p typescript tsc --version >/dev/null
 fi
 
 set +e

@@ -3,8 +3,8 @@ with sdk.js, and a small example page type-checks against them with ``tsc``.
 
 ``tsc`` comes from npm's cache (``npx -y --offline -p typescript``), never from the network:
 the check runs inside a loopback-only namespace. Without npx, or without TypeScript in the
-cache, it is skipped with the reason; with ``CI=true`` that is a failure instead (CI warms
-the cache in .ci/run).
+cache, it is skipped with the reason; with ``CI=true`` that is a failure instead
+(scripts/test.sh, the README's test command, warms the cache).
 """
 
 from __future__ import annotations

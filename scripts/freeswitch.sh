@@ -46,6 +46,10 @@ Options:
   -n, --dry-run           print what would be done, change nothing
       --remove            delete the selected users that this script created
       --no-reload         do not run 'fs_cli -x reloadxml' after a change
+      --json              print the result as one JSON object: mode, dry_run,
+                          directory, users [{extension, action, password (a
+                          generated one, unless --passwords-file takes it)}],
+                          the counts and reloaded (true, false, null)
   -h, --help              show this help
 
 Without --password every new user gets a random password, printed once as
@@ -184,7 +188,7 @@ check_extension() {
 if [[ $mode == provision ]]; then
     [[ ${#ranges[@]} -gt 0 || ${#ext_lists[@]} -gt 0 ]] ||
         usage_error "select users with --range FROM-TO and/or --ext N[,N...]"
-    [[ -z $conf && $json -eq 0 ]] || usage_error "--conf and --json go with check, --list or --acc-rule"
+    [[ -z $conf ]] || usage_error "--conf goes with check or --acc-rule"
 else
     [[ ${#ranges[@]} -eq 0 && ${#ext_lists[@]} -eq 0 ]] ||
         usage_error "--$mode covers every user this script manages: no --range or --ext"
@@ -601,12 +605,13 @@ if [[ -n $passwords_file && $dry_run -eq 0 ]]; then
 fi
 
 # A generated password is handed out as soon as its file is written, so that
-# a failure later on cannot lose it.
+# a failure later on cannot lose it (with --json: in the JSON printed at the end; if a
+# later step fails before it, each written user's file holds its password).
 emit_credential() {
     if [[ -n $passwords_file ]]; then
         (umask 077 && printf '%s %s\n' "$1" "$2" >>"$passwords_file") ||
             die "cannot write '$passwords_file'; the password of $1 is in $dir/$1.xml"
-    else
+    elif ((json == 0)); then
         printf '%s %s\n' "$1" "$2"
     fi
 }
@@ -614,6 +619,15 @@ emit_credential() {
 created=0 updated=0 kept=0 removed=0 skipped=0 handed_out=0
 prefix=
 ((dry_run)) && prefix='would '
+# --json: one {"extension", "action"[, "password"]} per selected user, printed at the end
+# (a generated password goes there instead of stdout, unless --passwords-file takes it).
+json_users=()
+json_user() {
+    local entry
+    entry='{"extension": "'$1'", "action": "'$2'"'
+    [[ -z ${3:-} ]] || entry+=', "password": "'$(json_escape "$3")'"'
+    json_users+=("$entry}")
+}
 
 for i in "${!extensions[@]}"; do
     ext=${extensions[i]}
@@ -621,34 +635,62 @@ for i in "${!extensions[@]}"; do
     case ${actions[i]} in
         create | update)
             if ((dry_run)); then
-                printf '%s%s %s\n' "$prefix" "${actions[i]}" "$file"
+                ((json)) || printf '%s%s %s\n' "$prefix" "${actions[i]}" "$file"
+                json_user "$ext" "${actions[i]}"
             else
                 write_file "$file" "${contents[i]}"
                 note "${actions[i]}d $file"
+                shown=
                 if [[ -n ${new_passwords[i]} ]]; then
                     emit_credential "$ext" "${new_passwords[i]}"
                     handed_out=$((handed_out + 1))
+                    [[ -n $passwords_file ]] || shown=${new_passwords[i]}
                 fi
+                json_user "$ext" "${actions[i]}" "$shown"
             fi
             if [[ ${actions[i]} == create ]]; then created=$((created + 1)); else updated=$((updated + 1)); fi
             ;;
-        keep) kept=$((kept + 1)) ;;
+        keep)
+            kept=$((kept + 1))
+            json_user "$ext" unchanged
+            ;;
         remove)
             if ((dry_run)); then
-                printf '%sremove %s\n' "$prefix" "$file"
+                ((json)) || printf '%sremove %s\n' "$prefix" "$file"
             else
                 rm -f -- "$file" || die "cannot remove '$file'"
                 note "removed $file"
             fi
             removed=$((removed + 1))
+            json_user "$ext" remove
             ;;
         foreign)
             note "$PROG: not removing $file: not created by this script"
             skipped=$((skipped + 1))
+            json_user "$ext" skipped_foreign
             ;;
-        absent) skipped=$((skipped + 1)) ;;
+        absent)
+            skipped=$((skipped + 1))
+            json_user "$ext" skipped_absent
+            ;;
     esac
 done
+
+# The --json result: which mode, the directory, each user's action, the counts, whether
+# FreeSWITCH reloaded its configuration (null: nothing changed or no reload asked).
+print_json() {
+    local mode_name=create first=1 entry
+    ((remove)) && mode_name=remove
+    printf '{"mode": "%s", "dry_run": %s, "directory": "%s", "users": [' \
+        "$mode_name" "$( ((dry_run)) && echo true || echo false)" "$(json_escape "$dir")"
+    for entry in "${json_users[@]}"; do
+        ((first)) || printf ', '
+        first=0
+        printf '%s' "$entry"
+    done
+    printf '], "created": %d, "updated": %d, "unchanged": %d, "removed": %d, "skipped": %d, "reloaded": %s}\n' \
+        "$created" "$updated" "$kept" "$removed" "$skipped" "$1"
+}
 
 if ((handed_out > 0)) && [[ -n $passwords_file ]]; then
     note "$handed_out generated password(s) appended to $passwords_file"
@@ -664,17 +706,24 @@ else
     summary="created $created, updated $updated, unchanged $kept"
 fi
 if ((dry_run)); then
-    printf 'dry run: %s (nothing changed)\n' "$summary"
+    if ((json)); then
+        print_json null
+    else
+        printf 'dry run: %s (nothing changed)\n' "$summary"
+    fi
     exit 0
 fi
 note "$summary"
 
 changed=$((created + updated + removed))
+reloaded=null
 if ((changed > 0 && reload)); then
+    reloaded=false
     fs_cli=${FS_CLI:-fs_cli}
     if command -v "$fs_cli" >/dev/null 2>&1; then
         if "$fs_cli" -x reloadxml >&2; then
             note "FreeSWITCH configuration reloaded"
+            reloaded=true
         else
             note "$PROG: warning: '$fs_cli -x reloadxml' failed; run it once FreeSWITCH is up"
         fi
@@ -682,4 +731,5 @@ if ((changed > 0 && reload)); then
         note "fs_cli not found: run 'fs_cli -x reloadxml' to load the change"
     fi
 fi
+((json == 0)) || print_json "$reloaded"
 exit 0

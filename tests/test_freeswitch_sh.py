@@ -6,6 +6,7 @@ tools it needs, so whether fs_cli is "installed" is decided by each test.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -393,6 +394,67 @@ def test_dry_run_changes_nothing(tools_bin: Path, users: Path, fake_fs_cli) -> N
     assert "would remove" in r.stdout
     assert snapshot(users) == created
     assert not log.exists()
+
+
+# --------------------------------------------------------------------- json --
+
+
+def test_json_for_create_dry_run_and_remove(tools_bin: Path, users: Path, fake_fs_cli) -> None:
+    fake_dir, log = fake_fs_cli
+    (users / "1099.xml").write_text(FOREIGN.format(n="1099"))
+    dry = run(tools_bin, "--json", "-n", "-d", str(users), "-r", "1020-1021", extra_path=fake_dir)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout) == {
+        "mode": "create",
+        "dry_run": True,
+        "directory": str(users),
+        "users": [
+            {"extension": "1020", "action": "create"},
+            {"extension": "1021", "action": "create"},
+        ],
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "skipped": 0,
+        "reloaded": None,
+    }
+    assert not (users / "1020.xml").exists()
+
+    made = run(tools_bin, "--json", "-d", str(users), "-r", "1020-1021", extra_path=fake_dir)
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)  # the whole stdout: no credential lines besides it
+    assert result["reloaded"] is True and result["created"] == 2
+    # The generated passwords are in the JSON, as the users' files hold them.
+    for user in result["users"]:
+        assert user["action"] == "create"
+        assert user["password"] == password_of(users / f"{user['extension']}.xml")
+
+    again = json.loads(run(tools_bin, "--json", "-d", str(users), "-r", "1020-1021").stdout)
+    assert [u["action"] for u in again["users"]] == ["unchanged", "unchanged"]
+    assert again["reloaded"] is None
+
+    gone = run(tools_bin, "--json", "--remove", "-d", str(users), "-e", "1021,1022,1099")
+    assert gone.returncode == 0, gone.stderr
+    removed = json.loads(gone.stdout)
+    assert removed["mode"] == "remove" and removed["removed"] == 1 and removed["skipped"] == 2
+    assert removed["users"] == [
+        {"extension": "1021", "action": "remove"},
+        {"extension": "1022", "action": "skipped_absent"},
+        {"extension": "1099", "action": "skipped_foreign"},
+    ]
+    assert removed["reloaded"] is False  # fs_cli is not on PATH in this run
+    assert log.read_text().splitlines() == ["-x reloadxml"]
+
+
+def test_json_with_a_passwords_file_keeps_them_out(
+    tools_bin: Path, users: Path, tmp_path: Path
+) -> None:
+    pw_file = tmp_path / "pw.txt"
+    r = run(tools_bin, "--json", "-d", str(users), "-e", "1030", "--passwords-file", str(pw_file))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["users"] == [{"extension": "1030", "action": "create"}]
+    assert pw_file.read_text().split() == ["1030", password_of(users / "1030.xml")]
 
 
 # ----------------------------------------------------------------- reloadxml --

@@ -155,7 +155,7 @@ def test_acc_rule_prints_and_checks_rtx_conf(directory: Path, tmp_path: Path) ->
         ("--list", "--ext", "1000"),
         ("--acc-rule", "--remove"),
         ("--list", "--conf", "x.conf"),
-        ("--range", "1000-1001", "--json"),
+        ("--range", "1000-1001", "--conf", "x.conf"),
     ],
 )
 def test_mixed_modes_are_usage_errors(directory: Path, args: tuple[str, ...]) -> None:

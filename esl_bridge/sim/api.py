@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ops_api
 from .channel import Q850, Channel, common_event_headers
+from .conference import ConferenceMixin
 from .originate import OriginateMixin
 
 if TYPE_CHECKING:
@@ -312,6 +313,7 @@ API_COMMANDS: dict[str, Callable[[Any, str], Awaitable[str]]] = {
     "sofia_contact": ApiMixin._api_sofia_contact,
     "show": ApiMixin._api_show,
     "originate": OriginateMixin._api_originate,
+    "conference": ConferenceMixin._api_conference,
     # What scripts/freeswitch.sh check asks (sim/ops_api.py).
     "module_exists": ops_api.api_module_exists,
     "global_getvar": ops_api.api_global_getvar,

@@ -15,6 +15,10 @@ esl_bridge code). No phone is needed: every participant is a ``loopback/`` leg w
   (``--scenario moderation``): two participants in one room, then what an fs_cli admin does:
   ``conference <room> mute|unmute|kick <member id>`` (and with an unknown id, and on an unknown
   room), the list after each, with the events an observer gets.
+* ``esl_inbound_conference_talking.txt`` and ``esl_inbound_conference_talking_observer.txt``
+  (``--scenario talking``): two participants; a 1 s tone played into alice's A leg
+  (``uuid_broadcast <A> playback::tone_stream://... aleg``), so her B leg talks in the room:
+  the ``start-talking``/``stop-talking`` events and the list while she talks.
 """
 
 from __future__ import annotations
@@ -127,14 +131,44 @@ def scenario_moderation(out: Path) -> None:
         sess.close()
 
 
+def scenario_talking(out: Path) -> None:
+    obs = inbound(
+        out / "esl_inbound_conference_talking_observer.txt", "observer of conference talking"
+    )
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_talking.txt", "conference talking")
+    s.command("event plain CHANNEL_HANGUP_COMPLETE")
+    room = "eb-app-room4"
+    s.api(participant(UUID_ALICE, "alice", room, "default"))
+    s.api(participant(UUID_BOB, "bob", room, "default"))
+    time.sleep(0.5)
+    s.api(f"uuid_broadcast {UUID_ALICE} playback::tone_stream://%(1000,0,600) aleg")
+    time.sleep(0.5)
+    s.api(f"conference {room} list")
+    time.sleep(2.0)
+    s.api(f"conference {room} list")
+    for uuid in (UUID_BOB, UUID_ALICE):
+        s.api(f"uuid_kill {uuid}")
+        s.wait_event(named("CHANNEL_HANGUP_COMPLETE", uuid), 10)
+    time.sleep(0.5)
+    for sess in (s, obs):
+        sess.command("exit")
+        time.sleep(0.3)
+        sess.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("conference_recordings"))
-    parser.add_argument("--scenario", choices=("conference", "moderation"), default="conference")
+    parser.add_argument(
+        "--scenario", choices=("conference", "moderation", "talking"), default="conference"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scenario == "moderation":
         scenario_moderation(args.out)
+    elif args.scenario == "talking":
+        scenario_talking(args.out)
     else:
         scenario_conference(args.out)
 

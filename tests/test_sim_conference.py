@@ -243,6 +243,7 @@ class Endpoint:
         self.frames: list[bytes] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.quiet = threading.Event()  # set: send silence instead of the tone
         self.threads = [
             threading.Thread(target=self._send, daemon=True),
             threading.Thread(target=self._recv, daemon=True),
@@ -254,7 +255,8 @@ class Endpoint:
         i = 0
         next_at = time.monotonic()
         while not self.stop.is_set():
-            self.sock.sendto(tone_frame(self.freq, L16_8K, i), ("127.0.0.1", self.sim_port))
+            frame = bytes(320) if self.quiet.is_set() else tone_frame(self.freq, L16_8K, i)
+            self.sock.sendto(frame, ("127.0.0.1", self.sim_port))
             i += 1
             next_at += 0.02
             time.sleep(max(0.0, next_at - time.monotonic()))
@@ -364,7 +366,8 @@ def test_members_hear_each_other_not_themselves_mute_kick_and_the_end(
         mute = conn.command(f"api conference {room} mute {ids['bob']}").body
         assert mute == f"+OK mute {ids['bob']}\n".encode()
         flags = conn.command(f"api conference {room} list").body.decode()
-        assert f"{ids['bob']};" in flags and ";bob;bob;hear;" in flags
+        # Muted: no `speak` (the simulator counts a muted member as quiet: no `talking` soon).
+        assert re.search(r";bob;bob;hear(\|talking)?(\|floor)?;", flags), flags
         for uid in ("alice", "carol"):
             ep = endpoints[uid]
             got = hears(ep.heard_after(ep.count() + 10, 25), everyone)
@@ -389,7 +392,8 @@ def test_members_hear_each_other_not_themselves_mute_kick_and_the_end(
         while not actions or actions[-1][0] != "conference-destroy":
             ev = observer.read_event("CUSTOM", timeout=10)
             actions.append((ev.get("Action"), ev.get("Caller-Caller-ID-Number")))
-        members = [a for a in actions if a[0] not in ("floor-change",)]
+        talk = ("floor-change", "start-talking", "stop-talking")
+        members = [a for a in actions if a[0] not in talk]
         assert members[0] == ("conference-create", None)
         assert members[1:4] == [("add-member", uid) for uid in freqs]
         assert members[4][0] == "add-member"  # the phone
@@ -427,3 +431,49 @@ def test_conference_api_errors_and_bad_input(sim: SimulatorThread) -> None:
     assert conn.command(f"api uuid_kill {uuid}").body == b"+OK\n"
     assert sim.wait_for(lambda: sim.live_channel_count() == 0, timeout=10)
     assert conn.command("api conference list").body == b"+OK No active conferences.\n"
+
+
+def test_talking_events_and_the_floor_follow_the_members_audio(sim: SimulatorThread) -> None:
+    """As recorded (talking scenario): start-talking when a member's audio comes, the talker
+    takes the floor, `talking` in the list while it lasts, stop-talking with the talking
+    statistics once the member is quiet again."""
+    room = "eb-app-talk"
+    observer = auth(sim.esl_port)
+    observer.command("event plain CUSTOM conference::maintenance")
+    conn = auth(sim.esl_port)
+    conn.command("event plain CHANNEL_PARK CHANNEL_HANGUP_COMPLETE")
+    quiet, loud = Endpoint(300.0), Endpoint(700.0)
+    quiet.quiet.set()
+    loud.quiet.set()
+    try:
+        first = originate(conn, "bob", 1, room)
+        unicast(conn, first, quiet)
+        second = originate(conn, "alice", 2, room)
+        unicast(conn, second, loud)
+        ids = member_ids(conn.command(f"api conference {room} list").body.decode())
+        loud.quiet.clear()
+        talk = observer.read_event("CUSTOM", timeout=10)
+        while talk.get("Action") != "start-talking":
+            talk = observer.read_event("CUSTOM", timeout=10)
+        assert talk.get("Member-ID") == ids["alice"] and talk.get("Talking") == "true"
+        assert int(talk.get("Current-Energy") or 0) > int(talk.get("Energy-Level") or 0) > 0
+        floor = observer.read_event("CUSTOM", timeout=10)
+        assert floor.get("Action") == "floor-change"
+        assert (floor.get("Old-ID"), floor.get("New-ID")) == (ids["bob"], ids["alice"])
+        listing = conn.command(f"api conference {room} list").body.decode()
+        assert ";alice;alice;hear|speak|talking|floor;" in listing, listing
+        loud.quiet.set()
+        stop = observer.read_event("CUSTOM", timeout=10)
+        assert stop.get("Action") == "stop-talking" and stop.get("Member-ID") == ids["alice"]
+        assert stop.get("Talking") == "false"
+        assert int(stop.get("talking-gate-hits") or 0) > 0
+        assert stop.names.index("talking-duration-ms") < stop.names.index("Action")
+        listing = conn.command(f"api conference {room} list").body.decode()
+        assert ";alice;alice;hear|speak|floor;" in listing, listing
+        for uuid in (first, second):
+            conn.command(f"api uuid_kill {uuid}")
+            wait_channel_event(conn, "CHANNEL_HANGUP_COMPLETE", uuid)
+        assert sim.wait_for(lambda: sim.live_channel_count() == 0, timeout=10)
+    finally:
+        quiet.close()
+        loud.close()

@@ -17,10 +17,14 @@ or the tone of a simulated phone) is summed; each member gets the sum minus its 
 clipped to 16 bits. A loopback member's mix goes out on its A leg's unicast; what a phone member
 hears is kept in `Member.heard` (for tests).
 
-Not simulated: the enter/exit sounds (`play-file`, `play-file-done`), energy detection
-(`start-talking`/`stop-talking`, not recorded yet), `json_list`, other profiles' rates (every
-room mixes at 8 kHz, as the recorded loopback pairs ran), members that are not loopback B legs
-or simulated phones, echo phones in a room (they add nothing to the mix).
+Talking (modelled on the recorded talking scenario): energy above the profile's level starts
+it, 40 quiet frames end it; a muted member counts as quiet.
+
+Not simulated: the enter/exit sounds (`play-file`, `play-file-done`), the talking statistics of
+stop-talking other than gate hits, packets, duration and average energy, `mute-detect`,
+`json_list`, other profiles' rates (every room mixes at 8 kHz, as the recorded loopback pairs
+ran), members that are not loopback B legs or simulated phones, echo phones in a room (they add
+nothing to the mix), `conference <room> kick|mute all|last|non_moderator`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ L16_8K = Codec("L16", 8000, 1, 128000, 8000, 96, "L16@8000h@20i", "L16/8000")
 SAMPLES = L16_8K.rate // 50
 ROOM_FLAGS = "running|answered|enforce_min|dynamic|exit_sound|enter_sound|json_status"
 SUBCLASS = "conference::maintenance"
+ENERGY_LEVEL = 100  # the vanilla profiles' energy-level (recorded Energy-Level)
+# Quiet frames before stop-talking (recorded: about 0.8 s after the tone ended).
+TALK_HANGOVER = 40
 # Event-Calling-* of each action, as recorded.
 CALLING = {
     "conference-create": ("mod_conference.c", "conference_new", "3848"),
@@ -58,6 +65,8 @@ CALLING = {
     "mute-member": ("conference_api.c", "conference_api_sub_mute", "339"),
     "unmute-member": ("conference_api.c", "conference_api_sub_unmute", "492"),
     "kick-member": ("conference_api.c", "conference_api_sub_kick", "902"),
+    "start-talking": ("conference_loop.c", "conference_loop_input", "1154"),
+    "stop-talking": ("conference_loop.c", "stop_talking_handler", "783"),
     "del-member": ("conference_member.c", "conference_member_del", "1355"),
     "conference-destroy": ("mod_conference.c", "conference_thread_run", "863"),
 }
@@ -76,6 +85,11 @@ class Member:
     _in_stream: UnicastStream | None = None
     _cursor: int = 0
     _tone_index: int = 0
+    talking: bool = False
+    energy: int = 0  # Current-Energy: the last frame's, while it was above the level
+    _quiet_frames: int = 0
+    _talk_hits: int = 0
+    _talk_energy: int = 0
 
     def take_input(self) -> array.array[int] | None:
         """This member's next 20 ms of L16 for the room (None: nothing, or muted)."""
@@ -461,14 +475,14 @@ class ConferenceMixin:
             ("Hear", "true"),
             ("See", "true"),
             ("Speak", "false" if member.muted else "true"),
-            ("Talking", "false"),
+            ("Talking", "true" if member.talking else "false"),
             ("Mute-Detect", "false"),
             ("Hold", "false"),
             ("Member-ID", str(member.id)),
             ("Member-Type", "member"),
             ("Member-Ghost", "false"),
             ("Energy-Level", "100"),
-            ("Current-Energy", "0"),
+            ("Current-Energy", str(member.energy)),
         ]
 
     def _fire_conference(
@@ -478,6 +492,7 @@ class ConferenceMixin:
         member: Member | None = None,
         *,
         tail: list[tuple[str, str]] | None = None,
+        before_action: list[tuple[str, str]] | None = None,
     ) -> None:
         """One CUSTOM conference::maintenance event, headers in the recorded order."""
         common = common_event_headers(self, "CUSTOM")
@@ -496,6 +511,7 @@ class ConferenceMixin:
         headers = [("Event-Subclass", SUBCLASS), *common, *self._conference_headers(room)]
         if member is not None:
             headers += self._member_headers(member)
+        headers += before_action or []
         headers.append(("Action", action))
         headers += tail or []
         self.fire(member.channel if member else None, "CUSTOM", headers)
@@ -507,10 +523,12 @@ class ConferenceMixin:
         while room.members and not self.crashed:
             members = list(room.members.values())
             inputs: dict[int, array.array[int]] = {}
-            for m in members:
-                samples = m.take_input()
-                if samples is not None:
-                    inputs[m.id] = samples
+            with self.batch():
+                for m in members:
+                    samples = m.take_input()
+                    if samples is not None:
+                        inputs[m.id] = samples
+                    self._detect_talking(room, m, samples)
             mixes = mix(inputs, [m.id for m in members])
             for m in members:
                 m.deliver(mixes[m.id])
@@ -519,6 +537,52 @@ class ConferenceMixin:
             if delay < -0.2:
                 t0, n, delay = loop.time(), 0, FRAME_S  # stalled: re-anchor, no burst
             await asyncio.sleep(max(delay, 0.0))
+
+    def _detect_talking(
+        self: Simulator, room: Room, m: Member, samples: array.array[int] | None
+    ) -> None:
+        """Energy detection, modelled on the recorded talking scenario: a frame whose energy
+        (mean absolute sample) is above the profile's energy level (100) makes the member talk
+        (start-talking; the talker takes the floor); TALK_HANGOVER quiet frames end it
+        (stop-talking, with the talking statistics before Action)."""
+        energy = sum(abs(v) for v in samples) // len(samples) if samples else 0
+        if energy > ENERGY_LEVEL:
+            m.energy = energy
+            m._quiet_frames = 0
+            m._talk_hits += 1
+            m._talk_energy += energy
+            if not m.talking:
+                m.talking = True
+                self._fire_conference(room, "start-talking", m)
+                holder = next((x for x in room.members.values() if x.floor), None)
+                if holder is not m:
+                    if holder is not None:
+                        holder.floor = False
+                    m.floor = True
+                    old = str(holder.id) if holder is not None else "none"
+                    tail = [
+                        ("Old-ID", old),
+                        *self._conference_headers(room),
+                        *self._member_headers(m),
+                        ("New-ID", str(m.id)),
+                    ]
+                    self._fire_conference(room, "floor-change", tail=tail)
+            return
+        if not m.talking:
+            return
+        m._quiet_frames += 1
+        if m._quiet_frames < TALK_HANGOVER:
+            return
+        m.talking = False
+        hits = m._talk_hits
+        stats = [
+            ("talking-gate-hits", str(hits)),
+            ("talking-total-packets", str(hits)),
+            ("talking-duration-ms", str(hits * 20)),
+            ("talking-average-energy", f"{m._talk_energy / max(hits, 1):.6f}"),
+        ]
+        m._talk_hits = m._talk_energy = m._quiet_frames = 0
+        self._fire_conference(room, "stop-talking", m, before_action=stats)
 
     # ---- for tests -----------------------------------------------------------------------------
     def conference_member(self: Simulator, uuid: str) -> Member | None:
@@ -544,9 +608,8 @@ def _list_lines(room: Room) -> str:
     """`conference <room> list`: one line per member, newest first (recorded)."""
     lines = []
     for m in reversed(room.members.values()):
-        flags = "|".join(
-            f for f, on in (("hear", True), ("speak", not m.muted), ("floor", m.floor)) if on
-        )
+        pairs = (("hear", True), ("speak", not m.muted), ("talking", m.talking), ("floor", m.floor))
+        flags = "|".join(f for f, on in pairs if on)
         name = m.channel.profile.get("Caller-ID-Name") or ""
         number = m.channel.profile.get("Caller-ID-Number") or ""
         lines.append(f"{m.id};{m.channel.name};{m.channel.uuid};{name};{number};{flags};0;0;100\n")

@@ -477,3 +477,39 @@ def test_talking_events_and_the_floor_follow_the_members_audio(sim: SimulatorThr
     finally:
         quiet.close()
         loud.close()
+
+
+def test_the_conference_application_on_a_parked_channel_and_a_kick(sim: SimulatorThread) -> None:
+    """`execute conference` sent to a channel: it joins; a kick ends the application (the
+    channel stays, as after any application); the room ends with its last member."""
+    conn = auth(sim.esl_port)
+    conn.command(
+        "event plain CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP_COMPLETE"
+        " CUSTOM conference::maintenance"
+    )
+    reply = conn.command("api originate user/1000 &park()", timeout=10)
+    assert reply.body.startswith(b"+OK "), reply.body
+    uuid = reply.body.decode().split()[1]
+    sent = conn.command(
+        f"sendmsg {uuid}\ncall-command: execute\nexecute-app-name: conference\n"
+        "execute-app-arg: eb-app-exec@default\n\n"
+    )
+    assert sent.get("Reply-Text") == "+OK"
+    added = conn.read_event("CUSTOM", timeout=10)
+    while added.get("Action") != "add-member":
+        added = conn.read_event("CUSTOM", timeout=10)
+    assert added.get("Unique-ID") == uuid and added.get("Conference-Name") == "eb-app-exec"
+    member = added.get("Member-ID")
+    assert conn.command(f"api conference eb-app-exec kick {member}").body == (
+        f"+OK kicked {member}\n".encode()
+    )
+    while True:
+        ev = conn.read_event(None, timeout=10)
+        if ev.name == "CHANNEL_EXECUTE_COMPLETE" and ev.get("Application") == "conference":
+            break
+        assert ev.name != "CHANNEL_HANGUP_COMPLETE", "the kick hung the channel up"
+    assert conn.command("api conference list").body == b"+OK No active conferences.\n"
+    assert sim.live_channel_count() == 1
+    conn.command(f"api uuid_kill {uuid}")
+    wait_channel_event(conn, "CHANNEL_HANGUP_COMPLETE", uuid)
+    assert sim.wait_for(lambda: sim.live_channel_count() == 0, timeout=10)

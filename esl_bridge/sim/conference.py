@@ -584,6 +584,15 @@ class ConferenceMixin:
         m._talk_hits = m._talk_energy = m._quiet_frames = 0
         self._fire_conference(room, "stop-talking", m, before_action=stats)
 
+    def _conference_reset(self: Simulator) -> None:
+        """The switch is gone (crash): its rooms and members with it, no events."""
+        for room in self.rooms.values():
+            for m in room.members.values():
+                m.gone.set()
+        self.rooms.clear()
+        self._conference_of.clear()
+        self._loopback_pair.clear()
+
     # ---- for tests -----------------------------------------------------------------------------
     def conference_member(self: Simulator, uuid: str) -> Member | None:
         """The member whose leg (or loopback A leg) has this uuid."""

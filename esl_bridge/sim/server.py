@@ -24,9 +24,8 @@ Not recorded, so modelled from FreeSWITCH's documented behaviour (may differ in 
 Not simulated at all: SIP and RTP (phones are in-process objects), codecs (audio is generated
 as L16 directly), bridging, recording, `event json|xml` (refused), the a-leg of
 `loopback/` other than the conference pair of conference.py (the returned uuid is the b-leg
-that runs the dialplan), multiple `,`/`|`
-destinations (the first is used), the DTMF-induced unicast delay (docs/freeswitch.rst,
-fact 4), CHANNEL_DESTROY and the many other event types FreeSWITCH fires (Event-Sequence
+that runs the dialplan), multiple `,`/`|` destinations (the first is used), the DTMF-induced
+unicast delay (docs/freeswitch.rst, fact 4), CHANNEL_DESTROY and the many other event types FreeSWITCH fires (Event-Sequence
 still increases per event).
 """
 

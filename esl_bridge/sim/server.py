@@ -25,8 +25,8 @@ Not simulated at all: SIP and RTP (phones are in-process objects), codecs (audio
 as L16 directly), bridging, recording, `event json|xml` (refused), the a-leg of
 `loopback/` other than the conference pair of conference.py (the returned uuid is the b-leg
 that runs the dialplan), multiple `,`/`|` destinations (the first is used), the DTMF-induced
-unicast delay (docs/freeswitch.rst, fact 4), CHANNEL_DESTROY and the many other event types FreeSWITCH fires (Event-Sequence
-still increases per event).
+unicast delay (docs/freeswitch.rst, fact 4), CHANNEL_DESTROY and the many other event types
+FreeSWITCH fires (Event-Sequence still increases per event).
 """
 
 from __future__ import annotations

@@ -29,13 +29,14 @@ nothing to the mix), `conference <room> kick|mute all|last|non_moderator`.
 
 from __future__ import annotations
 
-import array
 import asyncio
-import sys
 import uuid as uuidlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
 
 from esl_bridge.logs import get_logger
 
@@ -52,6 +53,7 @@ log = get_logger(__name__)
 # A loopback pair's codec (recorded: L16 at 8000 Hz, bit rate 128000, both legs).
 L16_8K = Codec("L16", 8000, 1, 128000, 8000, 96, "L16@8000h@20i", "L16/8000")
 SAMPLES = L16_8K.rate // 50
+Samples = npt.NDArray[np.int32]  # one 20 ms frame of a member, widened for the sum
 ROOM_FLAGS = "running|answered|enforce_min|dynamic|exit_sound|enter_sound|json_status"
 SUBCLASS = "conference::maintenance"
 ENERGY_LEVEL = 100  # the vanilla profiles' energy-level (recorded Energy-Level)
@@ -91,7 +93,7 @@ class Member:
     _talk_hits: int = 0
     _talk_energy: int = 0
 
-    def take_input(self) -> array.array[int] | None:
+    def take_input(self) -> Samples | None:
         """This member's next 20 ms of L16 for the room (None: nothing, or muted)."""
         if self.partner is not None:
             frame = self._next_unicast_frame(self.partner.unicast)
@@ -99,11 +101,7 @@ class Member:
             frame = self._phone_frame()
         if frame is None or self.muted:
             return None
-        samples = array.array("h")
-        samples.frombytes(frame)
-        if sys.byteorder != "little":
-            samples.byteswap()
-        return samples
+        return np.frombuffer(frame, dtype="<i2").astype(np.int32)
 
     def _next_unicast_frame(self, stream: UnicastStream | None) -> bytes | None:
         if stream is None:
@@ -151,20 +149,16 @@ class Room:
         return self.members.get(int(text)) if text.isdigit() else None
 
 
-def mix(inputs: dict[int, array.array[int]], ids: list[int]) -> dict[int, bytes]:
-    """Each id's mix: the sum of every input minus its own, clipped to int16."""
-    total = [0] * SAMPLES
+def mix(inputs: dict[int, Samples], ids: list[int]) -> dict[int, bytes]:
+    """Each id's mix (little-endian L16): the sum of every input minus its own, clipped."""
+    total = np.zeros(SAMPLES, dtype=np.int32)
     for samples in inputs.values():
-        for i, v in enumerate(samples[:SAMPLES]):
-            total[i] += v
+        total += samples
     out: dict[int, bytes] = {}
     for mid in ids:
         own = inputs.get(mid)
-        values = total if own is None else [t - o for t, o in zip(total, own, strict=False)]
-        samples = array.array("h", (max(-32768, min(32767, v)) for v in values))
-        if sys.byteorder != "little":
-            samples.byteswap()
-        out[mid] = samples.tobytes()
+        values = total if own is None else total - own
+        out[mid] = np.clip(values, -32768, 32767).astype("<i2").tobytes()
     return out
 
 
@@ -522,7 +516,7 @@ class ConferenceMixin:
         t0, n = loop.time(), 0
         while room.members and not self.crashed:
             members = list(room.members.values())
-            inputs: dict[int, array.array[int]] = {}
+            inputs: dict[int, Samples] = {}
             with self.batch():
                 for m in members:
                     samples = m.take_input()
@@ -538,14 +532,12 @@ class ConferenceMixin:
                 t0, n, delay = loop.time(), 0, FRAME_S  # stalled: re-anchor, no burst
             await asyncio.sleep(max(delay, 0.0))
 
-    def _detect_talking(
-        self: Simulator, room: Room, m: Member, samples: array.array[int] | None
-    ) -> None:
+    def _detect_talking(self: Simulator, room: Room, m: Member, samples: Samples | None) -> None:
         """Energy detection, modelled on the recorded talking scenario: a frame whose energy
         (mean absolute sample) is above the profile's energy level (100) makes the member talk
         (start-talking; the talker takes the floor); TALK_HANGOVER quiet frames end it
         (stop-talking, with the talking statistics before Action)."""
-        energy = sum(abs(v) for v in samples) // len(samples) if samples else 0
+        energy = int(np.abs(samples).mean()) if samples is not None else 0
         if energy > ENERGY_LEVEL:
             m.energy = energy
             m._quiet_frames = 0

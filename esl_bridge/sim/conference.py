@@ -8,9 +8,9 @@ recordings"):
   8000 Hz, the B leg (`...-b`, `other_loopback_leg_uuid` of the A leg) runs `conference` and is
   the member; when one leg of the pair ends, so does the other;
 * `conference list`, `conference <room> list|mute|unmute|kick <id>`: the recorded replies;
-* the events `conference-create`, `add-member`, `floor-change`, `mute-member`, `unmute-member`,
-  `kick-member`, `del-member`, `conference-destroy` with the recorded headers in order; member
-  ids count up across the switch.
+* the events `conference-create`, `add-member`, `floor-change`, `start-talking`, `stop-talking`,
+  `mute-member`, `unmute-member`, `kick-member`, `del-member`, `conference-destroy` with the
+  recorded headers in order; member ids count up across the switch.
 
 Mixing: every 20 ms each member's input frame (the L16 the gateway sends to the A leg's unicast,
 or the tone of a simulated phone) is summed; each member gets the sum minus its own frame,

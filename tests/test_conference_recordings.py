@@ -55,3 +55,53 @@ def test_participant_a_leg_is_answered_l16_8k_and_list_format() -> None:
     lines = listing.strip().split("\n")
     assert [line.split(";")[4] for line in lines] == ["bob", "alice"]  # newest first
     assert all(len(line.split(";")) == 9 for line in lines)
+
+
+MODERATION = "conference/esl_inbound_conference_moderation.txt"
+MODERATION_OBSERVER = "conference/esl_inbound_conference_moderation_observer.txt"
+TALKING = "conference/esl_inbound_conference_talking.txt"
+TALKING_OBSERVER = "conference/esl_inbound_conference_talking_observer.txt"
+
+
+def test_moderation_replies_and_events() -> None:
+    """README facts 5-7: mute/unmute/kick replies, the errors, kick-member before del-member."""
+    bodies = [f.body.decode() for f in fs_frames(MODERATION) if f.content_type == "api/response"]
+    assert "+OK mute 8\n" in bodies and "+OK unmute 8\n" in bodies
+    assert "+OK kicked 8\n" in bodies
+    assert bodies.count("-ERR Non-Existant ID 9999\n") == 2
+    assert bodies.count("-ERR Conference eb-app-nosuch not found\n") == 2
+    muted = [b for b in bodies if ";bob;bob;hear;" in b]
+    assert len(muted) == 1  # the list between mute and unmute: no `speak`
+    events = [
+        e
+        for e in fs_events(MODERATION_OBSERVER)
+        if e.get("Event-Subclass") == "conference::maintenance"
+    ]
+    actions = [(e.get("Action"), e.get("Member-ID")) for e in events]
+    i = actions.index(("kick-member", "8"))
+    assert actions[i - 2 : i] == [("mute-member", "8"), ("unmute-member", "8")]
+    assert ("del-member", "8") in actions[i + 1 :]
+    speak = {e.get("Action"): e.get("Speak") for e in events}
+    assert speak["mute-member"] == "false" and speak["unmute-member"] == "true"
+
+
+def test_talking_events_and_the_floor() -> None:
+    """README fact 8: start-talking, the talker takes the floor, stop-talking with statistics."""
+    events = [
+        e
+        for e in fs_events(TALKING_OBSERVER)
+        if e.get("Event-Subclass") == "conference::maintenance"
+    ]
+    talk = [e for e in events if e.get("Action") in ("start-talking", "stop-talking")]
+    assert [(e.get("Action"), e.get("Caller-Caller-ID-Number")) for e in talk] == [
+        ("start-talking", "alice"),
+        ("stop-talking", "alice"),
+    ]
+    start, stop = talk
+    assert start.get("Talking") == "true" and stop.get("Talking") == "false"
+    after = events[events.index(start) + 1]
+    assert after.get("Action") == "floor-change" and after.get("New-ID") == start.get("Member-ID")
+    assert stop.get("talking-duration-ms") == "980"
+    assert stop.names.index("talking-gate-hits") < stop.names.index("Action")
+    bodies = [f.body.decode() for f in fs_frames(TALKING) if f.content_type == "api/response"]
+    assert any(";alice;alice;hear|speak|talking|floor;" in b for b in bodies)

@@ -9,8 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import ops_api
+from . import ops_api, wire
 from .channel import Q850, Channel, common_event_headers
+from .conference import ConferenceMixin
 from .originate import OriginateMixin
 
 if TYPE_CHECKING:
@@ -129,6 +130,21 @@ class ApiMixin:
         else:
             ch.unset_var(parts[1])
         return "+OK\n"
+
+    async def _api_uuid_dump(self, arg: str) -> str:
+        """`uuid_dump <uuid>` (plain): the CHANNEL_DATA event headers, the channel's data and
+        caller profile, then its variables (recorded in conference/, the A legs')."""
+        ch = self.channels.get(arg.split()[0]) if arg.split() else None
+        if ch is None:
+            return "-ERR No such channel!\n"
+        calling = {
+            "Event-Calling-File": "mod_commands.c",
+            "Event-Calling-Function": "uuid_dump_function",
+            "Event-Calling-Line-Number": "6468",
+        }
+        head = [(k, calling.get(k, v)) for k, v in common_event_headers(self, "CHANNEL_DATA")]
+        headers = head + ch.basic_headers() + ch.variable_headers()
+        return wire.serialize_event(headers).decode()
 
     async def _api_uuid_break(self, arg: str) -> str:
         ch = self.channels.get(arg.split()[0]) if arg.split() else None
@@ -306,12 +322,14 @@ API_COMMANDS: dict[str, Callable[[Any, str], Awaitable[str]]] = {
     "uuid_setvar": ApiMixin._api_uuid_setvar,
     "uuid_setvar_multi": ApiMixin._api_uuid_setvar_multi,
     "uuid_break": ApiMixin._api_uuid_break,
+    "uuid_dump": ApiMixin._api_uuid_dump,
     "hupall": ApiMixin._api_hupall,
     "sched_api": ApiMixin._api_sched_api,
     "sched_del": ApiMixin._api_sched_del,
     "sofia_contact": ApiMixin._api_sofia_contact,
     "show": ApiMixin._api_show,
     "originate": OriginateMixin._api_originate,
+    "conference": ConferenceMixin._api_conference,
     # What scripts/freeswitch.sh check asks (sim/ops_api.py).
     "module_exists": ops_api.api_module_exists,
     "global_getvar": ops_api.api_global_getvar,

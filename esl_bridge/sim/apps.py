@@ -200,6 +200,7 @@ class AppsMixin:
             "log",
             "info",
             "respond",
+            "conference",
         }
         if app not in known:
             # FreeSWITCH: "Invalid Application", the channel is hung up.
@@ -260,6 +261,15 @@ class AppsMixin:
                 return
             self._exec_complete(ch, app, arg, app_uuid, response="FILE PLAYED")
             return
+        elif app == "conference":
+            ch.running_exec = (app, arg, app_uuid)
+            try:
+                await self._conference_app(ch, arg)  # type: ignore[attr-defined]
+            finally:
+                if ch.running_exec is not None and ch.running_exec[2] == app_uuid:
+                    ch.running_exec = None
+            if ch.hung_up:
+                return
         elif app == "echo" or app == "park":
             await self._interruptible(ch, None)
             if ch.hung_up:

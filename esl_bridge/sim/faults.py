@@ -44,6 +44,7 @@ class FaultsMixin:
 
     def _drop_everything(self) -> None:
         self._sched.clear()  # the scheduler dies with the switch (its tasks are cancelled below)
+        self._conference_reset()  # so do the rooms (their mixers are cancelled below)
         for ch in list(self.channels.values()):
             self._destroy_silently(ch)
         for s in list(self.sessions):

@@ -260,6 +260,8 @@ class OriginateMixin:
             self._spawn(self._run_socket_app(ch, app.args, phone=None))
         elif app.name == "":
             self._spawn(self._run_dialplan(ch, app.extension or "", phone=None))
+        elif app.name == "conference":
+            self._spawn(self._conference_originated(ch, app.args))  # type: ignore[attr-defined]
         else:
             # park and every other application: the channel parks and obeys sendmsg.
             ch.set_var("current_application", app.name or "park")
@@ -300,6 +302,10 @@ class OriginateMixin:
         app); the a-leg answers when the b-leg does. Other loopback numbers behave like
         `user/<number>`. Not simulated: the a-leg's own events (only the b-leg is visible)."""
         number = ds.target
+        if number.startswith("conference:"):
+            return await self._originate_conference_loopback(  # type: ignore[attr-defined]
+                ds, app, cid_num, cid_name
+            )
         if not re.match(r"^0(.*)$", number):
             ext = self.config.extensions.get(number)
             if ext is None:

@@ -22,11 +22,11 @@ Not recorded, so modelled from FreeSWITCH's documented behaviour (may differ in 
 (NORMAL_CLEARING), DESTINATION_OUT_OF_ORDER for an application the simulator does not know.
 
 Not simulated at all: SIP and RTP (phones are in-process objects), codecs (audio is generated
-as L16 directly), bridging, conferences, recording, `event json|xml` (refused), the a-leg of
-`loopback/` (the returned uuid is the b-leg that runs the dialplan), multiple `,`/`|`
-destinations (the first is used), the DTMF-induced unicast delay (docs/freeswitch.rst,
-fact 4), CHANNEL_DESTROY and the many other event types FreeSWITCH fires (Event-Sequence
-still increases per event).
+as L16 directly), bridging, recording, `event json|xml` (refused), the a-leg of
+`loopback/` other than the conference pair of conference.py (the returned uuid is the b-leg
+that runs the dialplan), multiple `,`/`|` destinations (the first is used), the DTMF-induced
+unicast delay (docs/freeswitch.rst, fact 4), CHANNEL_DESTROY and the many other event types
+FreeSWITCH fires (Event-Sequence still increases per event).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from . import wire
 from .api import ApiMixin
 from .apps import AppsMixin
 from .channel import EVENT_NAMES, Q850, SIP_PHRASE, SIP_STATUS, Channel, FiredEvent
+from .conference import ConferenceMixin, Member, Room
 from .extensions import Extension, default_extensions
 from .faults import FaultsMixin, SimulatorCrashed, UnicastRedirect
 from .media import AudioSource
@@ -94,7 +95,7 @@ class SimConfig:
     dialplan_xml: str | None = None
 
 
-class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
+class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin, ConferenceMixin):
     """A FreeSWITCH 1.10.12 look-alike for tests and the demo (never on a real call's path)."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
@@ -108,6 +109,10 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
         self.all_channels: list[Channel] = []  # every channel ever created, for tests
         self.sessions: set[EslSession] = set()
         self.phone_calls: list[PhoneCall] = []
+        self.rooms: dict[str, Room] = {}  # conferences (conference.py)
+        self._member_seq = 0
+        self._conference_of: dict[str, tuple[Room, Member]] = {}
+        self._loopback_pair: dict[str, Channel] = {}
         # Fault hook: given a unicast's (local, remote) addresses, the ones the simulated
         # channel really binds and sends to, e.g. a lossy relay that takes the channel's
         # place in front of the app (it binds `local`, the port the app expects audio from).
@@ -323,6 +328,7 @@ class Simulator(ApiMixin, OriginateMixin, PhoneMixin, AppsMixin, FaultsMixin):
         if ch.unicast is not None:
             ch.unicast.stop()
         self.fire_channel(ch, "CHANNEL_HANGUP")
+        self._conference_leg_hangup(ch)
         running, ch.running_exec = ch.running_exec, None
         if running is not None:
             # Recorded: the interrupted application completes right after CHANNEL_HANGUP

@@ -11,6 +11,14 @@ esl_bridge code). No phone is needed: every participant is a ``loopback/`` leg w
   participants hung up one by one (``uuid_kill`` of the A legs), with their channel events.
 * ``esl_inbound_conference_observer.txt``: a second connection subscribed with ``event plain
   CUSTOM conference::maintenance``: what an admin or the gateway sees of the rooms.
+* ``esl_inbound_conference_moderation.txt`` and ``esl_inbound_conference_moderation_observer.txt``
+  (``--scenario moderation``): two participants in one room, then what an fs_cli admin does:
+  ``conference <room> mute|unmute|kick <member id>`` (and with an unknown id, and on an unknown
+  room), the list after each, with the events an observer gets.
+* ``esl_inbound_conference_talking.txt`` and ``esl_inbound_conference_talking_observer.txt``
+  (``--scenario talking``): two participants; a 1 s tone played into alice's A leg
+  (``uuid_broadcast <A> playback::tone_stream://... aleg``), so her B leg talks in the room:
+  the ``start-talking``/``stop-talking`` events and the list while she talks.
 """
 
 from __future__ import annotations
@@ -78,12 +86,91 @@ def scenario_conference(out: Path) -> None:
         sess.close()
 
 
+def member_id(listing: str, uid: str) -> str:
+    """The member id of the line of `conference <room> list` whose caller id number is `uid`."""
+    for line in listing.splitlines():
+        fields = line.split(";")
+        if len(fields) == 9 and fields[4] == uid:
+            return fields[0]
+    raise SystemExit(f"{uid} not in the list: {listing!r}")
+
+
+def scenario_moderation(out: Path) -> None:
+    obs = inbound(
+        out / "esl_inbound_conference_moderation_observer.txt", "observer of conference moderation"
+    )
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_moderation.txt", "conference moderation")
+    s.command("event plain CHANNEL_HANGUP_COMPLETE")
+    room = "eb-app-room3"
+    s.api(participant(UUID_ALICE, "alice", room, "default"))
+    s.api(participant(UUID_BOB, "bob", room, "default"))
+    time.sleep(0.5)
+    bob = member_id(s.api(f"conference {room} list"), "bob")
+    s.api(f"conference {room} mute {bob}")
+    s.api(f"conference {room} list")
+    s.api(f"conference {room} unmute {bob}")
+    s.api(f"conference {room} list")
+    s.api(f"conference {room} mute 9999")
+    s.api(f"conference {room} kick 9999")
+    s.api("conference eb-app-nosuch list")
+    s.api("conference eb-app-nosuch kick 1")
+    s.api(f"conference {room} kick {bob}")
+    s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_BOB), 10)
+    time.sleep(0.5)
+    s.api(f"conference {room} list")
+    s.api(f"uuid_kill {UUID_ALICE}")
+    s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_ALICE), 10)
+    time.sleep(0.5)
+    s.api("conference list")
+    s.api("show channels count")
+    time.sleep(0.5)
+    for sess in (s, obs):
+        sess.command("exit")
+        time.sleep(0.3)
+        sess.close()
+
+
+def scenario_talking(out: Path) -> None:
+    obs = inbound(
+        out / "esl_inbound_conference_talking_observer.txt", "observer of conference talking"
+    )
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_talking.txt", "conference talking")
+    s.command("event plain CHANNEL_HANGUP_COMPLETE")
+    room = "eb-app-room4"
+    s.api(participant(UUID_ALICE, "alice", room, "default"))
+    s.api(participant(UUID_BOB, "bob", room, "default"))
+    time.sleep(0.5)
+    s.api(f"uuid_broadcast {UUID_ALICE} playback::tone_stream://%(1000,0,600) aleg")
+    time.sleep(0.5)
+    s.api(f"conference {room} list")
+    time.sleep(2.0)
+    s.api(f"conference {room} list")
+    for uuid in (UUID_BOB, UUID_ALICE):
+        s.api(f"uuid_kill {uuid}")
+        s.wait_event(named("CHANNEL_HANGUP_COMPLETE", uuid), 10)
+    time.sleep(0.5)
+    for sess in (s, obs):
+        sess.command("exit")
+        time.sleep(0.3)
+        sess.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("conference_recordings"))
+    parser.add_argument(
+        "--scenario", choices=("conference", "moderation", "talking"), default="conference"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    scenario_conference(args.out)
+    if args.scenario == "moderation":
+        scenario_moderation(args.out)
+    elif args.scenario == "talking":
+        scenario_talking(args.out)
+    else:
+        scenario_conference(args.out)
 
 
 if __name__ == "__main__":

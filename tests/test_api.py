@@ -22,7 +22,7 @@ from support.web_peer import BROWSER_HZ, WebPeer
 
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import BookSettings, CallBook
-from esl_bridge.gateway.api import ERRORS, MAX_BODY, openapi_document
+from esl_bridge.gateway.api import ERRORS, MAX_BODY, _is_loopback, openapi_document
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.numbers import NumberPool
 from esl_bridge.sim import AudioSource, Extension
@@ -297,7 +297,7 @@ def test_openapi_document_is_valid_and_matches_the_routes() -> None:
 
 
 @loopback_only(timeout=120)
-def test_requests_over_the_limit_get_429_and_remote_peers_403() -> None:
+def test_requests_over_the_limit_get_429() -> None:
     extra = API + "requests_per_second = 0.001\nburst = 3\n"
     with running_gateway(extra) as (gateway, _sim):
         backend = Backend(gateway)
@@ -309,6 +309,13 @@ def test_requests_over_the_limit_get_429_and_remote_peers_403() -> None:
         # Unauthenticated requests count too (no free guessing of the token).
         status, answer, _ = backend.request("GET", "/calls", headers={"Authorization": "x"})
         assert status == 429
+
+
+def test_only_loopback_peers_are_answered_unless_allowed() -> None:
+    # The tests' namespace has loopback only: the address check is tested on its own.
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("127.8.0.1")
+    assert not _is_loopback("10.0.0.1") and not _is_loopback("::ffff:8.8.8.8")
+    assert not _is_loopback(None) and not _is_loopback("")
 
 
 def test_api_off_by_default_and_token_required() -> None:
@@ -378,3 +385,19 @@ def test_click_to_call_refusals() -> None:
     book.click_to_call("alice", "1000", callee_online=True, now=0.0)
     assert book.click_to_call("bob", "1000", callee_online=True, now=0.0)[1] == "number_busy"
     assert len(book) == 1
+
+
+def test_api_hangup_ends_a_phone_call_too() -> None:
+    book = _book()
+    actions = book.sip_call_arrived(
+        uuid="u-1", callee="bob", caller_number="555", cus_data="", callee_online=True, now=0.0
+    )
+    [call] = list(book)
+    assert any(isinstance(a, c.SendInvitation) for a in actions)
+    ended = book.handle(call.call_id, c.ApiHangup(), 1.0)
+    assert c.CancelInvitation(call.call_id, "bob") in ended
+    assert c.Hangup(call.call_id, "u-1", "NORMAL_CLEARING") in ended
+    assert book.handle(call.call_id, c.ChannelHungUp("NORMAL_CLEARING"), 2.0)[-1] == c.CallEnded(
+        call.call_id, "api_hangup", "NORMAL_CLEARING"
+    )
+    assert len(book) == 0

@@ -49,6 +49,7 @@ class Backend:
         *,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
+        chunked: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
         host, port = self.gateway.web_address  # type: ignore[misc]
         sent = dict(headers or {})
@@ -59,10 +60,18 @@ class Backend:
             sent.setdefault("Content-Type", "application/json")
 
         async def go() -> tuple[int, Any, dict[str, str]]:
+            payload: Any = data
+            if chunked and data is not None:
+                # No Content-Length: the gateway learns the size only by reading.
+                async def pieces() -> Any:
+                    for start in range(0, len(data), 1000):
+                        yield data[start : start + 1000]
+
+                payload = pieces()
             async with (
                 aiohttp.ClientSession() as session,
                 session.request(
-                    method, f"http://{host}:{port}/api/v1{path}", data=data, headers=sent
+                    method, f"http://{host}:{port}/api/v1{path}", data=payload, headers=sent
                 ) as response,
             ):
                 text = await response.text()
@@ -183,6 +192,8 @@ def test_refusals_are_json_errors_and_leave_nothing_behind() -> None:
         refused(413, "payload_too_large", data=b" " * (MAX_BODY + 1))
         padded = json.dumps({**good, "uid": "alice"}).encode() + b" " * MAX_BODY
         refused(413, "payload_too_large", data=padded)
+        refused(413, "payload_too_large", data=padded, chunked=True)
+        assert backend.request("POST", "/calls", data=b"[]", chunked=True)[0] == 400
         # The web user is not online; the number is not served.
         refused(404, "user_offline", body={"uid": "nobody", "number": "1000"})
         refused(404, "not_in_acc_rule", body={"uid": "alice", "number": "2000"})

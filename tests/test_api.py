@@ -412,3 +412,37 @@ def test_api_hangup_ends_a_phone_call_too() -> None:
         call.call_id, "api_hangup", "NORMAL_CLEARING"
     )
     assert len(book) == 0
+
+
+@loopback_only(timeout=120)
+def test_click_to_call_posts_the_call_webhooks_once_each_in_order() -> None:
+    from test_webhooks import ThreadReceiver, hooks_config
+
+    with (
+        ThreadReceiver() as hooks,
+        running_gateway(FAST + hooks_config(hooks.url)) as (gateway, sim),
+    ):
+        backend = Backend(gateway)
+        alice = WebUser(gateway, "alice").connect()
+        # Refused by the web user: started and ended (refused), never answered.
+        refused = backend.ok("POST", "/calls", {"uid": "alice", "number": "1001"}, status=201)
+        invitation = alice.wait(lambda m: m.get("type") == "invitation", 10, "alice rings")
+        alice.request({"type": "refuse", "inv": invitation["inv"], "response": ""})
+        ended = hooks.wait_event("call.ended", call_id=refused["call_id"])
+        assert (ended["data"]["reason"], ended["data"]["direction"]) == ("refused", "rtc2sip")
+        # Accepted, answered by the phone, ended by the API.
+        answered = backend.ok("POST", "/calls", {"uid": "alice", "number": "1001"}, status=201)
+        invitation = alice.wait(lambda m: m.get("type") == "invitation", 10, "alice rings")
+        alice.request({"type": "accept", "inv": invitation["inv"], "response": ""})
+        hooks.wait_event("call.answered", call_id=answered["call_id"])
+        backend.ok("DELETE", f"/calls/{answered['call_id']}", status=202)
+        ended = hooks.wait_event("call.ended", call_id=answered["call_id"])
+        assert (ended["data"]["reason"], ended["data"]["uid"]) == ("api_hangup", "alice")
+        assert_nothing_left(gateway, sim)
+        for call_id, kinds in (
+            (refused["call_id"], ["call.started", "call.ended"]),
+            (answered["call_id"], ["call.started", "call.answered", "call.ended"]),
+        ):
+            mine = [e["type"] for e in hooks.events() if e["data"].get("call_id") == call_id]
+            assert mine == kinds, (call_id, mine)
+        alice.close()

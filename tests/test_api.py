@@ -446,3 +446,22 @@ def test_click_to_call_posts_the_call_webhooks_once_each_in_order() -> None:
             mine = [e["type"] for e in hooks.events() if e["data"].get("call_id") == call_id]
             assert mine == kinds, (call_id, mine)
         alice.close()
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (c.OriginateFailed("USER_BUSY"), "busy"),
+        (c.ChannelHungUp("NO_ANSWER"), "no_answer"),
+    ],
+)
+def test_click_to_call_phone_failure_ends_the_accepted_call(event: c.Event, reason: str) -> None:
+    book = _book()
+    call_id, _, _ = book.click_to_call("alice", "1000", callee_online=True, now=0.0)
+    book.handle(call_id, c.InvitationAccepted(), 1.0)
+    actions = book.handle(call_id, event, 2.0)
+    # The web user had accepted: it gets EndCall from the number; the channel is gone.
+    assert c.SendPeerMessage(call_id, "1000", "alice", c.END_CALL) in actions
+    assert not [a for a in actions if isinstance(a, c.Hangup)]
+    assert actions[-1] == c.CallEnded(call_id, reason, event.cause)  # type: ignore[attr-defined]
+    assert len(book) == 0 and not book.pool.busy()

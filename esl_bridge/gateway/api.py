@@ -46,6 +46,7 @@ ERRORS: dict[str, int] = {
     "not_found": 404,
     "user_offline": 404,
     "not_in_acc_rule": 404,
+    "method_not_allowed": 405,
     "number_busy": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
@@ -119,6 +120,10 @@ class Api:
         app.router.add_get(f"{PREFIX}/calls/{{call_id}}", self._guard(self.get_call))
         app.router.add_delete(f"{PREFIX}/calls/{{call_id}}", self._guard(self.end_call))
         app.router.add_get(f"{PREFIX}/users/{{uid}}", self._guard(self.get_user))
+        # Anything else under /api/v1 gets a JSON error too, not aiohttp's text page.
+        for path in ("/openapi.json", "/calls", "/calls/{call_id}", "/users/{uid}"):
+            app.router.add_route("*", f"{PREFIX}{path}", self._guard(self.no_method))
+        app.router.add_route("*", f"{PREFIX}/{{tail:.*}}", self._guard(self.no_route))
 
     def _guard(self, handler: Handler, *, auth: bool = True) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -146,6 +151,12 @@ class Api:
         ):
             return "unauthorized"
         return None
+
+    async def no_method(self, request: web.Request) -> web.Response:
+        return error("method_not_allowed", f"{request.method} is not a method of this path")
+
+    async def no_route(self, request: web.Request) -> web.Response:
+        return error("not_found", f"no route {request.path} (see {PREFIX}/openapi.json)")
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

@@ -147,6 +147,13 @@ retries = integer(min=0, max=20, default=5)
 backoff = float(min=0.001, max=60, default=1.0)
 max_backoff = float(min=0.001, max=3600, default=60.0)
 queue_max = integer(min=1, max=1000000, default=1000)
+
+[api]
+on = boolean(default=False)
+token = string(default='')
+allow_remote = boolean(default=False)
+requests_per_second = float(min=0.001, max=10000, default=5.0)
+burst = integer(min=1, max=10000, default=20)
 """
 
 # Keys whose values are secrets: masked in check-config output and in every log line.
@@ -159,6 +166,7 @@ SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
         ("auth", "app_certificate"),
         ("media", "turn_password"),
         ("webhooks", "secret"),
+        ("api", "token"),
     }
 )
 
@@ -491,6 +499,20 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    # Off: no /api/v1 route at all (gateway/api.py).
+    on: bool = False
+    token: str = field(default="", repr=False)
+    allow_remote: bool = False
+    requests_per_second: float = 5.0
+    burst: int = 20
+
+
+#: The shortest [api] token accepted (a bearer token is a password: make it long).
+API_TOKEN_MIN = 32
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration, typed. Built only by ``load`` / ``from_text``."""
 
@@ -508,6 +530,7 @@ class Settings:
     limits: LimitSettings
     auth: AuthSettings
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     warnings: tuple[str, ...] = field(default=())
 
     def secrets(self) -> list[str]:
@@ -519,6 +542,7 @@ class Settings:
             self.media.turn_password,
             redis_url_password(self.cluster.redis_url),
             self.webhooks.secret,
+            self.api.token,
             *(redis_url_password(url) for url in self.webhooks.url),
         ]
         return [v for v in values if v]
@@ -819,6 +843,9 @@ def _build(
     hooks = raw["webhooks"]
     if hooks["url"] and not hooks["secret"]:
         bad("webhooks", "secret", "is empty: webhook requests are signed with it")
+    api = raw["api"]
+    if api["on"] and len(api["token"]) < API_TOKEN_MIN:
+        bad("api", "token", f"needs {API_TOKEN_MIN} characters or more with [api] on = 1")
 
     if problems:
         return None
@@ -864,6 +891,7 @@ def _build(
         limits=LimitSettings(**_pick(raw["limits"], LimitSettings)),
         auth=AuthSettings(**_pick(auth, AuthSettings)),
         webhooks=WebhookSettings(**{**_pick(hooks, WebhookSettings), "url": tuple(hooks["url"])}),
+        api=ApiSettings(**_pick(api, ApiSettings)),
         warnings=tuple(warnings),
     )
 

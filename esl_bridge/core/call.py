@@ -135,6 +135,11 @@ class Shutdown(Event):
 
 
 @dataclass(frozen=True)
+class ApiHangup(Event):
+    """The app's backend ended the call (``DELETE /api/v1/calls/{id}``, gateway/api.py)."""
+
+
+@dataclass(frozen=True)
 class GatewayError(Event):
     """Something the call needs failed on the gateway's side (an ESL command, the media
     endpoint): end the call rather than leave it half set up."""
@@ -217,15 +222,18 @@ class Hangup(Action):
 
 @dataclass(frozen=True)
 class SendInvitation(Action):
-    """Invite a web user, from the gateway's own identity (SIP -> RTC)."""
+    """Invite a web user, from the gateway's own identity (SIP -> RTC), or from
+    ``sender`` when given (click-to-call: the number that will be dialled)."""
 
     callee: str
     content: str
+    sender: str = ""
 
 
 @dataclass(frozen=True)
 class CancelInvitation(Action):
     callee: str
+    sender: str = ""  # as SendInvitation's
 
 
 @dataclass(frozen=True)
@@ -341,6 +349,7 @@ def sip_state_message(state: str, cause: str | None = None) -> str:
 
 
 class State(StrEnum):
+    INVITING = "inviting"  # click-to-call: the web user's browser rings, nothing dialled
     ORIGINATING = "originating"  # RTC -> SIP: originate sent, nothing heard yet
     RINGING = "ringing"  # RTC -> SIP: the phone rings; SIP -> RTC: the browser rings
     EARLY_MEDIA = "early_media"  # RTC -> SIP: 183 with SDP
@@ -827,10 +836,170 @@ def _sip_to_rtc_table() -> dict[tuple[State, type[Event]], Handler]:
     return table
 
 
+# ---------------------------------------------------------------------------------------
+# Click-to-call: the app's backend asked for a call (gateway/api.py). The web user is
+# invited first, from the acc_rule number it will talk to; once it accepts, that number
+# is originated as for an RTC -> SIP call, whose states and media path the call then
+# follows (ORIGINATING, RINGING, EARLY_MEDIA, CONNECTED).
+
+
+@dataclass
+class ClickToCall(Call):
+    """Created by ``CallBook.click_to_call``: the number is held, nothing is dialled yet."""
+
+    destination: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        callee: str,
+        number: str,
+        destination: str,
+        variables: Mapping[str, str],
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[ClickToCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=callee,
+            number=number,
+            settings=settings,
+            started_at=now,
+            state=State.INVITING,
+            direction=Direction.RTC_TO_SIP,
+            # No channel until the web user accepts: nothing to hang up before that.
+            channel_alive=False,
+            TABLE=CLICK_TO_CALL_TABLE,
+            destination=destination,
+            variables=dict(variables),
+        )
+        content = json.dumps(
+            {"Mode": 1, "Conference": False, "ChanId": chan_id, "DisplayName": number},
+            separators=(",", ":"),
+        )
+        return call, [SendInvitation(call_id, callee, content, sender=number)]
+
+    def _cancel(self) -> CancelInvitation:
+        return CancelInvitation(self.call_id, self.web_uid, sender=self.number)
+
+    def on_accepted(self, event: InvitationAccepted, now: float) -> list[Action]:
+        # The browser's offer to the number follows its accept: the leg opens first.
+        self.state = State.ORIGINATING
+        self.channel_alive = True
+        return [
+            OpenMedia(self.call_id, self.chan_id),
+            Originate(self.call_id, self.uuid, self.destination, dict(self.variables)),
+        ]
+
+    def on_refused(self, event: InvitationRefused, now: float) -> list[Action]:
+        return self._finish(now, "refused", "CALL_REJECTED", [])
+
+    def on_failed(self, event: InvitationFailed, now: float) -> list[Action]:
+        cause = INVITATION_FAILURE_CAUSES.get(event.reason, "NO_ANSWER")
+        return self._finish(now, event.reason.lower(), cause, [])
+
+    def on_gone_while_inviting(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "USER_NOT_REGISTERED", [self._cancel()])
+
+    def on_shutdown_while_inviting(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._cancel()])
+
+    def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
+        self.state = State.RINGING
+        return [self.tell_web(sip_state_message("ringing"))]
+
+    def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
+        self.state = State.EARLY_MEDIA
+        return [self.tell_web(sip_state_message("early_media"))]
+
+    def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        self.state = State.CONNECTED
+        self.answered_at = now
+        return [self.tell_web(sip_state_message("answered"))]
+
+    def on_sip_failed(self, event: OriginateFailed | ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        reason = sip_failure_reason(event.cause)
+        return self._finish(now, reason, event.cause, [self.tell_web(END_CALL)])
+
+    def on_end_call_before_answer(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "ORIGINATOR_CANCEL", [])
+
+    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
+
+    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
+
+    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
+
+    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
+
+    def on_shutdown(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
+
+    def _tell_web_end(self) -> list[Action]:
+        if self.state is State.INVITING:
+            return [self._cancel()]
+        return [self.tell_web(END_CALL)]
+
+
+def _click_to_call_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = ClickToCall
+    table: dict[tuple[State, type[Event]], Handler] = {
+        (State.INVITING, InvitationAccepted): c.on_accepted,
+        (State.INVITING, InvitationRefused): c.on_refused,
+        (State.INVITING, InvitationFailed): c.on_failed,
+        (State.INVITING, WebUserGone): c.on_gone_while_inviting,
+        (State.INVITING, Shutdown): c.on_shutdown_while_inviting,
+        (State.INVITING, GatewayError): Call._on_gateway_error,
+        (State.ORIGINATING, ChannelRinging): c.on_ringing,
+        (State.ORIGINATING, ChannelEarlyMedia): c.on_early_media,
+        (State.RINGING, ChannelEarlyMedia): c.on_early_media,
+    }
+    dialled = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA, State.CONNECTED)
+    for state in dialled:
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
+        table[(state, MediaConnected)] = Call._on_media_connected
+        table[(state, MediaFailed)] = c.on_media_failed
+        table[(state, WebUserGone)] = c.on_web_user_gone
+        table[(state, Shutdown)] = c.on_shutdown
+        table[(state, GatewayError)] = Call._on_gateway_error
+    for state in dialled[:-1]:
+        table[(state, ChannelAnswered)] = c.on_answered
+        table[(state, OriginateFailed)] = c.on_sip_failed
+        table[(state, ChannelHungUp)] = c.on_sip_failed
+        table[(state, PeerEndCall)] = c.on_end_call_before_answer
+    table[(State.CONNECTED, ChannelHungUp)] = c.on_hangup_connected
+    table[(State.CONNECTED, PeerEndCall)] = c.on_end_call
+    return table
+
+
+def _on_api_hangup(call: Call, event: ApiHangup, now: float) -> list[Action]:
+    """Any live call, either direction: ended as the web side would be told in its state."""
+    return call._finish(now, "api_hangup", "NORMAL_CLEARING", call._tell_web_end())
+
+
 # Events every call treats alike, whatever its direction.
 _COMMON: dict[tuple[State, type[Event]], Handler] = {
     (State.ENDING, ChannelHungUp): Call._on_hangup_while_ending,
+    **{
+        (state, ApiHangup): _on_api_hangup
+        for state in State
+        if state not in (State.ENDING, State.ENDED)
+    },
 }
 
 RTC_TO_SIP_TABLE = _rtc_to_sip_table()
 SIP_TO_RTC_TABLE = _sip_to_rtc_table()
+CLICK_TO_CALL_TABLE = _click_to_call_table()

@@ -30,6 +30,7 @@ from esl_bridge.core.call import (
     Call,
     CallEnded,
     CallSettings,
+    ClickToCall,
     Direction,
     Event,
     Hangup,
@@ -244,6 +245,53 @@ class CallBook:
         if user_data:
             variables[f"sip_h_{s.user_data_header}"] = user_data
         return destination, variables
+
+    # -- click-to-call (the app's backend, gateway/api.py) -------------------------------
+
+    def click_to_call(
+        self, callee: str, number: str, *, callee_online: bool, now: float
+    ) -> tuple[str, str, list[Action]]:
+        """Ring web user ``callee``; once it accepts, dial acc_rule ``number``.
+
+        Returns ``(call_id, "", actions)``, or ``("", refusal, [])`` with refusal one of
+        rtm2sip_off, not_in_acc_rule, user_offline, capacity, number_busy. The checks are
+        those of a web user's invitation to ``number``, and the call counts toward the
+        same limits.
+        """
+        if not self.settings.rtm2sip_on:
+            return "", "rtm2sip_off", []
+        if number not in self.pool:
+            return "", "not_in_acc_rule", []
+        if not callee_online:
+            return "", "user_offline", []
+        if len(self._calls) >= self.settings.max_calls or not self.rate.ready(now):
+            return "", "capacity", []
+        call_id = self._new_id("call")
+        try:
+            self.pool.acquire(number, call_id)
+        except NumberBusy:
+            return "", "number_busy", []
+        except NumberUnknown:
+            return "", "not_in_acc_rule", []
+        self.rate.take(now)
+        channel_uuid = str(uuid4())
+        destination, variables = self._dial(callee, number, {}, channel_uuid)
+        variables.update(
+            call_variables(call_id, Direction.RTC_TO_SIP, callee, self.settings.appid, number)
+        )
+        call, actions = ClickToCall.start(
+            call_id=call_id,
+            uuid=channel_uuid,
+            chan_id=ids.new_channel_id(),
+            callee=callee,
+            number=number,
+            destination=destination,
+            variables=variables,
+            settings=self._call_settings,
+            now=now,
+        )
+        self._add(call)
+        return call_id, "", actions
 
     # -- SIP -> RTC ---------------------------------------------------------------------
 

@@ -677,8 +677,8 @@ class CallController:
                 uuid=action.uuid,
                 destination=action.destination,
             )
-            if call is not None:
-                self._call_started(call)
+            if call is not None and call.call_id not in self._ops_calls:
+                self._call_started(call)  # (a click-to-call's started at its invitation)
             self.channels.originate(action)
         elif isinstance(
             action,
@@ -700,7 +700,7 @@ class CallController:
         elif isinstance(action, c.CancelInvitation):
             links = self._links.get(action.call_id)
             if links is not None and links.ref:
-                self.handle.cancel(self.gateway_uid, links.ref, now)
+                self.handle.cancel(action.sender or self.gateway_uid, links.ref, now)
         elif isinstance(action, c.AcceptInvitation):
             links = self._links.get(action.call_id)
             if links is not None and links.inv:
@@ -733,8 +733,9 @@ class CallController:
     def _send_invitation(self, action: c.SendInvitation, now: float) -> None:
         call = self.book.get(action.call_id)
         chan_id = call.chan_id if call is not None else ""
+        sender = action.sender or self.gateway_uid
         reply = self.handle.invite(
-            self.gateway_uid, action.callee, now, content=action.content, channel_id=chan_id
+            sender, action.callee, now, content=action.content, channel_id=chan_id
         )
         if reply.get("type") == "ok":
             ref = str(reply.get("ref"))
@@ -802,6 +803,32 @@ class CallController:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- the HTTP API (gateway/api.py) ------------------------------------------------------
+
+    def click_to_call(self, uid: str, number: str) -> tuple[str, str]:
+        """Ring web user ``uid``, then dial ``number``: ``(call id, "")`` or ``("", why)``."""
+        if self.esl_state != "connected":
+            return "", "switch_unavailable"
+        if self.cluster is not None:
+            return "", "cluster_unsupported"  # numbers are claimed in Redis: not done here
+        online = self.handle.hub.is_online(self.appid, uid)
+        call_id, refusal, actions = self.book.click_to_call(
+            uid, number, callee_online=online, now=self.clock()
+        )
+        call = self.book.get(call_id)
+        if call is not None:
+            log.info("calls.click_to_call", call_id=call_id, uid=uid, number=number)
+            self._call_started(call)
+        self._run(actions)
+        return call_id, refusal
+
+    def hang_up(self, call_id: str) -> bool:
+        """End a live call from the API; False when there is no such call."""
+        if self.book.get(call_id) is None:
+            return False
+        self.event(call_id, c.ApiHangup())
+        return True
 
     # -- status ---------------------------------------------------------------------------
 

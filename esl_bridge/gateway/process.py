@@ -24,6 +24,7 @@ from esl_bridge.config import Settings
 from esl_bridge.core.call import Originate
 from esl_bridge.esl.orphans import GatewayIdentity
 from esl_bridge.esl.protocol import ChannelRecord
+from esl_bridge.gateway.api import setup_api
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.gateway.esl_side import ChannelOp, EslSide
 from esl_bridge.gateway.ops_events import OpsEventSender
@@ -207,6 +208,7 @@ class Gateway:
             ops_stats=ops.stats,
         )
         self.controller = controller
+        setup_api(app, self.settings.api, controller)
         setup_web_client(app, client_config(self.settings, demo=self.demo))
 
         def status() -> dict[str, Any]:

@@ -535,6 +535,29 @@ class Call:
         self.channel_alive = False
         return self._ended()
 
+    # Shared by the directions: the SIP side ringing toward a web user who called, and
+    # how a connected call ends (told to the web side alike, whoever started the call).
+
+    def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
+        self.state = State.RINGING
+        return [self.tell_web(sip_state_message("ringing"))]
+
+    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
+
+    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
+
+    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
+
+    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
+
+    def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
+
 
 # ---------------------------------------------------------------------------------------
 # RTC -> SIP: a web user invited an acc_rule number; the gateway originated the SIP leg.
@@ -573,10 +596,6 @@ class RtcToSipCall(Call):
 
     def _refuse(self, reason: str, cause: str) -> RefuseInvitation:
         return RefuseInvitation(self.call_id, self.web_uid, self.number, refusal(reason, cause))
-
-    def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
-        self.state = State.RINGING
-        return [self.tell_web(sip_state_message("ringing"))]
 
     def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
         # A 183 with SDP: the phone plays ringback or an announcement. The media leg opens
@@ -624,28 +643,12 @@ class RtcToSipCall(Call):
     def on_caller_gone_before_answer(self, event: Event, now: float) -> list[Action]:
         return self._finish(now, "caller_gone", "ORIGINATOR_CANCEL", [])
 
-    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
-        self.channel_alive = False
-        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
-
-    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
-        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
-
-    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
-        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
-
-    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
-
     def on_media_failed_early(self, event: MediaFailed, now: float) -> list[Action]:
         # The invitation is still open: the web caller gets a refusal, not an EndCall.
         return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self._refuse(UNREACHABLE, "")])
 
     def on_shutdown_before_answer(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._refuse(UNREACHABLE, "")])
-
-    def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
-        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
 
     def _tell_web_end(self) -> list[Action]:
         if self.state is State.CONNECTED:
@@ -776,22 +779,6 @@ class SipToRtcCall(Call):
         cancel = CancelInvitation(self.call_id, self.web_uid)
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [cancel])
 
-    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
-        self.channel_alive = False
-        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
-
-    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
-        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
-
-    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
-        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
-
-    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
-
-    def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
-        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
-
     def _tell_web_end(self) -> list[Action]:
         if self.state is State.RINGING:
             return [CancelInvitation(self.call_id, self.web_uid)]
@@ -911,10 +898,6 @@ class ClickToCall(Call):
     def on_shutdown_while_inviting(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self._cancel()])
 
-    def on_ringing(self, event: ChannelRinging, now: float) -> list[Action]:
-        self.state = State.RINGING
-        return [self.tell_web(sip_state_message("ringing"))]
-
     def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
         self.state = State.EARLY_MEDIA
         return [self.tell_web(sip_state_message("early_media"))]
@@ -931,22 +914,6 @@ class ClickToCall(Call):
 
     def on_end_call_before_answer(self, event: PeerEndCall, now: float) -> list[Action]:
         return self._finish(now, "web_hangup", "ORIGINATOR_CANCEL", [])
-
-    def on_hangup_connected(self, event: ChannelHungUp, now: float) -> list[Action]:
-        self.channel_alive = False
-        return self._finish(now, "sip_hangup", event.cause, [self.tell_web(END_CALL)])
-
-    def on_end_call(self, event: PeerEndCall, now: float) -> list[Action]:
-        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
-
-    def on_web_user_gone(self, event: WebUserGone, now: float) -> list[Action]:
-        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
-
-    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
-
-    def on_shutdown(self, event: Shutdown, now: float) -> list[Action]:
-        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])
 
     def _tell_web_end(self) -> list[Action]:
         if self.state is State.INVITING:
@@ -973,7 +940,7 @@ def _click_to_call_table() -> dict[tuple[State, type[Event]], Handler]:
         table[(state, MediaConnected)] = Call._on_media_connected
         table[(state, MediaFailed)] = c.on_media_failed
         table[(state, WebUserGone)] = c.on_web_user_gone
-        table[(state, Shutdown)] = c.on_shutdown
+        table[(state, Shutdown)] = c.on_shutdown_connected
         table[(state, GatewayError)] = Call._on_gateway_error
     for state in dialled[:-1]:
         table[(state, ChannelAnswered)] = c.on_answered

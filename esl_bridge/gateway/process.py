@@ -207,7 +207,11 @@ class Gateway:
             ops_stats=ops.stats,
         )
         self.controller = controller
-        setup_web_client(app, client_config(self.settings, demo=self.demo))
+        setup_web_client(
+            app,
+            client_config(self.settings, demo=self.demo),
+            allowed_origins=self.settings.web.allowed_origins,
+        )
 
         def status() -> dict[str, Any]:
             return {

@@ -18,6 +18,7 @@ from aiohttp import web
 from support.browser import CHROMEDRIVER, CHROMIUM, chromium
 from support.netns import assert_loopback_only, loopback_only
 
+from esl_bridge import __version__
 from esl_bridge.signaling.server import SIGNALING_KEY, create_app, sdk_source
 from esl_bridge.signaling.settings import SignalingSettings
 from esl_bridge.web.client import setup_web_client
@@ -53,6 +54,7 @@ try {
   result.login = `error:${err.code}`;
 }
 result.wsUrl = client.url;
+result.version = sdk.VERSION;
 result.state = client.connectionState;
 try {
   const resp = await fetch(`${gw}/config.json`);
@@ -163,6 +165,7 @@ def test_a_page_of_an_allowed_origin_uses_the_sdk_and_another_is_refused() -> No
         gw = servers.origin("gateway")
         shop = page_result(driver, f"{servers.origin('shop')}/page.html?gw={gw}&uid=shopper")
         assert shop["imported"] is True, shop
+        assert shop["version"] == __version__, shop
         assert shop["login"] == "CONNECTED", shop
         assert shop["wsUrl"] == f"ws://127.0.0.1:{servers.ports['gateway']}/ws", shop
         assert shop["configAppid"] == APPID, shop

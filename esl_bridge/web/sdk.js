@@ -20,6 +20,9 @@
 // and API error numbers are those of the protocol reference in the README.
 
 export const PROTOCOL_VERSION = 1;
+/** The gateway release this SDK ships with (esl_bridge.__version__; README "Use the SDK in
+ * your page" says what may change between releases). */
+export const VERSION = "0.1.0";
 
 export const LocalInvitationState = Object.freeze({
   IDLE: 0, SENT_TO_REMOTE: 1, RECEIVED_BY_REMOTE: 2, ACCEPTED_BY_REMOTE: 3,

@@ -111,9 +111,9 @@ async function until(what, check) {
   }
   throw new Error(`never: ${what}`);
 }
-// The dominant frequency of `stream` at five points, read by an AnalyserNode. Headless
+// The dominant frequency of `stream` in windows 0.25 s apart, read by an AnalyserNode. Headless
 // Firefox with no sound device never runs a realtime AudioContext, so the page records
-// 3 s of the stream (MediaRecorder), decodes it and plays it through the analyser in an
+// 4 s of the stream (MediaRecorder), decodes it and plays it through the analyser in an
 // OfflineAudioContext, which needs no device.
 async function measure(stream) {
   const recorder = new MediaRecorder(stream);
@@ -122,7 +122,7 @@ async function measure(stream) {
   const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
   recorder.start(500);
   report("progress", { what: "recording" });
-  await sleep(3000);
+  await sleep(4000);
   recorder.stop();
   await stopped;
   const data = await new Blob(chunks, { type: recorder.mimeType }).arrayBuffer();
@@ -132,7 +132,7 @@ async function measure(stream) {
   // the window that starts at `t` (Firefox has no OfflineAudioContext.suspend).
   const readings = [];
   const rate = decoded.sampleRate;
-  for (let t = 0.8; t + 0.4 < decoded.duration && readings.length < 5; t += 0.4) {
+  for (let t = 0.5; t + 0.4 < decoded.duration; t += 0.25) {
     const ctx = new OfflineAudioContext(1, 16384, rate);
     const source = ctx.createBufferSource();
     source.buffer = decoded;
@@ -147,7 +147,7 @@ async function measure(stream) {
     analyser.getFloatFrequencyData(bins);
     let best = 1;
     for (let k = 1; k < bins.length; k++) if (bins[k] > bins[best]) best = k;
-    if (bins[best] > -70) readings.push({ hz: best * rate / analyser.fftSize, db: bins[best], t });
+    readings.push({ hz: best * rate / analyser.fftSize, db: bins[best], t });
   }
   return readings;
 }
@@ -350,11 +350,14 @@ def stop_group(process: subprocess.Popen[str], sig: int) -> str:
 
 
 def assert_tone(result: dict[str, Any], what: str) -> None:
-    readings = result["readings"]
-    assert len(readings) == 5, f"{what}: silence: {result}"
-    for reading in readings:
-        # One FFT bin is 48000 / 8192 = 5.9 Hz wide.
-        assert abs(reading["hz"] - TONE_HZ) < 12, f"{what}: {result}"
+    """The tone dominates the recording: at least 5 windows above silence hear it, and
+    it is the loudest frequency of 80 % of those windows or more (a window may catch
+    the start of the media or a gap of a busy machine)."""
+    loud = [r for r in result["readings"] if r["db"] > -70]
+    # One FFT bin is 48000 / 8192 = 5.9 Hz wide.
+    tone = [r for r in loud if abs(r["hz"] - TONE_HZ) < 12]
+    assert len(tone) >= 5, f"{what}: tone in {len(tone)} windows: {result}"
+    assert len(tone) >= 0.8 * len(loud), f"{what}: {result}"
     assert result["stats"]["packetsReceived"] > 0, result
     assert result["ended"] == "hangup", result
 
@@ -413,5 +416,10 @@ def test_sdk_calls_both_ways_in_firefox(firefox: str) -> None:
             gateway_err = stop_group(gateway, signal.SIGTERM)
             shutil.rmtree(profile, ignore_errors=True)
             if sys.exc_info()[0] is not None:
-                print("firefox stderr:", browser_err[-3000:])
-                print("gateway stderr:", gateway_err[-6000:])
+                notable = [
+                    line
+                    for line in gateway_err.splitlines()
+                    if '"level": "warning"' in line or '"level": "error"' in line
+                ]
+                print("gateway warnings and errors:", "\n".join(notable[-20:])[-3000:])
+                print("firefox stderr:", browser_err[-1500:])

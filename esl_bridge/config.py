@@ -34,6 +34,7 @@ from configobj.validate import (
 
 from esl_bridge.esl.orphans import default_node_id, valid_node_id
 from esl_bridge.numbers import AccRuleError, parse_acc_rule
+from esl_bridge.signaling.origins import parse_allowed_origins
 from esl_bridge.signaling.protocol import valid_appid, valid_uid
 
 # The configspec is the single place where keys, types, ranges and defaults live;
@@ -105,6 +106,7 @@ header_timeout = float(min=0.1, max=600, default=10.0)
 max_connections = integer(min=1, max=1000000, default=512)
 max_connections_per_ip = integer(min=1, max=1000000, default=100)
 admin_socket = string(default='')
+allowed_origins = force_list(default=list())
 
 [media]
 ice_servers = string_list(default=list())
@@ -441,6 +443,8 @@ class WebSettings:
     max_connections_per_ip: int = 100
     # unix socket of the local admin endpoint (esl-bridge status); empty: none
     admin_socket: str = ""
+    # origins of pages on other sites that may use the SDK and /ws; empty: same origin only
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -770,6 +774,11 @@ def _build(
             web[key] = str(resolved)
     if web["admin_socket"]:
         web["admin_socket"] = str(_resolve(web["admin_socket"], base_dir))
+    try:
+        web["allowed_origins"] = parse_allowed_origins(web["allowed_origins"])
+    except ValueError as exc:
+        bad("web", "allowed_origins", str(exc))
+        web["allowed_origins"] = ()
 
     node_id = raw["cluster"]["node_id"] or default_node_id(
         socket.gethostname(), raw["socket"]["port"]

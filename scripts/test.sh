@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(chromium chromium-driver shellcheck iproute2 util-linux libopus0 redis-server systemd)
+debian_packages=(chromium chromium-driver firefox-esr shellcheck iproute2 util-linux libopus0 redis-server systemd)
 # Node and npm for the JWT test, unless a Node with its own npm is there (Debian's npm
 # conflicts with such a Node).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

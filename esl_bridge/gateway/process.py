@@ -209,7 +209,11 @@ class Gateway:
         )
         self.controller = controller
         setup_api(app, self.settings.api, controller)
-        setup_web_client(app, client_config(self.settings, demo=self.demo))
+        setup_web_client(
+            app,
+            client_config(self.settings, demo=self.demo),
+            allowed_origins=self.settings.web.allowed_origins,
+        )
 
         def status() -> dict[str, Any]:
             return {

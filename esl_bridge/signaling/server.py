@@ -28,6 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from esl_bridge.logs import get_logger
 from esl_bridge.signaling import protocol as p
 from esl_bridge.signaling.hub import Hub
+from esl_bridge.signaling.origins import cors_headers, origin_allowed
 from esl_bridge.signaling.settings import SignalingSettings
 
 log = get_logger("signaling")
@@ -245,6 +246,9 @@ class SignalingService:
             max_msg_size=self.settings.max_message_bytes + 1,
         )
         await ws.prepare(request)
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, self.settings.allowed_origins):
+            return await self._refuse_origin(ws, origin)
         transport = request.transport
 
         def abort() -> None:
@@ -295,12 +299,44 @@ class SignalingService:
                 await ws.close()
         return ws
 
+    async def _refuse_origin(
+        self, ws: web.WebSocketResponse, origin: str | None
+    ) -> web.WebSocketResponse:
+        """A page of an origin not in ``allowed_origins``: the ``closing`` frame, then close
+        4008, before any frame of the page is read (a browser shows the page the close
+        code; it hides an HTTP status of a refused handshake)."""
+        log.info("signaling.origin_refused", origin=str(origin)[:200])
+        code, reason = p.Close.ORIGIN_NOT_ALLOWED
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_frame(
+                _encode(p.closing(p.Close.ORIGIN_NOT_ALLOWED, "add it to [web] allowed_origins")),
+                WSMsgType.TEXT,
+            )
+        # aiohttp's close waits for the peer's close frame at most its own timeout (10 s).
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.close(code=code, message=reason.encode())
+        return ws
+
     async def handle_sdk(self, request: web.Request) -> web.Response:
         return web.Response(
             body=sdk_source(),
             content_type="text/javascript",
             charset="utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={
+                "Cache-Control": "no-cache",
+                **cors_headers(request.headers, self.settings.allowed_origins),
+            },
+        )
+
+    async def handle_sdk_types(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=sdk_types(),
+            content_type="application/typescript",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                **cors_headers(request.headers, self.settings.allowed_origins),
+            },
         )
 
 
@@ -312,15 +348,6 @@ def sdk_source() -> bytes:
 def sdk_types() -> bytes:
     """The SDK's TypeScript declarations (esl_bridge/web/sdk.d.ts)."""
     return resources.files("esl_bridge").joinpath("web/sdk.d.ts").read_bytes()
-
-
-async def handle_sdk_types(request: web.Request) -> web.Response:
-    return web.Response(
-        body=sdk_types(),
-        content_type="application/typescript",
-        charset="utf-8",
-        headers={"Cache-Control": "no-cache"},
-    )
 
 
 SIGNALING_KEY = web.AppKey("esl_bridge.signaling", SignalingService)
@@ -342,7 +369,7 @@ def setup_signaling(
     app.router.add_get(ws_path, service.handle_ws)
     app.router.add_get(sdk_path, service.handle_sdk)
     if sdk_path.endswith(".js"):
-        app.router.add_get(sdk_path[: -len(".js")] + ".d.ts", handle_sdk_types)
+        app.router.add_get(sdk_path[: -len(".js")] + ".d.ts", service.handle_sdk_types)
 
     async def on_startup(_: web.Application) -> None:
         await service.start()

@@ -56,6 +56,10 @@ class SignalingSettings:
     max_send_queue_bytes: int = 1024 * 1024
     #: WebSocket ping interval that detects dead sockets; None disables it.
     heartbeat: float | None = 20.0
+    #: Origins of pages on other sites that may open the WebSocket and load the SDK with
+    #: CORS ([web] allowed_origins, normalized; ``*``: any). Empty: the gateway's own origin
+    #: only. A handshake from another page is closed with 4008 ORIGIN_NOT_ALLOWED.
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {
@@ -106,4 +110,5 @@ def signaling_settings(settings: Settings) -> SignalingSettings:
         rate_burst=max(1, round(limits.messages_per_second * 2)),
         login_timeout=limits.login_timeout,
         max_send_queue_bytes=limits.send_queue_bytes,
+        allowed_origins=settings.web.allowed_origins,
     )

@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from esl_bridge.signaling.origins import cors_headers
+
 __all__ = ["CLIENT_FILES", "DEFAULT_CONFIG", "client_file", "setup_web_client"]
 
 #: The page's static files: name -> content type.
@@ -92,11 +94,18 @@ def _config_json(client_config: Mapping[str, Any]) -> bytes:
     return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def setup_web_client(app: web.Application, client_config: dict[str, Any]) -> None:
+def setup_web_client(
+    app: web.Application,
+    client_config: dict[str, Any],
+    *,
+    allowed_origins: tuple[str, ...] = (),
+) -> None:
     """Serve the web client at ``/`` (plus ``/app.js``, ``/app.css``, ``/config.json``).
 
     The files are read once, here, from the package; ``client_config`` is validated and
-    frozen into ``/config.json`` (ValueError for a wrong key or type).
+    frozen into ``/config.json`` (ValueError for a wrong key or type). ``/config.json``
+    (which the SDK fetches for its ICE servers) carries CORS headers for the pages of
+    ``allowed_origins`` ([web] allowed_origins), as ``/sdk.js`` does.
     """
     config_body = _config_json(client_config)
     bodies = {name: client_file(name) for name in CLIENT_FILES}
@@ -112,9 +121,10 @@ def setup_web_client(app: web.Application, client_config: dict[str, Any]) -> Non
 
         return handler
 
-    async def config_handler(_: web.Request) -> web.Response:
+    async def config_handler(request: web.Request) -> web.Response:
+        headers = {**_HEADERS, **cors_headers(request.headers, allowed_origins)}
         return web.Response(
-            body=config_body, content_type="application/json", charset="utf-8", headers=_HEADERS
+            body=config_body, content_type="application/json", charset="utf-8", headers=headers
         )
 
     app.router.add_get("/", static("index.html"))

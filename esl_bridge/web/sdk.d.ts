@@ -1,7 +1,9 @@
-// Types of the esl-bridge browser SDK (/sdk.js), protocol version 1.
+// Types of the esl-bridge browser SDK (/sdk.js) of esl-bridge 0.1.0, protocol version 1.
 // Served beside it at /sdk.d.ts; README "Use the SDK in your page" documents the API.
 
 export declare const PROTOCOL_VERSION: 1;
+/** The gateway release this SDK ships with, e.g. "0.1.0". */
+export declare const VERSION: string;
 
 export declare const LocalInvitationState: Readonly<{
   IDLE: 0; SENT_TO_REMOTE: 1; RECEIVED_BY_REMOTE: 2; ACCEPTED_BY_REMOTE: 3;

@@ -20,6 +20,9 @@
 // and API error numbers are those of the protocol reference in the README.
 
 export const PROTOCOL_VERSION = 1;
+/** The gateway release this SDK ships with (esl_bridge.__version__; README "Use the SDK in
+ * your page" says what may change between releases). */
+export const VERSION = "0.1.0";
 
 export const LocalInvitationState = Object.freeze({
   IDLE: 0, SENT_TO_REMOTE: 1, RECEIVED_BY_REMOTE: 2, ACCEPTED_BY_REMOTE: 3,
@@ -61,6 +64,7 @@ const FINAL_CLOSES = {
   4003: ConnectionChangeReason.BANNED_BY_SERVER,
   4004: ConnectionChangeReason.BANNED_BY_SERVER,
   4006: ConnectionChangeReason.REMOTE_LOGIN,
+  4008: ConnectionChangeReason.LOGIN_FAILURE, // ORIGIN_NOT_ALLOWED: [web] allowed_origins
 };
 
 const encoder = new TextEncoder();
@@ -537,10 +541,11 @@ export class RtmClient extends Emitter {
   _onClose(ev) {
     this._ws = null;
     this._loggedIn = false;
-    this._failPending("DISCONNECTED");
+    const code = this._closingNotice?.code ?? ev.code;
+    // A page whose origin the gateway refuses learns it from login(): no retry helps.
+    this._failPending(code === 4008 ? "ORIGIN_NOT_ALLOWED" : "DISCONNECTED");
     // While (re)connecting, the failed attempt itself decides what comes next.
     if (this._stopped || this._connecting) return;
-    const code = this._closingNotice?.code ?? ev.code;
     if (FINAL_CLOSES[code]) {
       this._stopped = true;
       this._endAll();
@@ -574,7 +579,7 @@ export class RtmClient extends Emitter {
         const ws = this._ws;
         this._ws = null;
         if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
-        if (err instanceof RtmError && err.code === "AUTH_FAILED") {
+        if (err instanceof RtmError && ["AUTH_FAILED", "ORIGIN_NOT_ALLOWED"].includes(err.code)) {
           this._stopped = true;
           this._endAll();
           this._setConnectionState(ConnectionState.ABORTED,

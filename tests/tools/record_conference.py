@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import record_ops  # noqa: F401  (its redact(): the install prefix too, as for the ops recordings)
 from record_esl import inbound, named
 
 ROOM = "eb-app-room1"

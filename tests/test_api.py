@@ -329,7 +329,7 @@ def test_requests_over_the_limit_get_429() -> None:
 def test_only_loopback_peers_are_answered_unless_allowed() -> None:
     # The tests' namespace has loopback only: the address check is tested on its own.
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("127.8.0.1")
-    assert not _is_loopback("10.0.0.1") and not _is_loopback("::ffff:8.8.8.8")
+    assert not _is_loopback("192.0.2.1") and not _is_loopback("::ffff:192.0.2.8")
     assert not _is_loopback(None) and not _is_loopback("")
 
 

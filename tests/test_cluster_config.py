@@ -45,11 +45,11 @@ def test_defaults_and_the_password_masked() -> None:
     plain = config.defaults().cluster
     assert (plain.redis_url, plain.enabled) == ("", False)
     assert (plain.heartbeat_interval, plain.claim_ttl, plain.redis_timeout) == (1.0, 5.0, 2.0)
-    settings = config.from_text("[cluster]\nredis_url = redis://:s3cret@10.0.0.5:6380/2\n")
+    settings = config.from_text("[cluster]\nredis_url = redis://:s3cret@192.0.2.5:6380/2\n")
     assert settings.cluster.enabled
     assert "s3cret" in settings.secrets()  # masked in every log line
     rendered = config.render(settings)
-    assert "redis_url = redis://:***@10.0.0.5:6380/2" in rendered
+    assert "redis_url = redis://:***@192.0.2.5:6380/2" in rendered
     assert "s3cret" not in rendered
 
 

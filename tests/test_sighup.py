@@ -11,12 +11,11 @@ import re
 import signal
 from pathlib import Path
 
-from support.gateway_process import GatewayProcess
+from support.gateway_process import gateway_on_simulator
 from support.gateway_support import wait_until
 from support.ports_and_waits import free_port
 
 from esl_bridge.core.invitations import LocalState
-from esl_bridge.loops import Loops
 from esl_bridge.sim import SimConfig, SimulatorThread
 
 
@@ -29,20 +28,11 @@ def _set(conf: Path, key: str, value: str) -> None:
 def test_sighup_reopens_the_log_and_reloads_numbers_level_and_limits_keeping_the_call(
     tmp_path: Path,
 ) -> None:
-    socket_port = free_port()
-    sim = SimulatorThread(
-        SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
-    ).start()
-    loops = Loops().start()
-    gateway: GatewayProcess | None = None
-    try:
-        gateway = GatewayProcess(
-            tmp_path,
-            esl=("127.0.0.1", sim.esl_port, sim.password),
-            socket=("127.0.0.1", socket_port),
-            orphan_timeout=3600,
-            acc_rule="10[00-09]",
-        )
+    with gateway_on_simulator(
+        tmp_path,
+        orphan_timeout=3600,
+        acc_rule="10[00-09]",
+    ) as (sim, loops, gateway):
         alice = gateway.web_user(loops, "alice")
         alice.invite("1000", "ch-1")
         wait_until(lambda: len(sim.channels()) == 1, 10, "the originated leg")
@@ -102,11 +92,6 @@ def test_sighup_reopens_the_log_and_reloads_numbers_level_and_limits_keeping_the
         assert not channel.hung_up
 
         assert gateway.terminate() == 0
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        loops.stop()
-        sim.stop()
 
 
 def _lines(path: Path) -> list[dict[str, object]]:

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.gateway_process import GatewayProcess
+from support.gateway_process import gateway_on_simulator
 from support.gateway_support import wait_until
 from support.netns import loopback_only
-from support.ports_and_waits import free_port
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
-from esl_bridge.loops import Loops
-from esl_bridge.sim import SimConfig, SimulatorThread
 
 # Long enough that only the drain, never the watchdog, can end the channel in this test.
 _SLOW_WATCHDOG = 3600
@@ -28,19 +25,10 @@ _SLOW_WATCHDOG = 3600
 
 @loopback_only(timeout=120)
 def test_sigterm_during_a_live_call_ends_it_before_the_process_exits(tmp_path: Path) -> None:
-    socket_port = free_port()
-    sim = SimulatorThread(
-        SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
-    ).start()
-    loops = Loops().start()
-    gateway: GatewayProcess | None = None
-    try:
-        gateway = GatewayProcess(
-            tmp_path,
-            esl=("127.0.0.1", sim.esl_port, sim.password),
-            socket=("127.0.0.1", socket_port),
-            orphan_timeout=_SLOW_WATCHDOG,
-        )
+    with gateway_on_simulator(
+        tmp_path,
+        orphan_timeout=_SLOW_WATCHDOG,
+    ) as (sim, loops, gateway):
         # A live call: web -> SIP, answered, the browser's audio flowing over unicast.
         alice = gateway.web_user(loops, "alice")
         alice.invite("1000", "ch-1")
@@ -71,8 +59,3 @@ def test_sigterm_during_a_live_call_ends_it_before_the_process_exits(tmp_path: P
         assert gateway.log_events("gateway.stopped")
         assert not gateway.log_events("gateway.drain_incomplete")
         peer.close()
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        loops.stop()
-        sim.stop()

@@ -18,16 +18,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.gateway_process import GatewayProcess
+from support.gateway_process import gateway_on_simulator
 from support.gateway_support import wait_until
 from support.netns import loopback_only
-from support.ports_and_waits import free_port
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.admin import AdminUnreachable, fetch_status, start_admin_server
-from esl_bridge.loops import Loops
-from esl_bridge.sim import SimConfig, SimulatorThread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,20 +45,11 @@ def _status(*args: str) -> subprocess.CompletedProcess[str]:
 def test_status_shows_the_live_call_the_users_and_esl_of_the_running_gateway(
     tmp_path: Path,
 ) -> None:
-    socket_port = free_port()
-    sim = SimulatorThread(
-        SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
-    ).start()
-    loops = Loops().start()
-    gateway: GatewayProcess | None = None
-    try:
-        gateway = GatewayProcess(
-            tmp_path,
-            esl=("127.0.0.1", sim.esl_port, sim.password),
-            socket=("127.0.0.1", socket_port),
-            orphan_timeout=3600,
-            web_lines="admin_socket = admin.sock",  # relative: beside rtx.conf
-        )
+    with gateway_on_simulator(
+        tmp_path,
+        orphan_timeout=3600,
+        web_lines="admin_socket = admin.sock",  # relative: beside rtx.conf
+    ) as (sim, loops, gateway):
         admin = tmp_path / "admin.sock"
         assert stat.S_ISSOCK(admin.stat().st_mode)
         assert stat.S_IMODE(admin.stat().st_mode) == 0o660
@@ -121,11 +109,6 @@ def test_status_shows_the_live_call_the_users_and_esl_of_the_running_gateway(
         gone = _status("--socket", str(admin))
         assert gone.returncode == 1
         assert "is the gateway running?" in gone.stderr
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        loops.stop()
-        sim.stop()
 
 
 def test_status_without_an_admin_socket_says_how_to_get_one(tmp_path: Path) -> None:

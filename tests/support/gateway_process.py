@@ -15,10 +15,13 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from esl_bridge.loops import Loops
+from esl_bridge.sim import SimConfig, SimulatorThread
 from support.gateway_support import APPID, WebUser, wait_until
 from support.ports_and_waits import free_port
 
@@ -173,3 +176,31 @@ class GatewayProcess:
                 self.proc.wait()
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+@contextmanager
+def gateway_on_simulator(
+    tmp_path: Path, **options: Any
+) -> Iterator[tuple[SimulatorThread, Loops, GatewayProcess]]:
+    """A simulator, a ``Loops`` for web users, and ``esl-bridge run`` against them
+    (``options`` go to ``GatewayProcess``); all three stopped afterwards, in that order
+    reversed."""
+    socket_port = free_port()
+    sim = SimulatorThread(
+        SimConfig(socket_target=("127.0.0.1", socket_port), first_call_event_delay=0.0)
+    ).start()
+    loops = Loops().start()
+    gateway: GatewayProcess | None = None
+    try:
+        gateway = GatewayProcess(
+            tmp_path,
+            esl=("127.0.0.1", sim.esl_port, sim.password),
+            socket=("127.0.0.1", socket_port),
+            **options,
+        )
+        yield sim, loops, gateway
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        loops.stop()
+        sim.stop()

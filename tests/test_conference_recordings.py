@@ -105,3 +105,44 @@ def test_talking_events_and_the_floor() -> None:
     assert stop.names.index("talking-gate-hits") < stop.names.index("Action")
     bodies = [f.body.decode() for f in fs_frames(TALKING) if f.content_type == "api/response"]
     assert any(";alice;alice;hear|speak|talking|floor;" in b for b in bodies)
+
+
+WIDEBAND = "conference/esl_inbound_conference_wideband.txt"
+WIDEBAND_OBSERVER = "conference/esl_inbound_conference_wideband_observer.txt"
+
+
+def test_wideband_needs_the_global_loopback_codec() -> None:
+    """README fact 9: originate's own loopback_initial_codec is too late; the global works."""
+    bodies = [f.body.decode() for f in fs_frames(WIDEBAND) if f.content_type == "api/response"]
+    rates = [b.strip() for b in bodies if b.strip() in ("8000", "16000")]
+    # alice (variable on her originate only), then bob's A and B legs (the global set).
+    assert rates == ["8000", "16000", "16000"]
+    events = [e for e in fs_events(WIDEBAND) if e.get("Event-Name") == "CHANNEL_ANSWER"]
+    assert {
+        e.get("Channel-Read-Codec-Rate")
+        for e in events
+        if e.get("Caller-Caller-ID-Number") == "bob"
+    } == {"16000"}
+
+
+def test_hup_all_and_kick_all_end_every_leg() -> None:
+    """README fact 10: `hup all` / `kick all` answer per member and leave no leg behind."""
+    bodies = [f.body.decode() for f in fs_frames(WIDEBAND) if f.content_type == "api/response"]
+    [hup] = [b for b in bodies if b.startswith("+OK hup ")]
+    assert len(hup.strip().split("\n")) == 2
+    assert any(b.startswith("+OK kicked ") for b in bodies)
+    assert "0 total.\n" in [b.strip() + "\n" for b in bodies]
+    actions = [
+        e.get("Action")
+        for e in fs_events(WIDEBAND_OBSERVER)
+        if e.get("Event-Subclass") == "conference::maintenance"
+    ]
+    first_room, second_room = (
+        actions[: actions.index("conference-destroy") + 1],
+        actions[actions.index("conference-destroy") + 1 :],
+    )
+    assert first_room[0] == "conference-create"
+    assert first_room.count("hup-member") == 2 and first_room.count("del-member") == 2
+    assert first_room.index("hup-member") < first_room.index("del-member")
+    assert second_room[0] == "conference-create" and second_room[-1] == "conference-destroy"
+    assert second_room.index("kick-member") < second_room.index("del-member")

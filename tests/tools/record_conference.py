@@ -19,6 +19,13 @@ esl_bridge code). No phone is needed: every participant is a ``loopback/`` leg w
   (``--scenario talking``): two participants; a 1 s tone played into alice's A leg
   (``uuid_broadcast <A> playback::tone_stream://... aleg``), so her B leg talks in the room:
   the ``start-talking``/``stop-talking`` events and the list while she talks.
+* ``esl_inbound_conference_wideband.txt`` and ``esl_inbound_conference_wideband_observer.txt``
+  (``--scenario wideband``): a loopback participant of a ``wideband`` room keeps L16 at 8 kHz
+  even with ``loopback_initial_codec`` among the originate's variables (mod_loopback reads it
+  before they are set); with the global variable set (``global_setvar
+  loopback_initial_codec=L16@16000h``) both of its legs run at 16 kHz. The global is put back as
+  it was. Then the whole room is ended from the control connection with ``conference <room> hup
+  all``, and a new one with ``kick all``, and what each does.
 """
 
 from __future__ import annotations
@@ -158,11 +165,60 @@ def scenario_talking(out: Path) -> None:
         sess.close()
 
 
+def scenario_wideband(out: Path) -> None:
+    obs = inbound(
+        out / "esl_inbound_conference_wideband_observer.txt", "observer of a wideband room"
+    )
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_wideband.txt", "wideband room and ending it")
+    s.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+    room = "eb-app-room5"
+    before = s.api("global_getvar loopback_initial_codec")
+    alice = participant(UUID_ALICE, "alice", room, "wideband").replace(
+        "{", "{loopback_initial_codec=L16@16000h,", 1
+    )
+    s.api(alice)
+    s.wait_event(named("CHANNEL_ANSWER", UUID_ALICE), 10)
+    s.api(f"uuid_getvar {UUID_ALICE} read_rate")
+    s.api("global_setvar loopback_initial_codec=L16@16000h")
+    try:
+        s.api(participant(UUID_BOB, "bob", room, "wideband"))
+        s.wait_event(named("CHANNEL_ANSWER", UUID_BOB), 10)
+    finally:
+        restore = before.strip() if not before.startswith("-ERR") else ""
+        s.api(f"global_setvar loopback_initial_codec={restore}")
+    time.sleep(0.5)
+    s.api(f"uuid_getvar {UUID_BOB} read_rate")
+    bob_b = s.api(f"uuid_getvar {UUID_BOB} other_loopback_leg_uuid").strip()
+    s.api(f"uuid_getvar {bob_b} read_rate")
+    s.api(f"conference {room} list")
+    s.api(f"conference {room} hup all")
+    time.sleep(1.0)
+    s.api(f"conference {room} list")
+    s.api(participant(UUID_CAROL, "carol", room, "wideband"))
+    s.wait_event(named("CHANNEL_ANSWER", UUID_CAROL), 10)
+    time.sleep(0.5)
+    s.api(f"conference {room} kick all")
+    s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_CAROL), 10)
+    time.sleep(1.0)
+    s.api(f"conference {room} list")
+    for uuid in (UUID_ALICE, UUID_BOB):
+        s.api(f"uuid_kill {uuid}")
+    time.sleep(1.0)
+    s.api("show channels count")
+    for sess in (s, obs):
+        sess.command("exit")
+        time.sleep(0.3)
+        sess.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("conference_recordings"))
     parser.add_argument(
-        "--scenario", choices=("conference", "moderation", "talking"), default="conference"
+        "--scenario",
+        choices=("conference", "moderation", "talking", "wideband"),
+        default="conference",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +226,8 @@ def main() -> None:
         scenario_moderation(args.out)
     elif args.scenario == "talking":
         scenario_talking(args.out)
+    elif args.scenario == "wideband":
+        scenario_wideband(args.out)
     else:
         scenario_conference(args.out)
 

@@ -32,6 +32,7 @@ from support.netns import loopback_only
 from support.ports_and_waits import free_port
 from support.redis_server import RedisServer
 from support.web_peer import BROWSER_HZ, WebPeer
+from support.webhook_receiver import ThreadReceiver
 
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.loops import Loops
@@ -52,7 +53,7 @@ class Cluster:
         self.socket_ports: list[int] = []
         self.users: list[WebUser] = []
 
-    def start_gateway(self, index: int) -> GatewayProcess:
+    def start_gateway(self, index: int, sections: str = "") -> GatewayProcess:
         port = free_port()
         gateway = GatewayProcess(
             self.tmp,
@@ -64,6 +65,7 @@ class Cluster:
                 f"redis_url = {self.redis.url}\nheartbeat_interval = {HEARTBEAT}\n"
                 f"claim_ttl = {CLAIM_TTL}\nredis_timeout = 0.5\n"
             ),
+            sections=sections,
         )
         self.gateways.append(gateway)
         self.socket_ports.append(port)
@@ -76,14 +78,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(tmp: Path, n: int) -> Iterator[Cluster]:
+def cluster_of(tmp: Path, n: int, sections: str = "") -> Iterator[Cluster]:
     redis = RedisServer().start()
     sim = SimulatorThread(SimConfig(first_call_event_delay=0.0)).start()
     loops = Loops().start()
     cluster = Cluster(tmp, sim, redis, loops)
     try:
         for i in range(n):
-            cluster.start_gateway(i)
+            cluster.start_gateway(i, sections)
         yield cluster
     finally:
         for user in cluster.users:
@@ -163,6 +165,33 @@ def test_presence_invitations_messages_and_takeover_across_processes(tmp_path: P
         status = bob.wait(lambda m: m.get("type") == "peer_status", 10, "alice offline")
         assert status["peers"] == {"alice": "OFFLINE"}
         assert not [m for m in bob.inbox if m.get("type") == "peer_status"]  # no flap before
+
+
+def test_each_login_and_logout_is_posted_once_by_the_cluster(tmp_path: Path) -> None:
+    """user.online/user.offline webhooks come from the process holding the session, and
+    a dead process's users are reported offline by exactly one survivor: the app's
+    backend hears each change once, however many processes there are."""
+    with ThreadReceiver() as backend:
+        hooks = f"[webhooks]\nurl = {backend.url}\nsecret = whsec-cluster-test\n"
+        with cluster_of(tmp_path, 3, hooks) as cluster:
+            alice = cluster.user(0, "alice")
+            bob = cluster.user(1, "bob")
+            for user in (alice, bob):  # every process knows both before the logout
+                for gateway in (0, 1, 2):
+                    watcher = cluster.user(gateway, f"w{gateway}-{user.uid}")
+                    wait_until(lambda w=watcher, u=user.uid: online(w, u), 10, "online")
+            alice.request({"type": "logout"})
+            backend.wait_event("user.offline", uid="alice")
+            cluster.gateways[1].kill()  # bob's process, kill -9: no offline of its own
+            backend.wait_event("user.offline", uid="bob")
+            # Markers: a login on each survivor, posted after anything they queued before.
+            for gateway in (0, 2):
+                cluster.user(gateway, f"marker{gateway}")
+                backend.wait_event("user.online", uid=f"marker{gateway}")
+            got = [(e["type"], e["data"]["uid"]) for e in backend.events()]
+            for uid in ("alice", "bob"):
+                assert got.count(("user.online", uid)) == 1, got
+                assert got.count(("user.offline", uid)) == 1, got
 
 
 def test_fifty_simultaneous_invitations_claim_a_number_once(tmp_path: Path) -> None:

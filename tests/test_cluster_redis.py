@@ -255,8 +255,10 @@ class FakeHub:
     ) -> None:
         self.events.append(("started", uid, member, new))
 
-    def remote_session_ended(self, uid: str, now: float) -> None:
+    def remote_session_ended(self, uid: str, now: float, *, report: bool = False) -> None:
         self.events.append(("ended", uid))
+        if report:
+            self.events.append(("reported_offline", uid))
 
     def remote_member_gone(self, member: str, now: float) -> None:
         self.events.append(("gone", member))
@@ -327,6 +329,40 @@ def test_a_silent_node_is_dropped_within_the_ttl(
             await until(lambda: ("gone", "a") in hub_b.events, "a found dead")
             assert ("ended", "alice") in hub_b.events
             await until(lambda: b.claim("1000", "b:inv-2"), "a's claim expired")
+            await a._redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_one_survivor_reports_a_dead_nodes_users_offline(
+    redis_server: RedisServer,  # noqa: F811
+    fast: config.ClusterSettings,
+) -> None:
+    """Every survivor drops the dead node's users; exactly one reports them offline (so a
+    webhook receiver hears user.offline once, not once per process); a clean logout is
+    reported by its own node, by none of the others."""
+
+    async def main() -> None:
+        async with node(fast, "b") as (b, hub_b), node(fast, "c") as (c, hub_c):
+            a = ClusterNode(fast, APPID, "a")
+            a.attach(FakeHub(), lambda: None)
+            await a.start(wait=BOUND)
+            a.session_started("alice", 100.0)
+            a.session_started("dave", 100.0)
+            a.session_ended("dave", 100.0)  # a clean logout, told by a itself
+            await until(lambda: b.where("alice") == "a" and c.where("alice") == "a", "alice on a")
+            for task in a._tasks:  # as kill -9
+                task.cancel()
+            await asyncio.gather(*a._tasks, return_exceptions=True)
+            await until(
+                lambda: ("gone", "a") in hub_b.events and ("gone", "a") in hub_c.events,
+                "a found dead by both",
+            )
+            reports = [
+                e for hub in (hub_b, hub_c) for e in hub.events if e[0] == "reported_offline"
+            ]
+            assert reports == [("reported_offline", "alice")]
+            assert ("ended", "alice") in hub_b.events and ("ended", "alice") in hub_c.events
             await a._redis.aclose()
 
     asyncio.run(main())

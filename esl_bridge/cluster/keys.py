@@ -28,6 +28,10 @@ class Keys:
         """A member's liveness key, with the claim TTL, refreshed by its heartbeat."""
         return self.base + f"node:{member}"
 
+    def obituary(self, member: str) -> str:
+        """Which live process reports a dead member's users offline (first writer wins)."""
+        return self.base + f"obituary:{member}"
+
     def sessions(self, member: str) -> str:
         """Hash uid -> session stamp of the web users logged in on ``member``."""
         return self.base + f"sessions:{member}"

@@ -56,7 +56,7 @@ class ClusterHub(Protocol):
         self, uid: str, member: str, stamp: float, new: bool, now: float
     ) -> None: ...
 
-    def remote_session_ended(self, uid: str, now: float) -> None: ...
+    def remote_session_ended(self, uid: str, now: float, *, report: bool = False) -> None: ...
 
     def remote_member_gone(self, member: str, now: float) -> None: ...
 
@@ -292,7 +292,11 @@ class ClusterNode:
         now = self.clock()
         missing = set() if now < self._grace_until else self.presence.members() - census.live
         for member in sorted(census.dead | missing):
-            self._member_gone(member, now, reason="expired" if member in census.dead else "gone")
+            # Every live process finds the dead one; the first to write its obituary
+            # reports its users offline (webhooks, CUSTOM events), once for the cluster.
+            report = await self.registry.obituary(member)
+            reason = "expired" if member in census.dead else "gone"
+            self._member_gone(member, now, reason=reason, report=report)
         self._beats += 1
         if self._resync or self._beats % RESYNC_EVERY == 0:
             self._resync = False
@@ -318,13 +322,13 @@ class ClusterNode:
         if came or went:
             self._kick()
 
-    def _member_gone(self, member: str, now: float, *, reason: str) -> None:
+    def _member_gone(self, member: str, now: float, *, reason: str, report: bool = False) -> None:
         uids = self.presence.drop_member(member)
         log.info("cluster.member_gone", member=member, reason=reason, sessions=len(uids))
         hub = self._hub
         if hub is not None:
             for uid in uids:
-                hub.remote_session_ended(uid, now)
+                hub.remote_session_ended(uid, now, report=report)
             hub.remote_member_gone(member, now)
             self._kick()
 

@@ -56,6 +56,13 @@ class NodeRegistry:
             await self._redis.srem(self._keys.members, *dead)
         return Census(live, dead)
 
+    async def obituary(self, member: str) -> bool:
+        """True for exactly one of the processes that find ``member`` dead: that one
+        reports its users offline. Member ids are new at every start, so the key is
+        never reused; it expires after an hour."""
+        written = await self._redis.set(self._keys.obituary(member), self.member, nx=True, ex=3600)
+        return bool(written)
+
     async def deregister(self) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.node(self.member))

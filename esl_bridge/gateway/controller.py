@@ -968,9 +968,10 @@ class CallController:
         elif call_id in self._ops_calls:
             self._ops_figures[call_id] = figures
 
-    def _presence_changed(self, appid: str, uid: str, online: bool) -> None:
-        """A web user logged in or went away (not the uids the gateway serves itself)."""
-        if uid == self.gateway_uid or uid in self.pool:
+    def _presence_changed(self, appid: str, uid: str, online: bool, here: bool) -> None:
+        """A web user logged in or went away (not the uids the gateway serves itself).
+        In a cluster only the process that holds (or reports for) the session tells."""
+        if not here or uid == self.gateway_uid or uid in self.pool:
             return
         self._emit("user_online" if online else "user_offline", {"uid": uid, "appid": appid})
 

@@ -209,8 +209,11 @@ class Hub:
         self.cluster: ClusterPort | None = None
         self._cluster_appid = ""
         self._mirrors: dict[str, _Mirror] = {}
-        # Told (appid, uid, online) at every presence change (the gateway's CUSTOM events).
-        self.on_presence: Callable[[str, str, bool], None] | None = None
+        # Told (appid, uid, online, here) at every presence change (the gateway's CUSTOM
+        # events and webhooks). ``here``: this process is the one to report it (the
+        # session is on this process, or was on a dead one this process reports for), so
+        # a cluster of N processes reports each change once, not N times.
+        self.on_presence: Callable[[str, str, bool, bool], None] | None = None
 
     # ---- adapter entry points ----------------------------------------------------------
 
@@ -458,9 +461,9 @@ class Hub:
             if not watchers:
                 del self._watchers[key]
 
-    def _notify_presence(self, key: Key, online: bool) -> None:
+    def _notify_presence(self, key: Key, online: bool, *, here: bool = True) -> None:
         if self.on_presence is not None:
-            self.on_presence(key[0], key[1], online)
+            self.on_presence(key[0], key[1], online, here)
         state = "ONLINE" if online else "OFFLINE"
         for watcher in list(self._watchers.get(key, ())):
             self._send(watcher, p.server_message("peer_status", peers={key[1]: state}))
@@ -968,15 +971,16 @@ class Hub:
         elif local is not None:
             return  # a gateway uid here: never a web user's
         if new and local is None:  # (taken over from here: it was online all along)
-            self._notify_presence(key, True)
+            self._notify_presence(key, True, here=False)  # its own process reports it
         for inv_id in list(self._awaiting.pop(key, ())):
             inv = self._invitations.get(inv_id)
             if inv is not None:
                 self._run_local(inv, inv.local.handle(LocalEvent.PEER_ONLINE, now).actions, now)
         self._flush_participants(now)
 
-    def remote_session_ended(self, uid: str, now: float) -> None:
-        """``uid``'s session elsewhere ended (logout, its process died or left)."""
+    def remote_session_ended(self, uid: str, now: float, *, report: bool = False) -> None:
+        """``uid``'s session elsewhere ended (logout, its process died or left).
+        ``report``: its process cannot say so (it died) and this one was chosen to."""
         key = (self._cluster_appid, uid)
         if key in self._sessions:
             return  # logged in here: still online
@@ -984,7 +988,7 @@ class Hub:
             if inv.remote_member is not None:
                 self._callee_gone(inv, now)
         if not self.is_online(*key):
-            self._notify_presence(key, False)
+            self._notify_presence(key, False, here=report)
         self._flush_participants(now)
 
     def remote_member_gone(self, member: str, now: float) -> None:

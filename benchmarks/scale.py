@@ -1,27 +1,32 @@
 """Scaling out: bridged calls per core with 1 and 2 gateway processes, and the call-setup
 latency cross-process signalling adds.
 
-**Bridged calls.** For ``workers`` = 1, then 2: that many ``esl-bridge run`` processes
-with ``[cluster] redis_url`` set (one throwaway redis-server, ``--save ''``), each with its
-own web and socket port (this branch has no ``--workers`` supervisor: the processes are
-started one by one, as a service manager would). The simulator (in this process) places
-``--calls`` SIP calls, each to a web user connected to the worker the call's outbound
-socket lands on (round robin), so every call's media stays on one process. Each web user
-is an aiortc peer in this process, built as benchmarks/media_cost.py builds its far end
+**Bridged calls.** For ``workers`` = 1, then 2, with ``[cluster] redis_url`` set (one
+throwaway redis-server, ``--save ''``). By default (``--layout workers``) as deployed on one
+host: one ``esl-bridge run --workers N`` (a supervisor and N worker processes sharing one
+web port and one outbound socket port through ``SO_REUSEPORT``), ready when the supervisor
+says ``READY=1`` on a ``NOTIFY_SOCKET`` of the benchmark's. The kernel gives each browser's
+WebSocket and each call's outbound socket to a worker, so about half the calls have their
+browser on one worker and their media on the other (the signalling relayed through Redis,
+the media on the socket's worker), as in production. ``--layout processes``: N separate
+``esl-bridge run`` processes, each with its own ports, every call's browser on the worker
+its socket lands on (round robin): no relayed signalling. The simulator (in this process)
+places ``--calls`` SIP calls, each to its own web user. Each web user is an aiortc peer in
+this process, built as benchmarks/media_cost.py builds its far end
 (``PacketTrack``: pre-encoded Opus packets, so aiortc only packs them; ears through the
 gateway's own receive tap, ``tap_receiver``, counting packets: no jitter buffer, no
 decoder), so the far end stays cheap; it is not measured. Once
 every call carries audio both ways, the CPU time of the gateway processes (utime + stime
-of /proc/<pid>/stat, all threads) is read over ``--window`` seconds, less what the same
-processes spent in a window of the same length before any call (heartbeats, timers), as
-benchmarks/media_cost.py does:
+of /proc/<pid>/stat, all threads; the supervisor and its workers) is read over
+``--window`` seconds, less what the same processes spent in a window of the same length
+before any call (heartbeats, timers), as benchmarks/media_cost.py does:
 
     calls_per_core = calls / ((gateway CPU seconds - idle CPU seconds) / window seconds)
     speedup = 2 * calls_per_core(workers=2) / calls_per_core(workers=1)
 
 (``speedup``: the capacity of two workers, one core each, over one worker on one core.)
 A run is invalid (and says why) when a browser received fewer than 80 % of the packets
-due in the window.
+due in the window, or when a worker was restarted during it.
 
 **Signalling** (``--simulate-hosts N``, N >= 2): N processes on loopback stand for N
 hosts. A web user invites another that auto-accepts; the setup time is from sending
@@ -48,6 +53,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,9 +82,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Worker:
-    def __init__(self, tmp: Path, index: int, sim: SimulatorThread, redis_url: str) -> None:
+    """``esl-bridge run``: one gateway process, or with ``workers`` > 1 the supervisor of
+    ``run --workers N`` and its workers (one web port and one socket port for all)."""
+
+    def __init__(
+        self, tmp: Path, index: int, sim: SimulatorThread, redis_url: str, workers: int = 1
+    ) -> None:
         self.web_port = free_port()
         self.socket_port = free_port()
+        self.workers = workers
+        self.pids: list[int] = []  # the processes measured, once ready
         conf = tmp / f"worker-{index}.conf"
         conf.write_text(
             textwrap.dedent(
@@ -117,29 +130,51 @@ class Worker:
                 """
             )
         )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "esl_bridge", "run", str(conf)]
+        self._notify: socket.socket | None = None
+        if workers > 1:
+            # The supervisor says READY=1 here once every worker has.
+            self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify.bind(str(tmp / f"notify-{index}.sock"))
+            self._notify.setblocking(False)
+            env["NOTIFY_SOCKET"] = str(tmp / f"notify-{index}.sock")
+            command += ["--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "esl_bridge", "run", str(conf)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
     async def healthy(self, session: aiohttp.ClientSession) -> None:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(90):
             while True:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"scale: worker exited with {self.proc.returncode}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    url = f"http://127.0.0.1:{self.web_port}/healthz"
-                    async with session.get(url) as reply:
-                        if reply.status == 200:
-                            return
+                if self._notify is not None:
+                    with contextlib.suppress(BlockingIOError):
+                        if b"READY=1" in self._notify.recv(4096):
+                            break
+                else:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        url = f"http://127.0.0.1:{self.web_port}/healthz"
+                        async with session.get(url) as reply:
+                            if reply.status == 200:
+                                break
                 await asyncio.sleep(0.1)
+        self.pids = [self.proc.pid, *children(self.proc.pid)]
+        if len(self.pids) != 1 + (self.workers if self.workers > 1 else 0):
+            raise SystemExit(f"scale: expected {self.workers} workers, found {self.pids[1:]}")
+
+    def restarted(self) -> bool:
+        """A worker was replaced since it became ready (its measure would be wrong)."""
+        return self.workers > 1 and sorted(children(self.proc.pid)) != sorted(self.pids[1:])
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        total = 0
+        for pid in self.pids:
+            with contextlib.suppress(FileNotFoundError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / TICKS
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -148,6 +183,17 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self._notify is not None:
+            self._notify.close()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for tasks in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(c) for c in tasks.read_text().split()]
+    return found
 
 
 class User:
@@ -231,9 +277,19 @@ class Browser:
 
 
 async def bridged_run(
-    tmp: Path, sim: SimulatorThread, redis_url: str, workers: int, calls: int, window: float
+    tmp: Path,
+    sim: SimulatorThread,
+    redis_url: str,
+    workers: int,
+    calls: int,
+    window: float,
+    layout: str = "workers",
 ) -> tuple[float, list[str]]:
-    procs = [Worker(tmp, i, sim, redis_url) for i in range(workers)]
+    if layout == "workers":  # one supervisor; every call to its one pair of ports
+        procs = [Worker(tmp, workers, sim, redis_url, workers=workers)]
+    else:
+        procs = [Worker(tmp, i, sim, redis_url) for i in range(workers)]
+    ports = len(procs)
     problems: list[str] = []
     async with aiohttp.ClientSession() as session:
         try:
@@ -246,14 +302,14 @@ async def bridged_run(
                 time.monotonic() - t_idle
             )
             users = [
-                await User(f"u{workers}x{k}").connect(session, procs[k % workers].web_port)
+                await User(f"u{workers}x{k}").connect(session, procs[k % ports].web_port)
                 for k in range(calls)
             ]
             cycle = encoded_cycle("opus")
             browsers = [Browser(cycle) for _ in range(calls)]
             phones = []
             for k, (user, browser) in enumerate(zip(users, browsers, strict=True)):
-                target = ("127.0.0.1", procs[k % workers].socket_port)
+                target = ("127.0.0.1", procs[k % ports].socket_port)
                 phones.append(
                     await asyncio.to_thread(
                         sim.place_call, f"2{k:03d}", f"0{user.uid}", target=target
@@ -273,6 +329,8 @@ async def bridged_run(
             for b, before in zip(browsers, heard, strict=True):
                 if b.heard - before < 0.8 * elapsed * 50:
                     problems.append(f"a browser got {b.heard - before} packets in {elapsed:.1f}s")
+            if any(w.restarted() for w in procs):
+                problems.append("a worker was restarted during the run")
             for phone in phones:
                 await asyncio.to_thread(phone.hangup)
             for b in browsers:
@@ -285,7 +343,8 @@ async def bridged_run(
     cores = cpu / elapsed - idle_rate
     verdict = "VALID" if not problems else "INVALID: " + "; ".join(problems)
     print(
-        f"  workers={workers} calls={calls} gateway_cpu={cpu:.2f}s over {elapsed:.1f}s "
+        f"  workers={workers} layout={layout} calls={calls} "
+        f"gateway_cpu={cpu:.2f}s over {elapsed:.1f}s "
         f"idle_cores={idle_rate:.3f} call_cores={cores:.2f} {verdict}",
         flush=True,
     )
@@ -362,7 +421,7 @@ async def main_async(args: argparse.Namespace) -> None:
             cpc: dict[int, float] = {}
             for workers in (1, 2):
                 cpc[workers], _ = await bridged_run(
-                    Path(tmp), sim, redis.url, workers, args.calls, args.window
+                    Path(tmp), sim, redis.url, workers, args.calls, args.window, args.layout
                 )
             speedup = 2 * cpc[2] / cpc[1]
             print(
@@ -393,6 +452,12 @@ def main() -> None:
         "--simulate-hosts", type=int, default=0, help="processes standing for hosts"
     )
     parser.add_argument("--samples", type=int, default=None, help="setups per kind")
+    parser.add_argument(
+        "--layout",
+        choices=("workers", "processes"),
+        default="workers",
+        help="run --workers N on shared ports (default), or N processes with ports of their own",
+    )
     args = parser.parse_args()
     args.calls = args.calls or (8 if args.quick else 20)
     args.window = args.window or (5.0 if args.quick else 15.0)

@@ -71,8 +71,8 @@ class Cluster:
         self.socket_ports.append(port)
         return gateway
 
-    def user(self, gateway: int, uid: str) -> WebUser:
-        user = self.gateways[gateway].web_user(self.loops, uid)
+    def user(self, gateway: int, uid: str, session: str | None = None) -> WebUser:
+        user = self.gateways[gateway].web_user(self.loops, uid, session)
         self.users.append(user)
         return user
 
@@ -192,6 +192,33 @@ def test_each_login_and_logout_is_posted_once_by_the_cluster(tmp_path: Path) -> 
             for uid in ("alice", "bob"):
                 assert got.count(("user.online", uid)) == 1, got
                 assert got.count(("user.offline", uid)) == 1, got
+
+
+def test_a_reconnect_landing_on_another_process_resumes_the_session(tmp_path: Path) -> None:
+    """With run --workers N a browser's reconnect lands on any process: it resumes its
+    session there (served through the bus by the process holding it), with what was
+    queued for it, instead of becoming a new login that ends its invitations."""
+    with cluster_of(tmp_path, 2) as cluster:
+        a = cluster.gateways[0]
+        alice = cluster.user(0, "alice")
+        session = alice.login_reply["session"]
+        bob = cluster.user(1, "bob")
+        wait_until(lambda: online(bob, "alice"), 10, "alice (on A) online for bob (on B)")
+        bob.request({"type": "subscribe", "uids": ["alice"]})
+        alice.close()  # her network drops: A keeps the session for the grace period
+        wait_until(lambda: bool(a.log_events("signaling.detached")), 10, "A saw her go")
+        bob.request({"type": "message", "to": "alice", "text": "while you were away"})
+        again = cluster.user(1, "alice", session)  # B, not A
+        assert again.login_reply["resumed"] is True
+        assert again.login_reply["session"] == session
+        queued = again.wait(lambda m: m.get("type") == "message", 10, "the queued message")
+        assert (queued["from"], queued["text"]) == ("bob", "while you were away")
+        assert a.log_events("signaling.resumed_through")
+        bob.request({"type": "message", "to": "alice", "text": "live"})
+        again.wait(lambda m: m.get("text") == "live", 10, "a message after the resume")
+        assert again.request({"type": "message", "to": "bob", "text": "hi"})["delivered"]
+        bob.wait(lambda m: m.get("text") == "hi", 10, "her message through B and A")
+        assert not [m for m in bob.inbox if m.get("type") == "peer_status"]  # no flap
 
 
 def test_fifty_simultaneous_invitations_claim_a_number_once(tmp_path: Path) -> None:

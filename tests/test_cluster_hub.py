@@ -261,3 +261,95 @@ def test_a_mirror_of_a_dead_caller_fails_on_the_callee_side() -> None:
     assert failure["state"] == RemoteState.FAILURE
     assert failure["reason_name"] == "PEER_OFFLINE"
     assert b.hub._mirrors == {}
+
+
+def _reconnect(proc: Process, uid: str, session: str) -> tuple[int, Conn]:
+    """A new WebSocket on ``proc`` that resumes ``session`` (the reply may come later)."""
+    conn = Conn()
+    cid = proc.hub.connect(conn, proc.net.now)
+    proc.send(cid, "login", appid=APPID, uid=uid, session=session)
+    return cid, conn
+
+
+def test_a_resume_landing_on_another_process_keeps_the_session_and_its_queue() -> None:
+    """run --workers N spreads reconnects over the processes: a resume that lands on b
+    while alice's session is on a is served by a through the bus, queue and all."""
+    net = Net("a", "b")
+    a, b = net.procs["a"], net.procs["b"]
+    alice_cid, alice = a.login("alice")
+    sid = alice.sent[-1]["session"]
+    bob_cid, bob = b.login("bob")
+    net.pump()
+    a.hub.disconnect(alice_cid, net.now)  # her network drops; the session waits
+    b.send(bob_cid, "message", to="alice", text="while you were away")
+    net.pump()
+    b.send(bob_cid, "invite", ref="r1", callee="alice", content="call?")
+    net.pump()
+    new_cid, again = _reconnect(b, "alice", sid)
+    assert again.sent == []  # b asks a first
+    net.pump()
+    ok, *queued = again.sent
+    assert (ok["type"], ok["resumed"], ok["session"]) == ("ok", True, sid)
+    assert [m["type"] for m in queued] == ["message", "invitation"]
+    assert queued[0]["text"] == "while you were away"
+    assert a.node.where("alice") is None and b.node.where("alice") == "a"  # still a's
+    # Her frames go to a, a's answers come back: she accepts bob's invitation.
+    b.send(new_cid, "accept", inv=queued[1]["inv"], response="yes")
+    net.pump()
+    assert bob.of("local_state")[-1]["state"] == LocalState.ACCEPTED_BY_REMOTE
+    after = again.sent[3:]  # the reply to her accept and her side's state, relayed
+    assert after[0]["type"] == "ok"
+    states = [m["state"] for m in after if m["type"] == "remote_state"]
+    assert states == [RemoteState.ACCEPT_SENT_TO_LOCAL, RemoteState.ACCEPTED]
+    b.send(bob_cid, "message", to="alice", text="hello again")
+    net.pump()
+    assert again.of("message")[-1]["text"] == "hello again"
+    assert bob.of("peer_status") == []  # she never went offline
+    # Her socket on b closes: a detaches the session, which then waits its grace period.
+    b.hub.disconnect(new_cid, net.now)
+    net.pump()
+    assert a.hub._relayed == {} and a.hub.is_online(APPID, "alice")
+    a.hub.poll(a.node.clock() + 3600)  # (the bus hands the hub the node's clock)
+    net.pump()
+    assert not b.hub.is_online(APPID, "alice")
+
+
+def test_a_resume_with_a_wrong_session_id_is_an_ordinary_login_elsewhere() -> None:
+    net = Net("a", "b")
+    a, b = net.procs["a"], net.procs["b"]
+    _, alice = a.login("alice")
+    net.pump()
+    net.wall[0] += 1
+    _, again = _reconnect(b, "alice", "not-her-session")
+    net.pump()
+    assert again.sent[0]["type"] == "ok" and again.sent[0]["resumed"] is False
+    assert alice.closed == (4001, "TAKEOVER")  # the later login wins, as always
+    assert a.hub._relayed == {} and b.hub.is_online(APPID, "alice")
+
+
+def test_relayed_connections_are_cut_when_either_process_or_redis_goes() -> None:
+    net = Net("a", "b")
+    a, b = net.procs["a"], net.procs["b"]
+    alice_cid, alice = a.login("alice")
+    sid = alice.sent[-1]["session"]
+    net.pump()
+    a.hub.disconnect(alice_cid, net.now)
+    _, again = _reconnect(b, "alice", sid)
+    net.pump()
+    assert again.sent[0]["resumed"] is True
+    net.gone("a")  # a dies: b closes her socket so that she reconnects (and logs in)
+    assert again.closed == (1001, "SERVER_SHUTDOWN")
+
+    net = Net("a", "b")
+    a, b = net.procs["a"], net.procs["b"]
+    alice_cid, alice = a.login("alice")
+    sid = alice.sent[-1]["session"]
+    net.pump()
+    a.hub.disconnect(alice_cid, net.now)
+    _, again = _reconnect(b, "alice", sid)
+    net.pump()
+    assert a.hub._relayed
+    b.hub.cluster_down(net.now)  # Redis gone: nothing can cross any more
+    a.hub.cluster_down(net.now)
+    assert again.closed == (1001, "SERVER_SHUTDOWN")
+    assert a.hub._relayed == {} and a.hub.is_online(APPID, "alice")  # waits for her

@@ -266,6 +266,9 @@ class FakeHub:
     def cluster_message(self, sender: str, message: dict[str, Any], now: float) -> None:
         self.events.append(("message", sender, message["t"]))
 
+    def cluster_down(self, now: float) -> None:
+        self.events.append(("down",))
+
 
 @contextlib.asynccontextmanager
 async def node(settings: config.ClusterSettings, member: str) -> Any:

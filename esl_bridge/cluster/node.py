@@ -62,6 +62,8 @@ class ClusterHub(Protocol):
 
     def cluster_message(self, sender: str, message: Message, now: float) -> None: ...
 
+    def cluster_down(self, now: float) -> None: ...
+
 
 class ClusterNode:
     def __init__(
@@ -343,8 +345,10 @@ class ClusterNode:
         reason = f"Redis unreachable: {_describe(exc)}"
         if self._joined or reason != self.reason:
             log.warning("cluster.down", member=self.member, reason=reason)
-        self._joined = False
+        was_joined, self._joined = self._joined, False
         self.reason = reason
+        if was_joined and self._hub is not None:
+            self._hub.cluster_down(self.clock())
 
     async def _writer_loop(self) -> None:
         while True:

@@ -8,7 +8,9 @@ callbacks. Timers are deadlines: the owner sleeps until ``next_deadline()`` and 
 
 Sessions are keyed by (appid, uid); nothing ever crosses appids. A session outlives a
 dropped socket for ``grace_period`` seconds: frames meant for it are queued and a login
-with its session id resumes it.
+with its session id resumes it. In a cluster that login may reach another process: it
+asks the holder (``resume``), which keeps the session and serves the new socket through
+the bus (``_RemoteConn`` there; ``relay_to`` on the socket's side; README.rst, Scaling out).
 """
 
 from __future__ import annotations
@@ -96,6 +98,30 @@ class _ConnState:
     tokens: float
     last: float
     session: _Session | None = None
+    # In a cluster, a resume whose session is on another process: while that process is
+    # asked (``resume``), the login and any frames after it wait here; once it said yes,
+    # ``relay_to`` names it and every frame of this connection goes there.
+    asking: tuple[str, p.Login, p.MsgId] | None = None
+    held: list[str] = field(default_factory=list)
+    relay_to: str | None = None
+    resume_refused: bool = False
+
+
+class _RemoteConn:
+    """A client's WebSocket held by another process (``member``, its connection ``cid``)
+    whose session is here: a reconnect that the kernel (``run --workers N``) or a load
+    balancer gave to another process than the one holding the session. What the hub
+    sends it crosses the bus and that process writes it to the socket."""
+
+    def __init__(self, hub: Hub, member: str, cid: int) -> None:
+        self.hub, self.member, self.cid = hub, member, cid
+
+    def send(self, message: Message) -> None:
+        self.hub._to_member(self.member, "conn_out", cid=self.cid, m=message)
+
+    def close(self, code: int, reason: str) -> None:
+        self.hub._relayed.pop((self.member, self.cid), None)
+        self.hub._to_member(self.member, "conn_close", cid=self.cid, code=code, reason=reason)
 
 
 @dataclass(eq=False)
@@ -151,6 +177,22 @@ class _Mirror:
     origin: str
     remote: RemoteInvitation
     callee_session: _Session
+
+
+#: Frames a client may send while its resume is being asked of another process.
+RELAY_HELD_MAX = 16
+_RELAY_KINDS = frozenset(
+    (
+        "resume",
+        "resume_ok",
+        "resume_no",
+        "conn_in",
+        "conn_out",
+        "conn_close",
+        "conn_gone",
+        "conn_oversized",
+    )
+)
 
 
 def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
@@ -209,6 +251,8 @@ class Hub:
         self.cluster: ClusterPort | None = None
         self._cluster_appid = ""
         self._mirrors: dict[str, _Mirror] = {}
+        # Connections of other processes whose sessions are here: (member, its cid) -> cid.
+        self._relayed: dict[tuple[str, int], int] = {}
         # Told (appid, uid, online, here) at every presence change (the gateway's CUSTOM
         # events and webhooks). ``here``: this process is the one to report it (the
         # session is on this process, or was on a dead one this process reports for), so
@@ -229,6 +273,9 @@ class Hub:
         cs = self._conns.get(cid)
         if cs is None:
             return  # closed by the hub already; late frames are dropped
+        if cs.relay_to is not None or cs.asking is not None:
+            self._relay_frame(cs, raw, now)
+            return
         if not self._take_token(cs, now):
             self._fatal(
                 cs,
@@ -248,11 +295,34 @@ class Hub:
                 self._dispatch(cs, decoded, now)
         self._flush_participants(now)
 
+    def _relay_frame(self, cs: _ConnState, raw: str | bytes, now: float) -> None:
+        """A frame of a connection whose session is on another process (or being asked)."""
+        if not self._take_token(cs, now):
+            too_many = p.ProtocolError(
+                p.Err.RATE_LIMITED, "too many messages", fatal=True, close=p.Close.RATE_LIMITED
+            )
+            self._fatal(cs, too_many, now)
+            return
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        if cs.relay_to is not None:
+            self._to_member(cs.relay_to, "conn_in", cid=cs.cid, raw=text)
+        elif len(cs.held) < RELAY_HELD_MAX:
+            cs.held.append(text)
+
+    def _drop_relay(self, cs: _ConnState) -> None:
+        """This side closed a relayed connection: the session's process detaches it."""
+        member = cs.relay_to or (cs.asking[0] if cs.asking else None)
+        if member is not None:
+            self._to_member(member, "conn_gone", cid=cs.cid)
+        cs.relay_to = cs.asking = None
+
     def oversized(self, cid: int, now: float) -> None:
         """Connection ``cid`` sent a frame the adapter refused to read, being over
         ``max_message_bytes``: the same error and close as for one it did read."""
         cs = self._conns.get(cid)
-        if cs is not None:
+        if cs is not None and cs.relay_to is not None:
+            self._to_member(cs.relay_to, "conn_oversized", cid=cid)
+        elif cs is not None:
             self._fatal(cs, p.too_large(self._limits), now)
         self._flush_participants(now)
 
@@ -260,6 +330,8 @@ class Hub:
         """The socket of ``cid`` is gone: its session waits ``grace_period`` for a resume."""
         cs = self._conns.pop(cid, None)
         self._unauth.pop(cid, None)
+        if cs is not None:
+            self._drop_relay(cs)
         if cs is not None and cs.session is not None:
             self._detach(cs.session, now)
             cs.session = None
@@ -349,6 +421,7 @@ class Hub:
 
     def _close(self, cs: _ConnState, close: tuple[int, str], now: float) -> None:
         """Tell the client why, close it, and end its session at once (no grace)."""
+        self._drop_relay(cs)
         self._conns.pop(cs.cid, None)
         self._unauth.pop(cs.cid, None)
         cs.conn.send(p.closing(close))
@@ -592,6 +665,19 @@ class Hub:
         # Resume: the session id is a secret only its client got; it proves continuity.
         if existing is not None and body.session is not None and body.session == existing.sid:
             self._resume(cs, existing, re_, now)
+            return
+        if (
+            elsewhere is not None
+            and body.session is not None
+            and not cs.resume_refused
+            and getattr(self.cluster, "healthy", True)
+        ):
+            # The session may be there: that process checks the id and, if it is the
+            # one, keeps the session and serves this connection through the bus.
+            cs.asking = (elsewhere, body, re_)
+            self._to_member(
+                elsewhere, "resume", cid=cs.cid, uid=body.uid, session=body.session, re=re_
+            )
             return
         if not self.settings.open_mode:
             if not body.token:
@@ -993,6 +1079,7 @@ class Hub:
 
     def remote_member_gone(self, member: str, now: float) -> None:
         """Process ``member`` died or left: its invitations to users here fail."""
+        self._drop_relays(now, member)
         for mirror in [m for m in self._mirrors.values() if m.origin == member]:
             out = mirror.remote.handle(RemoteEvent.CALLER_OFFLINE, now)
             self._run_mirror(mirror, out.actions, now)
@@ -1033,6 +1120,8 @@ class Hub:
                     event = RemoteEvent[str(message.get("event"))]
                     out = mirror.remote.handle(event, now, _opt_str(message.get("response")))
                     self._run_mirror(mirror, out.actions, now)
+            elif kind in _RELAY_KINDS:
+                self._relay_message(sender, kind, message, now)
             elif kind == "message":
                 target = self._sessions.get((self._cluster_appid, str(message.get("to"))))
                 if target is not None and target.present:
@@ -1044,6 +1133,85 @@ class Hub:
         except (KeyError, ValueError) as exc:
             log.warning("signaling.cluster_bad", type=str(kind)[:32], member=sender, error=str(exc))
         self._flush_participants(now)
+
+    def cluster_down(self, now: float) -> None:
+        """Redis is unreachable: connections relayed through it are cut (their clients
+        reconnect; sessions here wait their grace period for them)."""
+        self._drop_relays(now)
+        self._flush_participants(now)
+
+    def _drop_relays(self, now: float, member: str | None = None) -> None:
+        """Cut the connections relayed to or from ``member`` (every one when None)."""
+        for cs in list(self._conns.values()):
+            via = cs.relay_to or (cs.asking[0] if cs.asking else None)
+            if via is not None and member in (None, via):
+                cs.relay_to = cs.asking = None  # that side is gone: nothing to tell it
+                self._close(cs, p.Close.SHUTDOWN, now)  # the client reconnects
+        for (m, _), cid in list(self._relayed.items()):
+            if member in (None, m):
+                del self._relayed[(m, _)]
+                self.disconnect(cid, now)  # the session waits for it (grace period)
+
+    def _relay_message(self, sender: str, kind: str, message: Message, now: float) -> None:
+        cid = int(message["cid"])
+        if kind == "resume":  # here: is the session ours, with that id?
+            key = (self._cluster_appid, str(message["uid"]))
+            session = self._sessions.get(key)
+            sid = str(message.get("session"))
+            if session is None or session.participant is not None or session.sid != sid:
+                self._to_member(sender, "resume_no", cid=cid)
+                return
+            local = self._next_cid
+            self._next_cid += 1
+            cs = _ConnState(
+                local, _RemoteConn(self, sender, cid), float(self.settings.rate_burst), now
+            )
+            self._conns[local] = cs
+            self._relayed[(sender, cid)] = local
+            self._to_member(sender, "resume_ok", cid=cid)
+            log.info("signaling.resumed_through", appid=key[0], uid=key[1], member=sender)
+            self._resume(cs, session, message.get("re"), now)
+            return
+        if kind in ("conn_in", "conn_gone", "conn_oversized"):  # here: the session's side
+            local = self._relayed.get((sender, cid))
+            if local is None:
+                if kind == "conn_in":  # its session ended here meanwhile
+                    code, reason = p.Close.SHUTDOWN
+                    self._to_member(sender, "conn_close", cid=cid, code=code, reason=reason)
+                return
+            if kind == "conn_in":
+                self.receive(local, str(message["raw"]), now)
+            elif kind == "conn_oversized":
+                self.oversized(local, now)
+            else:
+                del self._relayed[(sender, cid)]
+                self.disconnect(local, now)
+            return
+        # here: the socket's side
+        cs = self._conns.get(cid)
+        if kind == "resume_ok":
+            if cs is None or cs.asking is None or cs.asking[0] != sender:
+                self._to_member(sender, "conn_gone", cid=cid)  # closed meanwhile
+                return
+            cs.relay_to, cs.asking = sender, None
+            self._unauth.pop(cid, None)
+            held, cs.held = cs.held, []
+            for text in held:
+                self._to_member(sender, "conn_in", cid=cid, raw=text)
+        elif kind == "resume_no":
+            if cs is not None and cs.asking is not None and cs.asking[0] == sender:
+                _, body, re_ = cs.asking
+                cs.asking, cs.resume_refused = None, True
+                self._login(cs, body, re_, now)  # not that session: an ordinary login
+                held, cs.held = cs.held, []
+                for text in held:
+                    self.receive(cid, text, now)
+        elif cs is not None and cs.relay_to == sender:
+            if kind == "conn_out" and isinstance(message.get("m"), dict):
+                cs.conn.send(message["m"])
+            elif kind == "conn_close":
+                self._conns.pop(cid, None)
+                cs.conn.close(int(message["code"]), str(message["reason"]))
 
     def _remote_deliver(self, sender: str, message: Message) -> None:
         inv_id = str(message["inv"])

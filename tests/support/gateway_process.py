@@ -140,9 +140,9 @@ class GatewayProcess:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def web_user(self, loops: Loops, uid: str) -> WebUser:
+    def web_user(self, loops: Loops, uid: str, session: str | None = None) -> WebUser:
         remote = _Remote(loops, ("127.0.0.1", self.web_port))
-        return WebUser(remote, uid).connect()  # type: ignore[arg-type]
+        return WebUser(remote, uid).connect(session)  # type: ignore[arg-type]
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
         if not self.log_file.exists():

@@ -114,10 +114,16 @@ class WebUser:
     def _run(self, coro: Any, timeout: float = 10.0) -> Any:
         return self.gateway.loops.run_coroutine(coro, timeout=timeout)
 
-    def connect(self) -> WebUser:
+    def connect(self, session: str | None = None) -> WebUser:
+        """Open the WebSocket and log in (resuming ``session`` when given); the reply is
+        kept in ``login_reply``."""
         self._run(self._connect())
-        reply = self.request({"type": "login", "appid": APPID, "uid": self.uid})
+        login = {"type": "login", "appid": APPID, "uid": self.uid}
+        if session is not None:
+            login["session"] = session
+        reply = self.request(login)
         assert reply["type"] == "ok", reply
+        self.login_reply = reply
         return self
 
     async def _connect(self) -> None:
@@ -224,9 +230,7 @@ def assert_nothing_left(gateway: Gateway, sim: SimulatorThread) -> None:
     wait_until(lambda: controller.status()["calls"] == 0, 8, "no call in the gateway")
     # A leg frees its ports as it closes, just after the call is gone: wait for that too
     # (bounded, so a port that is never freed still fails here).
-    wait_until(
-        lambda: controller.status()["unicast_ports_in_use"] == 0, 8, "unicast ports freed"
-    )
+    wait_until(lambda: controller.status()["unicast_ports_in_use"] == 0, 8, "unicast ports freed")
     status = controller.status()
     assert status["numbers_busy"] == 0, status
     assert status["unicast_ports_in_use"] == 0, status

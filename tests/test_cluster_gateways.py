@@ -53,7 +53,9 @@ class Cluster:
         self.socket_ports: list[int] = []
         self.users: list[WebUser] = []
 
-    def start_gateway(self, index: int, sections: str = "") -> GatewayProcess:
+    def start_gateway(
+        self, index: int, sections: str = "", redis_timeout: float = 0.5
+    ) -> GatewayProcess:
         port = free_port()
         gateway = GatewayProcess(
             self.tmp,
@@ -63,7 +65,7 @@ class Cluster:
             node_id=f"node-{index}",
             cluster=(
                 f"redis_url = {self.redis.url}\nheartbeat_interval = {HEARTBEAT}\n"
-                f"claim_ttl = {CLAIM_TTL}\nredis_timeout = 0.5\n"
+                f"claim_ttl = {CLAIM_TTL}\nredis_timeout = {redis_timeout}\n"
             ),
             sections=sections,
         )
@@ -78,14 +80,19 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(tmp: Path, n: int, sections: str = "") -> Iterator[Cluster]:
+def cluster_of(
+    tmp: Path, n: int, sections: str = "", redis_timeout: float = 0.5
+) -> Iterator[Cluster]:
+    """``redis_timeout``: short by default, so that the tests that stop Redis see it
+    down at once; a test that must not take a slow answer for a dead Redis (a loaded
+    machine) sets it longer."""
     redis = RedisServer().start()
     sim = SimulatorThread(SimConfig(first_call_event_delay=0.0)).start()
     loops = Loops().start()
     cluster = Cluster(tmp, sim, redis, loops)
     try:
         for i in range(n):
-            cluster.start_gateway(i, sections)
+            cluster.start_gateway(i, sections, redis_timeout)
         yield cluster
     finally:
         for user in cluster.users:
@@ -222,7 +229,8 @@ def test_a_reconnect_landing_on_another_process_resumes_the_session(tmp_path: Pa
 
 
 def test_fifty_simultaneous_invitations_claim_a_number_once(tmp_path: Path) -> None:
-    with cluster_of(tmp_path, 3) as cluster:
+    # 50 claims at once on a loaded 2-core machine: a slow Redis answer is not a down one.
+    with cluster_of(tmp_path, 3, redis_timeout=5.0) as cluster:
         users = [cluster.user(i % 3, f"caller{i}") for i in range(50)]
         frames = [
             json.dumps(
@@ -261,7 +269,9 @@ def test_fifty_simultaneous_invitations_claim_a_number_once(tmp_path: Path) -> N
         refused = [o for o in outcomes if o and o["state"] == LocalState.REFUSED_BY_REMOTE]
         assert len(accepted) == 1, outcomes
         assert len(refused) == 49
-        assert {json.loads(r["response"])["Cmd"] for r in refused} == {"Calling"}
+        assert {json.loads(r["response"])["Cmd"] for r in refused} == {"Calling"}, [
+            r["response"] for r in refused if "Calling" not in r["response"]
+        ]
         assert len(cluster.sim.channels()) == 1  # one originate in the whole cluster
 
 

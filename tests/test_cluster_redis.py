@@ -26,7 +26,7 @@ from esl_bridge import config
 from esl_bridge.cluster.bus import MessageBus
 from esl_bridge.cluster.claims import NumberClaims
 from esl_bridge.cluster.keys import Keys
-from esl_bridge.cluster.node import ClusterNode
+from esl_bridge.cluster.node import HELD_MAX_AGE, ClusterNode
 from esl_bridge.cluster.nodes import NodeRegistry
 from esl_bridge.cluster.presence import PresenceStore, RemotePresence, SessionInfo
 
@@ -392,5 +392,39 @@ def test_redis_down_then_back(redis_server: RedisServer) -> None:  # noqa: F811
             await until(lambda: b.where("alice") == "a", "alice still on a")
             assert await b.claim("1000", "b:inv-3") is False
             assert hub_b.events.count(("ended", "alice")) == 0
+
+    asyncio.run(main())
+
+
+def test_messages_to_a_member_wait_while_redis_is_down(redis_server: RedisServer) -> None:  # noqa: F811
+    """A call's relayed signalling (EndCall, DTMF...) sent while Redis is away goes out,
+    in order, once it is back; a message older than HELD_MAX_AGE by then is dropped and
+    counted, as is a broadcast (presence is reread on joining)."""
+    settings = cluster_settings(
+        redis_server, heartbeat_interval="0.1", claim_ttl="0.5", redis_timeout="0.5"
+    )
+    clock = [1000.0]
+
+    async def main() -> None:
+        async with node(settings, "b") as (b, hub_b):
+            a = ClusterNode(settings, APPID, "a", clock=lambda: clock[0])
+            a.attach(FakeHub(), lambda: None)
+            await a.start(wait=BOUND)
+            await until(lambda: b.healthy and a.healthy, "both up")
+            await asyncio.to_thread(redis_server.stop)
+            await until(lambda: not a.healthy, "a finds Redis down")
+            a.send("b", {"t": "too-old"})
+            clock[0] += HELD_MAX_AGE + 1
+            a.send("b", {"t": "end-call"})
+            a.send("b", {"t": "dtmf"})
+            a.send(None, {"t": "broadcast"})  # type: ignore[arg-type]
+            assert a.status()["held_messages"] == 3
+            await asyncio.to_thread(redis_server.start)
+            await until(lambda: a.healthy and b.healthy, "both joined again")
+            await until(lambda: ("message", "a", "dtmf") in hub_b.events, "the held ones")
+            got = [e[2] for e in hub_b.events if e[0] == "message" and e[1] == "a"]
+            assert got == ["end-call", "dtmf"]  # in order; the old one and the broadcast not
+            assert a.status()["held_messages"] == 0 and a.dropped >= 2
+            await a.stop()
 
     asyncio.run(main())

@@ -12,7 +12,8 @@ It owns the Redis client and three tasks:
 When Redis cannot be reached the node is *down* (``healthy`` False, ``reason`` says
 why): calls in progress go on, new calls are refused by the controller (no number can
 be claimed), and the heartbeat keeps trying; once Redis answers again the node joins
-again and republishes its state (a restarted Redis is empty).
+again, republishes its state (a restarted Redis is empty) and sends the messages to
+other members that waited meanwhile (``HELD_MAX``, ``HELD_MAX_AGE``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from esl_bridge.cluster.bus import Message, MessageBus
@@ -41,6 +43,12 @@ log = get_logger("cluster")
 
 #: Pending writes kept while Redis is slow; past it, messages are dropped (and counted).
 MAX_PENDING = 10_000
+#: While Redis is away, messages to one member (a call's signalling relayed between the
+#: browser's process and the call's: EndCall, DTMF, invitation answers) wait, at most
+#: this many and at most this many seconds, and go out in order once the node has joined
+#: again. Broadcasts are not kept: presence is reread on joining.
+HELD_MAX = 1000
+HELD_MAX_AGE = 60.0
 #: Every this many heartbeats the whole presence directory is read again, repairing
 #: anything a lost pub/sub message left wrong.
 RESYNC_EVERY = 10
@@ -86,7 +94,10 @@ class ClusterNode:
             decode_responses=True,
             socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
-            retry=Retry(NoBackoff(), 0),  # the heartbeat is the retry; never stall a claim
+            # One immediate retry on a refused or closed connection only: a pooled
+            # connection that a restarted Redis closed fails once, then a fresh one
+            # works. No retry on a timeout: the heartbeat is the retry; never stall a claim.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         ttl = settings.claim_ttl
         self.registry = NodeRegistry(self._redis, self.keys, member, ttl)
@@ -98,6 +109,7 @@ class ClusterNode:
         self._local: dict[str, float] = {}  # uid -> login stamp of our web sessions
         self._held: dict[str, str] = {}  # number -> claim token, our live claims
         self._pending: deque[tuple[str, Any, Any]] = deque()
+        self._waiting: deque[tuple[float, str, Message]] = deque()  # held while down
         self._wake_writer = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._releases: set[asyncio.Task[None]] = set()
@@ -172,6 +184,7 @@ class ClusterNode:
             "members": len(self.presence.members()),
             "claims": len(self._held),
             "dropped_messages": self.dropped,
+            "held_messages": len(self._waiting),
         }
 
     # -- the hub's side (synchronous, never waits) -----------------------------------------
@@ -198,13 +211,48 @@ class ClusterNode:
 
     def _queue(self, kind: str, a: Any, b: Any) -> None:
         if kind == "publish" and not self._joined:
-            self.dropped += 1  # no one would hear it; the session state is republished
+            self._hold(a, b)
             return
         if len(self._pending) >= MAX_PENDING:
             self.dropped += 1
             log.warning("cluster.queue_full", pending=len(self._pending))
             return
         self._pending.append((kind, a, b))
+        self._wake_writer.set()
+
+    def _hold(self, member: str | None, message: Message) -> None:
+        """Keep a message Redis could not take (HELD_MAX); a broadcast is dropped: the
+        session state it carried is republished on joining."""
+        if member is None:
+            self.dropped += 1
+            return
+        if len(self._waiting) >= HELD_MAX:
+            self._waiting.popleft()
+            self.dropped += 1
+        self._waiting.append((self.clock(), member, message))
+
+    async def _release_held(self, live: frozenset[str]) -> None:
+        """Joined: what waited goes out, in order per member, to each member that is
+        listening again (pub/sub keeps nothing for a member still resubscribing); a
+        message too old, or to a member gone meanwhile, is dropped."""
+        if not self._waiting:
+            return
+        now = self.clock()
+        # Right after Redis restarted, members not registered again yet get the grace.
+        gone = set() if now < self._grace_until else {m for _, m, _ in self._waiting} - live
+        listening: dict[str, bool] = {}
+        for member in {m for _, m, _ in self._waiting} - gone:
+            [(_, count)] = await self._redis.pubsub_numsub(self.keys.inbox(member))
+            listening[member] = int(count) > 0
+        keep: deque[tuple[float, str, Message]] = deque()
+        for since, member, message in self._waiting:
+            if now - since > HELD_MAX_AGE or member in gone:
+                self.dropped += 1
+            elif listening[member]:
+                self._pending.append(("publish", member, message))
+            else:
+                keep.append((since, member, message))
+        self._waiting = keep
         self._wake_writer.set()
 
     # -- the controller's side --------------------------------------------------------------
@@ -272,6 +320,7 @@ class ClusterNode:
         was_down = self.reason if self._beats else None
         self._joined = True
         self._resync = False
+        await self._release_held(census.live)
         self._beats += 1
         log.info(
             "cluster.joined",
@@ -293,6 +342,7 @@ class ClusterNode:
         census = await self.registry.census()
         now = self.clock()
         missing = set() if now < self._grace_until else self.presence.members() - census.live
+        await self._release_held(census.live)
         for member in sorted(census.dead | missing):
             # Every live process finds the dead one; the first to write its obituary
             # reports its users offline (webhooks, CUSTOM events), once for the cluster.
@@ -367,9 +417,11 @@ class ClusterNode:
                                     self.bus.publish_op(pipe, a, b)
                             await pipe.execute()
                 except _FAILURES as exc:
-                    # Messages are lost (the other side's timers cover them); session
-                    # changes are republished from _local when the node joins again.
-                    self.dropped += sum(1 for kind, _, _ in batch if kind == "publish")
+                    # Messages wait for the next join (_hold); session changes are
+                    # republished from _local when the node joins again.
+                    for kind, a, b in batch:
+                        if kind == "publish":
+                            self._hold(a, b)
                     self._down(exc)
 
     async def _listen_loop(self) -> None:

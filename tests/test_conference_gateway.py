@@ -1,0 +1,223 @@
+"""Conference rooms through the whole gateway and the simulator (issue 14).
+
+Three web users (aiortc peers, each sending its own tone) join one room with ConfJoin, the
+moderator invites two acc_rule numbers with ``"Conference":true`` (simulated phones, each
+with its own tone): every member hears every other member and not itself; a mute removes
+one tone; leave, kick (from the moderator and from fs_cli's api) and the end update the
+member lists; afterwards nothing is left (channels, calls, ports, numbers, rooms). And
+the limits' refusals. Everything waits for events (messages, channel states), never the
+clock; tests that open peer connections run in a loopback-only namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.netns import loopback_only
+from support.web_peer import WebPeer
+
+from esl_bridge.core.invitations import LocalState
+from esl_bridge.gateway.process import Gateway
+from esl_bridge.sim import SimulatorThread
+
+GATEWAY = "gateway"
+ROOM = "room1"
+WEB_HZ = {"alice": 700.0, "bob": 1100.0, "carol": 1500.0}
+PHONE_HZ = {"1000": 440.0, "1002": 2000.0}  # the simulator's default tone extensions
+
+
+def level(samples: np.ndarray, freq: float, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    k = round(freq * len(samples) / rate)
+    return float(spectrum[max(k - 2, 0) : k + 3].max())
+
+
+def hears(samples: np.ndarray, rate: int, freqs: list[float]) -> dict[float, bool]:
+    """Which of ``freqs`` are present: above a tenth of the loudest of them."""
+    levels = {f: level(samples, f, rate) for f in freqs}
+    top = max(levels.values())
+    assert top > 0, "silence"
+    return {f: v > top / 10 for f, v in levels.items()}
+
+
+def fresh_audio(peer: WebPeer, frames: int = 100) -> tuple[np.ndarray, int]:
+    """The next ``frames`` frames the peer hears (20 ms each), from now on."""
+    peer.heard.clear()
+    wait_until(lambda: len(peer.heard) >= frames, 30, "audio at the web user")
+    audio, rate = peer.audio()
+    return audio[len(audio) // 5 :], rate  # skip the first fifth: the mix settling
+
+
+def peer_msg(cmd: str, pred: Callable[[dict[str, Any]], bool] = lambda b: True) -> Any:
+    def match(m: dict[str, Any]) -> bool:
+        if m.get("type") != "message":
+            return False
+        try:
+            body = json.loads(m["text"])
+        except ValueError:
+            return False
+        return bool(body.get("Cmd") == cmd and pred(body))
+
+    return match
+
+
+def wait_conf(
+    user: WebUser,
+    cmd: str,
+    pred: Callable[[dict[str, Any]], bool] = lambda b: True,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    message = user.wait(peer_msg(cmd, pred), timeout, f"{cmd} at {user.uid}")
+    return {"from": message["from"], **json.loads(message["text"])}
+
+
+def members(
+    user: WebUser, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
+) -> dict[str, Any]:
+    """The first ConfMembers at ``user`` whose list satisfies ``pred`` (earlier ones are
+    dropped with it... only the matching one is removed; the inbox keeps the rest)."""
+    return wait_conf(user, "ConfMembers", lambda b: pred(b["Members"]), timeout)
+
+
+def uids(member_list: list[dict[str, Any]]) -> set[str]:
+    return {m["Uid"] for m in member_list}
+
+
+def join(user: WebUser, chan_id: str = ROOM, **extra: Any) -> dict[str, Any]:
+    user.peer(GATEWAY, Cmd="ConfJoin", ChanId=chan_id, **extra)
+    return wait_conf(user, "ConfJoined", lambda b: b["ChanId"] == chan_id)
+
+
+def invite_phone(user: WebUser, number: str, chan_id: str = ROOM) -> dict[str, Any]:
+    user.invite(number, chan_id, Conference=True)
+    accepted = user.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=20)
+    return json.loads(accepted["response"])
+
+
+def controller_of(gateway: Gateway) -> Any:
+    controller = gateway.controller
+    assert controller is not None
+    return controller
+
+
+def assert_no_room_left(gateway: Gateway, sim: SimulatorThread) -> None:
+    controller = controller_of(gateway)
+    assert_nothing_left(gateway, sim)
+    table = controller.conference.table
+    wait_until(lambda: len(table) == 0, 8, "no room in the gateway")
+    assert set(table.held().values()) == {0}, table.held()
+    assert sim.api("conference list").startswith("+OK No active conferences")
+    assert controller.links_held() == {"links": 0, "by_inv": 0, "by_ref": 0}
+
+
+@loopback_only(timeout=400)
+def test_three_web_users_and_two_phones_hear_each_other_mute_kick_leave_end() -> None:
+    with running_gateway() as (gateway, sim):
+        users = {uid: WebUser(gateway, uid).connect() for uid in WEB_HZ}
+        peers: dict[str, WebPeer] = {}
+        for uid, user in users.items():
+            joined = join(user, DisplayName=uid.title())
+            assert joined["Room"] == f"eb-e2e-{ROOM}", joined
+            assert joined["Moderator"] is (uid == "alice"), joined
+            assert joined["DialIn"].startswith("9") and joined["DialIn"][1:].isdigit(), joined
+            listing = wait_conf(user, "ConfMembers", lambda b: b["Event"] == "list")
+            assert listing["from"] == GATEWAY
+            peers[uid] = WebPeer(user, hz=WEB_HZ[uid])
+            peers[uid].offer(GATEWAY, ROOM)
+        alice = users["alice"]
+        for number in PHONE_HZ:
+            response = invite_phone(alice, number)
+            assert response["Conference"] is True and response["SipNumber"] == number
+        everyone = {**WEB_HZ, **PHONE_HZ}
+        for user in users.values():
+            full = members(user, lambda ms: uids(ms) == set(everyone))
+            mine = [m for m in full["Members"] if m["Self"]]
+            assert [m["Uid"] for m in mine] == [user.uid], full
+            kinds = {m["Uid"]: m["Kind"] for m in full["Members"]}
+            assert kinds == {**{u: "web" for u in WEB_HZ}, **{n: "sip" for n in PHONE_HZ}}
+            moderators = [m["Uid"] for m in full["Members"] if m["Moderator"]]
+            assert moderators == ["alice"], full
+        ids = {m["Uid"]: m["Id"] for m in full["Members"]}
+        freqs = list(everyone.values())
+
+        # Every web member hears the four others and never itself.
+        for uid, peer in peers.items():
+            audio, rate = fresh_audio(peer)
+            got = hears(audio, rate, freqs)
+            assert got == {f: f != WEB_HZ[uid] for f in freqs}, (uid, got)
+        # Each phone hears the four others and not its own tone (the simulator's record).
+        phone_legs = {
+            ch.profile.get("Caller-ID-Number") or "": ch.uuid
+            for ch in sim.channels()
+            if not ch.name.startswith("loopback/")
+        }
+        for number, hz in PHONE_HZ.items():
+            got = phone_hears(sim, ids[number], freqs)
+            assert got == {f: f != hz for f in freqs}, (number, got, phone_legs)
+
+        # Bob mutes himself: the others stop hearing his tone, and everyone is told.
+        users["bob"].peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute=True)
+        for user in users.values():
+            told = wait_conf(user, "ConfMembers", lambda b: b["Event"] == "mute")
+            assert told["Member"] == ids["bob"]
+            assert [m["Muted"] for m in told["Members"] if m["Uid"] == "bob"] == [True]
+        audio, rate = fresh_audio(peers["alice"])
+        got = hears(audio, rate, freqs)
+        assert got[WEB_HZ["bob"]] is False and got[PHONE_HZ["1000"]] is True, got
+        # A non-moderator may not mute someone else, nor kick, nor end.
+        users["bob"].peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute=True, Member=ids["carol"])
+        assert wait_conf(users["bob"], "ConfError")["Reason"] == "not_moderator"
+        users["carol"].peer(GATEWAY, Cmd="ConfKick", ChanId=ROOM, Member=ids["alice"])
+        assert wait_conf(users["carol"], "ConfError")["Reason"] == "not_moderator"
+        users["carol"].peer(GATEWAY, Cmd="ConfEnd", ChanId=ROOM)
+        assert wait_conf(users["carol"], "ConfError")["Reason"] == "not_moderator"
+        alice.peer(GATEWAY, Cmd="ConfKick", ChanId=ROOM, Member=999999)
+        assert wait_conf(alice, "ConfError")["Reason"] == "no_such_member"
+        # The moderator unmutes bob.
+        alice.peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute=False, Member=ids["bob"])
+        wait_conf(users["bob"], "ConfMembers", lambda b: b["Event"] == "unmute")
+
+        # The moderator kicks carol: her leg ends with EndCall kicked, the others see it.
+        alice.peer(GATEWAY, Cmd="ConfKick", ChanId=ROOM, Member=ids["carol"])
+        end = wait_conf(users["carol"], "EndCall")
+        assert end["Reason"] == "kicked" and end["ChanId"] == ROOM, end
+        for uid in ("alice", "bob"):
+            told = wait_conf(users[uid], "ConfMembers", lambda b: b["Event"] == "kick")
+            assert told["Member"] == ids["carol"]
+            members(users[uid], lambda ms: "carol" not in uids(ms) and len(ms) == 4)
+        # fs_cli kicks phone 1000: noticed, the web members told, its number freed.
+        reply = sim.api(f"conference eb-e2e-{ROOM} kick {ids['1000']}")
+        assert reply.startswith(f"+OK kicked {ids['1000']}"), reply
+        for uid in ("alice", "bob"):
+            told = wait_conf(users[uid], "ConfMembers", lambda b: b["Event"] == "kick")
+            assert told["Member"] == ids["1000"]
+            members(users[uid], lambda ms: "1000" not in uids(ms))
+        wait_until(lambda: "1000" not in controller_of(gateway).pool.busy(), 10, "1000 freed")
+        # bob leaves with EndCall.
+        users["bob"].peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
+        members(alice, lambda ms: uids(ms) == {"alice", "1002"})
+        # The moderator ends the room: its own leg and the phone's end.
+        alice.peer(GATEWAY, Cmd="ConfEnd", ChanId=ROOM)
+        assert wait_conf(alice, "EndCall")["Reason"] == "room_ended"
+        assert_no_room_left(gateway, sim)
+        for uid, peer in peers.items():
+            peer.close()
+            users[uid].close()
+
+
+def phone_hears(sim: SimulatorThread, member_id: int, freqs: list[float]) -> dict[float, bool]:
+    def heard() -> list[bytes]:
+        for room in sim.sim.rooms.values():
+            member = room.members.get(member_id)
+            if member is not None:
+                return list(member.heard)[-50:]
+        return []
+
+    frames = sim.run_sync(heard)
+    assert len(frames) >= 25, len(frames)
+    samples = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64)
+    return hears(samples, 8000, freqs)

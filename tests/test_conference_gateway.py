@@ -221,3 +221,68 @@ def phone_hears(sim: SimulatorThread, member_id: int, freqs: list[float]) -> dic
     assert len(frames) >= 25, len(frames)
     samples = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64)
     return hears(samples, 8000, freqs)
+
+
+LIMITS = "[conference]\nmax_members = 2\nmax_rooms_per_appid = 1\n"
+
+
+def test_limits_refuse_joins_and_invitations_and_shutdown_ends_every_leg() -> None:
+    # No peer connection here (nobody offers): the legs are the switch's alone.
+    with running_gateway(LIMITS) as (gateway, sim):
+        alice, bob, carol = (WebUser(gateway, uid).connect() for uid in ("alice", "bob", "carol"))
+        assert join(alice)["Moderator"] is True
+        assert join(bob)["Moderator"] is False
+        for user in (alice, bob):
+            members(user, lambda ms: uids(ms) == {"alice", "bob"})
+
+        def refused(user: WebUser, **body: Any) -> str:
+            user.peer(GATEWAY, Cmd="ConfJoin", **body)
+            return str(wait_conf(user, "ConfRefused")["Reason"])
+
+        assert refused(carol, ChanId=ROOM) == "room_full"
+        assert refused(carol, ChanId="room2") == "too_many_rooms"
+        assert refused(alice, ChanId=ROOM) == "already_joined"
+        assert refused(carol) == "bad_request"  # no ChanId
+        assert refused(carol, ChanId=ROOM, DisplayName="x" * 65) == "bad_request"
+        # Invitations of numbers into a full room, or a new room past the rooms limit.
+        for user, chan_id, reason in (
+            (alice, ROOM, "room_full"),
+            (carol, "room2", "too_many_rooms"),
+        ):
+            user.invite("1000", chan_id, Conference=True)
+            state = user.wait_local_state(LocalState.REFUSED_BY_REMOTE)
+            assert json.loads(state["response"]) == {"Cmd": "Refused", "Reason": reason}
+        assert controller_of(gateway).pool.busy() == {}
+        # Control of a room one is not in.
+        carol.peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute=True)
+        assert wait_conf(carol, "ConfError")["Reason"] == "not_in_room"
+        carol.peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute="yes")
+        assert wait_conf(carol, "ConfError")["Reason"] == "bad_request"
+        # The room's legs (two loopback pairs) end with the gateway, the web users told.
+        assert sim.live_channel_count() == 4
+        gateway.stop(drain=3.0)
+        for user in (alice, bob):
+            assert wait_conf(user, "EndCall")["Reason"] == "shutdown"
+        wait_until(lambda: sim.live_channel_count() == 0, 8, "channels ended by shutdown")
+        assert sim.api("conference list").startswith("+OK No active conferences")
+        assert len(controller_of(gateway).conference.table) == 0
+        assert not sim.crashed
+
+
+def test_conference_off_refuses_and_a_web_user_gone_leaves_the_room() -> None:
+    with running_gateway("[conference]\non = 0\n") as (gateway, sim):
+        alice = WebUser(gateway, "alice").connect()
+        alice.peer(GATEWAY, Cmd="ConfJoin", ChanId=ROOM)
+        assert wait_conf(alice, "ConfRefused")["Reason"] == "conference_off"
+        assert sim.live_channel_count() == 0
+    with running_gateway() as (gateway, sim):
+        alice, bob = (WebUser(gateway, uid).connect() for uid in ("alice", "bob"))
+        join(alice)
+        join(bob)
+        members(alice, lambda ms: uids(ms) == {"alice", "bob"})
+        bob.close()  # the tab closed: gone past presence_grace
+        wait_conf(alice, "ConfMembers", lambda b: b["Event"] == "leave")
+        assert controller_of(gateway).book.calls_of("bob") == []
+        alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
+        assert_no_room_left(gateway, sim)
+        alice.close()

@@ -345,3 +345,37 @@ def test_a_web_member_leg_counts_toward_max_calls() -> None:
     assert first is not None
     second, actions = b.conference_join("bob", "r1", "", "eb-app-r1", "wb", 0.0)
     assert second is None and actions == []
+
+
+def test_a_kicked_phone_s_call_is_ended_too() -> None:
+    # A dial-in phone's channel stays in the gateway's socket once it left the room.
+    t = table()
+    room = seat(t, "alice")
+    t.add_dial_in(room, "call-dial", "phone-dial", "1001")
+    t.maintenance(add(room.name, 5, "phone-dial", "1001", loopback=False))
+    assert room.members[5].kind == "sip" and room.members[5].uid == "1001"
+    kicked = t.maintenance(event(room.name, "kick-member", 5))
+    assert conf.ToCall("call-dial", "kicked") in kicked
+
+
+def test_a_dial_in_call_joins_the_room_and_hangs_up_when_removed() -> None:
+    b = book()
+    call, actions = b.conference_dial_in(
+        uuid="u-1", caller_number="1001", chan_id="r1", target="eb-app-r1@wb", now=0.0
+    )
+    assert call is not None
+    assert actions[-1] == c.JoinRoom(call.call_id, "u-1", "eb-app-r1@wb")
+    again = b.conference_dial_in(
+        uuid="u-1", caller_number="1001", chan_id="r1", target="eb-app-r1@wb", now=0.0
+    )
+    assert again == (None, [])
+    ended = b.handle(call.call_id, c.RoomRemoved("kicked"), 1.0)
+    assert c.Hangup(call.call_id, "u-1", "NORMAL_CLEARING") in ended
+    b.handle(call.call_id, c.ChannelHungUp("NORMAL_CLEARING"), 1.1)
+    assert len(b) == 0
+    full = book(max_calls=0 + 1)
+    full.conference_dial_in(uuid="u-2", caller_number="1", chan_id="r", target="t", now=0.0)
+    _, refused = full.conference_dial_in(
+        uuid="u-3", caller_number="1", chan_id="r", target="t", now=0.0
+    )
+    assert [type(a) for a in refused] == [c.Hangup]

@@ -286,3 +286,30 @@ def test_conference_off_refuses_and_a_web_user_gone_leaves_the_room() -> None:
         alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
         assert_no_room_left(gateway, sim)
         alice.close()
+
+
+def test_phones_dial_in_by_the_rooms_number_and_are_refused_when_unknown_or_full() -> None:
+    with running_gateway("[conference]\nmax_members = 2\n") as (gateway, sim):
+        alice = WebUser(gateway, "alice").connect()
+        dial_in = join(alice)["DialIn"]
+        members(alice, lambda ms: uids(ms) == {"alice"})
+        # A number of no live room: the dialplan's socket hands it over, the gateway refuses.
+        code = dial_in[1:]
+        other = f"9{(int(code) + 1) % 10000:04d}"
+        lost = sim.place_call("1001", other, audio="silence")
+        wait_until(lambda: lost.finished, 10, "lost call ended")
+        assert lost.hangup_cause == "NO_ROUTE_DESTINATION"
+        phone = sim.place_call("1001", dial_in, audio="silence")
+        joined = members(alice, lambda ms: "1001" in uids(ms))
+        [sip] = [m for m in joined["Members"] if m["Uid"] == "1001"]
+        assert sip["Kind"] == "sip" and joined["Event"] == "join"
+        full = sim.place_call("1003", dial_in, audio="silence")
+        wait_until(lambda: full.finished, 10, "full call ended")
+        assert full.hangup_cause == "CALL_REJECTED"
+        # The moderator kicks the phone: its channel (held by the socket) is hung up.
+        alice.peer(GATEWAY, Cmd="ConfKick", ChanId=ROOM, Member=sip["Id"])
+        wait_until(lambda: phone.finished, 10, "phone call ended")
+        members(alice, lambda ms: uids(ms) == {"alice"})
+        alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
+        assert_no_room_left(gateway, sim)
+        alice.close()

@@ -221,6 +221,15 @@ class StartUnicast(Action):
 
 
 @dataclass(frozen=True)
+class JoinRoom(Action):
+    """Run ``conference <target>`` on a channel the gateway's socket session holds (a
+    phone that dialled a room's dial-in number)."""
+
+    uuid: str
+    target: str
+
+
+@dataclass(frozen=True)
 class Hangup(Action):
     """Hang the channel up with a FreeSWITCH cause (uuid_kill or sendmsg hangup)."""
 
@@ -1187,6 +1196,67 @@ def _conf_sip_table() -> dict[tuple[State, type[Event]], Handler]:
     return table
 
 
+class ConfDialInCall(Call):
+    """A phone that dialled ``<dialin_prefix><code>``: the dialplan handed its channel to the
+    gateway's socket, which runs ``conference`` on it. It ends when the phone hangs up, is
+    kicked (the conference application returns and the channel is hung up) or the room
+    ends."""
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        caller_number: str,
+        target: str,
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[ConfDialInCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid="",
+            number=caller_number,
+            settings=settings,
+            started_at=now,
+            state=State.CONNECTED,
+            direction=Direction.SIP_TO_RTC,
+            answered_at=now,
+            TABLE=CONF_DIAL_IN_TABLE,
+        )
+        variables = call_variables(call_id, Direction.CONFERENCE, "", settings.appid, caller_number)
+        return call, [
+            SetChannelVars(call_id, uuid, variables),
+            JoinRoom(call_id, uuid, target),
+        ]
+
+    def on_hangup(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [])
+
+    def on_removed(self, event: RoomRemoved, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_CLEARING", [])
+
+    def on_shutdown(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [])
+
+    def on_error(self, event: GatewayError, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_TEMPORARY_FAILURE", [])
+
+
+def _conf_dial_in_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = ConfDialInCall
+    return {
+        (State.CONNECTED, ChannelHungUp): c.on_hangup,
+        (State.CONNECTED, RoomRemoved): c.on_removed,
+        (State.CONNECTED, Shutdown): c.on_shutdown,
+        (State.CONNECTED, GatewayError): c.on_error,
+    }
+
+
 def _on_api_hangup(call: Call, event: ApiHangup, now: float) -> list[Action]:
     """Any live call, either direction: ended as the web side would be told in its state."""
     return call._finish(now, "api_hangup", "NORMAL_CLEARING", call._tell_web_end())
@@ -1207,3 +1277,4 @@ SIP_TO_RTC_TABLE = _sip_to_rtc_table()
 CLICK_TO_CALL_TABLE = _click_to_call_table()
 CONF_WEB_TABLE = _conf_web_table()
 CONF_SIP_TABLE = _conf_sip_table()
+CONF_DIAL_IN_TABLE = _conf_dial_in_table()

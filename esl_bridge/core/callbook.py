@@ -31,6 +31,7 @@ from esl_bridge.core.call import (
     CallEnded,
     CallSettings,
     ClickToCall,
+    ConfDialInCall,
     ConfSipCall,
     ConfWebCall,
     Direction,
@@ -391,6 +392,31 @@ class CallBook:
         self._add(call)
         return actions
 
+    def conference_dial_in(
+        self, *, uuid: str, caller_number: str, chan_id: str, target: str, now: float
+    ) -> tuple[ConfDialInCall | None, list[Action]]:
+        """A phone dialled a room's number (its socket session brought the channel): the
+        call that puts it into ``target`` (``<room>@<profile>``), or the hangup that
+        refuses it (the gateway's call limits, as for any SIP call)."""
+        call_id = self._new_id("call")
+        if uuid in self._by_uuid:
+            return None, []  # the same channel twice: the first session owns it
+        if len(self._calls) >= self.settings.max_calls:
+            return None, [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
+        if not self.rate.take(now):
+            return None, [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
+        call, actions = ConfDialInCall.start(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            caller_number=caller_number,
+            target=target,
+            settings=self._call_settings,
+            now=now,
+        )
+        self._add(call)
+        return call, actions
+
     # -- events, timers, shutdown -------------------------------------------------------
 
     def handle(self, call_id: str, event: Event, now: float) -> list[Action]:
@@ -421,7 +447,7 @@ class CallBook:
     def _add(self, call: Call) -> None:
         self._calls[call.call_id] = call
         self._by_uuid[call.uuid] = call.call_id
-        if not isinstance(call, ConfWebCall | ConfSipCall):
+        if not isinstance(call, ConfWebCall | ConfSipCall | ConfDialInCall):
             # A room's ChanId is every member's: not one call's key.
             self._by_chan[call.chan_id] = call.call_id
 

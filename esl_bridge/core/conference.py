@@ -542,12 +542,18 @@ class RoomTable:
 
     def _kicked(self, room: Room, member: Member) -> list[ConfAction]:
         """kick-member comes before its del-member (recorded): the kicked web member's call
-        ends with EndCall kicked (room_ended when the room is ending); a phone's channel
-        ends by itself as its conference application returns."""
+        ends with EndCall kicked (room_ended when the room is ending); a phone's call is
+        ended too (an originated one would end by itself as its conference application
+        returns, a dial-in one stays in the gateway's socket)."""
         actions: list[ConfAction] = []
+        reason = "room_ended" if room.ending else "kicked"
         seat = room.seat_of_member(member.id)
+        invitee = room.invitees.get(member.uuid)
         if seat is not None:
-            actions.append(ToCall(seat.call_id, "room_ended" if room.ending else "kicked"))
+            actions.append(ToCall(seat.call_id, reason))
+        elif invitee is not None:
+            # A dial-in phone's socket channel would stay up after leaving: hang it up.
+            actions.append(ToCall(invitee.call_id, reason))
         return actions + self._broadcast(room, "kick", member.id)
 
     def _destroyed(self, room: Room) -> list[ConfAction]:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = get_logger("gateway.conference")
 
 COMMANDS = frozenset({"ConfJoin", "ConfMute", "ConfKick", "ConfEnd"})
+#: The channel variable in which dialplan/'s dial-in route hands the room's code over.
+DIAL_IN_VAR = "esl_bridge_conf_code"
 
 
 class ConfRequestError(ValueError):
@@ -146,6 +148,30 @@ class ConferenceDesk:
     def invitee_added(self, joined: conf.Joined, call_id: str, uuid: str, number: str) -> None:
         room = self.table.add_invitee(joined, call_id, uuid, number)
         log.info("conference.number_invited", room=room.name, call_id=call_id, number=number)
+
+    # -- dial-in ------------------------------------------------------------------------
+
+    def dial_in(self, record: Any, code: str) -> None:
+        """A phone dialled ``<dialin_prefix><code>`` and the dialplan brought its channel to
+        the socket: into the room, or hung up (unknown room NO_ROUTE_DESTINATION, full
+        CALL_REJECTED)."""
+        ctl = self.controller
+        uuid = record.uuid
+        number = record.caller_number or ""
+        found = self.table.dial_in_check(code) if code.isdigit() else "NO_ROUTE_DESTINATION"
+        if isinstance(found, str):
+            log.info("conference.dial_in_refused", uuid=uuid, caller=number, cause=found)
+            ctl.channels.operate(c.Hangup("", uuid, found))
+            return
+        target = f"{found.name}@{self.settings.profile}"
+        call, actions = ctl.book.conference_dial_in(
+            uuid=uuid, caller_number=number, chan_id=found.chan_id, target=target, now=ctl.clock()
+        )
+        if call is not None:
+            self.table.add_dial_in(found, call.call_id, uuid, number)
+            ctl._links_of(call.call_id).headers.update(record.headers)
+            log.info("conference.dial_in", uuid=uuid, caller=number, room=found.name)
+        ctl._run(actions)
 
     # -- FreeSWITCH -----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.core.unicast_gate import GateInput, classify_event
-from esl_bridge.gateway.conference import ConferenceDesk
+from esl_bridge.gateway.conference import DIAL_IN_VAR, ConferenceDesk
 from esl_bridge.gateway.esl_side import ChannelOp, ConferenceApi, SendDtmf, Unicast
 from esl_bridge.gateway.ops_metrics import OpsMetrics
 from esl_bridge.logs import bound_contextvars, get_logger
@@ -370,6 +370,10 @@ class CallController:
             self.channels.operate(c.Hangup("", record.uuid, "NORMAL_TEMPORARY_FAILURE"))
 
     def _sip_call_arrived(self, record: Any) -> None:
+        code = record.headers.get(f"variable_{DIAL_IN_VAR}")
+        if code is not None:
+            self.conference.dial_in(record, code)  # dialplan/: a room's dial-in number
+            return
         callee = record.callee_uid
         if self.cluster is not None and not self.cluster.healthy:
             # Where the callee is cannot be known: refuse rather than guess.
@@ -713,7 +717,8 @@ class CallController:
             | c.PreAnswer
             | c.PlayRingback
             | c.StopRingback
-            | c.Answer,
+            | c.Answer
+            | c.JoinRoom,
         ):
             self.channels.operate(action)
         elif isinstance(action, c.Hangup):

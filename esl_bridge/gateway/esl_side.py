@@ -109,7 +109,7 @@ class ConferenceApi:
 # that the gateway adds (unicast needs the media leg's ports, DTMF comes from a peer message).
 ChannelOp = (
     (c.SetChannelVar | c.SetChannelVars)
-    | (c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup)
+    | (c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup | c.JoinRoom)
     | SendDtmf
     | Unicast
     | ConferenceApi
@@ -650,6 +650,8 @@ class EslSide:
                 self._session_of(op, session).stop_ringback()
             case c.Answer():
                 self._session_of(op, session).answer()
+            case c.JoinRoom(target=target):
+                self._session_of(op, session).execute("conference", target)
 
     def _session_of(self, op: ChannelOp, session: OutboundSession | None) -> OutboundSession:
         if session is None:

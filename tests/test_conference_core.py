@@ -379,3 +379,16 @@ def test_a_dial_in_call_joins_the_room_and_hangs_up_when_removed() -> None:
         uuid="u-3", caller_number="1", chan_id="r", target="t", now=0.0
     )
     assert [type(a) for a in refused] == [c.Hangup]
+
+
+def test_a_room_is_forgotten_when_the_gateway_has_nobody_left_in_it() -> None:
+    # The ESL connection dropped: the legs' calls ended (channel lost) and the switch's
+    # del-members were never heard. The room, its name and its code must not stay held.
+    t = table(max_rooms_per_appid=1)
+    room = seat(t, "alice")
+    t.maintenance(add(room.name, 7, "b-alice", "alice"))
+    t.maintenance(add(room.name, 8, "fscli-phone", "5555", loopback=False))
+    t.call_ended("call-alice")
+    assert len(t) == 0 and set(t.held().values()) == {0}
+    assert t.dial_in_check(room.dial_code) == "NO_ROUTE_DESTINATION"
+    assert isinstance(t.join(APPID, "r2", "bob", 1.0), conf.Joined)

@@ -196,7 +196,10 @@ class Room:
         return len(self.members) + extra
 
     def empty(self) -> bool:
-        return not (self.members or self.seats or self.invitees)
+        """Nobody of the gateway's is in it: forgotten then, whatever members the switch
+        may still report (added from fs_cli; or missed del-members while the ESL
+        connection was down, which would otherwise hold the room and its code forever)."""
+        return not (self.seats or self.invitees)
 
     def seat_of_member(self, member_id: int) -> Seat | None:
         return next((s for s in self.seats.values() if s.member_id == member_id), None)

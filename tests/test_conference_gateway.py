@@ -143,6 +143,10 @@ def test_three_web_users_and_two_phones_hear_each_other_mute_kick_leave_end() ->
             assert moderators == ["alice"], full
         ids = {m["Uid"]: m["Id"] for m in full["Members"]}
         freqs = list(everyone.values())
+        # Everyone sends a tone: each web member is told who talks (start-talking events),
+        # up to a list in which all five talk.
+        for user in users.values():
+            members(user, lambda ms: len(ms) == 5 and all(m["Talking"] for m in ms))
 
         # Every web member hears the four others and never itself.
         for uid, peer in peers.items():
@@ -258,6 +262,12 @@ def test_limits_refuse_joins_and_invitations_and_shutdown_ends_every_leg() -> No
         assert wait_conf(carol, "ConfError")["Reason"] == "not_in_room"
         carol.peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute="yes")
         assert wait_conf(carol, "ConfError")["Reason"] == "bad_request"
+        # esl-bridge status shows the web members' legs as conference legs.
+        rows = gateway.loops.run_coroutine(controller_of(gateway).live_calls(), timeout=10)
+        assert sorted((r["uid"], r["direction"]) for r in rows) == [
+            ("alice", "conference"),
+            ("bob", "conference"),
+        ]
         # The room's legs (two loopback pairs) end with the gateway, the web users told.
         assert sim.live_channel_count() == 4
         gateway.stop(drain=3.0)

@@ -413,6 +413,11 @@ _DIRECTION_WORDS = {
 }
 
 
+def direction_word(direction: Direction) -> str:
+    """How a direction is shown: channel variable, status, CUSTOM events."""
+    return _DIRECTION_WORDS[direction]
+
+
 def channel_var_value(value: str) -> str:
     """A value as the channel gets it: safe characters only, at most CHANNEL_VAR_MAX."""
     return _VAR_VALUE_UNSAFE.sub("_", value)[:CHANNEL_VAR_MAX]

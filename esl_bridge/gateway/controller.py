@@ -884,7 +884,7 @@ class CallController:
         for call in list(self.book):
             row: dict[str, Any] = {
                 "call_id": call.call_id,
-                "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+                "direction": c.direction_word(call.direction),
                 "uid": call.web_uid,
                 "number": call.number,
                 "state": call.state.value,
@@ -948,7 +948,7 @@ class CallController:
     def _call_started(self, call: c.Call) -> None:
         fields: dict[str, object] = {
             "call_id": call.call_id,
-            "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+            "direction": c.direction_word(call.direction),
             "uid": call.web_uid,
             "number": call.number,
             "uuid": call.uuid,

@@ -392,3 +392,23 @@ def test_a_room_is_forgotten_when_the_gateway_has_nobody_left_in_it() -> None:
     assert len(t) == 0 and set(t.held().values()) == {0}
     assert t.dial_in_check(room.dial_code) == "NO_ROUTE_DESTINATION"
     assert isinstance(t.join(APPID, "r2", "bob", 1.0), conf.Joined)
+
+
+def test_any_display_name_and_uid_make_a_valid_originate_and_are_recognised() -> None:
+    from esl_bridge.esl import commands as cmd
+
+    b = book()
+    uid, name = "a{b}c,d", "Eve ${x} {"
+    call, actions = b.conference_join(uid, "r1", name, "eb-app-r1", "wideband", 0.0)
+    assert call is not None
+    originate = actions[1]
+    assert isinstance(originate, c.Originate)
+    # It failed with "unbalanced braces" before: the join would have ended at once.
+    cmd.originate_arg(originate.destination, cmd.park_app(), originate.variables)
+    t = table()
+    room = seat(t, uid)
+    number = originate.variables["origination_caller_id_number"]
+    joined = told(t.maintenance(add(room.name, 3, "b-x", number)))
+    assert [(m["Uid"], m["Kind"], m["Self"]) for m in joined[uid]["Members"]] == [
+        (uid, "web", True)
+    ]

@@ -44,6 +44,7 @@ from esl_bridge.core.call import (
     SipToRtcCall,
     State,
     call_variables,
+    channel_var_value,
     refusal,
 )
 from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
@@ -258,8 +259,9 @@ class CallBook:
         variables = {
             "origination_uuid": a_uuid,
             # The member's caller id: the web uid and its display name (fs_cli's list).
-            "origination_caller_id_number": uid,
-            "origination_caller_id_name": name or uid,
+            # Safe characters only: a name with braces or "${" would break the originate.
+            "origination_caller_id_number": channel_var_value(uid),
+            "origination_caller_id_name": channel_var_value(name or uid),
             **call_variables(call_id, Direction.CONFERENCE, uid, self.settings.appid, ""),
         }
         call, actions = ConfWebCall.start(

@@ -31,6 +31,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from esl_bridge.core.call import channel_var_value
+
 SUBCLASS = "conference::maintenance"
 NAME_PREFIX = "eb-"
 _PLAIN_CHAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -528,9 +530,10 @@ class RoomTable:
                 return seat
         if not channel.startswith("loopback/"):
             return None
-        seat = room.seats.get(number)
-        if seat is not None and seat.member_id is None and not seat.b_uuid:
-            return seat
+        # The caller id number is the uid as the originate could carry it.
+        for seat in room.seats.values():
+            if seat.member_id is None and not seat.b_uuid and channel_var_value(seat.uid) == number:
+                return seat
         return None
 
     def _deleted(self, room: Room, member: Member) -> list[ConfAction]:

@@ -21,6 +21,7 @@ from support.netns import loopback_only
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
+from esl_bridge.gateway.esl_side import ConferenceApi
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimulatorThread
 
@@ -262,6 +263,14 @@ def test_limits_refuse_joins_and_invitations_and_shutdown_ends_every_leg() -> No
         assert wait_conf(carol, "ConfError")["Reason"] == "not_in_room"
         carol.peer(GATEWAY, Cmd="ConfMute", ChanId=ROOM, Mute="yes")
         assert wait_conf(carol, "ConfError")["Reason"] == "bad_request"
+        # A conference command the switch refused is answered to whoever asked.
+        refused_op = ConferenceApi("", f"eb-e2e-{ROOM}", ("kick", "1"), "bob", ROOM)
+
+        async def report() -> None:
+            controller_of(gateway).operation_failed(refused_op, "-ERR Non-Existant ID 1")
+
+        gateway.loops.run_coroutine(report(), timeout=10)
+        assert wait_conf(bob, "ConfError")["Reason"] == "switch_error"
         # esl-bridge status shows the web members' legs as conference legs.
         rows = gateway.loops.run_coroutine(controller_of(gateway).live_calls(), timeout=10)
         assert sorted((r["uid"], r["direction"]) for r in rows) == [

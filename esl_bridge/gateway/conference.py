@@ -43,7 +43,6 @@ class ConferenceDesk:
         self.settings = controller.settings.conference
         self.table = conf.RoomTable(self.settings)
         self.appid = controller.appid
-        self._pending: dict[ConferenceApi, list[conf.ConfApi]] = {}
 
     # -- peer messages ------------------------------------------------------------------
 
@@ -185,14 +184,8 @@ class ConferenceDesk:
         )
 
     def api_failed(self, op: ConferenceApi, error: str) -> None:
-        waiting = self._pending.get(op)
-        if not waiting:
-            return
-        action = waiting.pop(0)
-        if not waiting:
-            self._pending.pop(op, None)
-        log.info("conference.command_failed", room=action.room, words=action.words, error=error)
-        self._run(self.table.api_failed(action))
+        log.info("conference.command_failed", room=op.uuid, words=op.words, error=error)
+        self._run(self.table.api_failed(conf.ConfApi(op.uuid, op.words, op.requester, op.chan_id)))
 
     def call_ended(self, call_id: str) -> None:
         self._run(self.table.call_ended(call_id))
@@ -213,12 +206,9 @@ class ConferenceDesk:
             if isinstance(action, conf.Tell):
                 self._tell(action.to, action.text)
             elif isinstance(action, conf.ConfApi):
-                op = ConferenceApi("", action.room, action.words)
-                # Kept until the command ends; only a failure is reported back.
-                self._pending.setdefault(op, []).append(action)
-                if len(self._pending[op]) > 16:
-                    self._pending[op].pop(0)
-                ctl.channels.operate(op)
+                ctl.channels.operate(
+                    ConferenceApi("", action.room, action.words, action.requester, action.chan_id)
+                )
             elif isinstance(action, conf.ToCall):
                 ctl.event(action.call_id, c.RoomRemoved(action.reason))
 

@@ -103,6 +103,9 @@ class ConferenceApi:
     call_id: str
     uuid: str
     words: tuple[str, ...]
+    # Who asked (a web uid and its room's ChanId), told when the command fails.
+    requester: str = ""
+    chan_id: str = ""
 
 
 # What the call logic may ask of a channel: the call core's channel actions, plus the two

@@ -332,3 +332,28 @@ def test_phones_dial_in_by_the_rooms_number_and_are_refused_when_unknown_or_full
         alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
         assert_no_room_left(gateway, sim)
         alice.close()
+
+
+def test_an_invited_number_rings_can_be_canceled_and_is_busy_meanwhile() -> None:
+    with running_gateway() as (gateway, sim):
+        alice, bob = (WebUser(gateway, uid).connect() for uid in ("alice", "bob"))
+        # The invitation creates the room (alice its moderator) before anyone joined.
+        alice.invite("1007", ROOM, Conference=True)  # rings 2 s, then answers
+        ringing = alice.wait_peer_cmd("SipState")
+        assert ringing == {"from": "1007", "Cmd": "SipState", "State": "ringing"}
+        assert controller_of(gateway).conference.table.get("e2e", ROOM) is not None
+        assert join(alice)["Moderator"] is True
+        # The same number into another room meanwhile: busy, as in two-party calls.
+        bob.invite("1007", "room2", Conference=True)
+        busy = bob.wait_local_state(LocalState.REFUSED_BY_REMOTE)
+        assert json.loads(busy["response"]) == {"Cmd": "Calling", "Reason": "calling"}
+        reply = alice.request({"type": "cancel", "ref": ROOM})
+        assert reply["type"] == "ok"
+        alice.wait_local_state(LocalState.CANCELED)
+        wait_until(lambda: "1007" not in controller_of(gateway).pool.busy(), 10, "1007 freed")
+        alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
+        assert_no_room_left(gateway, sim)
+        kills = [ch for ch in sim.all_channels() if ch.hangup_cause == "ORIGINATOR_CANCEL"]
+        assert kills, [ch.hangup_cause for ch in sim.all_channels()]
+        alice.close()
+        bob.close()

@@ -357,3 +357,27 @@ def test_an_invited_number_rings_can_be_canceled_and_is_busy_meanwhile() -> None
         assert kills, [ch.hangup_cause for ch in sim.all_channels()]
         alice.close()
         bob.close()
+
+
+def test_a_switch_restart_ends_the_rooms_legs_and_forgets_the_rooms() -> None:
+    with running_gateway() as (gateway, sim):
+        controller = controller_of(gateway)
+        alice, bob = (WebUser(gateway, uid).connect() for uid in ("alice", "bob"))
+        join(alice)
+        join(bob)
+        invite_phone(alice, "1000")
+        members(alice, lambda ms: uids(ms) == {"alice", "bob", "1000"})
+        sim.restart()  # every connection, call and room dropped; no del-member is heard
+        for user in (alice, bob):
+            assert wait_conf(user, "EndCall", timeout=10)["Reason"] == "switch_error"
+        wait_until(lambda: controller.status()["calls"] == 0, 10, "the calls ended")
+        wait_until(lambda: len(controller.conference.table) == 0, 10, "the room forgotten")
+        wait_until(lambda: controller.esl_state == "connected", 10, "ESL back")
+        assert controller.status()["numbers_busy"] == 0
+        # The same room can be joined again (the switch makes it anew).
+        assert join(alice)["Moderator"] is True
+        members(alice, lambda ms: uids(ms) == {"alice"})
+        alice.peer(GATEWAY, Cmd="EndCall", ChanId=ROOM)
+        assert_no_room_left(gateway, sim)
+        alice.close()
+        bob.close()

@@ -32,6 +32,7 @@ from configobj.validate import (
     is_float,
 )
 
+from esl_bridge.core.conference import ConferenceSettings
 from esl_bridge.esl.orphans import default_node_id, valid_node_id
 from esl_bridge.numbers import AccRuleError, parse_acc_rule
 from esl_bridge.signaling.origins import parse_allowed_origins
@@ -149,6 +150,13 @@ retries = integer(min=0, max=20, default=5)
 backoff = float(min=0.001, max=60, default=1.0)
 max_backoff = float(min=0.001, max=3600, default=60.0)
 queue_max = integer(min=1, max=1000000, default=1000)
+
+[conference]
+on = boolean(default=True)
+profile = conference_profile(default='wideband')
+max_members = integer(min=2, max=1000, default=50)
+max_rooms_per_appid = integer(min=1, max=100000, default=20)
+dialin_prefix = dialin_prefix(default='9')
 
 [api]
 on = boolean(default=False)
@@ -326,6 +334,27 @@ def _check_acc_rule(value: Any) -> str:
             parse_acc_rule(value)
         except AccRuleError as exc:
             raise ValidateError(str(exc)) from None
+    return value
+
+
+_CONFERENCE_PROFILE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DIALIN_PREFIX = re.compile(r"^(?:[1-9][0-9]{0,7})?$")
+
+
+def _check_conference_profile(value: Any) -> str:
+    if not isinstance(value, str) or not _CONFERENCE_PROFILE.match(value):
+        raise ValidateError(
+            "expected a conference.conf.xml profile name: 1-64 of A-Z a-z 0-9 _ . -"
+        )
+    return value
+
+
+def _check_dialin_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not _DIALIN_PREFIX.match(value):
+        raise ValidateError(
+            "expected up to 8 digits not starting with 0 (0<uid> is the SIP -> RTC route), "
+            "or empty for no dial-in"
+        )
     return value
 
 
@@ -535,6 +564,7 @@ class Settings:
     auth: AuthSettings
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    conference: ConferenceSettings = field(default_factory=ConferenceSettings)
     warnings: tuple[str, ...] = field(default=())
 
     def secrets(self) -> list[str]:
@@ -580,6 +610,8 @@ def _validator() -> Validator:
             "hostport": _check_hostport,
             "uid": _check_uid,
             "dial_prefix": _check_dial_prefix,
+            "conference_profile": _check_conference_profile,
+            "dialin_prefix": _check_dialin_prefix,
             "acc_rule": _check_acc_rule,
             "switch_list": _check_switch_list,
             "url_list": _check_url_list,
@@ -901,6 +933,7 @@ def _build(
         auth=AuthSettings(**_pick(auth, AuthSettings)),
         webhooks=WebhookSettings(**{**_pick(hooks, WebhookSettings), "url": tuple(hooks["url"])}),
         api=ApiSettings(**_pick(api, ApiSettings)),
+        conference=ConferenceSettings(**_pick(raw["conference"], ConferenceSettings)),
         warnings=tuple(warnings),
     )
 

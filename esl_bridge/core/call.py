@@ -140,6 +140,13 @@ class ApiHangup(Event):
 
 
 @dataclass(frozen=True)
+class RoomRemoved(Event):
+    """A conference member's room removed it: ``reason`` kicked or room_ended."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class GatewayError(Event):
     """Something the call needs failed on the gateway's side (an ESL command, the media
     endpoint): end the call rather than leave it half set up."""
@@ -163,6 +170,7 @@ class Originate(Action):
     uuid: str
     destination: str
     variables: Mapping[str, str]
+    app: str = "&park()"  # what the channel runs once answered (a conference invitee's room)
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,15 @@ class StartUnicast(Action):
     """
 
     uuid: str
+
+
+@dataclass(frozen=True)
+class JoinRoom(Action):
+    """Run ``conference <target>`` on a channel the gateway's socket session holds (a
+    phone that dialled a room's dial-in number)."""
+
+    uuid: str
+    target: str
 
 
 @dataclass(frozen=True)
@@ -362,6 +379,7 @@ class State(StrEnum):
 class Direction(StrEnum):
     RTC_TO_SIP = "rtc_to_sip"
     SIP_TO_RTC = "sip_to_rtc"
+    CONFERENCE = "conference"  # a web user's leg in a conference room (ConfWebCall)
 
 
 @dataclass(frozen=True)
@@ -388,6 +406,18 @@ CHANNEL_VAR_MAX = 64  # characters kept of a value
 _VAR_VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+#*:\-]")
 
 
+_DIRECTION_WORDS = {
+    Direction.RTC_TO_SIP: "rtc2sip",
+    Direction.SIP_TO_RTC: "sip2rtc",
+    Direction.CONFERENCE: "conference",
+}
+
+
+def direction_word(direction: Direction) -> str:
+    """How a direction is shown: channel variable, status, CUSTOM events."""
+    return _DIRECTION_WORDS[direction]
+
+
 def channel_var_value(value: str) -> str:
     """A value as the channel gets it: safe characters only, at most CHANNEL_VAR_MAX."""
     return _VAR_VALUE_UNSAFE.sub("_", value)[:CHANNEL_VAR_MAX]
@@ -399,7 +429,7 @@ def call_variables(
     """The ``esl_bridge_*`` variables of one call's channel (empty values left out)."""
     values = {
         CALL_ID_VAR: call_id,
-        DIRECTION_VAR: "rtc2sip" if direction is Direction.RTC_TO_SIP else "sip2rtc",
+        DIRECTION_VAR: _DIRECTION_WORDS[direction],
         UID_VAR: web_uid,
         APPID_VAR: appid,
         NUMBER_VAR: number,
@@ -952,6 +982,286 @@ def _click_to_call_table() -> dict[tuple[State, type[Event]], Handler]:
     return table
 
 
+# ---------------------------------------------------------------------------------------
+# Conference calls (issue 14; core/conference.py keeps the rooms). A web participant is a
+# loopback pair: ``loopback/conference:<room>@<profile>/default/inline &park()``; its B leg
+# runs ``conference`` and is the member, its A leg is answered and parked with a read
+# codec, so it takes the unicast stream exactly as a two-party call's channel does (and
+# only after answer). Hanging the A leg up ends the B leg too. A SIP invitee is an
+# acc_rule number originated straight into the room (``&conference(<room>@<profile>)``):
+# the phone is the member and there is no media leg.
+
+
+def conference_end_message(chan_id: str, reason: str) -> str:
+    """EndCall to a web member, with the reason (kicked, room_ended, left...)."""
+    return json.dumps(
+        {"Cmd": "EndCall", "ChanId": chan_id, "Reason": reason}, separators=(",", ":")
+    )
+
+
+@dataclass
+class ConfWebCall(Call):
+    """A web user's leg in a room: created at its ConfJoin; ``uuid`` is the A leg."""
+
+    room: str = ""
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        uid: str,
+        room: str,
+        destination: str,
+        variables: Mapping[str, str],
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[ConfWebCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=uid,
+            number="",
+            settings=settings,
+            started_at=now,
+            state=State.ORIGINATING,
+            direction=Direction.CONFERENCE,
+            TABLE=CONF_WEB_TABLE,
+            room=room,
+        )
+        # The leg first: the browser's offer follows ConfJoined, maybe before the answer.
+        return call, [
+            OpenMedia(call_id, chan_id),
+            Originate(call_id, uuid, destination, dict(variables)),
+        ]
+
+    @property
+    def peer_uid(self) -> str:
+        return self.settings.gateway_uid
+
+    def _end(self, now: float, reason: str, cause: str) -> list[Action]:
+        tell = [self.tell_web(conference_end_message(self.chan_id, reason))]
+        return self._finish(now, reason, cause, tell)
+
+    def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        self.state = State.CONNECTED
+        self.answered_at = now
+        return []
+
+    def on_originate_failed(self, event: OriginateFailed, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._end(now, "switch_error", event.cause)
+
+    def on_hangup(self, event: ChannelHungUp, now: float) -> list[Action]:
+        # The switch ended the pair (fs_cli hupall, a crash): the member is gone.
+        self.channel_alive = False
+        return self._end(now, "switch_error", event.cause)
+
+    def on_left(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "left", "NORMAL_CLEARING", [])
+
+    def on_gone(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
+
+    def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
+        return self._end(now, "media_timeout", "MEDIA_TIMEOUT")
+
+    def on_shutdown(self, event: Shutdown, now: float) -> list[Action]:
+        return self._end(now, "shutdown", "SYSTEM_SHUTDOWN")
+
+    def on_gateway_error(self, event: GatewayError, now: float) -> list[Action]:
+        return self._end(now, "switch_error", "NORMAL_TEMPORARY_FAILURE")
+
+    def on_removed(self, event: RoomRemoved, now: float) -> list[Action]:
+        return self._end(now, event.reason, "NORMAL_CLEARING")
+
+    def _tell_web_end(self) -> list[Action]:
+        return [self.tell_web(conference_end_message(self.chan_id, "left"))]
+
+
+def _conf_web_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = ConfWebCall
+    table: dict[tuple[State, type[Event]], Handler] = {
+        (State.ORIGINATING, ChannelAnswered): c.on_answered,
+        (State.ORIGINATING, OriginateFailed): c.on_originate_failed,
+    }
+    for state in (State.ORIGINATING, State.CONNECTED):
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
+        table[(state, MediaConnected)] = Call._on_media_connected
+        table[(state, ChannelHungUp)] = c.on_hangup
+        table[(state, PeerEndCall)] = c.on_left
+        table[(state, WebUserGone)] = c.on_gone
+        table[(state, MediaFailed)] = c.on_media_failed
+        table[(state, Shutdown)] = c.on_shutdown
+        table[(state, GatewayError)] = c.on_gateway_error
+        table[(state, RoomRemoved)] = c.on_removed
+    return table
+
+
+class ConfSipCall(RtcToSipCall):
+    """An acc_rule number a web user invited into a room: ringing, refusals and cancels as
+    an RTC -> SIP call's; accepted on answer with ``"Conference":true``; no media leg. Once
+    answered it ends when its member leaves (the channel hangs up) or the room ends."""
+
+    @classmethod
+    def start_in_room(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        caller: str,
+        number: str,
+        destination: str,
+        variables: Mapping[str, str],
+        app: str,
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[ConfSipCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=caller,
+            number=number,
+            settings=settings,
+            started_at=now,
+            state=State.ORIGINATING,
+            direction=Direction.RTC_TO_SIP,
+            TABLE=CONF_SIP_TABLE,
+        )
+        return call, [Originate(call_id, uuid, destination, dict(variables), app=app)]
+
+    def on_early_media(self, event: ChannelEarlyMedia, now: float) -> list[Action]:
+        self.state = State.EARLY_MEDIA  # no media leg: the phone's audio is the room's
+        return [self.tell_web(sip_state_message("early_media"))]
+
+    def on_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        self.state = State.CONNECTED
+        self.answered_at = now
+        response = json.dumps(
+            {"Mode": 1, "Conference": True, "ChanId": self.chan_id, "SipNumber": self.number},
+            separators=(",", ":"),
+        )
+        return [AcceptInvitation(self.call_id, self.web_uid, self.number, response)]
+
+    def on_member_gone(self, event: ChannelHungUp, now: float) -> list[Action]:
+        # The room tells its web members (ConfMembers leave); no EndCall to the inviter.
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [])
+
+    def on_removed(self, event: RoomRemoved, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_CLEARING", [])
+
+    def on_removed_before_answer(self, event: RoomRemoved, now: float) -> list[Action]:
+        refuse = [self._refuse(event.reason, "")]
+        return self._finish(now, event.reason, "ORIGINATOR_CANCEL", refuse)
+
+    def on_shutdown_member(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [])
+
+    def on_error_member(self, event: GatewayError, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_TEMPORARY_FAILURE", [])
+
+    def on_inviter_ends(self, event: PeerEndCall, now: float) -> list[Action]:
+        return self._finish(now, "web_hangup", "NORMAL_CLEARING", [])
+
+    def _tell_web_end(self) -> list[Action]:
+        if self.state is State.CONNECTED:
+            return []
+        return [self._refuse(UNREACHABLE, "")]
+
+
+def _conf_sip_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = ConfSipCall
+    table: dict[tuple[State, type[Event]], Handler] = {}
+    before_answer = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA)
+    for state in before_answer:
+        table[(state, ChannelAnswered)] = c.on_answered
+        table[(state, OriginateFailed)] = c.on_originate_failed
+        table[(state, ChannelHungUp)] = c.on_hangup_before_answer
+        table[(state, InvitationCanceled)] = c.on_canceled
+        table[(state, PeerEndCall)] = c.on_canceled
+        table[(state, WebUserGone)] = c.on_caller_gone_before_answer
+        table[(state, Shutdown)] = c.on_shutdown_before_answer
+        table[(state, GatewayError)] = Call._on_gateway_error
+        table[(state, RoomRemoved)] = c.on_removed_before_answer
+    table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
+    table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
+    table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
+    # Connected: the inviter going away leaves the phone in the room (WebUserGone ignored).
+    table[(State.CONNECTED, ChannelHungUp)] = c.on_member_gone
+    table[(State.CONNECTED, RoomRemoved)] = c.on_removed
+    table[(State.CONNECTED, Shutdown)] = c.on_shutdown_member
+    table[(State.CONNECTED, GatewayError)] = c.on_error_member
+    table[(State.CONNECTED, PeerEndCall)] = c.on_inviter_ends
+    return table
+
+
+class ConfDialInCall(Call):
+    """A phone that dialled ``<dialin_prefix><code>``: the dialplan handed its channel to the
+    gateway's socket, which runs ``conference`` on it. It ends when the phone hangs up, is
+    kicked (the conference application returns and the channel is hung up) or the room
+    ends."""
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        caller_number: str,
+        target: str,
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[ConfDialInCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid="",
+            number=caller_number,
+            settings=settings,
+            started_at=now,
+            state=State.CONNECTED,
+            direction=Direction.SIP_TO_RTC,
+            answered_at=now,
+            TABLE=CONF_DIAL_IN_TABLE,
+        )
+        variables = call_variables(call_id, Direction.CONFERENCE, "", settings.appid, caller_number)
+        return call, [
+            SetChannelVars(call_id, uuid, variables),
+            JoinRoom(call_id, uuid, target),
+        ]
+
+    def on_hangup(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [])
+
+    def on_removed(self, event: RoomRemoved, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_CLEARING", [])
+
+    def on_shutdown(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [])
+
+    def on_error(self, event: GatewayError, now: float) -> list[Action]:
+        return self._finish(now, event.reason, "NORMAL_TEMPORARY_FAILURE", [])
+
+
+def _conf_dial_in_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = ConfDialInCall
+    return {
+        (State.CONNECTED, ChannelHungUp): c.on_hangup,
+        (State.CONNECTED, RoomRemoved): c.on_removed,
+        (State.CONNECTED, Shutdown): c.on_shutdown,
+        (State.CONNECTED, GatewayError): c.on_error,
+    }
+
+
 def _on_api_hangup(call: Call, event: ApiHangup, now: float) -> list[Action]:
     """Any live call, either direction: ended as the web side would be told in its state."""
     return call._finish(now, "api_hangup", "NORMAL_CLEARING", call._tell_web_end())
@@ -970,3 +1280,6 @@ _COMMON: dict[tuple[State, type[Event]], Handler] = {
 RTC_TO_SIP_TABLE = _rtc_to_sip_table()
 SIP_TO_RTC_TABLE = _sip_to_rtc_table()
 CLICK_TO_CALL_TABLE = _click_to_call_table()
+CONF_WEB_TABLE = _conf_web_table()
+CONF_SIP_TABLE = _conf_sip_table()
+CONF_DIAL_IN_TABLE = _conf_dial_in_table()

@@ -31,6 +31,9 @@ from esl_bridge.core.call import (
     CallEnded,
     CallSettings,
     ClickToCall,
+    ConfDialInCall,
+    ConfSipCall,
+    ConfWebCall,
     Direction,
     Event,
     Hangup,
@@ -41,6 +44,7 @@ from esl_bridge.core.call import (
     SipToRtcCall,
     State,
     call_variables,
+    channel_var_value,
     refusal,
 )
 from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
@@ -169,9 +173,16 @@ class CallBook:
     # -- RTC -> SIP ---------------------------------------------------------------------
 
     def invitation_to_number(
-        self, caller: str, number: str, content: str, now: float
+        self,
+        caller: str,
+        number: str,
+        content: str,
+        now: float,
+        room: tuple[str, str] | None = None,
     ) -> list[Action]:
-        """A web user invited ``number``: refuse at once, or create the call and originate."""
+        """A web user invited ``number``: refuse at once, or create the call and originate.
+        With ``room`` (its FreeSWITCH name and profile) the number is dialled into that
+        conference room (a ``ConfSipCall``) rather than bridged to the caller."""
         call_id = self._new_id("call")
 
         def refuse(response: str) -> list[Action]:
@@ -185,7 +196,9 @@ class CallBook:
         if body is None:
             return refuse(refusal("bad_content"))
         chan_id = str(body.get("ChanId") or "") or ids.new_channel_id()
-        if len(chan_id.encode("utf-8")) > CHANNEL_ID_MAX_BYTES or chan_id in self._by_chan:
+        if len(chan_id.encode("utf-8")) > CHANNEL_ID_MAX_BYTES or (
+            room is None and chan_id in self._by_chan
+        ):
             return refuse(refusal("bad_channel_id"))
         if len(self._calls) >= self.settings.max_calls or not self.rate.ready(now):
             return refuse(refusal("capacity"))
@@ -202,6 +215,22 @@ class CallBook:
         variables.update(
             call_variables(call_id, Direction.RTC_TO_SIP, caller, self.settings.appid, number)
         )
+        if room is not None:
+            name, profile = room
+            call, actions = ConfSipCall.start_in_room(
+                call_id=call_id,
+                uuid=channel_uuid,
+                chan_id=chan_id,
+                caller=caller,
+                number=number,
+                destination=destination,
+                variables=variables,
+                app=f"&conference({name}@{profile})",
+                settings=self._call_settings,
+                now=now,
+            )
+            self._add(call)
+            return actions
         call, actions = RtcToSipCall.start(
             call_id=call_id,
             uuid=channel_uuid,
@@ -215,6 +244,39 @@ class CallBook:
         )
         self._add(call)
         return actions
+
+    # -- conference rooms (core/conference.py decides who may join) ------------------------
+
+    def conference_join(
+        self, uid: str, chan_id: str, name: str, room: str, profile: str, now: float
+    ) -> tuple[ConfWebCall | None, list[Action]]:
+        """A web user's leg into ``room``: a loopback pair whose A leg is ours. None when
+        the gateway is at ``max_calls`` or over its call rate."""
+        if len(self._calls) >= self.settings.max_calls or not self.rate.take(now):
+            return None, []
+        call_id = self._new_id("call")
+        a_uuid = str(uuid4())
+        variables = {
+            "origination_uuid": a_uuid,
+            # The member's caller id: the web uid and its display name (fs_cli's list).
+            # Safe characters only: a name with braces or "${" would break the originate.
+            "origination_caller_id_number": channel_var_value(uid),
+            "origination_caller_id_name": channel_var_value(name or uid),
+            **call_variables(call_id, Direction.CONFERENCE, uid, self.settings.appid, ""),
+        }
+        call, actions = ConfWebCall.start(
+            call_id=call_id,
+            uuid=a_uuid,
+            chan_id=chan_id,
+            uid=uid,
+            room=room,
+            destination=f"loopback/conference:{room}@{profile}/default/inline",
+            variables=variables,
+            settings=self._call_settings,
+            now=now,
+        )
+        self._add(call)
+        return call, actions
 
     def _dial(
         self, caller: str, number: str, body: dict[str, Any], channel_uuid: str
@@ -332,6 +394,31 @@ class CallBook:
         self._add(call)
         return actions
 
+    def conference_dial_in(
+        self, *, uuid: str, caller_number: str, chan_id: str, target: str, now: float
+    ) -> tuple[ConfDialInCall | None, list[Action]]:
+        """A phone dialled a room's number (its socket session brought the channel): the
+        call that puts it into ``target`` (``<room>@<profile>``), or the hangup that
+        refuses it (the gateway's call limits, as for any SIP call)."""
+        call_id = self._new_id("call")
+        if uuid in self._by_uuid:
+            return None, []  # the same channel twice: the first session owns it
+        if len(self._calls) >= self.settings.max_calls:
+            return None, [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
+        if not self.rate.take(now):
+            return None, [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
+        call, actions = ConfDialInCall.start(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            caller_number=caller_number,
+            target=target,
+            settings=self._call_settings,
+            now=now,
+        )
+        self._add(call)
+        return call, actions
+
     # -- events, timers, shutdown -------------------------------------------------------
 
     def handle(self, call_id: str, event: Event, now: float) -> list[Action]:
@@ -362,7 +449,9 @@ class CallBook:
     def _add(self, call: Call) -> None:
         self._calls[call.call_id] = call
         self._by_uuid[call.uuid] = call.call_id
-        self._by_chan[call.chan_id] = call.call_id
+        if not isinstance(call, ConfWebCall | ConfSipCall | ConfDialInCall):
+            # A room's ChanId is every member's: not one call's key.
+            self._by_chan[call.chan_id] = call.call_id
 
     def _after(self, call: Call, actions: list[Action]) -> list[Action]:
         """Carry out the book's own actions (numbers, forgetting); pass the rest on."""
@@ -376,7 +465,8 @@ class CallBook:
             if isinstance(action, CallEnded):
                 self._calls.pop(call.call_id, None)
                 self._by_uuid.pop(call.uuid, None)
-                self._by_chan.pop(call.chan_id, None)
+                if self._by_chan.get(call.chan_id) == call.call_id:
+                    self._by_chan.pop(call.chan_id, None)
             passed.append(action)
         return passed
 

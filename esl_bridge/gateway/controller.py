@@ -35,7 +35,8 @@ from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.media_watch import MediaWatch
 from esl_bridge.core.unicast_gate import GateInput, classify_event
-from esl_bridge.gateway.esl_side import ChannelOp, SendDtmf, Unicast
+from esl_bridge.gateway.conference import DIAL_IN_VAR, ConferenceDesk
+from esl_bridge.gateway.esl_side import ChannelOp, ConferenceApi, SendDtmf, Unicast
 from esl_bridge.gateway.ops_metrics import OpsMetrics
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.codec_choice import sip_side_codec
@@ -166,6 +167,8 @@ class CallController:
         self.ended_total: dict[str, int] = {}
         self.metrics = OpsMetrics()  # setup latency, causes, media losses (ops_metrics.py)
         self._retired: set[str] = set()  # numbers a reload removed, still on a call
+        # Conference rooms (issue 14): gateway/conference.py.
+        self.conference = ConferenceDesk(self)
 
     # -- life ---------------------------------------------------------------------------
 
@@ -305,6 +308,8 @@ class CallController:
             events.append(c.ChannelEarlyMedia())
         elif name == "CHANNEL_ANSWER":
             events.append(c.ChannelAnswered())
+            if isinstance(call, c.ConfWebCall):
+                self.conference.channel_answered(call, headers)
         elif name == "DTMF":
             self._dtmf_to_web(call, headers.get("DTMF-Digit", ""))
         # The one rule of when unicast is safe (docs/freeswitch.rst, fact 1).
@@ -319,7 +324,17 @@ class CallController:
     def originate_failed(self, call_id: str, uuid: str, cause: str) -> None:
         self.event(call_id, c.OriginateFailed(cause))
 
+    def conference_event(self, headers: Mapping[str, str]) -> None:
+        """A ``CUSTOM conference::maintenance`` event from FreeSWITCH."""
+        try:
+            self.conference.maintenance(headers)
+        except Exception:  # a bug here must not stop the next events
+            log.exception("conference.event_failed", action=headers.get("Action"))
+
     def operation_failed(self, op: ChannelOp, error: str) -> None:
+        if isinstance(op, ConferenceApi):
+            self.conference.api_failed(op, error)
+            return
         call_id = op.call_id
         if isinstance(op, c.Hangup):
             # Killing failed for another reason than "no such channel": the grace timer
@@ -355,6 +370,10 @@ class CallController:
             self.channels.operate(c.Hangup("", record.uuid, "NORMAL_TEMPORARY_FAILURE"))
 
     def _sip_call_arrived(self, record: Any) -> None:
+        code = record.headers.get(f"variable_{DIAL_IN_VAR}")
+        if code is not None:
+            self.conference.dial_in(record, code)  # dialplan/: a room's dial-in number
+            return
         callee = record.callee_uid
         if self.cluster is not None and not self.cluster.healthy:
             # Where the callee is cannot be known: refuse rather than guess.
@@ -441,8 +460,17 @@ class CallController:
     def _take_invitation(self, number: str, inv: str, caller: str, content: str) -> str | None:
         """The book's answer to an invitation: the new call's id, or None (refused)."""
         now = self.clock()
-        actions = self.book.invitation_to_number(caller, number, content, now)
+        room = self.conference.room_for_invitation(caller, content) if number in self.pool else None
+        if isinstance(room, str):
+            response = c.refusal(room)
+            log.info("calls.invitation_refused", caller=caller, number=number, response=response)
+            self.handle.refuse(number, inv, now, response)
+            return None
+        where = None if room is None else (room[0].room.name, self.settings.conference.profile)
+        actions = self.book.invitation_to_number(caller, number, content, now, room=where)
         created = next((a for a in actions if isinstance(a, c.Originate)), None)
+        if created is not None and room is not None:
+            self.conference.invitee_added(room[0], created.call_id, created.uuid, number)
         if created is not None:
             self._links_of(created.call_id).inv = inv
             self._by_inv[inv] = created.call_id
@@ -498,6 +526,8 @@ class CallController:
                 self.event(call.call_id, c.WebUserGone())
 
     def _peer_message(self, to: str, sender: str, text: str) -> None:
+        if self.conference.peer_message(to, sender, text):
+            return
         try:
             msg = pm.parse(text)
         except pm.NotACommand:
@@ -687,7 +717,8 @@ class CallController:
             | c.PreAnswer
             | c.PlayRingback
             | c.StopRingback
-            | c.Answer,
+            | c.Answer
+            | c.JoinRoom,
         ):
             self.channels.operate(action)
         elif isinstance(action, c.Hangup):
@@ -772,6 +803,7 @@ class CallController:
         if claim is not None and self.cluster is not None:
             self.cluster.release(*claim)
         links = self._forget(action.call_id)
+        self.conference.call_ended(action.call_id)
         if links is not None and links.leg is not None:
             self._closing.add(action.call_id)
             self._spawn(self._close_leg(action.call_id, links.leg))
@@ -840,6 +872,7 @@ class CallController:
             "unicast_ports_in_use": self.ports.in_use,
             "unicast_foreign_packets": self.media_counters.foreign_packets,
             "ended": dict(self.ended_total),
+            "conference_rooms": len(self.conference.table),
             **({} if self.cluster is None else {"cluster": self.cluster.status()}),
             "ops_events": self._ops_stats(),
         }
@@ -851,7 +884,7 @@ class CallController:
         for call in list(self.book):
             row: dict[str, Any] = {
                 "call_id": call.call_id,
-                "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+                "direction": c.direction_word(call.direction),
                 "uid": call.web_uid,
                 "number": call.number,
                 "state": call.state.value,
@@ -915,7 +948,7 @@ class CallController:
     def _call_started(self, call: c.Call) -> None:
         fields: dict[str, object] = {
             "call_id": call.call_id,
-            "direction": "rtc2sip" if call.direction is c.Direction.RTC_TO_SIP else "sip2rtc",
+            "direction": c.direction_word(call.direction),
             "uid": call.web_uid,
             "number": call.number,
             "uuid": call.uuid,

@@ -25,6 +25,7 @@ from esl_bridge.core import call as c
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl import orphans
 from esl_bridge.esl.control import (
+    DEFAULT_INBOUND_EVENTS,
     ConnectionState,
     EslCommandError,
     EslDisconnected,
@@ -54,7 +55,24 @@ FORWARDED_HEADERS = (
     "Channel-Read-Codec-Rate",
     "variable_read_rate",
     "variable_rtp_use_codec_channels",
+    # A conference member's loopback A leg names its B leg, the member (CHANNEL_ANSWER).
+    "variable_other_loopback_leg_uuid",
 )
+# What a CUSTOM conference::maintenance event brings the room table (core/conference.py).
+CONFERENCE_HEADERS = (
+    "Event-Subclass",
+    "Action",
+    "Conference-Name",
+    "Conference-Size",
+    "Member-ID",
+    "Unique-ID",
+    "Channel-Name",
+    "Caller-Caller-ID-Number",
+    "Caller-Caller-ID-Name",
+    "Speak",
+    "Talking",
+)
+CONFERENCE_SUBCLASS = "conference::maintenance"
 _ENDED_SESSIONS_KEPT = 4096  # far more than the operations a call can have in flight
 _WORKER_IDLE = 30.0  # seconds a channel's worker waits for more work before it ends
 
@@ -77,13 +95,27 @@ class Unicast:
     params: UnicastParams
 
 
+@dataclass(frozen=True)
+class ConferenceApi:
+    """``api conference <room> <words>`` (mute, unmute, kick); ``uuid`` is the room's name,
+    so that the commands of one room run in order in one worker."""
+
+    call_id: str
+    uuid: str
+    words: tuple[str, ...]
+    # Who asked (a web uid and its room's ChanId), told when the command fails.
+    requester: str = ""
+    chan_id: str = ""
+
+
 # What the call logic may ask of a channel: the call core's channel actions, plus the two
 # that the gateway adds (unicast needs the media leg's ports, DTMF comes from a peer message).
 ChannelOp = (
     (c.SetChannelVar | c.SetChannelVars)
-    | (c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup)
+    | (c.PreAnswer | c.PlayRingback | c.StopRingback | c.Answer | c.Hangup | c.JoinRoom)
     | SendDtmf
     | Unicast
+    | ConferenceApi
 )
 
 
@@ -105,6 +137,10 @@ class EventSink(Protocol):
 
     def sip_call(self, record: ChannelRecord) -> bool:
         """A SIP -> RTC channel arrived; False when nobody could take it (hang it up)."""
+        ...
+
+    def conference_event(self, headers: Mapping[str, str]) -> None:
+        """A ``CUSTOM conference::maintenance`` event (``CONFERENCE_HEADERS`` of it)."""
         ...
 
 
@@ -170,8 +206,13 @@ class EslSide:
         orphan_timeout: float = 30.0,
         originate_timeout: float = 60.0,
         reuse_port: bool = False,
+        conference: bool = False,
     ) -> None:
         self.sink = sink
+        # [conference] on: the inbound connections also hear the rooms' events.
+        self._events = DEFAULT_INBOUND_EVENTS + (
+            ("CUSTOM", CONFERENCE_SUBCLASS) if conference else ()
+        )
         self.originate_timeout = originate_timeout
         self.identity = identity
         self._watchdog_loop: gevent.Greenlet | None = None
@@ -218,6 +259,7 @@ class EslSide:
             on_state=lambda state: self._on_state(holder[0], state),
             reconnect_probe=esl.reconnect_probe_interval,
             on_calls_lost=lambda uuids: self._calls_lost(holder[0], uuids),
+            events=self._events,
         )
         switch = _Switch(index, inbound, Watchdog(self.identity, orphan_timeout))
         holder.append(switch)
@@ -399,10 +441,17 @@ class EslSide:
     # -- operations (called in the hub's thread through the handoff) ---------------------
 
     def originate(
-        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+        self,
+        call_id: str,
+        uuid: str,
+        destination: str,
+        variables: dict[str, str],
+        app: str = "&park()",
     ) -> None:
-        """Start ``originate`` in its own greenlet; failures reach ``originate_failed``."""
-        gevent.spawn(self._originate, call_id, uuid, destination, variables)
+        """Start ``originate`` in its own greenlet; failures reach ``originate_failed``.
+        ``app``: ``&park()`` (the call's channel waits for the gateway), or a conference
+        invitee's ``&conference(<room>@<profile>)``."""
+        gevent.spawn(self._originate, call_id, uuid, destination, variables, app)
 
     def submit(self, op: ChannelOp) -> None:
         """Queue an operation on its channel; the channel's operations run in order."""
@@ -413,20 +462,32 @@ class EslSide:
         queue.put(op)
 
     def _originate(
-        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+        self,
+        call_id: str,
+        uuid: str,
+        destination: str,
+        variables: dict[str, str],
+        app: str = "&park()",
     ) -> None:
         self._originating.add(uuid)
         try:
-            self._originate_on_a_switch(call_id, uuid, destination, variables)
+            self._originate_on_a_switch(call_id, uuid, destination, variables, app)
         finally:
             self._originating.discard(uuid)
 
     def _originate_on_a_switch(
-        self, call_id: str, uuid: str, destination: str, variables: dict[str, str]
+        self,
+        call_id: str,
+        uuid: str,
+        destination: str,
+        variables: dict[str, str],
+        app: str = "&park()",
     ) -> None:
         try:
             arg = cmd.originate_arg(
-                destination, cmd.park_app(), {**variables, **self.identity.channel_vars()}
+                destination,
+                cmd.park_app() if app == "&park()" else app,
+                {**variables, **self.identity.channel_vars()},
             )
         except ValueError as exc:
             log.warning("esl.originate_error", call_id=call_id, uuid=uuid, error=bounded(str(exc)))
@@ -575,6 +636,10 @@ class EslSide:
                     self._inbound_of(uuid).unicast(
                         uuid, p.local_ip, p.local_port, p.remote_ip, p.remote_port, flags=p.flags
                     )
+            case ConferenceApi(words=words):
+                reply = self._inbound_of(uuid).api("conference", uuid, *words)
+                if not reply.ok:
+                    raise EslCommandError("api conference", reply.text.strip())
             case SendDtmf(digits=digits):
                 if session is not None:
                     session.send_dtmf(digits)
@@ -588,6 +653,8 @@ class EslSide:
                 self._session_of(op, session).stop_ringback()
             case c.Answer():
                 self._session_of(op, session).answer()
+            case c.JoinRoom(target=target):
+                self._session_of(op, session).execute("conference", target)
 
     def _session_of(self, op: ChannelOp, session: OutboundSession | None) -> OutboundSession:
         if session is None:
@@ -639,6 +706,13 @@ class EslSide:
     # -- events ---------------------------------------------------------------------------
 
     def _on_inbound_event(self, event: Event) -> None:
+        if event.name == "CUSTOM":
+            headers = event.headers
+            if headers.get("Event-Subclass") == CONFERENCE_SUBCLASS:
+                self.sink.conference_event(
+                    {k: headers[k] for k in CONFERENCE_HEADERS if k in headers}
+                )
+            return
         uuid = event.uuid
         # A channel with a socket session reports through it (myevents); the inbound
         # connection sees the same events, which would arrive twice.

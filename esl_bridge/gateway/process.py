@@ -85,6 +85,9 @@ class _ToController:
     def sip_call(self, record: ChannelRecord) -> bool:
         return self._post(lambda c: c.sip_call_arrived, record)
 
+    def conference_event(self, headers: Mapping[str, str]) -> None:
+        self._post(lambda c: c.conference_event, dict(headers))
+
 
 class _ToEsl:
     """ChannelPort of the controller: hands each request to the gevent hub, one hop, in
@@ -101,6 +104,7 @@ class _ToEsl:
             action.uuid,
             action.destination,
             dict(action.variables),
+            action.app,
         )
 
     def operate(self, op: ChannelOp) -> None:
@@ -154,6 +158,7 @@ class Gateway:
             orphan_timeout=self.settings.esl.orphan_timeout,
             originate_timeout=self.settings.limits.originate_timeout,
             reuse_port=self.reuse_port,
+            conference=self.settings.conference.on,
         )
         identity = {"node": self.identity.node_id, "instance": self.identity.instance_id}
         self.ops_events = OpsEventSender(self.esl.inbound, common=identity)

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# dialplan/default/01_esl_bridge_conference.xml: a conference room's dial-in number.
+DIAL_IN_ROUTE = r"^9([0-9]{4,8})$"
+
 
 class AppsMixin:
     """Part of `server.Simulator`: `self` is the simulator."""
@@ -36,9 +39,22 @@ class AppsMixin:
         phone: PhoneCall | None,
         target: tuple[str, int] | None = None,
     ) -> None:
-        """The `^0(.*)$` extension of dialplan/ (set X-Number, socket async full)."""
-        m = re.match(r"^0(.*)$", dest)
+        """The `^0(.*)$` extension of dialplan/ (set X-Number, socket async full), and its
+        conference dial-in route `^9([0-9]{4,8})$` (set esl_bridge_conf_code, socket)."""
         tgt = target or self.config.socket_target
+        dial_in = re.match(DIAL_IN_ROUTE, dest)
+        if dial_in is not None and tgt is not None:
+            code = dial_in.group(1)
+            set_arg = f"esl_bridge_conf_code={code}"
+            ch.set_var("DP_MATCH", f"ARRAY::{dest}|:{code}")
+            ch.set_var("call_uuid", ch.uuid)
+            self._exec_start(ch, "set", set_arg, str(uuidlib.uuid4()))
+            ch.set_var("esl_bridge_conf_code", code)
+            self._exec_complete(ch, "set", set_arg, str(uuidlib.uuid4()))
+            ch.after_socket_hangup = "NORMAL_TEMPORARY_FAILURE"
+            await self._run_socket_app(ch, f"{tgt[0]}:{tgt[1]} async full", phone=phone)
+            return
+        m = re.match(r"^0(.*)$", dest)
         if m is None or tgt is None:
             await self.hangup(ch, "NO_ROUTE_DESTINATION")
             if phone:

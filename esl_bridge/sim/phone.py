@@ -96,7 +96,9 @@ class PhoneMixin:
         loopback: bool = False,
     ) -> PhoneCall:
         """A registered phone `caller` dials `dest`. With `^0(.*)$` the dialplan sets
-        `sip_h_X-Number=<sip:$1@domain>` and runs `socket <target> async full`.
+        `sip_h_X-Number=<sip:$1@domain>` and runs `socket <target> async full`; with a
+        conference dial-in number `^9([0-9]{4,8})$` it sets `esl_bridge_conf_code=$1` and
+        runs the same socket (apps.DIAL_IN_ROUTE).
 
         hangup_after: the phone hangs up (BYE) this long after the call is answered.
         dtmf: [(seconds after answer, digits)] the phone sends as RFC 2833 (DTMF events).

@@ -352,7 +352,9 @@ def _install_switch(args: argparse.Namespace, settings: config.Settings) -> int 
     )
     socket = f"{settings.socket.host}:{settings.socket.port}"
     try:
-        changes = si.plan(conf_dir, socket, dialplan)
+        conference = settings.conference
+        dial_in = conference.dialin_prefix if conference.on else ""
+        changes = si.plan(conf_dir, socket, dialplan, dial_in)
     except si.InstallError as exc:
         print(f"esl-bridge check-switch: {exc}", file=sys.stderr)
         return EXIT_FAILURE

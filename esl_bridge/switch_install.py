@@ -7,7 +7,9 @@ each only when needed (running it again changes nothing):
    (FreeSWITCH acts on one even inside an XML comment) is given the right value; without
    one, the line goes before the last ``</include>``.
 2. ``conf/dialplan/default/00_esl_bridge.xml``: the repository's
-   ``dialplan/default/00_esl_bridge.xml``.
+   ``dialplan/default/00_esl_bridge.xml``; with conference dial-in on (``[conference]
+   on`` and a ``dialin_prefix``), also ``01_esl_bridge_conference.xml``, its expression's
+   ``9`` replaced by that prefix.
 3. ``reloadxml`` over the event socket, when 1 or 2 changed something.
 """
 
@@ -20,6 +22,8 @@ from pathlib import Path
 
 CONF_DIRS = ("/usr/local/freeswitch/conf", "/etc/freeswitch")
 EXTENSION = Path("dialplan") / "default" / "00_esl_bridge.xml"
+DIAL_IN = Path("dialplan") / "default" / "01_esl_bridge_conference.xml"
+_DIAL_IN_EXPRESSION = 'expression="^9('
 _SOCKET_LINE = re.compile(
     r"<X-PRE-PROCESS\s+cmd=\"set\"\s+data=\"esl_bridge_socket=[^\"]*\"\s*/>", re.I
 )
@@ -44,8 +48,11 @@ def default_conf_dir() -> Path | None:
     return None
 
 
-def plan(conf_dir: Path, socket: str, dialplan_dir: Path) -> list[FileChange]:
-    """Steps 1 and 2 as file changes (nothing written); InstallError for a missing file."""
+def plan(
+    conf_dir: Path, socket: str, dialplan_dir: Path, dialin_prefix: str = ""
+) -> list[FileChange]:
+    """Steps 1 and 2 as file changes (nothing written); InstallError for a missing file.
+    ``dialin_prefix``: the conference dial-in route's prefix; empty: no such route."""
     vars_xml = conf_dir / "vars.xml"
     if not vars_xml.is_file():
         raise InstallError(f"{vars_xml} does not exist: is {conf_dir} FreeSWITCH's conf?")
@@ -73,10 +80,27 @@ def plan(conf_dir: Path, socket: str, dialplan_dir: Path) -> list[FileChange]:
     target = target_dir / EXTENSION.name
     wanted = source.read_text("utf-8")
     current = target.read_text("utf-8") if target.is_file() else None
-    return [
+    changes = [
         FileChange(vars_xml, new_text, new_text != text, what),
         FileChange(target, wanted, current != wanted, f"copy {source} to {target}"),
     ]
+    if dialin_prefix:
+        changes.append(_dial_in_route(dialplan_dir, target_dir, dialin_prefix))
+    return changes
+
+
+def _dial_in_route(dialplan_dir: Path, target_dir: Path, prefix: str) -> FileChange:
+    source = dialplan_dir / "default" / DIAL_IN.name
+    if not source.is_file():
+        raise InstallError(f"{source} does not exist: the conference dial-in route")
+    text = source.read_text("utf-8")
+    if text.count(_DIAL_IN_EXPRESSION) != 1:
+        raise InstallError(f"{source}: expected one {_DIAL_IN_EXPRESSION}...: edited by hand?")
+    wanted = text.replace(_DIAL_IN_EXPRESSION, f'expression="^{prefix}(')
+    target = target_dir / DIAL_IN.name
+    current = target.read_text("utf-8") if target.is_file() else None
+    what = f"copy {source} to {target}" + ("" if prefix == "9" else f" (prefix {prefix})")
+    return FileChange(target, wanted, current != wanted, what)
 
 
 def install(

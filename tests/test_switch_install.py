@@ -68,6 +68,8 @@ def test_install_does_the_three_steps_once_then_checks(
         f"would add esl_bridge_socket=127.0.0.1:8084 to {conf}/vars.xml",
         f"would copy {ROOT}/dialplan/default/00_esl_bridge.xml to "
         f"{conf}/dialplan/default/00_esl_bridge.xml",
+        f"would copy {ROOT}/dialplan/default/01_esl_bridge_conference.xml to "
+        f"{conf}/dialplan/default/01_esl_bridge_conference.xml",
         "would run: reloadxml",
     ]
     assert (conf / "vars.xml").read_text() == VANILLA_VARS
@@ -76,13 +78,15 @@ def test_install_does_the_three_steps_once_then_checks(
     done = _install(rtx, conf)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout.splitlines()
-    assert out[:3] == [
+    assert out[:4] == [
         f"done: add esl_bridge_socket=127.0.0.1:8084 to {conf}/vars.xml",
         f"done: copy {ROOT}/dialplan/default/00_esl_bridge.xml to "
         f"{conf}/dialplan/default/00_esl_bridge.xml",
+        f"done: copy {ROOT}/dialplan/default/01_esl_bridge_conference.xml to "
+        f"{conf}/dialplan/default/01_esl_bridge_conference.xml",
         "done: reloadxml (+OK [Success])",
     ]
-    assert any(line.startswith("OK   0 route:") for line in out[3:]), done.stdout
+    assert any(line.startswith("OK   0 route:") for line in out[4:]), done.stdout
     assert (conf / "vars.xml").read_text() == VANILLA_VARS.replace(
         "</include>",
         '  <X-PRE-PROCESS cmd="set" data="esl_bridge_socket=127.0.0.1:8084"/>\n</include>',
@@ -93,11 +97,33 @@ def test_install_does_the_three_steps_once_then_checks(
 
     again = _install(rtx, conf)
     assert again.returncode == 0
-    assert again.stdout.splitlines()[:2] == [
+    assert again.stdout.splitlines()[:3] == [
         f"unchanged: {conf}/vars.xml",
         f"unchanged: {conf}/dialplan/default/00_esl_bridge.xml",
+        f"unchanged: {conf}/dialplan/default/01_esl_bridge_conference.xml",
     ]
     assert "reloadxml" not in again.stdout
+
+
+def test_the_dial_in_route_follows_the_prefix_and_is_left_out_when_off(
+    tmp_path: Path,
+) -> None:
+    from esl_bridge import switch_install as si
+
+    conf = _conf_dir(tmp_path)
+    dialplan = ROOT / "dialplan"
+    socket = "127.0.0.1:8084"
+    assert len(si.plan(conf, socket, dialplan, "")) == 2  # dial-in off: no route
+    route = si.plan(conf, socket, dialplan, "77")[2]
+    assert route.path == conf / "dialplan" / "default" / "01_esl_bridge_conference.xml"
+    assert 'expression="^77([0-9]{4,8})$"' in route.text and "^9(" not in route.text
+    assert route.changed and route.what.endswith("(prefix 77)")
+    edited = tmp_path / "dialplan" / "default"
+    edited.mkdir(parents=True)
+    (edited / "00_esl_bridge.xml").write_text("<include/>")
+    (edited / "01_esl_bridge_conference.xml").write_text("<include/>")  # no expression
+    with pytest.raises(si.InstallError, match="edited by hand"):
+        si.plan(conf, socket, tmp_path / "dialplan", "9")
 
 
 def test_install_corrects_a_wrong_socket_line_even_one_inside_a_comment(

@@ -686,11 +686,14 @@ class RtcToSipCall(Call):
         return [self._refuse(UNREACHABLE, "")]
 
 
-def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
-    c = RtcToSipCall
+_BEFORE_ANSWER = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA)
+
+
+def _dialling_rows(c: type[RtcToSipCall]) -> dict[tuple[State, type[Event]], Handler]:
+    """The rows of a call that dials a number for a web caller, until the number answers
+    (a two-party call's and a conference invitee's)."""
     table: dict[tuple[State, type[Event]], Handler] = {}
-    before_answer = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA)
-    for state in before_answer:
+    for state in _BEFORE_ANSWER:
         table[(state, ChannelAnswered)] = c.on_answered
         table[(state, OriginateFailed)] = c.on_originate_failed
         table[(state, ChannelHungUp)] = c.on_hangup_before_answer
@@ -698,15 +701,22 @@ def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
         table[(state, PeerEndCall)] = c.on_canceled
         table[(state, WebUserGone)] = c.on_caller_gone_before_answer
         table[(state, Shutdown)] = c.on_shutdown_before_answer
-        table[(state, ChannelMediaReady)] = Call._on_media_ready
         table[(state, GatewayError)] = Call._on_gateway_error
+    table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
+    table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
+    table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
+    return table
+
+
+def _rtc_to_sip_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = RtcToSipCall
+    table = _dialling_rows(c)
+    for state in _BEFORE_ANSWER:
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
     table[(State.CONNECTED, GatewayError)] = Call._on_gateway_error
     # Early media: the browser's leg may connect (and fail) before the answer.
     table[(State.EARLY_MEDIA, MediaConnected)] = Call._on_media_connected
     table[(State.EARLY_MEDIA, MediaFailed)] = c.on_media_failed_early
-    table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
-    table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
-    table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
     table[(State.CONNECTED, ChannelHungUp)] = c.on_hangup_connected
     table[(State.CONNECTED, PeerEndCall)] = c.on_end_call
     table[(State.CONNECTED, WebUserGone)] = c.on_web_user_gone
@@ -1177,21 +1187,9 @@ class ConfSipCall(RtcToSipCall):
 
 def _conf_sip_table() -> dict[tuple[State, type[Event]], Handler]:
     c = ConfSipCall
-    table: dict[tuple[State, type[Event]], Handler] = {}
-    before_answer = (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA)
-    for state in before_answer:
-        table[(state, ChannelAnswered)] = c.on_answered
-        table[(state, OriginateFailed)] = c.on_originate_failed
-        table[(state, ChannelHungUp)] = c.on_hangup_before_answer
-        table[(state, InvitationCanceled)] = c.on_canceled
-        table[(state, PeerEndCall)] = c.on_canceled
-        table[(state, WebUserGone)] = c.on_caller_gone_before_answer
-        table[(state, Shutdown)] = c.on_shutdown_before_answer
-        table[(state, GatewayError)] = Call._on_gateway_error
+    table = _dialling_rows(c)
+    for state in _BEFORE_ANSWER:
         table[(state, RoomRemoved)] = c.on_removed_before_answer
-    table[(State.ORIGINATING, ChannelRinging)] = c.on_ringing
-    table[(State.ORIGINATING, ChannelEarlyMedia)] = c.on_early_media
-    table[(State.RINGING, ChannelEarlyMedia)] = c.on_early_media
     # Connected: the inviter going away leaves the phone in the room (WebUserGone ignored).
     table[(State.CONNECTED, ChannelHungUp)] = c.on_member_gone
     table[(State.CONNECTED, RoomRemoved)] = c.on_removed

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
+from support.gateway_support import WebUser, assert_nothing_left, wait_until
 from support.netns import loopback_only
-from support.web_peer import BROWSER_HZ, WebPeer
-from test_api import FAST, PHONE_HZ, Backend, _dominant_hz, error_code
+from support.web_peer import WebPeer
+from test_api import (
+    assert_tones_both_ways,
+    error_code,
+    gateway_and_phone,
+    gateway_with_webhooks,
+)
 
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import BookSettings, CallBook
@@ -258,3 +262,135 @@ def test_refusals_are_those_of_the_other_order() -> None:
     refused = book.click_to_call("bob", "1000", callee_online=True, now=0.0, number_first=True)
     assert refused == ("", "number_busy", [])
     assert len(book) == 1
+
+
+# -- through the gateway and the simulator ------------------------------------------------
+
+NUMBER_FIRST = {"uid": "alice", "number": "1000", "order": "number_first"}
+
+
+def _ringback(channel: object) -> bool:
+    running = getattr(channel, "running_exec", None)
+    return running is not None and running[0] == "playback" and "tone_stream://" in running[1]
+
+
+def _invitations(user: WebUser) -> list[dict[str, object]]:
+    return [m for m in user.inbox if m.get("type") == "invitation"]
+
+
+@loopback_only(timeout=180)
+def test_number_first_dials_the_phone_then_rings_the_browser_with_audio_both_ways() -> None:
+    with gateway_and_phone() as (gateway, sim, backend, alice):
+        created = backend.ok("POST", "/calls", NUMBER_FIRST, status=201)
+        call_id = created["call_id"]
+        assert (created["state"], created["order"]) == ("originating", "number_first")
+        wait_until(lambda: len(sim.channels()) == 1, 10, "the phone's channel")
+        [channel] = sim.channels()
+        assert channel.variables.get("esl_bridge_call_id") == call_id
+        assert channel.variables.get("origination_caller_id_number") == "alice"
+
+        # The browser rings only once the phone answered; the phone hears ringback.
+        invitation = alice.wait(lambda m: m.get("type") == "invitation", 15, "alice rings")
+        assert channel.answered
+        assert invitation["caller"] == "1000"
+        chan_id = json.loads(invitation["content"])["ChanId"]
+        assert chan_id == invitation["channel_id"]
+        wait_until(lambda: _ringback(channel), 10, "ringback played to the phone")
+        shown = backend.ok("GET", f"/calls/{call_id}")
+        assert (shown["state"], shown["answered"]) == ("inviting", False)
+
+        alice.request({"type": "ack", "inv": invitation["inv"]})
+        reply = alice.request(
+            {"type": "accept", "inv": invitation["inv"], "response": json.dumps({"Mode": 1})}
+        )
+        assert reply["type"] == "ok", reply
+        answered = alice.wait_peer_cmd("SipState", timeout=15)
+        assert (answered["from"], answered["State"]) == ("1000", "answered")
+        peer = WebPeer(alice)
+        peer.offer("1000", chan_id)
+        wait_until(lambda: not _ringback(channel), 10, "the ringback stopped")
+        assert_tones_both_ways(channel, peer)
+
+        shown = backend.ok("GET", f"/calls/{call_id}")
+        assert (shown["state"], shown["answered"], shown["order"]) == (
+            "connected",
+            True,
+            "number_first",
+        )
+        backend.ok("DELETE", f"/calls/{call_id}", status=202)
+        assert alice.wait_peer_cmd("EndCall")["from"] == "1000"
+        assert_nothing_left(gateway, sim)
+        assert channel.hangup_cause == "NORMAL_CLEARING"
+        peer.close()
+        alice.close()
+
+
+@loopback_only(timeout=180)
+def test_number_first_failures_end_the_call_on_every_side() -> None:
+    with gateway_with_webhooks() as (hooks, gateway, sim, backend, alice):
+        got, answer, _ = backend.request("POST", "/calls", {**NUMBER_FIRST, "order": "both"})
+        assert (got, error_code(answer)) == (400, "bad_request")
+        assert "'order'" in answer["error"]["message"]
+
+        def ended(call_id: str) -> dict[str, object]:
+            event = hooks.wait_event("call.ended", call_id=call_id)
+            assert_nothing_left(gateway, sim)
+            return dict(event["data"])
+
+        # The phone is busy: the call ends before the browser is ever rung.
+        busy = backend.ok("POST", "/calls", {**NUMBER_FIRST, "number": "1003"}, status=201)
+        data = ended(busy["call_id"])
+        assert (data["reason"], data["cause"], data["order"]) == (
+            "busy",
+            "USER_BUSY",
+            "number_first",
+        )
+        # Unreachable (not registered): the same.
+        gone = backend.ok("POST", "/calls", {**NUMBER_FIRST, "number": "1019"}, status=201)
+        assert ended(gone["call_id"])["reason"] == "not_registered"
+        assert _invitations(alice) == []
+
+        # The web user refuses: the answered phone is hung up with CALL_REJECTED.
+        sim.set_extension("1001", Extension("echo", audio=AudioSource("echo")))
+        refused = backend.ok("POST", "/calls", {**NUMBER_FIRST, "number": "1001"}, status=201)
+        invitation = alice.wait(lambda m: m.get("type") == "invitation", 15, "alice rings")
+        [channel] = sim.channels()
+        wait_until(lambda: _ringback(channel), 10, "ringback played to the phone")
+        alice.request({"type": "refuse", "inv": invitation["inv"], "response": ""})
+        assert ended(refused["call_id"])["reason"] == "refused"
+        assert channel.hangup_cause == "CALL_REJECTED"
+
+        # DELETE while the phone still rings: hung up, the browser never rung.
+        sim.set_extension("1004", Extension("no_answer", answer_after=None, ring_seconds=120))
+        ringing = backend.ok("POST", "/calls", {**NUMBER_FIRST, "number": "1004"}, status=201)
+        wait_until(lambda: len(sim.channels()) == 1, 10, "the phone's channel")
+        [channel] = sim.channels()
+        hooks.wait_event("call.progress", call_id=ringing["call_id"], state="ringing")
+        shown = backend.ok("GET", f"/calls/{ringing['call_id']}")
+        assert shown["state"] == "ringing"
+        backend.ok("DELETE", f"/calls/{ringing['call_id']}", status=202)
+        assert ended(ringing["call_id"])["reason"] == "api_hangup"
+        assert channel.hangup_cause == "NORMAL_CLEARING"
+
+        # DELETE while the browser rings: its invitation is canceled, the phone hung up.
+        rung = backend.ok("POST", "/calls", {**NUMBER_FIRST, "number": "1001"}, status=201)
+        invitation = alice.wait(lambda m: m.get("type") == "invitation", 15, "alice rings")
+        hooks.wait_event("call.progress", call_id=rung["call_id"], state="inviting")
+        backend.ok("DELETE", f"/calls/{rung['call_id']}", status=202)
+        alice.wait(
+            lambda m: m.get("type") == "remote_state" and m.get("inv") == invitation["inv"],
+            10,
+            "the invitation canceled",
+        )
+        assert ended(rung["call_id"])["reason"] == "api_hangup"
+        assert _invitations(alice) == []
+
+        # The webhooks show each stage, in order.
+        stages = [
+            e["data"]["state"]
+            for e in hooks.events()
+            if e["type"] == "call.progress" and e["data"]["call_id"] == rung["call_id"]
+        ]
+        assert stages[0] == "ringing" or stages[0] == "inviting", stages
+        assert stages[-1] == "inviting", stages
+        alice.close()

@@ -50,7 +50,7 @@ class Cluster:
         self.socket_ports: list[int] = []
         self.users: list[WebUser] = []
 
-    def start_gateway(self, index: int) -> GatewayProcess:
+    def start_gateway(self, index: int, sections: str = "") -> GatewayProcess:
         port = free_port()
         gateway = GatewayProcess(
             self.tmp,
@@ -62,6 +62,7 @@ class Cluster:
                 f"redis_url = {self.redis.url}\nheartbeat_interval = {HEARTBEAT}\n"
                 f"claim_ttl = {CLAIM_TTL}\nredis_timeout = 0.5\n"
             ),
+            sections=sections,
         )
         self.gateways.append(gateway)
         self.socket_ports.append(port)
@@ -74,14 +75,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(tmp: Path, n: int) -> Iterator[Cluster]:
+def cluster_of(tmp: Path, n: int, sections: str = "") -> Iterator[Cluster]:
+    """``n`` gateway processes; ``sections``: more rtx.conf sections for each."""
     redis = RedisServer().start()
     sim = SimulatorThread(SimConfig(first_call_event_delay=0.0)).start()
     loops = Loops().start()
     cluster = Cluster(tmp, sim, redis, loops)
     try:
         for i in range(n):
-            cluster.start_gateway(i)
+            cluster.start_gateway(i, sections)
         yield cluster
     finally:
         for user in cluster.users:

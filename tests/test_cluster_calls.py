@@ -10,6 +10,7 @@ not the hub. Every wait is for the event itself (bounded).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from support.redis_server import RedisServer, redis_server  # noqa: F401
@@ -23,33 +24,35 @@ def _call(state: str) -> dict[str, Any]:
     return {"call_id": "call-1", "uid": "alice", "number": "1000", "state": state}
 
 
+def _sees(by: ClusterNode, expected: dict[str, tuple[str, str]]) -> Callable[[], Awaitable[bool]]:
+    """A check: ``by`` reads exactly ``expected`` (call id -> (member, state))."""
+
+    async def check() -> bool:
+        found = await by.cluster_calls()
+        seen = {} if found is None else {i: (m, r["state"]) for i, (m, r) in found.items()}
+        return seen == expected
+
+    return check
+
+
 def test_calls_are_seen_by_the_others_as_they_change_and_end(
     redis_server: RedisServer,  # noqa: F811
     fast: config.ClusterSettings,  # noqa: F811
 ) -> None:
     async def main() -> None:
         async with node(fast, "a") as (a, _), node(fast, "b") as (b, _):
-
-            async def seen_by_b() -> dict[str, Any]:
-                found = await b.cluster_calls()
-                assert found is not None
-                return {call_id: (member, r["state"]) for call_id, (member, r) in found.items()}
-
-            async def b_sees(expected: dict[str, Any]) -> bool:
-                return await seen_by_b() == expected
-
-            await until(lambda: b_sees({}), "nothing yet")
+            await until(_sees(b, {}), "nothing yet")
             a.call_changed("call-1", _call("inviting"))
-            await until(lambda: b_sees({"call-1": ("a", "inviting")}), "the call seen")
+            await until(_sees(b, {"call-1": ("a", "inviting")}), "the call seen")
             a.call_changed("call-1", _call("connected"))
-            await until(lambda: b_sees({"call-1": ("a", "connected")}), "its new state")
+            await until(_sees(b, {"call-1": ("a", "connected")}), "its new state")
             b.call_changed("call-2", {**_call("ringing"), "call_id": "call-2"})
             await until(
-                lambda: b_sees({"call-1": ("a", "connected"), "call-2": ("b", "ringing")}),
+                _sees(b, {"call-1": ("a", "connected"), "call-2": ("b", "ringing")}),
                 "b's own call listed too",
             )
             a.call_changed("call-1", None)
-            await until(lambda: b_sees({"call-2": ("b", "ringing")}), "the ended call gone")
+            await until(_sees(b, {"call-2": ("b", "ringing")}), "the ended call gone")
 
     asyncio.run(main())
 
@@ -61,29 +64,22 @@ def test_a_silent_nodes_calls_vanish_and_a_wiped_redis_gets_them_back(
     async def main() -> None:
         async with node(fast, "b") as (b, _), node(fast, "c") as (c, _):
             c.call_changed("call-c", {**_call("connected"), "call_id": "call-c"})
-
-            async def listed() -> set[str]:
-                found = await b.cluster_calls()
-                return set() if found is None else set(found)
-
-            async def b_lists(expected: set[str]) -> bool:
-                return await listed() == expected
-
-            await until(lambda: b_lists({"call-c"}), "c's call seen")
+            only_c = {"call-c": ("c", "connected")}
+            await until(_sees(b, only_c), "c's call seen")
             # Redis loses everything: c writes its calls again when it joins again.
             r = client(redis_server)
-            await r.flushall()
-            await until(lambda: b_lists({"call-c"}), "c's call written again")
+            await r.flushall()  # done once awaited: c's call is seen again only if rewritten
+            await until(_sees(b, only_c), "c's call written again")
 
             a = ClusterNode(fast, APPID, "a")
             a.attach(FakeHub(), lambda: None)
             await a.start(wait=20)
-            a.call_changed("call-a", _call("inviting"))
-            await until(lambda: b_lists({"call-a", "call-c"}), "a's call seen")
+            a.call_changed("call-1", _call("inviting"))
+            await until(_sees(b, {**only_c, "call-1": ("a", "inviting")}), "a's call seen")
             for task in a._tasks:  # as kill -9: no heartbeat, no goodbye
                 task.cancel()
             await asyncio.gather(*a._tasks, return_exceptions=True)
-            await until(lambda: b_lists({"call-c"}), "a's calls gone with it")
+            await until(_sees(b, only_c), "a's calls gone with it")
             await a._redis.aclose()
             await r.aclose()
 

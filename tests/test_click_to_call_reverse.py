@@ -61,6 +61,7 @@ def test_the_number_is_dialled_first_and_the_web_user_rung_once_it_answered() ->
     assert originate.variables["origination_caller_id_number"] == "alice"
     assert originate.variables["esl_bridge_call_id"] == call_id
     assert _state(book, call_id) == "originating"
+    assert book.get(call_id).order == "number_first"  # type: ignore[union-attr]
     assert book.pool.busy() == {"1000": call_id}
     # Ringing and early media of the number: only the stage changes, nobody is told.
     assert book.handle(call_id, c.ChannelRinging(), 0.5) == []

@@ -870,6 +870,11 @@ class ClickToCall(Call):
         )
         return call, [call._invite()]
 
+    @property
+    def order(self) -> str:
+        """Who is rung first (the API's ``order``)."""
+        return "web_first"
+
     def _invite(self) -> SendInvitation:
         """The web user's invitation, from the number it will talk to."""
         content = json.dumps(
@@ -999,6 +1004,10 @@ class NumberFirstClickToCall(ClickToCall):
             variables=dict(variables),
         )
         return call, [Originate(call_id, uuid, destination, dict(variables))]
+
+    @property
+    def order(self) -> str:
+        return "number_first"
 
     def on_number_progress(
         self, event: ChannelRinging | ChannelEarlyMedia, now: float

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from esl_bridge.config import ApiSettings
-from esl_bridge.core.call import NUMBER_FIRST_TABLE, Call, ClickToCall, Direction, State
+from esl_bridge.core.call import Call, ClickToCall, Direction, State
 from esl_bridge.core.callbook import CallRate
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.logs import get_logger
@@ -109,7 +109,7 @@ def call_view(call: Call, now: float) -> dict[str, Any]:
         "answered": call.answered_at is not None,
     }
     if isinstance(call, ClickToCall):
-        view["order"] = "number_first" if call.TABLE is NUMBER_FIRST_TABLE else "web_first"
+        view["order"] = call.order
     return view
 
 

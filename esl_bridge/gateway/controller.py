@@ -966,7 +966,7 @@ class CallController:
             "appid": self.appid,
         }
         if isinstance(call, c.ClickToCall):
-            fields["order"] = "number_first" if call.TABLE is c.NUMBER_FIRST_TABLE else "web_first"
+            fields["order"] = call.order
         self._ops_calls[call.call_id] = {
             "fields": fields,
             "started": self.clock(),

@@ -286,6 +286,10 @@ class ClusterNode:
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _join(self) -> None:
+        if self._beats:
+            # Joining again: idle connections of before the outage may be dead (a Redis
+            # restart closes them) and would fail the next claim once; drop them.
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
         await self._redis.ping()
         await self.registry.register({"appid": self.appid, "started": time.time()})
         await self.store.publish_all(dict(self._local))

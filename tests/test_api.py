@@ -8,7 +8,9 @@ ClickToCall state machine is also driven alone, with a fake clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -94,15 +96,33 @@ def _dominant_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
-@loopback_only(timeout=180)
-def test_click_to_call_rings_the_web_user_then_dials_the_number_with_audio_both_ways() -> None:
+def assert_tones_both_ways(channel: Any, peer: WebPeer) -> None:
+    """The phone's channel (simulator) gets the browser's tone, the browser the phone's."""
+    wait_until(lambda: channel.unicast is not None, 20, "unicast on the phone's channel")
+    stream = channel.unicast
+    assert stream is not None
+    wait_until(lambda: len(stream.received_samples()) >= 16000, 40, "2 s of browser audio")
+    wait_until(lambda: len(peer.heard) >= 100, 40, "2 s of phone audio at the browser")
+    sent = np.array(stream.received_samples()[-8000:], dtype=float)
+    assert _dominant_hz(sent, 8000) == pytest.approx(BROWSER_HZ, abs=15)
+    heard, rate = peer.audio()
+    assert _dominant_hz(heard[-rate:], rate) == pytest.approx(PHONE_HZ, abs=15)
+
+
+@contextlib.contextmanager
+def gateway_and_phone() -> Iterator[tuple[Gateway, Any, Backend, WebUser]]:
+    """A gateway whose number 1000 rings (180) for a second, then answers and sends a
+    PHONE_HZ tone; its API's backend; web user alice online."""
     with running_gateway(FAST) as (gateway, sim):
-        # 1000 rings (180) for a second, then answers and sends a 440 Hz tone.
         sim.set_extension(
             "1000", Extension("ringing", answer_after=1.0, audio=AudioSource("tone", PHONE_HZ))
         )
-        backend = Backend(gateway)
-        alice = WebUser(gateway, "alice").connect()
+        yield gateway, sim, Backend(gateway), WebUser(gateway, "alice").connect()
+
+
+@loopback_only(timeout=180)
+def test_click_to_call_rings_the_web_user_then_dials_the_number_with_audio_both_ways() -> None:
+    with gateway_and_phone() as (gateway, sim, backend, alice):
         assert backend.ok("GET", "/users/alice") == {"uid": "alice", "online": True, "calls": []}
 
         created = backend.ok("POST", "/calls", {"uid": "alice", "number": "1000"}, status=201)
@@ -137,15 +157,7 @@ def test_click_to_call_rings_the_web_user_then_dials_the_number_with_audio_both_
         assert channel.variables.get("esl_bridge_call_id") == call_id
         assert channel.variables.get("origination_caller_id_number") == "alice"
 
-        wait_until(lambda: channel.unicast is not None, 20, "unicast on the phone's channel")
-        stream = channel.unicast
-        assert stream is not None
-        wait_until(lambda: len(stream.received_samples()) >= 16000, 40, "2 s of browser audio")
-        wait_until(lambda: len(peer.heard) >= 100, 40, "2 s of phone audio at the browser")
-        sent = np.array(stream.received_samples()[-8000:], dtype=float)
-        assert _dominant_hz(sent, 8000) == pytest.approx(BROWSER_HZ, abs=15)
-        heard, rate = peer.audio()
-        assert _dominant_hz(heard[-rate:], rate) == pytest.approx(PHONE_HZ, abs=15)
+        assert_tones_both_ways(channel, peer)
 
         shown = backend.ok("GET", f"/calls/{call_id}")
         assert (shown["state"], shown["answered"]) == ("connected", True)
@@ -418,16 +430,21 @@ def test_api_hangup_ends_a_phone_call_too() -> None:
     assert len(book) == 0
 
 
-@loopback_only(timeout=120)
-def test_click_to_call_posts_the_call_webhooks_once_each_in_order() -> None:
+@contextlib.contextmanager
+def gateway_with_webhooks() -> Iterator[tuple[Any, Gateway, Any, Backend, WebUser]]:
+    """A gateway posting webhooks to a receiver; its API's backend; web user alice online."""
     from test_webhooks import ThreadReceiver, hooks_config
 
     with (
         ThreadReceiver() as hooks,
         running_gateway(FAST + hooks_config(hooks.url)) as (gateway, sim),
     ):
-        backend = Backend(gateway)
-        alice = WebUser(gateway, "alice").connect()
+        yield hooks, gateway, sim, Backend(gateway), WebUser(gateway, "alice").connect()
+
+
+@loopback_only(timeout=120)
+def test_click_to_call_posts_the_call_webhooks_once_each_in_order() -> None:
+    with gateway_with_webhooks() as (hooks, gateway, sim, backend, alice):
         # Refused by the web user: started and ended (refused), never answered.
         refused = backend.ok("POST", "/calls", {"uid": "alice", "number": "1001"}, status=201)
         invitation = alice.wait(lambda m: m.get("type") == "invitation", 10, "alice rings")
@@ -443,12 +460,23 @@ def test_click_to_call_posts_the_call_webhooks_once_each_in_order() -> None:
         ended = hooks.wait_event("call.ended", call_id=answered["call_id"])
         assert (ended["data"]["reason"], ended["data"]["uid"]) == ("api_hangup", "alice")
         assert_nothing_left(gateway, sim)
-        for call_id, kinds in (
-            (refused["call_id"], ["call.started", "call.ended"]),
-            (answered["call_id"], ["call.started", "call.answered", "call.ended"]),
+        for call_id, kinds, stages in (
+            (refused["call_id"], ["call.started", "call.ended"], []),
+            (
+                answered["call_id"],
+                ["call.started", "call.answered", "call.ended"],
+                ["originating", "connected"],
+            ),
         ):
-            mine = [e["type"] for e in hooks.events() if e["data"].get("call_id") == call_id]
-            assert mine == kinds, (call_id, mine)
+            mine = [e for e in hooks.events() if e["data"].get("call_id") == call_id]
+            assert [e["type"] for e in mine if e["type"] != "call.progress"] == kinds, mine
+            # call.progress: the stages between the start and the end (ringing and early
+            # media as the phone gives them), each once.
+            progress = [e["data"]["state"] for e in mine if e["type"] == "call.progress"]
+            assert progress[:1] + progress[-1:] == stages, progress
+            assert len(set(progress)) == len(progress)
+            assert mine[0]["type"] == "call.started" and mine[-1]["type"] == "call.ended"
+            assert {e["data"]["order"] for e in mine} == {"web_first"}
         alice.close()
 
 

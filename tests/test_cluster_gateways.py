@@ -23,16 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytest
 import redis
 from support.gateway_process import GatewayProcess
 from support.gateway_support import APPID, WebUser, wait_until
 from support.netns import loopback_only
 from support.ports_and_waits import free_port
 from support.redis_server import RedisServer
-from support.web_peer import BROWSER_HZ, WebPeer
+from support.web_peer import WebPeer
 from support.webhook_receiver import ThreadReceiver
+from test_api import assert_tones_both_ways
 
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.loops import Loops
@@ -40,7 +39,6 @@ from esl_bridge.sim import SimConfig, SimulatorThread
 
 HEARTBEAT = 0.2
 CLAIM_TTL = 1.0
-PHONE_HZ = 440.0  # the simulator phone's tone440
 
 
 class Cluster:
@@ -83,7 +81,8 @@ class Cluster:
 def cluster_of(
     tmp: Path, n: int, sections: str = "", redis_timeout: float = 0.5
 ) -> Iterator[Cluster]:
-    """``redis_timeout``: short by default, so that the tests that stop Redis see it
+    """``n`` gateway processes; ``sections``: more rtx.conf sections for each.
+    ``redis_timeout``: short by default, so that the tests that stop Redis see it
     down at once; a test that must not take a slow answer for a dead Redis (a loaded
     machine) sets it longer."""
     redis = RedisServer().start()
@@ -275,11 +274,6 @@ def test_fifty_simultaneous_invitations_claim_a_number_once(tmp_path: Path) -> N
         assert len(cluster.sim.channels()) == 1  # one originate in the whole cluster
 
 
-def _dominant_hz(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
-
-
 def _answer_sip_call(user: WebUser) -> tuple[WebPeer, str]:
     """The browser accepts the gateway's invitation and sends its offer."""
     invitation = user.wait(lambda m: m.get("type") == "invitation", 15, "the SIP call rings")
@@ -295,15 +289,7 @@ def _answer_sip_call(user: WebUser) -> tuple[WebPeer, str]:
 def _assert_audio_both_ways(sim: SimulatorThread, uuid: str, peer: WebPeer) -> None:
     channel = sim.get_channel(uuid)
     assert channel is not None
-    wait_until(lambda: channel.unicast is not None, 20, "unicast on the phone's channel")
-    stream = channel.unicast
-    assert stream is not None
-    wait_until(lambda: len(stream.received_samples()) >= 16000, 30, "2 s of browser audio")
-    wait_until(lambda: len(peer.heard) >= 100, 30, "2 s of phone audio at the browser")
-    sent = np.array(stream.received_samples()[-8000:], dtype=float)
-    assert _dominant_hz(sent, 8000) == pytest.approx(BROWSER_HZ, abs=15)
-    heard, rate = peer.audio()
-    assert _dominant_hz(heard[-rate:], rate) == pytest.approx(PHONE_HZ, abs=15)
+    assert_tones_both_ways(channel, peer)
 
 
 @loopback_only(timeout=240)

@@ -36,6 +36,10 @@ class Keys:
         """Hash uid -> session stamp of the web users logged in on ``member``."""
         return self.base + f"sessions:{member}"
 
+    def calls(self, member: str) -> str:
+        """Hash call id -> JSON of the live calls of ``member`` (cluster/calls.py)."""
+        return self.base + f"calls:{member}"
+
     def claim(self, number: str) -> str:
         return self.base + f"claim:{number}"
 

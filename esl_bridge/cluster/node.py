@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from esl_bridge.cluster.bus import Message, MessageBus
+from esl_bridge.cluster.calls import CallRecords, Record
 from esl_bridge.cluster.claims import NumberClaims
 from esl_bridge.cluster.keys import Keys
 from esl_bridge.cluster.nodes import NodeRegistry
@@ -104,6 +105,11 @@ class ClusterNode:
         self.store = PresenceStore(self._redis, self.keys, member, ttl)
         self.claims = NumberClaims(self._redis, self.keys, ttl)
         self.bus = MessageBus(self._redis, self.keys, member)
+        self.calls = CallRecords(self._redis, self.keys, member, ttl)
+        self._calls: dict[str, Record] = {}  # call id -> record, our live calls
+        self._live: frozenset[str] = frozenset()  # the other live members, last census
+        # Bus message types handled outside the hub (the API's "api_hangup").
+        self.handlers: dict[str, Callable[[str, Message], None]] = {}
         self._hub: ClusterHub | None = None
         self._kick: Callable[[], None] = lambda: None
         self._local: dict[str, float] = {}  # uid -> login stamp of our web sessions
@@ -162,6 +168,7 @@ class ClusterNode:
                     await self.bus.publish(None, {"t": "bye"})
                     for number, token in list(self._held.items()):
                         await self.claims.release(number, token)
+                    await self.calls.drop()
                     await self.store.forget()
                     await self.registry.deregister()
                 log.info("cluster.left", member=self.member)
@@ -255,6 +262,29 @@ class ClusterNode:
         self._waiting = keep
         self._wake_writer.set()
 
+    # -- the API's side (gateway/api.py) ------------------------------------------------------
+
+    def call_changed(self, call_id: str, record: Record | None) -> None:
+        """A live call of ours, as the API shows it (None: it ended); written in order."""
+        if record is None:
+            self._calls.pop(call_id, None)
+        else:
+            self._calls[call_id] = record
+        if self._joined:  # else the whole table is written at the next join
+            self._queue("call", call_id, record)
+
+    async def cluster_calls(self) -> dict[str, tuple[str, Record]] | None:
+        """Every live call of the cluster: call id -> (member, record); None when Redis
+        cannot be asked."""
+        if not self._joined:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                return await self.calls.everyone(self._live)
+        except _FAILURES as exc:
+            log.warning("cluster.calls_read_failed", error=_describe(exc))
+            return None
+
     # -- the controller's side --------------------------------------------------------------
 
     async def claim(self, number: str, token: str) -> bool | None:
@@ -306,12 +336,18 @@ class ClusterNode:
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _join(self) -> None:
+        if self._beats:
+            # Joining again: idle connections of before the outage may be dead (a Redis
+            # restart closes them) and would fail the next claim once; drop them.
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
         await self._redis.ping()
         await self.registry.register({"appid": self.appid, "started": time.time()})
         await self.store.publish_all(dict(self._local))
+        await self.calls.rewrite(dict(self._calls))
         lost = await self.claims.refresh(dict(self._held))
         self._lost_claims(lost)
         census = await self.registry.census()
+        self._live = census.live
         # A restarted Redis knows nobody: the others get claim_ttl to join again before
         # their users are taken for gone.
         self._grace_until = self.clock() + self.settings.claim_ttl
@@ -338,8 +374,10 @@ class ClusterNode:
             await self._join()
             return
         await self.store.refresh()
+        await self.calls.keep_alive()
         self._lost_claims(await self.claims.refresh(dict(self._held)))
         census = await self.registry.census()
+        self._live = census.live
         now = self.clock()
         missing = set() if now < self._grace_until else self.presence.members() - census.live
         await self._release_held(census.live)
@@ -413,6 +451,8 @@ class ClusterNode:
                             for kind, a, b in batch:
                                 if kind == "session":
                                     self.store.write_ops(pipe, a, b)
+                                elif kind == "call":
+                                    self.calls.queue_change(pipe, a, b)
                                 else:
                                     self.bus.publish_op(pipe, a, b)
                             await pipe.execute()
@@ -466,6 +506,8 @@ class ClusterNode:
             self._member_gone(sender, now, reason="left")
         elif kind == "hello":
             self._resync = True  # a member (re)joined: read its sessions at the next beat
+        elif kind in self.handlers:
+            self.handlers[kind](sender, message)
         elif hub is not None:
             hub.cluster_message(sender, message, now)
         self._kick()

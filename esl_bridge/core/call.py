@@ -366,7 +366,8 @@ def sip_state_message(state: str, cause: str | None = None) -> str:
 
 
 class State(StrEnum):
-    INVITING = "inviting"  # click-to-call: the web user's browser rings, nothing dialled
+    INVITING = "inviting"  # click-to-call: the web user's browser rings (the number is
+    # not dialled yet; in the reverse order it has answered and hears ringback)
     ORIGINATING = "originating"  # RTC -> SIP: originate sent, nothing heard yet
     RINGING = "ringing"  # RTC -> SIP: the phone rings; SIP -> RTC: the browser rings
     EARLY_MEDIA = "early_media"  # RTC -> SIP: 183 with SDP
@@ -907,11 +908,20 @@ class ClickToCall(Call):
             destination=destination,
             variables=dict(variables),
         )
+        return call, [call._invite()]
+
+    @property
+    def order(self) -> str:
+        """Who is rung first (the API's ``order``)."""
+        return "web_first"
+
+    def _invite(self) -> SendInvitation:
+        """The web user's invitation, from the number it will talk to."""
         content = json.dumps(
-            {"Mode": 1, "Conference": False, "ChanId": chan_id, "DisplayName": number},
+            {"Mode": 1, "Conference": False, "ChanId": self.chan_id, "DisplayName": self.number},
             separators=(",", ":"),
         )
-        return call, [SendInvitation(call_id, callee, content, sender=number)]
+        return SendInvitation(self.call_id, self.web_uid, content, sender=self.number)
 
     def _cancel(self) -> CancelInvitation:
         return CancelInvitation(self.call_id, self.web_uid, sender=self.number)
@@ -1260,6 +1270,131 @@ def _conf_dial_in_table() -> dict[tuple[State, type[Event]], Handler]:
     }
 
 
+# ---------------------------------------------------------------------------------------
+# Click-to-call, the reverse order (``"order": "number_first"``): the number is originated
+# first (ORIGINATING, RINGING, EARLY_MEDIA: the web user knows nothing yet); once it
+# answers, it hears ringback while the web user is invited from it (INVITING, the channel
+# up); the web user accepting connects the call (CONNECTED), with the media path of the
+# other order. The web user is told nothing until invited; a failure of the number ends
+# the call before that.
+
+
+@dataclass
+class NumberFirstClickToCall(ClickToCall):
+    """Created by ``CallBook.click_to_call(order="number_first")``: the number is dialled."""
+
+    @classmethod
+    def start_dialling(
+        cls,
+        *,
+        call_id: str,
+        uuid: str,
+        chan_id: str,
+        callee: str,
+        number: str,
+        destination: str,
+        variables: Mapping[str, str],
+        settings: CallSettings,
+        now: float,
+    ) -> tuple[NumberFirstClickToCall, list[Action]]:
+        call = cls(
+            call_id=call_id,
+            uuid=uuid,
+            chan_id=chan_id,
+            web_uid=callee,
+            number=number,
+            settings=settings,
+            started_at=now,
+            state=State.ORIGINATING,
+            direction=Direction.RTC_TO_SIP,
+            TABLE=NUMBER_FIRST_TABLE,
+            destination=destination,
+            variables=dict(variables),
+        )
+        return call, [Originate(call_id, uuid, destination, dict(variables))]
+
+    @property
+    def order(self) -> str:
+        return "number_first"
+
+    def on_number_progress(
+        self, event: ChannelRinging | ChannelEarlyMedia, now: float
+    ) -> list[Action]:
+        # Only the stage changes: nobody is on the web side yet.
+        self.state = State.RINGING if isinstance(event, ChannelRinging) else State.EARLY_MEDIA
+        return []
+
+    def on_number_answered(self, event: ChannelAnswered, now: float) -> list[Action]:
+        # The number hears ringback, as a phone calling a web user does, while the
+        # web user's browser rings.
+        self.state = State.INVITING
+        return [PlayRingback(self.call_id, self.uuid), self._invite()]
+
+    def on_number_failed(self, event: OriginateFailed | ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, sip_failure_reason(event.cause), event.cause, [])
+
+    def on_gone_before_invited(self, event: WebUserGone, now: float) -> list[Action]:
+        return self._finish(now, "web_gone", "ORIGINATOR_CANCEL", [])
+
+    def on_shutdown_before_invited(self, event: Shutdown, now: float) -> list[Action]:
+        return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [])
+
+    def on_web_accepted(self, event: InvitationAccepted, now: float) -> list[Action]:
+        # Both sides have answered: the browser's offer to the number follows.
+        self.state = State.CONNECTED
+        self.answered_at = now
+        return [
+            StopRingback(self.call_id, self.uuid),
+            OpenMedia(self.call_id, self.chan_id),
+            self.tell_web(sip_state_message("answered")),
+        ]
+
+    def on_number_hangup_while_inviting(self, event: ChannelHungUp, now: float) -> list[Action]:
+        self.channel_alive = False
+        return self._finish(now, "sip_hangup", event.cause, [self._cancel()])
+
+    def _tell_web_end(self) -> list[Action]:
+        if self.state in (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA):
+            return []  # not invited yet
+        return super()._tell_web_end()
+
+
+def _number_first_table() -> dict[tuple[State, type[Event]], Handler]:
+    c = NumberFirstClickToCall
+    table: dict[tuple[State, type[Event]], Handler] = {
+        (State.ORIGINATING, ChannelRinging): c.on_number_progress,
+        (State.ORIGINATING, ChannelEarlyMedia): c.on_number_progress,
+        (State.RINGING, ChannelEarlyMedia): c.on_number_progress,
+        # The web user's answers to the invitation, as in the other order (the channel is
+        # up now: ending hangs it up with the cause those handlers give).
+        (State.INVITING, InvitationAccepted): c.on_web_accepted,
+        (State.INVITING, InvitationRefused): c.on_refused,
+        (State.INVITING, InvitationFailed): c.on_failed,
+        (State.INVITING, WebUserGone): c.on_gone_while_inviting,
+        (State.INVITING, Shutdown): c.on_shutdown_while_inviting,
+        (State.INVITING, ChannelHungUp): c.on_number_hangup_while_inviting,
+        (State.CONNECTED, MediaConnected): Call._on_media_connected,
+        (State.CONNECTED, MediaFailed): c.on_media_failed,
+        (State.CONNECTED, ChannelHungUp): c.on_hangup_connected,
+        (State.CONNECTED, PeerEndCall): c.on_end_call,
+        (State.CONNECTED, WebUserGone): c.on_web_user_gone,
+        (State.CONNECTED, Shutdown): c.on_shutdown_connected,
+    }
+    for state in (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA):
+        table[(state, ChannelAnswered)] = c.on_number_answered
+        table[(state, OriginateFailed)] = c.on_number_failed
+        table[(state, ChannelHungUp)] = c.on_number_failed
+        table[(state, WebUserGone)] = c.on_gone_before_invited
+        table[(state, Shutdown)] = c.on_shutdown_before_invited
+    for state in (State.ORIGINATING, State.RINGING, State.EARLY_MEDIA, State.INVITING):
+        table[(state, ChannelMediaReady)] = Call._on_media_ready
+        table[(state, GatewayError)] = Call._on_gateway_error
+    table[(State.CONNECTED, ChannelMediaReady)] = Call._on_media_ready
+    table[(State.CONNECTED, GatewayError)] = Call._on_gateway_error
+    return table
+
+
 def _on_api_hangup(call: Call, event: ApiHangup, now: float) -> list[Action]:
     """Any live call, either direction: ended as the web side would be told in its state."""
     return call._finish(now, "api_hangup", "NORMAL_CLEARING", call._tell_web_end())
@@ -1278,6 +1413,7 @@ _COMMON: dict[tuple[State, type[Event]], Handler] = {
 RTC_TO_SIP_TABLE = _rtc_to_sip_table()
 SIP_TO_RTC_TABLE = _sip_to_rtc_table()
 CLICK_TO_CALL_TABLE = _click_to_call_table()
+NUMBER_FIRST_TABLE = _number_first_table()
 CONF_WEB_TABLE = _conf_web_table()
 CONF_SIP_TABLE = _conf_sip_table()
 CONF_DIAL_IN_TABLE = _conf_dial_in_table()

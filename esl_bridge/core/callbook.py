@@ -37,6 +37,7 @@ from esl_bridge.core.call import (
     Direction,
     Event,
     Hangup,
+    NumberFirstClickToCall,
     RefuseInvitation,
     ReleaseNumber,
     RtcToSipCall,
@@ -311,9 +312,16 @@ class CallBook:
     # -- click-to-call (the app's backend, gateway/api.py) -------------------------------
 
     def click_to_call(
-        self, callee: str, number: str, *, callee_online: bool, now: float
+        self,
+        callee: str,
+        number: str,
+        *,
+        callee_online: bool,
+        now: float,
+        number_first: bool = False,
     ) -> tuple[str, str, list[Action]]:
-        """Ring web user ``callee``; once it accepts, dial acc_rule ``number``.
+        """Ring web user ``callee``; once it accepts, dial acc_rule ``number`` (with
+        ``number_first``, the reverse: dial, and ring ``callee`` once the number answered).
 
         Returns ``(call_id, "", actions)``, or ``("", refusal, [])`` with refusal one of
         rtm2sip_off, not_in_acc_rule, user_offline, capacity, number_busy. The checks are
@@ -341,7 +349,8 @@ class CallBook:
         variables.update(
             call_variables(call_id, Direction.RTC_TO_SIP, callee, self.settings.appid, number)
         )
-        call, actions = ClickToCall.start(
+        start = NumberFirstClickToCall.start_dialling if number_first else ClickToCall.start
+        call, actions = start(
             call_id=call_id,
             uuid=channel_uuid,
             chan_id=ids.new_channel_id(),

@@ -26,6 +26,7 @@ import contextlib
 import enum
 import random
 import socket as _stdsocket
+import time
 import uuid as _uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,10 @@ DEFAULT_INBOUND_EVENTS: tuple[str, ...] = (
 
 DEFAULT_COMMAND_TIMEOUT = 5.0
 _RECV_BYTES = 65536
+
+
+#: The ringback a SIP caller hears while the web user's browser rings (US ring cadence).
+RINGBACK_TONE = "%(2000,4000,440,480)"
 
 
 class EslError(Exception):
@@ -539,7 +544,7 @@ class OutboundSession:
         # Completed: the channel has its read codec (its event told the gate already).
         self._gate.on_input(GateInput.MEDIA_READY)
 
-    def play_ringback(self, tone: str = "%(2000,4000,440,480)") -> None:
+    def play_ringback(self, tone: str = RINGBACK_TONE) -> None:
         """Ring tone to the SIP caller (after :meth:`pre_answer`); stopped by
         :meth:`stop_ringback` or :meth:`answer`. It blocks the channel's queue until
         broken, so media (unicast) starts only after it stops."""
@@ -1120,3 +1125,21 @@ class InboundClient:
         reply = self.command(cmd.sendmsg_execute(app, arg, uuid=uuid))
         if not isinstance(reply, CommandReply) or not reply.ok:
             raise EslCommandError(f"sendmsg execute {app}", getattr(reply, "text", repr(reply)))
+
+    def play_ringback(self, uuid: str, tone: str = RINGBACK_TONE) -> None:
+        """Ring tone to a parked, originated channel (click-to-call with the number
+        first: it answered and waits for the web user), until :meth:`stop_ringback`."""
+        self.execute(uuid, "playback", f"tone_stream://{tone};loops=-1")
+
+    def stop_ringback(self, uuid: str) -> None:
+        """Break the ringback of :meth:`play_ringback` once it runs: a break that came
+        before the playback started would be lost, and the endless playback would then
+        hold every message queued behind it (the unicast). A gone channel is no error
+        here: its hangup ends the call."""
+        deadline = time.monotonic() + self.command_timeout
+        while time.monotonic() < deadline:
+            running = self.api("uuid_getvar", uuid, "current_application")
+            if not running.ok or running.text.strip() == "playback":
+                break
+            gevent.sleep(0.02)
+        self.api("uuid_break", uuid, "all")

@@ -8,7 +8,18 @@ with bursts of ``[api] burst``; a JSON body is at most ``MAX_BODY`` bytes. Every
 
 A call started here is a ``ClickToCall`` of the call book (core/call.py): the web user is
 invited from the acc_rule number, and the number is dialled once it accepts; from then on
-it is carried as an RTC -> SIP call (same media path, limits, webhooks).
+it is carried as an RTC -> SIP call (same media path, limits, webhooks). With ``"order":
+"number_first"`` the reverse (``NumberFirstClickToCall``): the number is dialled first and
+the web user invited once it answered.
+
+In a cluster (``[cluster] redis_url``) the number is claimed in Redis before anything is
+dialled, as for a web user's invitation; the call lives on the process that took the
+request (its channel and media leg are there), while its web user may be on any process
+(the hub relays the invitation and the peer messages). Every process publishes its live
+calls (``ClusterApi``, cluster/calls.py), so that listing, reading and hanging up work on
+whichever process a request lands; a hangup of a call held elsewhere goes to its process
+over the bus. While Redis cannot be reached, what needs it answers 503
+``cluster_unavailable``.
 """
 
 from __future__ import annotations
@@ -19,15 +30,18 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from esl_bridge.config import ApiSettings
-from esl_bridge.core.call import Call, Direction, State
+from esl_bridge.core.call import Call, ClickToCall, Direction, State
 from esl_bridge.core.callbook import CallRate
 from esl_bridge.gateway.controller import CallController
 from esl_bridge.logs import get_logger
+
+if TYPE_CHECKING:
+    from esl_bridge.cluster.node import ClusterNode
 
 log = get_logger("api")
 
@@ -36,6 +50,8 @@ PREFIX = "/api/v1"
 MAX_BODY = 4096
 _UID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _NUMBER = re.compile(r"^[0-9*#+]{1,32}$")
+#: ``order`` of POST /calls: who is rung first.
+ORDERS = ("web_first", "number_first")
 
 #: Error code -> HTTP status (README.rst, Integrate with your app).
 ERRORS: dict[str, int] = {
@@ -53,7 +69,7 @@ ERRORS: dict[str, int] = {
     "capacity": 429,
     "switch_unavailable": 503,
     "rtm2sip_off": 503,
-    "cluster_unsupported": 503,
+    "cluster_unavailable": 503,
 }
 _MESSAGES = {
     "bad_json": "the body is not a JSON object",
@@ -68,7 +84,7 @@ _MESSAGES = {
     "capacity": "the gateway's call limits ([limits] max_calls, max_call_rate) are reached",
     "switch_unavailable": "FreeSWITCH is not reachable",
     "rtm2sip_off": "calls to numbers are off ([rtm2sip] on = 0)",
-    "cluster_unsupported": "click-to-call is not available in a cluster yet",
+    "cluster_unavailable": "the cluster's Redis cannot be reached: retry later",
 }
 
 
@@ -83,7 +99,7 @@ def error(code: str, message: str = "") -> web.Response:
 
 def call_view(call: Call, now: float) -> dict[str, Any]:
     """A call as the API shows it (the ``Call`` schema of the OpenAPI document)."""
-    return {
+    view: dict[str, Any] = {
         "call_id": call.call_id,
         "direction": "rtc2sip" if call.direction is Direction.RTC_TO_SIP else "sip2rtc",
         "uid": call.web_uid,
@@ -92,6 +108,9 @@ def call_view(call: Call, now: float) -> dict[str, Any]:
         "duration": round(max(0.0, now - call.started_at), 1),
         "answered": call.answered_at is not None,
     }
+    if isinstance(call, ClickToCall):
+        view["order"] = call.order
+    return view
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,9 +124,11 @@ class Api:
         settings: ApiSettings,
         controller: CallController,
         clock: Callable[[], float] = time.monotonic,
+        cluster: ClusterApi | None = None,
     ) -> None:
         self.settings = settings
         self.controller = controller
+        self.cluster = cluster
         self._token = settings.token.encode("utf-8")
         self._rate = CallRate(settings.requests_per_second, settings.burst)
         self._clock = clock
@@ -179,22 +200,27 @@ class Api:
         if not isinstance(body, dict):
             return error("bad_json")
         uid, number = body.get("uid"), body.get("number")
+        order = body.get("order", ORDERS[0])
         if not isinstance(uid, str) or not _UID.match(uid):
             return error("bad_request", "'uid' must be a uid (1-64 of A-Z a-z 0-9 _.@+-)")
         if not isinstance(number, str) or not _NUMBER.match(number):
             return error("bad_request", "'number' must be a number (1-32 of 0-9 * # +)")
-        unknown = sorted(set(body) - {"uid", "number"})
+        if order not in ORDERS:
+            return error("bad_request", f"'order' must be one of {', '.join(ORDERS)}")
+        unknown = sorted(set(body) - {"uid", "number", "order"})
         if unknown:
             return error("bad_request", f"unknown field(s): {', '.join(unknown)}")
         controller = self.controller
         if uid == controller.gateway_uid or uid in controller.pool:
             return error("bad_request", "'uid' is served by the gateway, not a web user")
-        call_id, refusal = controller.click_to_call(uid, number)
+        call_id, refusal = await controller.click_to_call_claimed(
+            uid, number, number_first=order == "number_first"
+        )
         call = controller.book.get(call_id) if call_id else None
         if call is None:
             # Refused, or ended at once (its invitation failed): say which.
             return error(refusal or "user_offline")
-        log.info("api.call_started", call_id=call_id, uid=uid, number=number)
+        log.info("api.call_started", call_id=call_id, uid=uid, number=number, order=order)
         return web.json_response(
             call_view(call, controller.clock()),
             status=201,
@@ -204,22 +230,45 @@ class Api:
     async def list_calls(self, request: web.Request) -> web.Response:
         now = self.controller.clock()
         calls = [call_view(call, now) for call in self.controller.book if not call.is_over]
+        if self.cluster is not None:
+            elsewhere = await self.cluster.calls()
+            if elsewhere is None:
+                return error("cluster_unavailable")
+            calls += [view for _, view in elsewhere.values()]
         return web.json_response({"calls": calls})
 
     async def get_call(self, request: web.Request) -> web.Response:
-        call = self.controller.book.get(request.match_info["call_id"])
-        if call is None:
+        call_id = request.match_info["call_id"]
+        call = self.controller.book.get(call_id)
+        if call is not None:
+            return web.json_response(call_view(call, self.controller.clock()))
+        if self.cluster is None:
             return error("not_found")
-        return web.json_response(call_view(call, self.controller.clock()))
+        elsewhere = await self.cluster.calls()
+        if elsewhere is None:
+            return error("cluster_unavailable")
+        if call_id not in elsewhere:
+            return error("not_found")
+        return web.json_response(elsewhere[call_id][1])
 
     async def end_call(self, request: web.Request) -> web.Response:
         call_id = request.match_info["call_id"]
-        if not self.controller.hang_up(call_id):
+        if self.controller.hang_up(call_id):
+            log.info("api.call_ended", call_id=call_id)
+            call = self.controller.book.get(call_id)
+            state = "ended" if call is None else call.state.value
+            return web.json_response({"call_id": call_id, "state": state}, status=202)
+        if self.cluster is None:
             return error("not_found")
-        log.info("api.call_ended", call_id=call_id)
-        call = self.controller.book.get(call_id)
-        state = "ended" if call is None else call.state.value
-        return web.json_response({"call_id": call_id, "state": state}, status=202)
+        elsewhere = await self.cluster.calls()
+        if elsewhere is None:
+            return error("cluster_unavailable")
+        if call_id not in elsewhere:
+            return error("not_found")
+        member = elsewhere[call_id][0]
+        self.cluster.hang_up_at(member, call_id)
+        log.info("api.call_ended", call_id=call_id, member=member)
+        return web.json_response({"call_id": call_id, "state": "ending"}, status=202)
 
     async def get_user(self, request: web.Request) -> web.Response:
         uid = request.match_info["uid"]
@@ -228,7 +277,71 @@ class Api:
         controller = self.controller
         online = controller.handle.hub.is_online(controller.appid, uid)
         calls = [c.call_id for c in controller.book.calls_of(uid)]
+        if self.cluster is not None:
+            elsewhere = await self.cluster.calls()
+            if elsewhere is None:
+                return error("cluster_unavailable")
+            calls += [i for i, (_, view) in elsewhere.items() if view.get("uid") == uid]
         return web.json_response({"uid": uid, "online": online, "calls": calls})
+
+
+class ClusterApi:
+    """The API's view of the other processes' calls (cluster/calls.py).
+
+    It publishes this process's calls as the controller reports them (start, each change
+    of state, end), reads the others', and carries hangups both ways over the bus.
+    """
+
+    def __init__(
+        self,
+        node: ClusterNode,
+        controller: CallController,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.controller = controller
+        self._wall = wall
+        controller.call_watchers.append(self._changed)
+        node.handlers[HANGUP_MESSAGE] = self._hang_up_here
+
+    def _changed(self, call_id: str, call: Call | None) -> None:
+        if call is None:
+            self.node.call_changed(call_id, None)
+            return
+        now = self.controller.clock()
+        record = call_view(call, now)
+        # Wall-clock start: another process works the duration out when it reads it.
+        record["started"] = self._wall() - max(0.0, now - call.started_at)
+        self.node.call_changed(call_id, record)
+
+    async def calls(self) -> dict[str, tuple[str, dict[str, Any]]] | None:
+        """The other processes' live calls: id -> (member, view); None if Redis is away."""
+        everyone = await self.node.cluster_calls()
+        if everyone is None:
+            return None
+        now = self._wall()
+        views: dict[str, tuple[str, dict[str, Any]]] = {}
+        for call_id, (member, record) in everyone.items():
+            if member == self.node.member:
+                continue  # ours: the book has them, current to the instant
+            view = {k: v for k, v in record.items() if k != "started"}
+            started = record.get("started")
+            if isinstance(started, int | float):
+                view["duration"] = round(max(0.0, now - started), 1)
+            views[call_id] = (member, view)
+        return views
+
+    def hang_up_at(self, member: str, call_id: str) -> None:
+        self.node.send(member, {"t": HANGUP_MESSAGE, "call_id": call_id})
+
+    def _hang_up_here(self, sender: str, message: dict[str, Any]) -> None:
+        call_id = str(message.get("call_id", ""))
+        found = self.controller.hang_up(call_id)
+        log.info("api.call_ended", call_id=call_id, relayed_from=sender, found=found)
+
+
+#: The bus message that asks a call's process to hang it up.
+HANGUP_MESSAGE = "api_hangup"
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -238,12 +351,20 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def setup_api(app: web.Application, settings: ApiSettings, controller: CallController) -> None:
+def setup_api(
+    app: web.Application,
+    settings: ApiSettings,
+    controller: CallController,
+    cluster: ClusterNode | None = None,
+) -> None:
     """Add /api/v1 to ``app`` when ``[api] on``; nothing otherwise."""
     if not settings.on:
         return
-    Api(settings, controller).add_routes(app)
-    log.info("api.ready", prefix=PREFIX, allow_remote=settings.allow_remote)
+    shared = None if cluster is None else ClusterApi(cluster, controller)
+    Api(settings, controller, cluster=shared).add_routes(app)
+    log.info(
+        "api.ready", prefix=PREFIX, allow_remote=settings.allow_remote, cluster=shared is not None
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,6 +392,7 @@ def openapi_document() -> dict[str, Any]:
         "403": _error_response("not from a loopback address (forbidden)"),
         "429": _error_response("over [api] requests_per_second (rate_limited)"),
     }
+    unavailable = _error_response("cluster_unavailable (in a cluster: Redis cannot be reached)")
     call_id = {
         "name": "call_id",
         "in": "path",
@@ -293,7 +415,10 @@ def openapi_document() -> dict[str, Any]:
             "/calls": {
                 "post": {
                     "operationId": "startCall",
-                    "summary": "Ring web user uid; once it accepts, dial the acc_rule number",
+                    "summary": (
+                        "Ring web user uid; once it accepts, dial the acc_rule number "
+                        "(order number_first: the reverse)"
+                    ),
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -301,13 +426,15 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _json("Call", "the call, its web user being rung"),
+                        "201": _json(
+                            "Call", "the call, its web user (or number, number_first) being rung"
+                        ),
                         "400": _error_response("bad_json or bad_request"),
                         "404": _error_response("user_offline or not_in_acc_rule"),
                         "409": _error_response("number_busy"),
                         "413": _error_response(f"payload_too_large (over {MAX_BODY} bytes)"),
                         "503": _error_response(
-                            "switch_unavailable, rtm2sip_off or cluster_unsupported"
+                            "switch_unavailable, rtm2sip_off or cluster_unavailable"
                         ),
                         **common,
                         "429": _error_response("rate_limited, or capacity (call limits)"),
@@ -316,7 +443,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listCalls",
                     "summary": "The live calls (every direction)",
-                    "responses": {"200": _json("CallList", "the live calls"), **common},
+                    "responses": {
+                        "200": _json("CallList", "the live calls (of every process of a cluster)"),
+                        "503": unavailable,
+                        **common,
+                    },
                 },
             },
             "/calls/{call_id}": {
@@ -327,6 +458,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Call", "the call"),
                         "404": _error_response("not_found (no such live call)"),
+                        "503": unavailable,
                         **common,
                     },
                 },
@@ -336,6 +468,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "202": _json("Ending", "the call is being ended"),
                         "404": _error_response("not_found (no such live call)"),
+                        "503": unavailable,
                         **common,
                     },
                 },
@@ -350,6 +483,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("User", "the user"),
                         "400": _error_response("bad_request (not a uid)"),
+                        "503": unavailable,
                         **common,
                     },
                 },
@@ -380,6 +514,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "uid": {"type": "string", "pattern": _UID.pattern},
                         "number": {"type": "string", "pattern": _NUMBER.pattern},
+                        "order": {"type": "string", "enum": list(ORDERS), "default": ORDERS[0]},
                     },
                 },
                 "Call": {
@@ -404,6 +539,7 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "duration": {"type": "number"},
                         "answered": {"type": "boolean"},
+                        "order": {"type": "string", "enum": list(ORDERS)},
                     },
                 },
                 "CallList": {

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from esl_bridge.config import Settings
 from esl_bridge.core import call as c
-from esl_bridge.core import peer_json
+from esl_bridge.core import ids, peer_json
 from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
@@ -169,6 +169,9 @@ class CallController:
         self._retired: set[str] = set()  # numbers a reload removed, still on a call
         # Conference rooms (issue 14): gateway/conference.py.
         self.conference = ConferenceDesk(self)
+        # Told of every call's start, change of state and end (None: ended); in a
+        # cluster the API publishes the calls through it (gateway/api.py).
+        self.call_watchers: list[Callable[[str, c.Call | None], None]] = []
 
     # -- life ---------------------------------------------------------------------------
 
@@ -680,10 +683,13 @@ class CallController:
 
     def event(self, call_id: str, event: c.Event) -> None:
         call = self.book.get(call_id)
+        was = None if call is None else call.state
         was_connected = call is not None and call.state is c.State.CONNECTED
         self._run(self.book.handle(call_id, event, self.clock()))
         if call is not None and not was_connected and call.state is c.State.CONNECTED:
             self._call_answered(call)
+        if call is not None and call.state is not was and not call.is_over:
+            self._state_changed(call)
 
     def _run(self, actions: list[c.Action]) -> None:
         for action in actions:
@@ -807,6 +813,7 @@ class CallController:
         if links is not None and links.leg is not None:
             self._closing.add(action.call_id)
             self._spawn(self._close_leg(action.call_id, links.leg))
+        self._tell_watchers(action.call_id, None)
         self.ended_total[action.reason] = self.ended_total.get(action.reason, 0) + 1
         self.metrics.call_ended(action.cause)
         self._retire_idle()
@@ -838,21 +845,58 @@ class CallController:
 
     # -- the HTTP API (gateway/api.py) ------------------------------------------------------
 
-    def click_to_call(self, uid: str, number: str) -> tuple[str, str]:
-        """Ring web user ``uid``, then dial ``number``: ``(call id, "")`` or ``("", why)``."""
+    def click_to_call(
+        self,
+        uid: str,
+        number: str,
+        *,
+        number_first: bool = False,
+        claim: tuple[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """Ring web user ``uid``, then dial ``number`` (``number_first``: the reverse):
+        ``(call id, "")`` or ``("", why)``. In a cluster ``claim`` is the number's
+        (number, token) claimed by ``click_to_call_claimed``; released with the call."""
         if self.esl_state != "connected":
             return "", "switch_unavailable"
-        if self.cluster is not None:
-            return "", "cluster_unsupported"  # numbers are claimed in Redis: not done here
+        if self.cluster is not None and claim is None and number in self.pool:
+            return "", "cluster_unavailable"  # the number must be claimed first
         online = self.handle.hub.is_online(self.appid, uid)
         call_id, refusal, actions = self.book.click_to_call(
-            uid, number, callee_online=online, now=self.clock()
+            uid, number, callee_online=online, now=self.clock(), number_first=number_first
         )
         call = self.book.get(call_id)
         if call is not None:
-            log.info("calls.click_to_call", call_id=call_id, uid=uid, number=number)
+            log.info(
+                "calls.click_to_call",
+                call_id=call_id,
+                uid=uid,
+                number=number,
+                order="number_first" if number_first else "web_first",
+            )
+            if claim is not None:
+                self._claims[call_id] = claim
             self._call_started(call)
+            self._watch(uid)  # gone before it is rung: the call ends
         self._run(actions)
+        return call_id, refusal
+
+    async def click_to_call_claimed(
+        self, uid: str, number: str, *, number_first: bool = False
+    ) -> tuple[str, str]:
+        """``click_to_call``, in a cluster with ``number`` claimed cluster-wide first, as
+        for a web user's invitation (``_claim_then_take``)."""
+        cluster = self.cluster
+        if cluster is None or self.esl_state != "connected" or number not in self.pool:
+            return self.click_to_call(uid, number, number_first=number_first)
+        token = f"{cluster.member}:{ids.new_id('api')}"
+        claimed = await cluster.claim(number, token)
+        if claimed is not True:
+            return "", "cluster_unavailable" if claimed is None else "number_busy"
+        call_id, refusal = self.click_to_call(
+            uid, number, number_first=number_first, claim=(number, token)
+        )
+        if not call_id:
+            cluster.release(number, token)
         return call_id, refusal
 
     def hang_up(self, call_id: str) -> bool:
@@ -954,12 +998,34 @@ class CallController:
             "uuid": call.uuid,
             "appid": self.appid,
         }
+        if isinstance(call, c.ClickToCall):
+            fields["order"] = call.order
         self._ops_calls[call.call_id] = {
             "fields": fields,
             "started": self.clock(),
             "answered": None,
         }
         self._emit("call_started", fields)
+        self._tell_watchers(call.call_id, call)
+
+    def _state_changed(self, call: c.Call) -> None:
+        """A live call's state changed: the watchers, and for a click-to-call the
+        ``call_progress`` event (its stage, for the app's backend)."""
+        self._tell_watchers(call.call_id, call)
+        info = self._ops_calls.get(call.call_id)
+        if (
+            info is not None
+            and isinstance(call, c.ClickToCall)
+            and call.state is not c.State.ENDING
+        ):
+            self._emit("call_progress", {**info["fields"], "state": call.state.value})
+
+    def _tell_watchers(self, call_id: str, call: c.Call | None) -> None:
+        for watcher in self.call_watchers:
+            try:
+                watcher(call_id, call)
+            except Exception:  # a watcher's bug must not break the call
+                log.exception("calls.watcher_failed", call_id=call_id)
 
     def _call_answered(self, call: c.Call) -> None:
         info = self._ops_calls.get(call.call_id)

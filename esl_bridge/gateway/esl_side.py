@@ -648,9 +648,15 @@ class EslSide:
             case c.PreAnswer():
                 self._session_of(op, session).pre_answer()
             case c.PlayRingback():
-                self._session_of(op, session).play_ringback()
+                if session is None and uuid in self._owner:  # an originated channel
+                    self._inbound_of(uuid).play_ringback(uuid)
+                else:
+                    self._session_of(op, session).play_ringback()
             case c.StopRingback():
-                self._session_of(op, session).stop_ringback()
+                if session is None and uuid in self._owner:
+                    self._inbound_of(uuid).stop_ringback(uuid)
+                else:
+                    self._session_of(op, session).stop_ringback()
             case c.Answer():
                 self._session_of(op, session).answer()
             case c.JoinRoom(target=target):

@@ -3,7 +3,8 @@
 The gateway fires ``sendevent CUSTOM`` with ``Event-Subclass: esl_bridge::<name>`` over its
 inbound ESL connection (docs/freeswitch.rst, "sendevent" facts); an admin watches them with
 ``/event plain CUSTOM esl_bridge::call_ended`` (README.rst, Operating esl-bridge). The events:
-``call_started``, ``call_answered``, ``call_ended``, ``user_online``, ``user_offline``,
+``call_started``, ``call_answered``, ``call_ended``, ``call_progress`` (a click-to-call's
+stage), ``user_online``, ``user_offline``,
 ``gateway_started``, ``gateway_stopping`` and ``media_problem`` (core/media_watch.py).
 
 Sending never holds up a call: ``emit`` only puts the event in a bounded queue (on the gevent
@@ -50,6 +51,7 @@ EVENT_NAMES = frozenset(
         "call_started",
         "call_answered",
         "call_ended",
+        "call_progress",
         "user_online",
         "user_offline",
         "gateway_started",

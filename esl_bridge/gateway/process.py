@@ -213,7 +213,7 @@ class Gateway:
             ops_stats=ops.stats,
         )
         self.controller = controller
-        setup_api(app, self.settings.api, controller)
+        setup_api(app, self.settings.api, controller, cluster)
         setup_web_client(
             app,
             client_config(self.settings, demo=self.demo),

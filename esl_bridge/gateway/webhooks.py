@@ -52,6 +52,7 @@ EVENT_TYPES: Mapping[str, str] = {
     "call_started": "call.started",
     "call_answered": "call.answered",
     "call_ended": "call.ended",
+    "call_progress": "call.progress",
     "user_online": "user.online",
     "user_offline": "user.offline",
 }

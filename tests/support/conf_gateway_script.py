@@ -93,6 +93,7 @@ class ConfGatewayScript:
         self.tone_hz = tone_hz
         self.dial_in_prefix = dial_in_prefix
         self.refuse: dict[str, str] = {}  # ChanId -> ConfRefused reason
+        self.refuse_next: str | None = None  # ConfRefused reason for the next ConfJoin
         self.rooms: dict[str, Room] = {}
         self.received: list[tuple[str, dict[str, Any]]] = []  # (from uid, command)
         self.sent: list[tuple[str, dict[str, Any]]] = []  # (to uid, command)
@@ -209,6 +210,10 @@ class ConfGatewayScript:
                 self._remove(room, me, "leave", None)
 
     def _join(self, uid: str, chan: str, name: str) -> None:
+        if self.refuse_next is not None:
+            reason, self.refuse_next = self.refuse_next, None
+            self._send(uid, {"Cmd": "ConfRefused", "ChanId": chan, "Reason": reason})
+            return
         if chan in self.refuse:
             self._send(uid, {"Cmd": "ConfRefused", "ChanId": chan, "Reason": self.refuse[chan]})
             return

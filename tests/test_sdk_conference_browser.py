@@ -53,8 +53,9 @@ import("/sdk.js").then(async (sdk) => {
             moderator: conf.moderator, state: conf.state};
   };
   window.eslBridgeClient = {remoteStream: () => window.conf ? window.conf.remoteAudio : null};
-  const client = sdk.createClient({appId});
+  const client = sdk.createClient({appId, reconnect: {initialDelay: 100, maxDelay: 400}});
   window.client = client;
+  client.on("ConnectionStateChanged", (state, reason) => rec("connection", [state, reason]));
   client.on("RemoteInvitationReceived", (ri) => {
     window.ri = ri;
     rec("invitation", {caller: ri.callerId, content: ri.content});
@@ -230,6 +231,20 @@ def test_sdk_conference_in_chromium() -> None:
         bob_list = bob.members_event("list")
         assert [m["Self"] for m in bob_list["members"]] == [False, False, True]
         wait_for(lambda: gw.heard(ROOM, "bob") > 25, "bob's audio at the gateway")
+
+        # A network loss: the SDK reconnects and the room carries on (no CallState asked:
+        # the protocol has no per-room form of it).
+        server.drop_socket("alice")
+        back = ["CONNECTED", "LOGIN_SUCCESS"]
+        alice.wait_event("connection", lambda d: d == ["RECONNECTING", "INTERRUPTED"])
+        wait_for(lambda: alice.events("connection").count(back) == 2, "alice back online")
+        assert alice.js("conf.ended") is False
+        # A marker on the same WebSocket: once the gateway has it, anything the SDK sent on
+        # reconnecting has arrived before it.
+        marker = 'client.sendMessageToPeer({text: \'{"Cmd":"Marker","ChanId":"m"}\'}, "gateway")'
+        assert alice.run(marker) == {"hasPeerReceived": True}
+        wait_for(lambda: gw.commands("Marker"), "the marker")
+        assert gw.commands("CallState") == []
 
         # Moderator-only calls: refused locally for bob; the gateway's ConfError is an event.
         for call in (f"conf.kick({phone})", "conf.end()", f"conf.muteMember({phone}, true)"):

@@ -391,6 +391,17 @@ class ConfServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
 
+    def drop_socket(self, uid: str) -> None:
+        """Close ``uid``'s WebSocket from the server side, as a network failure would."""
+        service = self.gw.service
+
+        def drop() -> None:
+            session = service.hub._sessions[(self.appid, uid)]
+            assert session.conn is not None
+            session.conn.conn.close(1012, "test drop")
+
+        self.call(drop)
+
     def call(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func(*args)`` on the server's loop; its result (bounded wait)."""
         done: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -180,6 +180,7 @@ def test_web_client_conference_view_in_chromium() -> None:
         bob.until("window.eslBridgeClient.conferenceState() === 'invited'", "bob invited")
         assert bob.text("conf-inviter") == "alice"
         assert bob.shown("conf-accept") and bob.shown("conf-decline")
+        bob.shot("invitation")
         bob.click("conf-accept")
         bob.until("window.eslBridgeClient.conferenceState() === 'in'", "bob in the room")
         assert gw.commands("ConfJoin")[-1] == (
@@ -232,3 +233,23 @@ def test_web_client_conference_view_in_chromium() -> None:
         )
         assert gw.commands("ConfJoin")[-1][1]["ChanId"] != chan
         assert alice.el("conf-start").is_enabled()
+
+        # A second room; bob declines this time: alice's invitation shows it, nothing joins.
+        alice.click("conf-start")
+        alice.until("window.eslBridgeClient.conferenceState() === 'in'", "a new room")
+        joins = len(gw.commands("ConfJoin"))
+        alice.type("conf-add", "bob")
+        alice.click("conf-add-button")
+        bob.until("window.eslBridgeClient.conferenceState() === 'invited'", "bob invited again")
+        bob.click("conf-decline")
+        assert bob.conf_state() == "idle"
+        assert bob.text("conf-status") == "You declined the conference invitation from alice."
+        alice.until(
+            "document.getElementById('conf-invites').textContent.includes('declined')",
+            "the refusal in alice's list",
+        )
+        assert len(gw.commands("ConfJoin")) == joins
+        alice.click("conf-leave")
+        alice.until("window.eslBridgeClient.conferenceState() === 'idle'", "alice left")
+        assert alice.text("conf-status") == "You left the conference."
+        assert gw.commands("EndCall")[-1][0] == "alice"

@@ -538,6 +538,8 @@ async function logOut() {
   showMessage("");
   try { await client?.logout(); } catch { /* offline anyway */ }
   loggedInAs = null;
+  confInvite = null;
+  confNote = null; // "You left the conference." adds nothing to logging out
   ended = null;
   render();
 }
@@ -598,6 +600,7 @@ function onPeerMessage({ text }, from) {
   if (!cmd || typeof cmd !== "object" || cmd.Cmd !== "CallState") return;
   const c = call;
   if (c?.sdk && from === c.sdk.peerId) return;
+  if (conf?.sdk && from === conf.sdk.peerId) return; // the SDK's Conference answers it
   const ours = c && (from === c.peer || (config.gateway_uid && from === config.gateway_uid));
   client.sendMessageToPeer({ text: JSON.stringify({ Cmd: "CallStateResult", state: ours ? 1 : 0, Mode: 1 }) }, from)
     .catch(() => {});
@@ -781,9 +784,11 @@ async function addParticipant(raw) {
   li.on("LocalInvitationRefused", (response) => {
     let reason = "";
     try { reason = String(JSON.parse(response)?.Reason ?? ""); } catch { reason = String(response ?? ""); }
-    const text = reason === "room_full" ? "refused: the conference is full"
-      : reason === "too_many_rooms" ? "refused: too many conferences"
-        : refusalText(reason === "calling" ? "busy" : reason, "", who).replace(/\.$/, "");
+    const short = {
+      rejected: "declined", busy: "busy", calling: "busy", no_answer: "no answer",
+      room_full: "refused: the conference is full", too_many_rooms: "refused: too many conferences",
+    };
+    const text = short[reason] ?? refusalText(reason, "", who).replace(/\.$/, "");
     update("refused", text);
   });
   li.on("LocalInvitationCanceled", () => update("canceled", "canceled"));

@@ -13,7 +13,9 @@
 //   });
 //
 // Call (README "Use the SDK in your page"): events state, remoteTrack, ended, dtmf;
-// hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. It is built on the
+// hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. Conference rooms:
+// client.joinConference(chanId, {...}) / client.acceptConference(ri) give a Conference,
+// a Call with members, moderator controls and the conference messages (end of this file). It is built on the
 // invitation objects below, which mirror the RTM call-invitation API (LocalInvitation,
 // RemoteInvitation, getState(), content, response, channelId) and behave as before:
 // ri.accept() or ri.accept("response text") only signals. State numbers, failure reasons

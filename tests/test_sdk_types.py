@@ -118,7 +118,7 @@ def test_an_example_page_type_checks_against_sdk_d_ts(tmp_path: Path) -> None:
 # Wrong uses of the conference API that the declarations must reject, one at a time:
 # (original text in tests/fixtures/sdk/example.ts, its wrong form, the error expected).
 CONFERENCE_MISTAKES = [
-    ("room.kick(room.members[1].Id)", 'room.kick(room.members[1].Uid)', "TS2345"),
+    ("room.kick(room.members[1].Id)", "room.kick(room.members[1].Uid)", "TS2345"),
     ("m.Talking && !m.Self", "m.Speaking && !m.Self", "TS2339"),
     ("console.log(err.reason)", "console.log(err.reason.length)", "TS18048"),
     ('{ displayName: "Ann" }', "{ displayName: 7 }", "TS2322"),

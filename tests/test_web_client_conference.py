@@ -174,6 +174,13 @@ def test_web_client_conference_view_in_chromium() -> None:
         server.call(gw.set_talking, chan, phone, True)
         wait_for(lambda: "talking" in alice.member_classes(phone), "talking again")
 
+        # A two-party call to alice while she is in the room: refused as busy.
+        bob.type("contact", "alice")
+        bob.click("call")
+        bob.until("window.eslBridgeClient.lastReason() === 'The line is busy.'", "busy")
+        assert alice.text("message") == "Missed call from bob: you were in another call."
+        assert alice.conf_state() == "in"
+
         # Add bob: his tab shows the invitation; Accept sends ConfJoin for alice's room.
         alice.type("conf-add", "bob")
         alice.click("conf-add-button")

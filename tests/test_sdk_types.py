@@ -51,6 +51,7 @@ def test_the_declarations_name_every_export_of_the_sdk() -> None:
     declared = set(DTS_EXPORT.findall((WEB / "sdk.d.ts").read_text()))
     assert exported == declared
     assert {"Call", "CallError", "CallErrorCode", "CallState", "createClient"} <= declared
+    assert {"Conference", "newConferenceId"} <= declared
 
 
 def test_sdk_d_ts_is_served_beside_sdk_js_and_packaged() -> None:
@@ -112,3 +113,29 @@ def test_an_example_page_type_checks_against_sdk_d_ts(tmp_path: Path) -> None:
     wrong = _tsc(tmp_path, bad)
     assert wrong.returncode != 0
     assert "page.ts(" in wrong.stdout and "TS2345" in wrong.stdout, wrong.stdout
+
+
+# Wrong uses of the conference API that the declarations must reject, one at a time:
+# (original text in tests/fixtures/sdk/example.ts, its wrong form, the error expected).
+CONFERENCE_MISTAKES = [
+    ("room.kick(room.members[1].Id)", "room.kick(room.members[1].Uid)", "TS2345"),
+    ("m.Talking && !m.Self", "m.Speaking && !m.Self", "TS2339"),
+    ("console.log(err.reason)", "console.log(err.reason.length)", "TS18048"),
+    ('{ displayName: "Ann" }', "{ displayName: 7 }", "TS2322"),
+]
+
+
+@loopback_only(requires=["/usr/bin/unshare"], timeout=300)
+def test_the_conference_api_type_checks_and_rejects_wrong_uses(tmp_path: Path) -> None:
+    """joinConference / acceptConference / Conference (members, events, moderator calls)
+    in the example page type-check; each wrong use above is an error of its own."""
+    _typescript_or_skip()
+    source = EXAMPLE.read_text()
+    assert "client.joinConference(" in source and "client.acceptConference(" in source
+    good = _tsc(tmp_path, source)
+    assert good.returncode == 0, good.stdout + good.stderr
+    for right, wrong_text, code in CONFERENCE_MISTAKES:
+        assert source.count(right) == 1, right
+        wrong = _tsc(tmp_path, source.replace(right, wrong_text))
+        assert wrong.returncode != 0, wrong_text
+        assert "page.ts(" in wrong.stdout and code in wrong.stdout, (wrong_text, wrong.stdout)

@@ -4,7 +4,7 @@
 // they carry the audio and the call-control messages; this page only shows them (README,
 // "Web client" and "Use the SDK in your page").
 
-import { CallError, CallErrorCode, createClient } from "/sdk.js";
+import { CallError, CallErrorCode, createClient, newConferenceId } from "/sdk.js";
 
 const $ = (id) => document.getElementById(id);
 const UID_RE = /^[\x21-\x7e]{1,64}$/;
@@ -26,6 +26,13 @@ const ui = {
   inCall: $("in-call"), mute: $("mute"), meter: $("mic-level"), meterBar: $("mic-level-bar"),
   mediaState: $("media-state"), dtmfReceived: $("dtmf-received"),
   remoteAudio: $("remote-audio"),
+  confPanel: $("conf-panel"), confStatus: $("conf-status"), confInvite: $("conf-invite"),
+  confInviter: $("conf-inviter"), confAccept: $("conf-accept"), confDecline: $("conf-decline"),
+  confIdle: $("conf-idle"), confStart: $("conf-start"), confRoom: $("conf-room"),
+  confDialIn: $("conf-dialin"), confAddForm: $("conf-add-form"), confAdd: $("conf-add"),
+  confAddButton: $("conf-add-button"), confInvites: $("conf-invites"),
+  confCount: $("conf-count"), confMembers: $("conf-members"), confMute: $("conf-mute"),
+  confLeave: $("conf-leave"), confEnd: $("conf-end"), confAudio: $("conf-audio"),
 };
 
 let config = null;
@@ -38,6 +45,9 @@ const history = []; // every call state entered, for tests and debugging
 let audioCtx = null;
 let tone = null;
 let clockTimer = null;
+let conf = null; // the conference this page is in or joining, see startConference()
+let confInvite = null; // {ri, display}: a conference invitation waiting for Accept/Decline
+let confNote = null; // {text, kind}: the last conference outcome, shown in its panel
 
 // ---- words ---------------------------------------------------------------------------
 
@@ -524,9 +534,12 @@ async function logIn(ev) {
 
 async function logOut() {
   if (call) hangUp();
+  if (conf?.sdk) conf.sdk.leave();
   showMessage("");
   try { await client?.logout(); } catch { /* offline anyway */ }
   loggedInAs = null;
+  confInvite = null;
+  confNote = null; // "You left the conference." adds nothing to logging out
   ended = null;
   render();
 }
@@ -563,7 +576,8 @@ function onRemoteInvitation(ri) {
   try { content = JSON.parse(ri.content) ?? {}; } catch { content = {}; }
   if (typeof content !== "object") content = {};
   const display = String(content.DisplayName || ri.callerId);
-  if (call) {
+  if (content.Conference === true) { onConferenceInvitation(ri, display); return; }
+  if (call || conf || confInvite) {
     ri.refuse(BUSY_REFUSAL).catch(() => {});
     showMessage(`Missed call from ${display}: you were in another call.`, "warning");
     return;
@@ -586,9 +600,304 @@ function onPeerMessage({ text }, from) {
   if (!cmd || typeof cmd !== "object" || cmd.Cmd !== "CallState") return;
   const c = call;
   if (c?.sdk && from === c.sdk.peerId) return;
+  if (conf?.sdk && from === conf.sdk.peerId) return; // the SDK's Conference answers it
   const ours = c && (from === c.peer || (config.gateway_uid && from === config.gateway_uid));
   client.sendMessageToPeer({ text: JSON.stringify({ Cmd: "CallStateResult", state: ours ? 1 : 0, Mode: 1 }) }, from)
     .catch(() => {});
+}
+
+// ---- conference ----------------------------------------------------------------------
+//
+// The room is the SDK's Conference (client.joinConference / acceptConference): its audio,
+// its member list (always the gateway's last ConfMembers) and the moderator's controls.
+// This page shows the list (talking, muted, moderator, "You") and the invitations it sent.
+
+function confRefusedText(reason) {
+  switch (reason) {
+    case "room_full": return "The conference is full.";
+    case "too_many_rooms": return "Too many conferences are open on this gateway. Try again later.";
+    case "conference_off": return "Conferences are switched off on this gateway.";
+    case "switch_error": return "The phone switch could not set up the conference.";
+    case "already_joined": return "You are already in this conference (in another tab?).";
+    default: return `The conference could not be joined (${reason || "no reason given"}).`;
+  }
+}
+
+function confErrorText(reason) {
+  switch (reason) {
+    case "not_moderator": return "Only the moderator can do that.";
+    case "no_such_member": return "That member is no longer in the conference.";
+    case "not_in_room": return "You are no longer in this conference.";
+    case "switch_error": return "The phone switch could not do that.";
+    default: return `That could not be done (${reason || "no reason given"}).`;
+  }
+}
+
+function confEndedText({ reason, detail }) {
+  switch (reason) {
+    case "left": return ["You left the conference.", "info"];
+    case "kicked": return ["The moderator removed you from the conference.", "error"];
+    case "room_ended": return ["The conference has ended.", "info"];
+    case "media_timeout": return ["The conference ended: no audio arrived from this page.", "error"];
+    case "shutdown": return ["The conference ended: the gateway is shutting down.", "error"];
+    case "switch_error": return ["The conference ended: the phone switch failed.", "error"];
+    case "logout": return ["You logged out.", "info"];
+    case "offline": return ["The conference ended: you are offline.", "error"];
+    case "lost": return ["The conference was lost while the network was down.", "error"];
+    case "remote_ended": return ["The gateway ended the conference.", "error"];
+    case "media_failed": return [`The conference audio could not be set up${detail ? ` (${detail})` : ""}.`, "error"];
+    default: return [`The conference ended (${reason}).`, "error"];
+  }
+}
+
+function confJoinErrorText(err) {
+  if (err?.code === "CONF_REFUSED") return confRefusedText(err.reason);
+  if (err instanceof CallError) return micErrorText(err);
+  switch (err?.code) {
+    case "PEER_OFFLINE": return "The gateway is not online: the conference cannot start.";
+    case "TIMEOUT": return "The gateway did not answer. Try again.";
+    case "NOT_LOGGEDIN": case "DISCONNECTED": return "You are not connected: log in and try again.";
+    case "ALREADY_END": return "The invitation is no longer valid: the inviter gave up.";
+    default: return `The conference could not be joined (${err?.code ?? err}).`;
+  }
+}
+
+function setConfNote(text, kind = "error") {
+  confNote = text ? { text, kind } : null;
+  render();
+}
+
+async function joinWith(join) {
+  if (!loggedInAs || conf || call) return;
+  ensureAudioContext();
+  const entry = { sdk: null, invites: [], ended: false };
+  conf = entry;
+  setConfNote("Joining the conference\u2026", "info");
+  let sdk;
+  try {
+    sdk = await join();
+  } catch (err) {
+    if (conf === entry) conf = null;
+    setConfNote(confJoinErrorText(err));
+    return;
+  }
+  if (conf !== entry) { sdk.leave(); return; } // left (logged out) while joining
+  entry.sdk = sdk;
+  confNote = null;
+  ui.confAudio.srcObject = sdk.remoteAudio;
+  sdk.on("remoteTrack", () => {
+    ui.confAudio.srcObject = null;
+    ui.confAudio.srcObject = sdk.remoteAudio;
+    ui.confAudio.play().catch(() => {
+      setConfNote("Tap anywhere on the page to hear the conference.", "warning");
+      document.addEventListener("click", () => ui.confAudio.play().catch(() => {}), { once: true });
+    });
+  });
+  sdk.on("members", () => render());
+  sdk.on("media", () => render());
+  sdk.on("error", (reason) => setConfNote(confErrorText(reason)));
+  sdk.on("ended", (why) => {
+    if (conf === entry) conf = null;
+    ui.confAudio.srcObject = null;
+    const [text, kind] = confEndedText(why);
+    setConfNote(text, kind);
+  });
+  render();
+}
+
+function startConference() {
+  showMessage("");
+  return joinWith(() => client.joinConference(newConferenceId(), { displayName: loggedInAs }));
+}
+
+function onConferenceInvitation(ri, display) {
+  if (call || conf || confInvite) {
+    ri.refuse(BUSY_REFUSAL).catch(() => {});
+    showMessage(`Missed conference invitation from ${display}: you were in another call.`, "warning");
+    return;
+  }
+  const invite = { ri, display };
+  confInvite = invite;
+  confNote = null;
+  const gone = (text) => {
+    if (confInvite !== invite) return;
+    confInvite = null;
+    stopTone();
+    setConfNote(text, "warning");
+  };
+  ri.on("RemoteInvitationCanceled", () => gone(`Missed conference invitation from ${display}: it was withdrawn.`));
+  ri.on("RemoteInvitationFailure", (reason) => gone(remoteFailureText(reason, display)));
+  startTone("ring");
+  render();
+}
+
+async function acceptConferenceInvite() {
+  const invite = confInvite;
+  if (!invite) return;
+  confInvite = null;
+  stopTone();
+  await joinWith(() => client.acceptConference(invite.ri, { displayName: loggedInAs }));
+}
+
+function declineConferenceInvite() {
+  const invite = confInvite;
+  if (!invite) return;
+  confInvite = null;
+  stopTone();
+  invite.ri.refuse(JSON.stringify({ Cmd: "Refused", Reason: "rejected" })).catch(() => {});
+  setConfNote(`You declined the conference invitation from ${invite.display}.`, "info");
+}
+
+const INVITE_WORDS = {
+  sending: "inviting\u2026",
+  sent: "invited",
+  ringing: "ringing\u2026",
+  accepted: "accepted",
+};
+
+async function addParticipant(raw) {
+  const entry = conf;
+  if (!entry?.sdk) return;
+  const who = String(raw ?? "").trim();
+  if (!UID_RE.test(who)) {
+    setConfNote(who ? `\u201c${who}\u201d is not a valid user id or number.` : "Enter a user id or a phone number to add.");
+    ui.confAdd.focus();
+    return;
+  }
+  if (who === loggedInAs) { setConfNote("You are already in the conference."); return; }
+  const item = { who, status: "sending", text: INVITE_WORDS.sending };
+  entry.invites.push(item);
+  ui.confAdd.value = "";
+  confNote = null;
+  render();
+  const update = (status, text) => { item.status = status; item.text = text; render(); };
+  let li;
+  try {
+    li = await entry.sdk.invite(who);
+  } catch (err) {
+    update("failed", err?.code === "INVALID_ARGUMENT" ? "not a valid user id or number" : `could not be invited (${err?.code ?? err})`);
+    return;
+  }
+  update("sent", INVITE_WORDS.sent);
+  li.on("LocalInvitationReceivedByPeer", () => update("ringing", INVITE_WORDS.ringing));
+  li.on("LocalInvitationAccepted", () => update("accepted", INVITE_WORDS.accepted));
+  li.on("LocalInvitationRefused", (response) => {
+    let reason = "";
+    try { reason = String(JSON.parse(response)?.Reason ?? ""); } catch { reason = String(response ?? ""); }
+    const short = {
+      rejected: "declined", busy: "busy", calling: "busy", no_answer: "no answer",
+      room_full: "refused: the conference is full", too_many_rooms: "refused: too many conferences",
+    };
+    const text = short[reason] ?? refusalText(reason, "", who).replace(/\.$/, "");
+    update("refused", text);
+  });
+  li.on("LocalInvitationCanceled", () => update("canceled", "canceled"));
+  li.on("LocalInvitationFailure", (reason) => update("failed", localFailureText(reason).replace(/\.$/, "")));
+  if (li.getState() === 2) update("ringing", INVITE_WORDS.ringing); // RECEIVED_BY_REMOTE already
+}
+
+function confAction(promise) {
+  promise.then(() => render(), (err) => setConfNote(err?.code === "NOT_MODERATOR"
+    ? confErrorText("not_moderator") : `That could not be done (${err?.code ?? err}).`));
+}
+
+function toggleConferenceMute() {
+  if (conf?.sdk) confAction(conf.sdk.mute(!conf.sdk.muted));
+}
+
+function kickMember(id) {
+  if (conf?.sdk) confAction(conf.sdk.kick(id));
+}
+
+function endConference() {
+  if (conf?.sdk) confAction(conf.sdk.end());
+}
+
+function leaveConference() {
+  if (conf?.sdk) conf.sdk.leave();
+  else if (conf) { conf = null; setConfNote("You left the conference.", "info"); }
+}
+
+function memberItem(m, moderatorView) {
+  const item = document.createElement("li");
+  item.id = `member-${m.Id}`;
+  item.className = `member${m.Talking ? " talking" : ""}${m.Muted ? " muted" : ""}${m.Self ? " self" : ""}`;
+  item.dataset.id = String(m.Id);
+  const dot = document.createElement("span");
+  dot.className = "talk-dot";
+  dot.setAttribute("aria-hidden", "true");
+  const who = document.createElement("span");
+  who.className = "member-name";
+  const name = m.Name && m.Name !== m.Uid ? `${m.Name} (${m.Uid})` : m.Uid || m.Name;
+  who.textContent = m.Self ? `You \u2013 ${name}` : name;
+  const tags = document.createElement("span");
+  tags.className = "member-tags";
+  const tag = (text, cls, label) => {
+    const t = document.createElement("span");
+    t.className = `tag ${cls}`;
+    t.textContent = text;
+    if (label) t.setAttribute("aria-label", label);
+    tags.append(t);
+  };
+  tag(m.Kind === "sip" ? "Phone" : "Web", `tag-${m.Kind}`);
+  if (m.Moderator) tag("Moderator", "tag-moderator");
+  if (m.Talking) tag("Talking", "tag-talking");
+  if (m.Muted) tag("Muted", "tag-muted");
+  item.append(dot, who, tags);
+  if (moderatorView && !m.Self) {
+    const kick = document.createElement("button");
+    kick.type = "button";
+    kick.className = "btn btn-small";
+    kick.id = `kick-${m.Id}`;
+    kick.dataset.kick = String(m.Id);
+    kick.textContent = "Kick";
+    kick.setAttribute("aria-label", `Remove ${name} from the conference`);
+    item.append(kick);
+  }
+  return item;
+}
+
+function renderConference(online) {
+  const sdk = conf?.sdk ?? null;
+  document.body.classList.toggle("in-conference", Boolean(conf) || Boolean(confInvite));
+  ui.confPanel.hidden = !online && !conf && !confNote;
+  ui.confStatus.textContent = confNote?.text ?? "";
+  ui.confStatus.className = `conf-status${confNote ? ` message message-${confNote.kind}` : ""}`;
+  ui.confStatus.hidden = !confNote;
+
+  ui.confInvite.hidden = !confInvite;
+  ui.confInvite.classList.toggle("ringing", Boolean(confInvite));
+  ui.confInviter.textContent = confInvite ? confInvite.display : "";
+  if (confInvite) document.title = `Conference invitation from ${confInvite.display} \u2013 esl-bridge phone`;
+
+  ui.confIdle.hidden = Boolean(conf) || Boolean(confInvite);
+  ui.confStart.disabled = !online || Boolean(call) || Boolean(conf);
+  ui.confRoom.hidden = !sdk;
+  if (!sdk) {
+    ui.confMembers.replaceChildren();
+    ui.confInvites.replaceChildren();
+    return;
+  }
+  ui.confDialIn.hidden = !sdk.dialIn;
+  ui.confDialIn.textContent = sdk.dialIn ? `Phones dial ${sdk.dialIn} to join` : "";
+  ui.confDialIn.title = sdk.room ? `Room ${sdk.room}` : "";
+  const members = sdk.members;
+  ui.confCount.textContent = members.length ? `(${members.length})` : "";
+  ui.confMembers.replaceChildren(...members.map((m) => memberItem(m, sdk.moderator)));
+  ui.confInvites.replaceChildren(...conf.invites.map((inv) => {
+    const item = document.createElement("li");
+    item.className = `invite invite-${inv.status}`;
+    item.textContent = `${inv.who}: ${inv.text}`;
+    return item;
+  }));
+  ui.confInvites.hidden = conf.invites.length === 0;
+  const muted = Boolean(sdk.muted);
+  ui.confMute.textContent = muted ? "Unmute" : "Mute";
+  ui.confMute.setAttribute("aria-pressed", muted ? "true" : "false");
+  ui.confMute.classList.toggle("btn-active", muted);
+  ui.confEnd.hidden = !sdk.moderator;
+  ui.confAddButton.disabled = !online;
+  ui.confAdd.disabled = !online;
 }
 
 // ---- rendering -----------------------------------------------------------------------
@@ -651,7 +960,7 @@ function render() {
   for (const key of ui.dialpad.querySelectorAll("button")) key.disabled = !online || (Boolean(c) && !inCall);
   ui.dtmfSent.hidden = !(inCall && c.dtmfSent);
   ui.dtmfSent.textContent = inCall && c.dtmfSent ? `Tones sent: ${c.dtmfSent}` : "";
-  ui.call.disabled = !online || Boolean(c);
+  ui.call.disabled = !online || Boolean(c) || Boolean(conf) || Boolean(confInvite);
   ui.hangup.disabled = !c || incoming;
 
   const active = Boolean(c) && !incoming;
@@ -664,6 +973,8 @@ function render() {
   ui.mediaState.textContent = c ? (muted ? `Microphone muted. ${c.media}` : c.media) : "";
   ui.dtmfReceived.hidden = !(c && c.dtmfReceived);
   ui.dtmfReceived.textContent = c?.dtmfReceived ? `Tones from the other side: ${c.dtmfReceived}` : "";
+
+  renderConference(online);
 
   const needClock = Boolean(c && c.state === "connected");
   if (needClock && !clockTimer) clockTimer = setInterval(render, 1000);
@@ -700,6 +1011,17 @@ function wire() {
   ui.accept.addEventListener("click", acceptIncoming);
   ui.refuse.addEventListener("click", refuseIncoming);
   ui.mute.addEventListener("click", toggleMute);
+  ui.confStart.addEventListener("click", startConference);
+  ui.confAccept.addEventListener("click", acceptConferenceInvite);
+  ui.confDecline.addEventListener("click", declineConferenceInvite);
+  ui.confAddForm.addEventListener("submit", (ev) => { ev.preventDefault(); addParticipant(ui.confAdd.value); });
+  ui.confMute.addEventListener("click", toggleConferenceMute);
+  ui.confLeave.addEventListener("click", leaveConference);
+  ui.confEnd.addEventListener("click", endConference);
+  ui.confMembers.addEventListener("click", (ev) => {
+    const button = ev.target.closest("button[data-kick]");
+    if (button && !button.disabled) kickMember(Number(button.dataset.kick));
+  });
   ui.backspace.addEventListener("click", () => { ui.contact.value = ui.contact.value.slice(0, -1); });
   ui.dialpad.addEventListener("click", (ev) => {
     const key = ev.target.closest("button[data-key]");
@@ -712,6 +1034,8 @@ function wire() {
     if (/^[0-9*#]$/.test(ev.key)) { ev.preventDefault(); pressKey(ev.key); }
   });
   window.addEventListener("pagehide", () => {
+    if (conf?.sdk) conf.sdk.leave();
+    if (confInvite) confInvite.ri.refuse(JSON.stringify({ Cmd: "Refused", Reason: "rejected" })).catch(() => {});
     const c = call;
     if (!c) return;
     if (c.state === "incoming") c.invitation.refuse(JSON.stringify({ Cmd: "Refused", Reason: "rejected" })).catch(() => {});
@@ -731,9 +1055,12 @@ function exposeTestHook() {
     muted: () => Boolean(call?.sdk?.muted),
     dtmfReceived: () => call?.dtmfReceived ?? "",
     peerConnectionState: () => call?.sdk?.pc?.connectionState ?? null,
-    remoteStream: () => ui.remoteAudio.srcObject,
+    remoteStream: () => (conf ? ui.confAudio.srcObject : ui.remoteAudio.srcObject),
     localStream: () => call?.sdk?.localStream ?? null,
     call: () => call?.sdk ?? null, // the SDK's Call object
+    conference: () => conf?.sdk ?? null, // the SDK's Conference object
+    conferenceState: () => (conf ? (conf.sdk ? "in" : "joining") : confInvite ? "invited" : "idle"),
+    conferenceNote: () => confNote?.text ?? "",
   });
 }
 

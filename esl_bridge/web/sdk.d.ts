@@ -52,6 +52,9 @@ export declare class RtmError extends Error {
   readonly name: "RtmError";
   readonly code: string;
   readonly errno: number | undefined;
+  /** CONF_REFUSED: the ConfRefused reason (room_full, too_many_rooms, conference_off,
+   * switch_error, already_joined). */
+  readonly reason?: string;
   constructor(code: string, message?: string, errno?: number);
 }
 
@@ -129,6 +132,9 @@ export interface ClientOptions {
   requestTimeout?: number;
   /** ICE servers for calls; default: those of /config.json of the SDK's origin. */
   iceServers?: RTCIceServer[];
+  /** The gateway's uid ([proxy] rtm_account) that conference messages go to; default:
+   * gateway_uid of /config.json of the SDK's origin. */
+  gatewayUid?: string;
 }
 
 export interface CallOptions {
@@ -164,6 +170,12 @@ export declare class RtmClient extends Emitter<RtmClientEvents> {
   createLocalInvitation(calleeId: string): LocalInvitation;
   /** Call a number (or user) with audio: the microphone, then the invitation. */
   call(number: string, options?: CallOptions): Promise<Call>;
+  /** Join (or create) conference room `chanId` (1-64 bytes of UTF-8) with audio. Rejects
+   * with RtmError CONF_REFUSED (`reason`), INVALID_ARGUMENT, NOT_LOGGEDIN, ALREADY_JOINED,
+   * PEER_OFFLINE, TIMEOUT, or a CallError for the microphone. */
+  joinConference(chanId: string, options?: ConferenceOptions): Promise<Conference>;
+  /** Accept an invitation whose content says "Conference":true and join its room. */
+  acceptConference(invitation: RemoteInvitation, options?: ConferenceOptions): Promise<Conference>;
 }
 
 export declare function createClient(options: ClientOptions): RtmClient;
@@ -197,7 +209,9 @@ export type CallStateValue = (typeof CallState)[keyof typeof CallState];
 
 export type CallEndReason =
   | "hangup" | "remote_hangup" | "remote_ended" | "refused" | "failed" | "media_failed"
-  | "lost" | "logout" | "offline";
+  | "lost" | "logout" | "offline"
+  // conferences: the gateway's EndCall Reason, or "left" after leave()
+  | "kicked" | "room_ended" | "left" | "media_timeout" | "shutdown" | "switch_error";
 
 export interface CallEnd {
   reason: CallEndReason;
@@ -252,4 +266,78 @@ export declare class Call extends Emitter<CallEvents> {
   mute(on?: boolean): void;
   sendDtmf(digits: string): Promise<{ delivered: boolean }>;
   getStats(): Promise<CallStats>;
+}
+
+// ---- conference rooms ----------------------------------------------------------------
+
+/** A fresh ChanId for a new room (37 characters of [a-z0-9-]). */
+export declare function newConferenceId(): string;
+
+export interface ConferenceOptions {
+  /** Shown to the other members (at most 64 characters). */
+  displayName?: string;
+  /** The microphone to use (a MediaDeviceInfo.deviceId). */
+  deviceId?: string;
+  /** false: join listening only (no microphone). Default true. */
+  microphone?: boolean;
+  /** The gateway's uid, instead of the client's gatewayUid or /config.json's. */
+  gatewayUid?: string;
+}
+
+/** One entry of ConfMembers. */
+export interface ConferenceMember {
+  /** FreeSWITCH's member id: the argument of muteMember() and kick(). */
+  readonly Id: number;
+  /** The web user's uid, or the phone's number. */
+  readonly Uid: string;
+  readonly Kind: "web" | "sip";
+  readonly Name: string;
+  readonly Talking: boolean;
+  readonly Muted: boolean;
+  readonly Moderator: boolean;
+  /** This page's own entry. */
+  readonly Self: boolean;
+}
+
+export type ConferenceEventName =
+  | "list" | "join" | "leave" | "kick" | "mute" | "unmute" | "talking" | "silent";
+
+export type ConferenceErrorReason =
+  | "not_moderator" | "no_such_member" | "not_in_room" | "switch_error" | (string & {});
+
+export interface ConferenceEvents extends CallEvents {
+  /** After every ConfMembers: the whole list, what changed, and whom it is about. */
+  members: (members: readonly ConferenceMember[], event: ConferenceEventName, member: number | null) => void;
+  /** A ConfMute / ConfKick / ConfEnd the gateway could not do (ConfError). */
+  error: (reason: ConferenceErrorReason) => void;
+}
+
+export declare class Conference extends Call {
+  on<K extends keyof ConferenceEvents>(name: K, listener: ConferenceEvents[K]): this;
+  off<K extends keyof ConferenceEvents>(name: K, listener: ConferenceEvents[K]): this;
+  once<K extends keyof ConferenceEvents>(name: K, listener: ConferenceEvents[K]): this;
+  /** The room's ChanId. */
+  readonly chanId: string;
+  /** The FreeSWITCH conference name (fs_cli: conference list). */
+  readonly room: string;
+  /** The digits a phone dials to join; "" when dial-in is off. */
+  readonly dialIn: string;
+  readonly moderator: boolean;
+  readonly displayName: string;
+  /** Always the last ConfMembers' list. */
+  readonly members: readonly ConferenceMember[];
+  /** This page's member id, once a ConfMembers named it. */
+  readonly memberId: number | null;
+  /** Mute or unmute this page (the microphone track and ConfMute). */
+  mute(on?: boolean): Promise<void>;
+  /** Moderator only (else RtmError NOT_MODERATOR). */
+  muteMember(id: number, on?: boolean): Promise<void>;
+  /** Moderator only: remove a member, web or phone. */
+  kick(id: number): Promise<void>;
+  /** Moderator only: end the room for everyone (`ended` follows, reason room_ended). */
+  end(): Promise<void>;
+  /** Leave the room (`ended`, reason left). */
+  leave(): Promise<void>;
+  /** Invite a web user or a phone number into this room; resolves once sent. */
+  invite(uidOrNumber: string): Promise<LocalInvitation>;
 }

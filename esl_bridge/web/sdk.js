@@ -13,7 +13,9 @@
 //   });
 //
 // Call (README "Use the SDK in your page"): events state, remoteTrack, ended, dtmf;
-// hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. It is built on the
+// hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. Conference rooms:
+// client.joinConference(chanId, {...}) / client.acceptConference(ri) give a Conference,
+// a Call with members, moderator controls and the conference messages (end of this file). It is built on the
 // invitation objects below, which mirror the RTM call-invitation API (LocalInvitation,
 // RemoteInvitation, getState(), content, response, channelId) and behave as before:
 // ri.accept() or ri.accept("response text") only signals. State numbers, failure reasons
@@ -283,7 +285,7 @@ function defaultUrl() {
  * Reconnecting({attempt, delayMs}), MessageFromPeer({text}, peerId),
  * PeersOnlineStatusChanged({uid: "ONLINE"|"OFFLINE"}), RemoteInvitationReceived(ri). */
 export class RtmClient extends Emitter {
-  constructor({ url, appId, reconnect = {}, requestTimeout = 10000, iceServers } = {}) {
+  constructor({ url, appId, reconnect = {}, requestTimeout = 10000, iceServers, gatewayUid } = {}) {
     super();
     if (!appId) throw new RtmError("INVALID_ARGUMENT", "appId is required");
     this.url = url ?? defaultUrl();
@@ -309,6 +311,7 @@ export class RtmClient extends Emitter {
     this._calls = new Set(); // Call objects not ended yet
     this._iceServers = iceServers ?? null;
     this._config = null; // /config.json of the SDK's origin, fetched once for a call
+    this._gatewayUidOption = gatewayUid ? String(gatewayUid) : null; // [proxy] rtm_account
   }
 
   /** Call `number` (an acc_rule number or another user) with audio. Resolves to a Call once
@@ -317,8 +320,21 @@ export class RtmClient extends Emitter {
     return placeCall(this, String(number), { userData, sipData, deviceId });
   }
 
-  async _iceConfig() {
-    if (this._iceServers) return this._iceServers;
+  /** Join conference room `chanId` (1-64 bytes of UTF-8) with audio: ConfJoin to the gateway
+   * uid, then the call's Offer/Answer. Resolves to a Conference once the gateway said
+   * ConfJoined; rejects with an RtmError (CONF_REFUSED with `reason`, INVALID_ARGUMENT,
+   * NOT_LOGGEDIN, PEER_OFFLINE, TIMEOUT) or a CallError (microphone). */
+  async joinConference(chanId, options = {}) {
+    return joinConference(this, chanId, options, null);
+  }
+
+  /** Accept a RemoteInvitation whose content says "Conference":true and join its room in
+   * one step: the microphone, the accept, then joinConference(its ChanId). */
+  async acceptConference(remoteInvitation, options = {}) {
+    return acceptConference(this, remoteInvitation, options);
+  }
+
+  async _loadConfig() {
     if (!this._config) {
       try {
         const resp = await fetch(new URL("/config.json", import.meta.url), { cache: "no-store" });
@@ -326,8 +342,22 @@ export class RtmClient extends Emitter {
       } catch {
         this._config = {};
       }
+      if (this._config === null || typeof this._config !== "object") this._config = {};
     }
-    return Array.isArray(this._config.ice_servers) ? this._config.ice_servers : [];
+    return this._config;
+  }
+
+  async _iceConfig() {
+    if (this._iceServers) return this._iceServers;
+    const config = await this._loadConfig();
+    return Array.isArray(config.ice_servers) ? config.ice_servers : [];
+  }
+
+  /** The uid conference messages go to: the gatewayUid option, else /config.json's. */
+  async _gatewayUid() {
+    if (this._gatewayUidOption) return this._gatewayUidOption;
+    const config = await this._loadConfig();
+    return typeof config.gateway_uid === "string" ? config.gateway_uid : "";
   }
 
   _newRef() {
@@ -593,8 +623,8 @@ export class RtmClient extends Emitter {
 }
 
 /** Create a client. `url` defaults to the /ws endpoint of the origin serving this SDK. */
-export function createClient({ url, appId, reconnect, requestTimeout, iceServers } = {}) {
-  return new RtmClient({ url, appId, reconnect, requestTimeout, iceServers });
+export function createClient({ url, appId, reconnect, requestTimeout, iceServers, gatewayUid } = {}) {
+  return new RtmClient({ url, appId, reconnect, requestTimeout, iceServers, gatewayUid });
 }
 
 // ---- calls with audio --------------------------------------------------------------------
@@ -802,10 +832,12 @@ export class Call extends Emitter {
       .then((r) => r.hasPeerReceived, () => false);
   }
 
+  _endCallBody() { return { Cmd: "EndCall" }; }
+
   /** End locally: close the audio, tell the peer if `notify`, emit `ended` once. */
   _end(reason, detail = "", { notify = false, cause = "" } = {}) {
     if (this.ended) return;
-    if (notify) this._send({ Cmd: "EndCall" });
+    if (notify) this._send(this._endCallBody());
     if (this.pc) {
       try { this.pc.close(); } catch { /* closed */ }
     }
@@ -996,4 +1028,292 @@ async function acceptCall(client, ri, { deviceId, response } = {}) {
   if (!call.ended) call.state = CallState.CONNECTED;
   call._startMedia();
   return call;
+}
+
+// ---- conference rooms ------------------------------------------------------------------
+//
+// A Conference is a Call whose other side is a FreeSWITCH conference room: the same
+// microphone, peer connection and Offer/Answer with the gateway uid, plus the conference
+// messages of the protocol reference (README "Use the SDK in your page"): ConfJoin ->
+// ConfJoined | ConfRefused, ConfMembers after every change, ConfMute / ConfKick / ConfEnd
+// (ConfError when one cannot be done), EndCall with a Reason. Every one carries the ChanId.
+
+const CONF_END_REASONS = new Set(["kicked", "room_ended", "left", "media_timeout", "shutdown",
+  "switch_error"]);
+const CONF_EVENTS = new Set(["list", "join", "leave", "kick", "mute", "unmute", "talking",
+  "silent"]);
+const UID_RE = /^[\x21-\x7e]{1,64}$/;
+
+/** A fresh ChanId for a new room: 37 characters of [a-z0-9-], so that fs_cli shows the
+ * room under its readable name (eb-<appid>-<ChanId>). */
+export function newConferenceId() {
+  return newChanId();
+}
+
+function checkChanId(chanId) {
+  if (typeof chanId !== "string" || chanId.length === 0 || utf8Length(chanId) > LIMITS.channelId) {
+    throw new RtmError("INVALID_ARGUMENT", "a conference ChanId is a string of 1 to 64 bytes (UTF-8)");
+  }
+  return chanId;
+}
+
+function checkMemberId(id) {
+  if (!Number.isSafeInteger(id) || id < 0) {
+    throw new RtmError("INVALID_ARGUMENT", "a member id is the Id (an integer) of a ConfMembers entry");
+  }
+  return id;
+}
+
+/** ConfMembers' list with each entry's fields typed; entries without an integer Id dropped. */
+function normalizeMembers(list) {
+  if (!Array.isArray(list)) return [];
+  return list.filter((m) => m !== null && typeof m === "object" && Number.isSafeInteger(m.Id))
+    .map((m) => Object.freeze({
+      Id: m.Id,
+      Uid: String(m.Uid ?? ""),
+      Kind: m.Kind === "sip" ? "sip" : "web",
+      Name: String(m.Name ?? ""),
+      Talking: m.Talking === true,
+      Muted: m.Muted === true,
+      Moderator: m.Moderator === true,
+      Self: m.Self === true,
+    }));
+}
+
+function confRefused(reason) {
+  const err = new RtmError("CONF_REFUSED", reason || "refused");
+  err.reason = String(reason ?? "");
+  return err;
+}
+
+/** One membership of a conference room. Made by client.joinConference() or
+ * client.acceptConference(). Besides the Call's events (state, remoteTrack, media, ended):
+ * members(members, event, memberId), error(reason). */
+export class Conference extends Call {
+  constructor(client, { peerId, chanId, stream, displayName }) {
+    super(client, { direction: "outgoing", peerId, chanId, invitation: null, stream });
+    this.displayName = displayName;
+    this.room = ""; // the FreeSWITCH conference name (fs_cli: conference list)
+    this.dialIn = ""; // what a phone dials to join, "" when dial-in is off
+    this.moderator = false;
+    this.members = []; // always the last ConfMembers' list
+    this.memberId = null; // this page's member id, once a ConfMembers said which is Self
+    this._joining = null;
+  }
+
+  /** Mute (true) or unmute (false) this page in the room: the microphone track and ConfMute. */
+  async mute(on = true) {
+    this.muted = Boolean(on);
+    for (const track of this.localStream?.getAudioTracks() ?? []) track.enabled = !this.muted;
+    await this._confSend({ Cmd: "ConfMute", ChanId: this.chanId, Mute: this.muted });
+  }
+
+  /** Moderator: mute or unmute member `id` (the Id of a ConfMembers entry). */
+  async muteMember(id, on = true) {
+    this._moderatorOnly();
+    await this._confSend({ Cmd: "ConfMute", ChanId: this.chanId, Mute: Boolean(on), Member: checkMemberId(id) });
+  }
+
+  /** Moderator: remove member `id` (web or phone) from the room. */
+  async kick(id) {
+    this._moderatorOnly();
+    await this._confSend({ Cmd: "ConfKick", ChanId: this.chanId, Member: checkMemberId(id) });
+  }
+
+  /** Moderator: end the room for every member; `ended` follows with reason room_ended. */
+  async end() {
+    this._moderatorOnly();
+    await this._confSend({ Cmd: "ConfEnd", ChanId: this.chanId });
+  }
+
+  /** Leave the room (EndCall); `ended` with reason "left". Never throws. */
+  async leave() {
+    this._end("left", "", { notify: true });
+  }
+
+  async hangup() { return this.leave(); }
+
+  /** Invite a web user or a phone number into this room: the invitation with content
+   * {"Mode":1,"Conference":true,"ChanId":chanId}. Resolves to the LocalInvitation, sent. */
+  async invite(uidOrNumber) {
+    const callee = String(uidOrNumber ?? "").trim();
+    if (!UID_RE.test(callee)) {
+      throw new RtmError("INVALID_ARGUMENT", "invite a user id or number: 1 to 64 printable characters");
+    }
+    if (this.ended) throw new CallError(CallErrorCode.CALL_ENDED, "the conference is over");
+    const inv = this._client.createLocalInvitation(callee);
+    inv.content = JSON.stringify({ Mode: 1, Conference: true, ChanId: this.chanId });
+    inv.channelId = this.chanId;
+    await inv.send();
+    return inv;
+  }
+
+  // ---- inside ----------------------------------------------------------------------------
+
+  _endCallBody() { return { Cmd: "EndCall", ChanId: this.chanId }; }
+
+  _moderatorOnly() {
+    if (this.ended) throw new CallError(CallErrorCode.CALL_ENDED, "the conference is over");
+    if (!this.moderator) throw new RtmError("NOT_MODERATOR", "only the room's moderator can do this");
+  }
+
+  async _confSend(body) {
+    if (this.ended) throw new CallError(CallErrorCode.CALL_ENDED, "the conference is over");
+    if (!(await this._send(body))) throw new RtmError("PEER_OFFLINE", "the gateway is not online");
+  }
+
+  /** Send ConfJoin; resolves to this once ConfJoined came (the media then starts). */
+  _join() {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._joinFailed(new RtmError("TIMEOUT", "no answer to ConfJoin"), "failed", "timeout", true);
+      }, this._client._requestTimeout);
+      this._joining = { resolve, reject, timer };
+      const body = { Cmd: "ConfJoin", ChanId: this.chanId };
+      if (this.displayName) body.DisplayName = this.displayName;
+      this._send(body).then((delivered) => {
+        if (!delivered) {
+          this._joinFailed(new RtmError("PEER_OFFLINE", "the gateway is not online"), "failed", "peer_offline");
+        }
+      });
+    });
+  }
+
+  _joinFailed(err, reason, detail, notify = false) {
+    const joining = this._joining;
+    if (!joining) return;
+    this._joining = null;
+    clearTimeout(joining.timer);
+    this._end(reason, detail, { notify });
+    joining.reject(err);
+  }
+
+  _end(reason, detail = "", options = {}) {
+    if (this.ended) return;
+    super._end(reason, detail, options);
+    // Ended while joining (offline, logout, EndCall): the join promise says so.
+    this._joinFailed(new RtmError(reason === "logout" || reason === "offline" ? "NOT_LOGGEDIN"
+      : "CONF_ENDED", detail || reason), reason, detail);
+  }
+
+  _onConnectionState(state, reason) {
+    // Back after a network loss a two-party call asks CallState; the conference protocol
+    // has no per-room form of it, so a room's leg is judged by its media instead: a leg the
+    // gateway ended meanwhile stops answering ICE checks, the peer connection fails and the
+    // Conference ends with media_failed.
+    if (state === ConnectionState.CONNECTED) return;
+    super._onConnectionState(state, reason);
+  }
+
+  _onPeerMessage(text, from) {
+    if (this.ended) return;
+    const cmd = parseJson(text);
+    if (!cmd || typeof cmd.Cmd !== "string" || from !== this.peerId) return;
+    const ours = cmd.ChanId === this.chanId;
+    switch (cmd.Cmd) {
+      case "ConfJoined":
+        if (ours && this._joining) {
+          const { resolve, timer } = this._joining;
+          this._joining = null;
+          clearTimeout(timer);
+          this.room = String(cmd.Room ?? "");
+          this.dialIn = String(cmd.DialIn ?? "");
+          this.moderator = cmd.Moderator === true;
+          this.state = CallState.CONNECTED; // like an accepted call: events report changes
+          resolve(this);
+          this._startMedia();
+        }
+        return;
+      case "ConfRefused":
+        if (ours) {
+          const reason = String(cmd.Reason ?? "");
+          this._joinFailed(confRefused(reason), "refused", reason);
+        }
+        return;
+      case "ConfError":
+        if (ours) this.emit("error", String(cmd.Reason ?? ""));
+        return;
+      case "ConfMembers": {
+        if (!ours) return;
+        this.members = normalizeMembers(cmd.Members);
+        const self = this.members.find((m) => m.Self);
+        if (self) {
+          this.memberId = self.Id;
+          this.moderator = self.Moderator;
+          this.muted = self.Muted;
+        }
+        const event = CONF_EVENTS.has(cmd.Event) ? cmd.Event : "list";
+        const member = Number.isSafeInteger(cmd.Member) ? cmd.Member : null;
+        this.emit("members", this.members, event, member);
+        return;
+      }
+      case "EndCall":
+        if (ours) {
+          const reason = String(cmd.Reason ?? "");
+          this._end(CONF_END_REASONS.has(reason) ? reason : "remote_ended", reason);
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    super._onPeerMessage(text, from);
+  }
+}
+
+async function joinConference(client, chanId, options, prepared) {
+  const { displayName = "", deviceId, microphone = true, gatewayUid } = options ?? {};
+  const room = checkChanId(chanId);
+  const name = String(displayName ?? "");
+  if ([...name].length > 64) throw new RtmError("INVALID_ARGUMENT", "displayName is at most 64 characters");
+  if (!client._loggedIn) throw new RtmError("NOT_LOGGEDIN", "log in before joining a conference");
+  for (const call of client._calls) {
+    if (call instanceof Conference && call.chanId === room) {
+      throw new RtmError("ALREADY_JOINED", "this client is already in that room");
+    }
+  }
+  const peer = prepared?.peer ?? (gatewayUid ? String(gatewayUid) : await client._gatewayUid());
+  if (!peer) {
+    throw new RtmError("INVALID_ARGUMENT", "no gateway uid: give createClient({gatewayUid}) ([proxy] rtm_account)");
+  }
+  const stream = prepared?.stream
+    ?? (microphone === false ? new MediaStream() : await getMicrophone(deviceId));
+  const conf = new Conference(client, { peerId: peer, chanId: room, stream, displayName: name });
+  return conf._join();
+}
+
+async function acceptConference(client, ri, options) {
+  if (!(ri instanceof RemoteInvitation)) {
+    throw new RtmError("INVALID_ARGUMENT", "acceptConference takes a RemoteInvitation");
+  }
+  if (ri.state === RemoteInvitationState.ACCEPT_SENT_TO_LOCAL
+      || ri.state === RemoteInvitationState.ACCEPTED) {
+    throw new RtmError("ALREADY_ACCEPT");
+  }
+  if (REMOTE_ENDED.has(ri.state)) throw new RtmError("ALREADY_END");
+  const body = parseJson(ri.content);
+  if (!body || body.Conference !== true) {
+    throw new RtmError("INVALID_ARGUMENT", "not a conference invitation (content without \"Conference\":true)");
+  }
+  const chanId = checkChanId(body.ChanId);
+  const { deviceId, microphone = true, gatewayUid } = options ?? {};
+  if (!client._loggedIn) throw new RtmError("NOT_LOGGEDIN", "log in before joining a conference");
+  const peer = gatewayUid ? String(gatewayUid) : await client._gatewayUid();
+  if (!peer) {
+    throw new RtmError("INVALID_ARGUMENT", "no gateway uid: give createClient({gatewayUid}) ([proxy] rtm_account)");
+  }
+  let stream;
+  try {
+    stream = microphone === false ? new MediaStream() : await getMicrophone(deviceId);
+  } catch (err) {
+    ri.refuse(JSON.stringify({ Cmd: "Refused", Reason: "no_microphone" })).catch(() => {});
+    throw err;
+  }
+  try {
+    await ri._answer("accept", JSON.stringify({ Mode: 1, Conference: true, ChanId: chanId }));
+    return await joinConference(client, chanId, options, { stream, peer });
+  } catch (err) {
+    for (const track of stream.getTracks()) track.stop();
+    throw err;
+  }
 }

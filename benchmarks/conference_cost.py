@@ -27,7 +27,7 @@ A point is valid only when every member heard audio during the window: each web 
 received >= 80 % of the packets due and sound (a frame louder than ``LOUD``) in >= 10 %
 of them (a room always holds a phone's continuous tone or another web member's bursts);
 each phone heard sound (the simulator keeps what each member hears; a real switch records
-the phone's outgoing audio for one second with ``uuid_record``, ``RECORD_WRITE_ONLY``).
+the phone's leg for one second with ``uuid_record``, ``RECORD_STEREO``: the written side).
 Otherwise the line says INVALID and why.
 
 Everything runs in a loopback-only network namespace: the script re-executes itself under
@@ -99,7 +99,7 @@ PHONES: tuple[tuple[str, float], ...] = (
     ("1013", 1300.0),
 )
 #: The unicast ports of [media] when the switch is real (bridged into the namespace).
-UNICAST_PORTS = (31400, 31439)
+UNICAST_PORTS = (31400, 31459)
 _FS_ENV = "ESL_BRIDGE_FREESWITCH"
 
 
@@ -211,6 +211,13 @@ def loud_frames(pcm: bytes, frame_bytes: int = 320) -> int:
     return int((np.abs(samples[: n * per].reshape(n, per)).max(axis=1) > LOUD).sum())
 
 
+def list_number(caller_id_number: str) -> str:
+    """The phone's number in a line of ``conference <room> list``: a real switch shows an
+    originated phone leg's contact user there (``1001-0x557d65a13620``), not its number
+    (tests/fixtures/freeswitch/conference/esl_inbound_conference_phone.txt)."""
+    return caller_id_number.split("-0x", 1)[0]
+
+
 def result_line(members: int, gateway_pct: float, switch_pct: float | None, why: list[str]) -> str:
     switch = "n/a" if switch_pct is None else f"{switch_pct:.2f}"
     tail = "" if not why else " INVALID: " + "; ".join(why)
@@ -262,7 +269,7 @@ class GatewayProcess:
             [media]
             {{media}}
             [limits]
-            max_calls = 100
+            max_calls = 30
             max_call_rate = 1000
             call_burst = 1000
             messages_per_second = 1000
@@ -274,14 +281,18 @@ class GatewayProcess:
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(tmp / "gateway.err").open("wb"),
         )
+        self.err = tmp / "gateway.err"
 
     async def healthy(self, session: aiohttp.ClientSession) -> None:
         async with asyncio.timeout(60):
             while True:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"conference_cost: gateway exited ({self.proc.returncode})")
+                    tail = self.err.read_text(errors="replace")[-1500:]
+                    raise SystemExit(
+                        f"conference_cost: gateway exited ({self.proc.returncode}):\n{tail}"
+                    )
                 with contextlib.suppress(aiohttp.ClientError):
                     url = f"http://127.0.0.1:{self.web_port}/healthz"
                     async with session.get(url) as reply:
@@ -444,24 +455,28 @@ class Switch:
         uuids = [
             fields[2]
             for fields in (line.split(";") for line in listing.splitlines())
-            if len(fields) >= 9 and fields[4] == number
+            if len(fields) >= 9 and list_number(fields[4]) == number
         ]
         if not uuids:
             return 0
         path = Path(tempfile.gettempdir()) / f"conference_cost-{uuid.uuid4().hex}.wav"
         try:
-            await self.api(f"uuid_setvar {uuids[0]} RECORD_WRITE_ONLY true")
-            await self.api(f"uuid_record {uuids[0]} start {path} 2")
-            await asyncio.sleep(1.5)
-            await self.api(f"uuid_record {uuids[0]} stop {path}")
-            await asyncio.sleep(0.3)
+            # A stereo recording holds what the channel read (left) and what it wrote to
+            # the phone (right): the right channel is what the phone heard.
+            await self.api(f"uuid_setvar {uuids[0]} RECORD_STEREO true")
+            await self.api(f"uuid_record {uuids[0]} start {path} 1")
+            async with asyncio.timeout(10):
+                while not path.exists():
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(1.5)  # past the 1 s limit: the file is closed
             with wave.open(str(path), "rb") as w:
-                rate = w.getframerate()
+                rate, channels = w.getframerate(), w.getnchannels()
                 pcm = w.readframes(w.getnframes())
-                if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                if channels != 2 or w.getsampwidth() != 2:
                     return 0
+            pcm = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)[:, 1].tobytes()
             return loud_frames(pcm, rate // FRAMES_PER_S * 2)
-        except (OSError, wave.Error):
+        except (OSError, wave.Error, TimeoutError):
             return 0
         finally:
             path.unlink(missing_ok=True)

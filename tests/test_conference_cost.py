@@ -131,3 +131,9 @@ def test_the_ear_counts_packets_and_hears_the_bursts_not_silence() -> None:
         quiet.on_packet(SimpleNamespace(payload=payload))
     quiet.on_packet(SimpleNamespace(payload=b""))
     assert quiet.count()[1] == 0 and quiet.count()[0] >= 19
+
+
+def test_a_phone_is_found_in_the_real_switchs_list_by_its_contact_user() -> None:
+    assert cc.list_number("1001-0x557d65a13620") == "1001"
+    assert cc.list_number("1000") == "1000"
+    assert cc.list_number("alice") == "alice"

@@ -60,7 +60,8 @@ import textwrap
 import time
 import uuid
 import wave
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,9 @@ class Ear:
     def __init__(self) -> None:
         self.packets = 0
         self.loud = 0
+        self.repeats = 0  # packets whose sequence number came already (not counted)
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
         self.decoder = av.CodecContext.create("libopus", "r")
         self.decoder.format = "s16"
         self.decoder.layout = "mono"
@@ -177,6 +181,15 @@ class Ear:
     def on_packet(self, packet: Any, arrival: float = 0.0) -> None:
         if not packet.payload:
             return
+        seq = getattr(packet, "sequence_number", None)
+        if seq is not None:
+            if seq in self._seen:
+                self.repeats += 1
+                return
+            self._seen.add(seq)
+            self._order.append(seq)
+            if len(self._order) > 2000:
+                self._seen.discard(self._order.popleft())
         self.packets += 1
         for frame in self.decoder.decode(av.Packet(packet.payload)):
             if int(np.abs(frame.to_ndarray()).max()) > LOUD:
@@ -423,6 +436,8 @@ class Switch:
         self.sim = sim
         self.target = target
         self.pid = pid
+        #: Unicast datagrams the host bridge carried from a real switch so far (None: sim).
+        self.from_switch: Callable[[], int] | None = None
 
     def cpu_seconds(self) -> float | None:
         if self.pid is None:
@@ -464,19 +479,30 @@ class Switch:
             # A stereo recording holds what the channel read (left) and what it wrote to
             # the phone (right): the right channel is what the phone heard.
             await self.api(f"uuid_setvar {uuids[0]} RECORD_STEREO true")
-            await self.api(f"uuid_record {uuids[0]} start {path} 1")
-            async with asyncio.timeout(10):
-                while not path.exists():
-                    await asyncio.sleep(0.2)
-            await asyncio.sleep(1.5)  # past the 1 s limit: the file is closed
-            with wave.open(str(path), "rb") as w:
-                rate, channels = w.getframerate(), w.getnchannels()
-                pcm = w.readframes(w.getnframes())
-                if channels != 2 or w.getsampwidth() != 2:
-                    return 0
+            # With a limit of 1 s FreeSWITCH 1.10.12 kept 20 ms only: a longer limit, then
+            # stop after about a second, then read once the file holds it.
+            await self.api(f"uuid_record {uuids[0]} start {path} 10")
+            await asyncio.sleep(1.5)
+            await self.api(f"uuid_record {uuids[0]} stop {path}")
+            rate, channels, pcm = 0, 0, b""
+            async with asyncio.timeout(15):
+                while True:
+                    await asyncio.sleep(0.5)
+                    with (
+                        contextlib.suppress(OSError, wave.Error, EOFError),
+                        wave.open(str(path), "rb") as w,
+                    ):
+                        rate, channels = w.getframerate(), w.getnchannels()
+                        pcm = w.readframes(w.getnframes())
+                        if w.getsampwidth() != 2:
+                            return 0
+                    if rate and len(pcm) >= rate * channels * 2 * 0.8:
+                        break
+            if channels != 2:
+                return 0
             pcm = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)[:, 1].tobytes()
             return loud_frames(pcm, rate // FRAMES_PER_S * 2)
-        except (OSError, wave.Error, TimeoutError):
+        except TimeoutError:
             return 0
         finally:
             path.unlink(missing_ok=True)
@@ -546,17 +572,20 @@ async def room_run(
                 await asyncio.sleep(0.2)
         await asyncio.sleep(warmup)
         before = [m.ear.count() for m in web]
+        dgrams0 = switch.from_switch() if switch.from_switch else 0
         gw0, sw0, t0 = gateway.cpu_seconds(), switch.cpu_seconds(), time.monotonic()
         await asyncio.sleep(window)
         gw1, sw1, t1 = gateway.cpu_seconds(), switch.cpu_seconds(), time.monotonic()
+        dgrams1 = switch.from_switch() if switch.from_switch else 0
         elapsed = t1 - t0
-        for m, b in zip(web, before, strict=True):
-            why += web_problems(m.user.uid, b, m.ear.count(), elapsed)
+        after = [m.ear.count() for m in web]
+        for m, b, a in zip(web, before, after, strict=True):
+            why += web_problems(m.user.uid, b, a, elapsed)
+        phone_ears: dict[str, int] = {}
         for number in invited:
-            heard = await switch.phone_heard(number, room)
+            phone_ears[number] = heard = await switch.phone_heard(number, room)
             if heard == 0:
                 why.append(f"phone {number} heard no sound")
-        after = [m.ear.count() for m in web]
         ears = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
         gw_pct = cpu_per_member_pct(gw1 - gw0, elapsed, idle[0], members)
         sw_pct = None
@@ -567,7 +596,14 @@ async def room_run(
             f"{(gw1 - gw0) / elapsed * 100:.1f}% of a core, switch "
             + ("n/a" if sw0 is None or sw1 is None else f"{(sw1 - sw0) / elapsed * 100:.1f}%")
             + f" over {elapsed:.1f} s; web ears (packets, loud frames) "
-            f"{ears}",
+            f"{ears}, repeated packets {[m.ear.repeats for m in web]}; phones' loud frames of "
+            f"their last second {phone_ears}"
+            + (
+                f"; unicast from the switch {(dgrams1 - dgrams0) / elapsed / n_web:.1f} "
+                "datagrams/s per web member"
+                if switch.from_switch
+                else ""
+            ),
             flush=True,
         )
         return Point(members, gw_pct, sw_pct, why)
@@ -585,7 +621,11 @@ async def room_run(
                     await asyncio.sleep(0.3)
 
 
-async def main_async(args: argparse.Namespace, target: SwitchTarget | None) -> list[str]:
+async def main_async(
+    args: argparse.Namespace,
+    target: SwitchTarget | None,
+    from_switch: Callable[[], int] | None = None,
+) -> list[str]:
     sim: SimulatorThread | None = None
     if target is None:
         extensions = default_extensions()
@@ -611,6 +651,7 @@ async def main_async(args: argparse.Namespace, target: SwitchTarget | None) -> l
         if pid is None:
             print("  no single freeswitch process on this host: switch CPU not measured")
     switch = Switch(sim, esl, pid)
+    switch.from_switch = from_switch
     lines: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="esl-bridge-confbench-") as tmp:
@@ -713,7 +754,8 @@ def main() -> None:
         flush=True,
     )
     try:
-        lines = asyncio.run(main_async(args, target))
+        counter = None if target is None else (lambda: len(bridge.log.from_switch))
+        lines = asyncio.run(main_async(args, target, counter))
     finally:
         if target is not None:
             bridge.close()

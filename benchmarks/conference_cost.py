@@ -27,7 +27,8 @@ A point is valid only when every member heard audio during the window: each web 
 received >= 80 % of the packets due and sound (a frame louder than ``LOUD``) in >= 10 %
 of them (a room always holds a phone's continuous tone or another web member's bursts);
 each phone heard sound (the simulator keeps what each member hears; a real switch records
-the phone's leg for one second with ``uuid_record``, ``RECORD_STEREO``: the written side).
+the phone's leg for 1.5 s with ``uuid_record``, ``RECORD_STEREO``: the written side).
+A room that could not be made (a join or an invitation refused) is INVALID too.
 Otherwise the line says INVALID and why.
 
 Everything runs in a loopback-only network namespace: the script re-executes itself under
@@ -51,6 +52,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -450,7 +452,8 @@ class Switch:
         return await asyncio.to_thread(esl_api, self.target, command)
 
     async def phone_heard(self, number: str, room: str) -> int:
-        """Loud 20 ms frames the phone heard lately (about one second)."""
+        """Loud 20 ms frames the phone heard lately (the simulator's last second, or a 1.5 s
+        recording on a real switch)."""
         if self.sim is not None:
             sim = self.sim
 
@@ -563,13 +566,18 @@ async def room_run(
     web: list[WebMember] = []
     why: list[str] = []
     try:
-        for user in users:
-            web.append(await join_web(user, chan_id, cycle))
-        for number in invited:
-            await invite_phone(users[0], number, chan_id)
-        async with asyncio.timeout(60):
-            while any(m.ear.count()[1] < FRAMES_PER_S // 2 for m in web):
-                await asyncio.sleep(0.2)
+        try:
+            for user in users:
+                web.append(await join_web(user, chan_id, cycle))
+            for number in invited:
+                await invite_phone(users[0], number, chan_id)
+        except (RuntimeError, TimeoutError) as exc:
+            return Point(members, math.nan, None, [f"the room was not made: {exc!r}"])
+        # Measured even when someone hears nothing after a minute: the point is INVALID.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                while any(m.ear.count()[1] < FRAMES_PER_S // 2 for m in web):
+                    await asyncio.sleep(0.2)
         await asyncio.sleep(warmup)
         before = [m.ear.count() for m in web]
         dgrams0 = switch.from_switch() if switch.from_switch else 0
@@ -596,8 +604,8 @@ async def room_run(
             f"{(gw1 - gw0) / elapsed * 100:.1f}% of a core, switch "
             + ("n/a" if sw0 is None or sw1 is None else f"{(sw1 - sw0) / elapsed * 100:.1f}%")
             + f" over {elapsed:.1f} s; web ears (packets, loud frames) "
-            f"{ears}, repeated packets {[m.ear.repeats for m in web]}; phones' loud frames of "
-            f"their last second {phone_ears}"
+            f"{ears}, repeated packets {[m.ear.repeats for m in web]}; loud frames the phones "
+            f"heard lately {phone_ears}"
             + (
                 f"; unicast from the switch {(dgrams1 - dgrams0) / elapsed / n_web:.1f} "
                 "datagrams/s per web member"

@@ -137,3 +137,11 @@ def test_a_phone_is_found_in_the_real_switchs_list_by_its_contact_user() -> None
     assert cc.list_number("1001-0x557d65a13620") == "1001"
     assert cc.list_number("1000") == "1000"
     assert cc.list_number("alice") == "alice"
+
+
+def test_a_room_that_was_not_made_is_reported_invalid_without_a_figure() -> None:
+    line = cc.result_line(3, float("nan"), None, ["the room was not made: RuntimeError('x')"])
+    assert line == (
+        "conference_cost: members=3 gateway_cpu_per_member_pct=nan "
+        "switch_cpu_per_member_pct=n/a INVALID: the room was not made: RuntimeError('x')"
+    )

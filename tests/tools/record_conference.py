@@ -26,6 +26,13 @@ esl_bridge code). No phone is needed: every participant is a ``loopback/`` leg w
   loopback_initial_codec=L16@16000h``) both of its legs run at 16 kHz. The global is put back as
   it was. Then the whole room is ended from the control connection with ``conference <room> hup
   all``, and a new one with ``kick all``, and what each does.
+* ``esl_inbound_conference_phone.txt`` and ``esl_inbound_conference_phone_observer.txt``
+  (``--scenario phone --phone N``): a web-style participant, then the registered
+  auto-answering phone N originated straight into the room as the gateway invites a number
+  (``originate {origination_uuid=...,origination_caller_id_number=alice}user/N
+  &conference(<room>@default)``): its channel events, the list (what the phone's line
+  shows as caller id), ``uuid_dump`` of the phone's leg, then an fs_cli-style kick of the
+  phone and whether its channel ends, then the participant hung up.
 """
 
 from __future__ import annotations
@@ -206,6 +213,48 @@ def scenario_wideband(out: Path) -> None:
         s.api(f"uuid_kill {uuid}")
     time.sleep(1.0)
     s.api("show channels count")
+
+
+UUID_PHONE = "5e1f0000-0000-4000-8000-0000000c0f10"
+
+
+def scenario_phone(out: Path, phone: str) -> None:
+    obs = inbound(out / "esl_inbound_conference_phone_observer.txt", "observer, phone in a room")
+    obs.command("event plain CUSTOM conference::maintenance")
+    s = inbound(out / "esl_inbound_conference_phone.txt", "a registered phone in a room")
+    s.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+    room = "eb-app-room5"
+    s.api(participant(UUID_ALICE, "alice", room, "default"))
+    s.wait_event(named("CHANNEL_ANSWER", UUID_ALICE), 10)
+    variables = (
+        f"origination_uuid={UUID_PHONE},origination_caller_id_number=alice,"
+        "origination_caller_id_name=alice"
+    )
+    s.api(f"originate {{{variables}}}user/{phone} &conference({room}@default)")
+    s.wait_event(named("CHANNEL_ANSWER", UUID_PHONE), 20)
+    time.sleep(1.0)
+    listing = s.api(f"conference {room} list")
+    s.api(f"conference {room} json_list")
+    s.api(f"uuid_dump {UUID_PHONE}")
+    phone_id = ""
+    for line in listing.splitlines():
+        fields = line.split(";")
+        if len(fields) == 9 and fields[2] == UUID_PHONE:
+            phone_id = fields[0]
+    if not phone_id:
+        raise SystemExit(f"the phone's leg is not in the list: {listing!r}")
+    s.api(f"conference {room} kick {phone_id}")
+    ended = s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_PHONE), 10)
+    s.note(f"phone's leg after the kick: {'hung up' if ended else 'still up after 10 s'}")
+    if not ended:
+        s.api(f"uuid_kill {UUID_PHONE}")
+        s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_PHONE), 10)
+    s.api(f"conference {room} list")
+    s.api(f"uuid_kill {UUID_ALICE}")
+    s.wait_event(named("CHANNEL_HANGUP_COMPLETE", UUID_ALICE), 10)
+    time.sleep(0.5)
+    s.api("conference list")
+    time.sleep(0.5)
     for sess in (s, obs):
         sess.command("exit")
         time.sleep(0.3)
@@ -217,9 +266,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("conference_recordings"))
     parser.add_argument(
         "--scenario",
-        choices=("conference", "moderation", "talking", "wideband"),
+        choices=("conference", "moderation", "talking", "wideband", "phone"),
         default="conference",
     )
+    parser.add_argument("--phone", default="1001", help="registered phone (--scenario phone)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scenario == "moderation":
@@ -228,6 +278,8 @@ def main() -> None:
         scenario_talking(args.out)
     elif args.scenario == "wideband":
         scenario_wideband(args.out)
+    elif args.scenario == "phone":
+        scenario_phone(args.out, args.phone)
     else:
         scenario_conference(args.out)
 

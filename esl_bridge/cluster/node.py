@@ -159,9 +159,11 @@ class ClusterNode:
         self._stopping = True
         # Releases under way finish first (bounded by their own timeout).
         await asyncio.gather(*self._releases, return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()  # again for a task whose cancel was turned into a failure
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         if self._joined:
             try:
                 async with asyncio.timeout(self.settings.redis_timeout * 2):
@@ -330,6 +332,7 @@ class ClusterNode:
                     else:
                         await self._beat()
             except _FAILURES as exc:
+                _reraise_cancel()
                 self._down(exc)
             except Exception:  # keep beating whatever a bug does
                 log.exception("cluster.heartbeat_failed")
@@ -457,6 +460,7 @@ class ClusterNode:
                                     self.bus.publish_op(pipe, a, b)
                             await pipe.execute()
                 except _FAILURES as exc:
+                    _reraise_cancel()
                     # Messages wait for the next join (_hold); session changes are
                     # republished from _local when the node joins again.
                     for kind, a, b in batch:
@@ -481,6 +485,7 @@ class ClusterNode:
                     except Exception:
                         log.exception("cluster.dispatch_failed", type=message.get("t"))
             except _FAILURES as exc:
+                _reraise_cancel()
                 self._down(exc)
             await asyncio.sleep(self.settings.heartbeat_interval)
 
@@ -511,6 +516,16 @@ class ClusterNode:
         elif hub is not None:
             hub.cluster_message(sender, message, now)
         self._kick()
+
+
+def _reraise_cancel() -> None:
+    """Inside a loop's ``except _FAILURES``: a cancel of this task that reached it as a
+    timeout or connection error (a redis call interrupted while its own deadline passed)
+    is a cancel still, not an outage to retry after. Seen as a node whose stop() waited
+    forever for its heartbeat task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _describe(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ tests=(
   tests/test_esl_commands.py
   tests/test_signaling_protocol.py
   tests/test_jwt_tokens.py
+  tests/test_forged_tokens.py
   tests/test_mutation_kills.py
 )
 # test_jwt_tokens.py also logs in through a hub and runs Node: only its pure checks.

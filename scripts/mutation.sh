@@ -55,16 +55,20 @@ if ! python3 -c "import mutmut" 2>/dev/null; then
   exit 2
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/esl-bridge-mutation.XXXXXX")
-cleanup() {
-  if [ "${MUTATION_KEEP:-0}" = 1 ]; then
-    echo "mutation.sh: kept $work" >&2
-  else
-    rm -rf "$work"
-  fi
-}
-trap cleanup EXIT
+if [ -n "${MUTATION_REPORT:-}" ]; then
+  # Only the summary of a copy kept by an earlier run (MUTATION_KEEP=1).
+  work=$MUTATION_REPORT
+  MUTATION_KEEP=1
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/esl-bridge-mutation.XXXXXX")
+fi
+if [ "${MUTATION_KEEP:-0}" = 1 ]; then
+  echo "mutation.sh: the copy is kept in $work" >&2
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 
+if [ -z "${MUTATION_REPORT:-}" ]; then
 # The repository's files as they are now (committed or not; tests read README.rst, docs/ ...).
 git ls-files -z --cached --others --exclude-standard \
   | tar -C "$root" --null -T - --ignore-failed-read -cf - \
@@ -92,47 +96,39 @@ if [ "$status" -ne 0 ]; then
   echo "mutation.sh: mutmut run failed (status $status)" >&2
   exit "$status"
 fi
+fi
+cd "$work"
 
-# Pass 2. Workers fork from a process that already imported the code, so a function the
-# module itself calls at import time (the transition tables: LOCAL_TABLE = _local_table())
-# ran unmutated there, and its mutants "survive" whatever the tests do. Those survivors are
-# run again, each in a fresh import (mutmut's forkserver without warm-up: slower).
-recheck=$(python3 - <<'PY'
+# Workers fork from a process that already imported the code, so a function the module
+# itself calls at import time (the transition tables: LOCAL_TABLE = _local_table()) ran
+# unmutated there and its mutants survive whatever the tests do (docs/mutation.rst). They
+# count as survivors; how many there are is printed.
+at_import=$(python3 - <<'PY'
 import ast
 import json
 import pathlib
 
-names = []
+count = 0
 for meta in pathlib.Path("mutants").rglob("*.py.meta"):
     source = pathlib.Path(str(meta)[: -len(".meta")])
     tree = ast.parse(source.read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    at_import = set()
+    called = set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             continue
         for call in ast.walk(node):
             if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
                 if call.func.id in defined:
-                    at_import.add(call.func.id)
+                    called.add(call.func.id)
     codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
     for name, code in codes.items():
         function = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
-        if code == 0 and function.startswith("x_") and function[2:] in at_import:
-            names.append(name)
-print(" ".join(sorted(names)))
+        if code == 0 and function.startswith("x_") and function[2:] in called:
+            count += 1
+print(count)
 PY
 )
-if [ -n "$recheck" ] && [ "${MUTATION_RECHECK:-1}" = 1 ]; then
-  printf 'process_isolation = forkserver\nforkserver_warmup = none\n' >>setup.cfg
-  read -r -a again <<<"$recheck"
-  echo "mutation.sh: re-running ${#again[@]} survivors of functions called at import time" >&2
-  python3 -m mutmut run --max-children "${MUTATION_JOBS:-2}" "${again[@]}" </dev/null || status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "mutation.sh: mutmut run (pass 2) failed (status $status)" >&2
-    exit "$status"
-  fi
-fi
 
 # One line per mutant: "name: status". Killed: a test failed on the mutant, or it ran
 # past the timeout (an endless loop the tests would not let through either).
@@ -147,4 +143,5 @@ if [ "$total" -eq 0 ]; then
   exit 1
 fi
 score=$(awk -v k="$killed" -v t="$total" 'BEGIN { printf "%.1f", 100 * k / t }')
+echo "mutation.sh: $at_import of the $survived survivors are in functions called at import time"
 echo "mutation: killed=$killed survived=$survived score=$score%"

@@ -31,6 +31,7 @@ fi
 # process). mutmut runs, for each mutant, only those of them that reach the mutated function.
 tests=(
   tests/test_numbers.py
+  tests/test_numbers_errors.py
   tests/test_state_numbers.py
   tests/test_call.py
   tests/test_invitations.py

@@ -37,6 +37,7 @@ tests=(
   tests/test_invitations.py
   tests/test_peer_messages.py
   tests/test_unicast_gate.py
+  tests/test_media_watch.py
   tests/test_esl_protocol.py
   tests/test_esl_commands.py
   tests/test_signaling_protocol.py

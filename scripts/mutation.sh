@@ -40,6 +40,7 @@ tests=(
   tests/test_media_watch.py
   tests/test_esl_protocol.py
   tests/test_esl_commands.py
+  tests/test_esl_command_bytes.py
   tests/test_signaling_protocol.py
   tests/test_jwt_tokens.py
   tests/test_forged_tokens.py

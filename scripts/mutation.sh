@@ -39,6 +39,7 @@ tests=(
   tests/test_unicast_gate.py
   tests/test_media_watch.py
   tests/test_esl_protocol.py
+  tests/test_channel_record.py
   tests/test_esl_commands.py
   tests/test_esl_command_bytes.py
   tests/test_signaling_protocol.py

@@ -34,6 +34,7 @@ tests=(
   tests/test_numbers_errors.py
   tests/test_state_numbers.py
   tests/test_call.py
+  tests/test_click_to_call_core.py
   tests/test_invitations.py
   tests/test_peer_messages.py
   tests/test_unicast_gate.py

@@ -91,7 +91,8 @@ cd "$work"
   for t in "${tests[@]}"; do
     if [ -e "$root/$t" ]; then printf '    %s\n' "$t"; fi
   done
-  printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
+  # One Hypothesis seed for every mutant: a kill or a survival does not depend on chance.
+  printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-seed=0\n'
   for d in "${deselect[@]}"; do printf '    --deselect\n    %s\n' "$d"; done
 } >>setup.cfg
 

@@ -8,7 +8,8 @@
 # It works on a copy of the tree in a temporary directory (mutmut rewrites the code it
 # mutates), so the working tree is never touched and other test runs are not disturbed.
 # MUTATION_JOBS sets the number of parallel workers (default 2); MUTATION_KEEP=1 keeps
-# the copy (its path is printed) to look at survivors with `python3 -m mutmut show NAME`.
+# the copy (its path is printed) to look at survivors with `python3 -m mutmut show NAME`;
+# MUTATION_REPORT=<kept copy> only prints the summary of that copy again.
 # The last line is `mutation: killed=K survived=S score=P%`; S counts every mutant the
 # tests did not kill (survived, no test covering it, suspicious).
 set -euo pipefail

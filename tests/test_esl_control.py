@@ -612,7 +612,18 @@ def test_background_job_wait_is_bounded(switch) -> None:
             client.originate("user/1001 &park()", timeout=0.3)
         assert client.connected  # the link is in sync: no reconnect needed
         waiting = gevent.spawn(client.originate, "user/1001 &park()", timeout=30)
-        gevent.sleep(0.1)
+
+        def job_pending() -> bool:
+            # The second bgapi reached the switch and its reply was read: only the
+            # BACKGROUND_JOB is awaited now (waited for, not assumed after a sleep).
+            conn = client._conn
+            return (
+                len(switch.commands("bgapi originate")) == 2
+                and conn is not None
+                and not conn._pending
+            )
+
+        assert _wait_until(job_pending, 10)
         switch.stop()  # FreeSWITCH goes away while the job is pending
         with pytest.raises(EslDisconnected, match="connection lost while waiting"):
             waiting.get(timeout=5)

@@ -101,16 +101,20 @@ def test_greenlet_exception_reaches_the_coroutine(loops: Loops) -> None:
 def test_stop_cancels_tasks_and_refuses_new_work() -> None:
     loops = Loops().start()
     cancelled = threading.Event()
+    running = threading.Event()
 
     async def background() -> None:
         try:
+            running.set()
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
     loops.call_soon(lambda: loops.loop.create_task(background()))
-    gevent.sleep(0.05)
+    # Stopped once the task runs (waited for: a loaded machine may take its time), so its
+    # cancellation is what is judged, not a task cancelled before it ever started.
+    assert running.wait(30)
     loops.stop()
     assert cancelled.is_set()
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import av
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esl_bridge.media import ticker as ticker_module
@@ -33,6 +33,7 @@ def test_grid_wakes_every_waiter_of_a_slot_together_and_none_early() -> None:
 
 
 @given(st.lists(st.floats(min_value=0.0, max_value=1e5, allow_nan=False), min_size=1, max_size=40))
+@settings(deadline=None)  # about results, not speed: a loaded machine may be slow
 def test_grid_adds_at_most_one_tick_and_never_wakes_early(deadlines: list[float]) -> None:
     grid: TickGrid[int] = TickGrid(TICK_S)
     for i, deadline in enumerate(deadlines):

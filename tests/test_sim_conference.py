@@ -180,7 +180,21 @@ def replay(sim: SimulatorThread, script: str, observer_script: str) -> tuple[lis
         elif words[1:2] == ["conference"] and words[3:4] == ["kick"] and body.startswith("+OK"):
             bob_a = "5e1f0000-0000-4000-8000-0000000c0f02"
             wait_channel_event(control, "CHANNEL_HANGUP_COMPLETE", bob_a, seen)
-    observed = [e for e in observer.drain_events(quiet=0.5) if e.name == "CUSTOM"]
+    # As many CUSTOM events as recorded are waited for (a loaded machine may pause longer
+    # than any quiet window), then a quiet half second shows any extra ones.
+    wanted = len(
+        [
+            e
+            for e in recorded_events(observer_script)
+            if e.name == "CUSTOM" and e.get("Action") not in ("play-file", "play-file-done")
+        ]
+    )
+    observed: list[Event] = []
+    deadline = time.monotonic() + 30
+    while True:
+        observed += [e for e in observer.drain_events(quiet=0.5) if e.name == "CUSTOM"]
+        if len(observed) >= wanted or time.monotonic() > deadline:
+            break
     seen += [f.event() for f in control.pending_events]
     return results, observed + [e for e in seen if e.name == "CHANNEL_ANSWER"]
 

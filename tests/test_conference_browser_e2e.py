@@ -275,3 +275,31 @@ def test_a_four_way_conference_in_two_tabs_of_the_web_client() -> None:
             assert blocking(tab.el("conf-start").is_enabled)
         assert_no_room_left(gateway, sim)
         assert MIC_HZ not in PHONE_HZ.values()  # the phones' tones are not the microphones'
+
+        # A second room; bob's network drops for longer than [limits] presence_grace, so
+        # the gateway ends his leg meanwhile (web_gone: nobody to tell). Back online, his
+        # SDK asks CallState (docs/protocol.rst) and, told 0, ends his view as lost.
+        alice.click("conf-start")
+        alice.until("window.eslBridgeClient.conferenceState() === 'in'", "a second room")
+        alice.type("conf-add", "bob")
+        alice.click("conf-add-button")
+        bob.until("window.eslBridgeClient.conferenceState() === 'invited'", "bob invited again")
+        bob.click("conf-accept")
+        bob.until("window.eslBridgeClient.conferenceState() === 'in'", "bob in the second room")
+        wait_until(lambda: set(alice.by_uid()) == {"alice", "bob"}, WAIT, "bob in alice's list")
+        bob.js(
+            "(() => { const client = window.eslBridgeClient.conference()._client;"
+            " const connect = client._connectAndLogin.bind(client);"
+            " window.backOnline = new Promise((go) => { window.goOnline = go; });"
+            " client._connectAndLogin = () => window.backOnline.then(connect);"
+            " client._ws.close(3000); return true; })()"
+        )
+        wait_until(lambda: not controller.book.calls_of("bob"), WAIT, "bob's leg ended offline")
+        wait_until(lambda: set(alice.by_uid()) == {"alice"}, WAIT, "bob gone from alice's list")
+        assert bob.js("window.eslBridgeClient.conferenceState()") == "in"  # he cannot know
+        bob.js("window.goOnline(), true")
+        bob.until("window.eslBridgeClient.conferenceState() === 'idle'", "bob's view ended")
+        assert bob.text("conf-status") == "The conference was lost while the network was down."
+        alice.click("conf-leave")
+        alice.until("window.eslBridgeClient.conferenceState() === 'idle'", "alice left")
+        assert_no_room_left(gateway, sim)

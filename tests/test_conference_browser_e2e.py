@@ -256,6 +256,16 @@ def test_a_four_way_conference_in_two_tabs_of_the_web_client() -> None:
                 f"{tab.uid}: bob's row muted",
             )
         assert bob.text("conf-mute") == "Unmute"
+        # A malformed request (Mute not a boolean) gets the gateway's ConfError bad_request,
+        # which the page words for a person; the room carries on.
+        alice.js(
+            "window.eslBridgeClient.conference()._send({Cmd: 'ConfMute', ChanId:"
+            f" {chan!r}, Mute: 'yes'}}), true"
+        )
+        alice.until(
+            "window.eslBridgeClient.conferenceNote() !== ''", "the bad_request shown to alice"
+        )
+        assert alice.text("conf-status") == "The gateway did not understand that request."
 
         # alice kicks phone 1002 from her page: it leaves both lists, its number is free.
         alice.click(f"kick-{ids['1002']}")

@@ -295,6 +295,20 @@ def test_every_way_a_web_member_leg_ends(event: c.Event, reason: str, told: bool
     assert len(b) == 0
 
 
+def test_a_web_member_hung_up_from_the_api_is_told_a_documented_reason() -> None:
+    """DELETE /calls/<id> of a web member's leg: EndCall ``kicked`` (an operator removed
+    it; docs/protocol.rst's reasons), never ``left``, which the SDK reads as the user's own
+    leaving; the call still ends as ``api_hangup`` for webhooks."""
+    b = book()
+    call, _ = b.conference_join("alice", "r1", "", "eb-app-r1", "wideband", 0.0)
+    assert call is not None
+    actions = b.handle(call.call_id, c.ApiHangup(), 1.0)
+    tells = [json.loads(a.text) for a in actions if isinstance(a, c.SendPeerMessage)]
+    assert tells == [{"Cmd": "EndCall", "ChanId": "r1", "Reason": "kicked"}]
+    assert call.ended_reason == "api_hangup"
+    assert any(isinstance(a, c.Hangup) for a in actions)
+
+
 def test_a_sip_invitee_is_dialled_into_the_room_and_accepted_on_answer() -> None:
     b = book()
     content = json.dumps({"Mode": 1, "Conference": True, "ChanId": "r1"})

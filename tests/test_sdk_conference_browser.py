@@ -232,8 +232,8 @@ def test_sdk_conference_in_chromium() -> None:
         assert [m["Self"] for m in bob_list["members"]] == [False, False, True]
         wait_for(lambda: gw.heard(ROOM, "bob") > 25, "bob's audio at the gateway")
 
-        # A network loss: the SDK reconnects and the room carries on (no CallState asked:
-        # the protocol has no per-room form of it).
+        # A network loss: the SDK reconnects, asks CallState (counted over all of alice's
+        # calls, her room's leg too) and, told she is in a call, the room carries on.
         server.drop_socket("alice")
         back = ["CONNECTED", "LOGIN_SUCCESS"]
         alice.wait_event("connection", lambda d: d == ["RECONNECTING", "INTERRUPTED"])
@@ -244,7 +244,8 @@ def test_sdk_conference_in_chromium() -> None:
         marker = 'client.sendMessageToPeer({text: \'{"Cmd":"Marker","ChanId":"m"}\'}, "gateway")'
         assert alice.run(marker) == {"hasPeerReceived": True}
         wait_for(lambda: gw.commands("Marker"), "the marker")
-        assert gw.commands("CallState") == []
+        assert gw.commands("CallState") == [("alice", {"Cmd": "CallState"})]
+        assert alice.js("conf.ended") is False
 
         # Moderator-only calls: refused locally for bob; the gateway's ConfError is an event.
         for call in (f"conf.kick({phone})", "conf.end()", f"conf.muteMember({phone}, true)"):

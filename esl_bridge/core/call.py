@@ -1099,7 +1099,9 @@ class ConfWebCall(Call):
         return self._end(now, event.reason, "NORMAL_CLEARING")
 
     def _tell_web_end(self) -> list[Action]:
-        return [self.tell_web(conference_end_message(self.chan_id, "left"))]
+        # Only an API hangup gets here: an operator removed the member, which the
+        # protocol's EndCall reasons call ``kicked`` (``left`` is the browser's own EndCall).
+        return [self.tell_web(conference_end_message(self.chan_id, "kicked"))]
 
 
 def _conf_web_table() -> dict[tuple[State, type[Event]], Handler]:

@@ -619,6 +619,7 @@ function confRefusedText(reason) {
     case "conference_off": return "Conferences are switched off on this gateway.";
     case "switch_error": return "The phone switch could not set up the conference.";
     case "already_joined": return "You are already in this conference (in another tab?).";
+    case "bad_request": return "The gateway did not understand the request to join.";
     default: return `The conference could not be joined (${reason || "no reason given"}).`;
   }
 }
@@ -629,6 +630,7 @@ function confErrorText(reason) {
     case "no_such_member": return "That member is no longer in the conference.";
     case "not_in_room": return "You are no longer in this conference.";
     case "switch_error": return "The phone switch could not do that.";
+    case "bad_request": return "The gateway did not understand that request.";
     default: return `That could not be done (${reason || "no reason given"}).`;
   }
 }

@@ -1196,15 +1196,6 @@ export class Conference extends Call {
       : "CONF_ENDED", detail || reason), reason, detail);
   }
 
-  _onConnectionState(state, reason) {
-    // Back after a network loss a two-party call asks CallState; the conference protocol
-    // has no per-room form of it, so a room's leg is judged by its media instead: a leg the
-    // gateway ended meanwhile stops answering ICE checks, the peer connection fails and the
-    // Conference ends with media_failed.
-    if (state === ConnectionState.CONNECTED) return;
-    super._onConnectionState(state, reason);
-  }
-
   _onPeerMessage(text, from) {
     if (this.ended) return;
     const cmd = parseJson(text);

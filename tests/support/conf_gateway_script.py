@@ -176,6 +176,10 @@ class ConfGatewayScript:
 
     def _on_command(self, sender: str, command: dict[str, Any]) -> None:
         cmd = command.get("Cmd")
+        if cmd == "CallState":  # as the gateway: over all of the sender's calls, rooms too
+            joined = any(room.web(sender) for room in self.rooms.values())
+            self._send(sender, {"Cmd": "CallStateResult", "state": 2 if joined else 0, "Mode": 1})
+            return
         chan = command.get("ChanId")
         if not isinstance(chan, str):
             return

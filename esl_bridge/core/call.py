@@ -908,7 +908,11 @@ class ClickToCall(Call):
             destination=destination,
             variables=dict(variables),
         )
-        return call, [call._invite()]
+        return call, call._opening()
+
+    def _opening(self) -> list[Action]:
+        """The first action: the web user's invitation (web first)."""
+        return [self._invite()]
 
     @property
     def order(self) -> str:
@@ -1285,39 +1289,14 @@ def _conf_dial_in_table() -> dict[tuple[State, type[Event]], Handler]:
 class NumberFirstClickToCall(ClickToCall):
     """Created by ``CallBook.click_to_call(order="number_first")``: the number is dialled."""
 
-    @classmethod
-    def start_dialling(
-        cls,
-        *,
-        call_id: str,
-        uuid: str,
-        chan_id: str,
-        callee: str,
-        number: str,
-        destination: str,
-        variables: Mapping[str, str],
-        settings: CallSettings,
-        now: float,
-    ) -> tuple[NumberFirstClickToCall, list[Action]]:
-        call = cls(
-            call_id=call_id,
-            uuid=uuid,
-            chan_id=chan_id,
-            web_uid=callee,
-            number=number,
-            settings=settings,
-            started_at=now,
-            state=State.ORIGINATING,
-            direction=Direction.RTC_TO_SIP,
-            TABLE=NUMBER_FIRST_TABLE,
-            destination=destination,
-            variables=dict(variables),
-        )
-        return call, [Originate(call_id, uuid, destination, dict(variables))]
-
     @property
     def order(self) -> str:
         return "number_first"
+
+    def _opening(self) -> list[Action]:
+        """The number is dialled first: the web user is invited once it answered."""
+        self.state, self.channel_alive, self.TABLE = State.ORIGINATING, True, NUMBER_FIRST_TABLE
+        return [Originate(self.call_id, self.uuid, self.destination, dict(self.variables))]
 
     def on_number_progress(
         self, event: ChannelRinging | ChannelEarlyMedia, now: float

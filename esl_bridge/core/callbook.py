@@ -349,7 +349,7 @@ class CallBook:
         variables.update(
             call_variables(call_id, Direction.RTC_TO_SIP, callee, self.settings.appid, number)
         )
-        start = NumberFirstClickToCall.start_dialling if number_first else ClickToCall.start
+        start = NumberFirstClickToCall.start if number_first else ClickToCall.start
         call, actions = start(
             call_id=call_id,
             uuid=channel_uuid,

@@ -384,12 +384,9 @@ class CallBook:
             return [Hangup(call_id, uuid, "UNALLOCATED_NUMBER")]
         if not callee_online:
             return [Hangup(call_id, uuid, "USER_NOT_REGISTERED")]
-        if uuid in self._by_uuid:
-            return []  # the same channel twice: the first session owns it
-        if len(self._calls) >= self.settings.max_calls:
-            return [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
-        if not self.rate.take(now):
-            return [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
+        refused = self._refuse_arriving(call_id, uuid, now)
+        if refused is not None:
+            return refused
         call, actions = SipToRtcCall.start(
             call_id=call_id,
             uuid=uuid,
@@ -403,6 +400,17 @@ class CallBook:
         self._add(call)
         return actions
 
+    def _refuse_arriving(self, call_id: str, uuid: str, now: float) -> list[Action] | None:
+        """What a channel the switch brought gets when the call limits refuse it (no
+        action for the same channel twice: the first session owns it); None: admitted."""
+        if uuid in self._by_uuid:
+            return []
+        if len(self._calls) >= self.settings.max_calls:
+            return [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
+        if not self.rate.take(now):
+            return [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
+        return None
+
     def conference_dial_in(
         self, *, uuid: str, caller_number: str, chan_id: str, target: str, now: float
     ) -> tuple[ConfDialInCall | None, list[Action]]:
@@ -410,12 +418,9 @@ class CallBook:
         call that puts it into ``target`` (``<room>@<profile>``), or the hangup that
         refuses it (the gateway's call limits, as for any SIP call)."""
         call_id = self._new_id("call")
-        if uuid in self._by_uuid:
-            return None, []  # the same channel twice: the first session owns it
-        if len(self._calls) >= self.settings.max_calls:
-            return None, [Hangup(call_id, uuid, "NORMAL_CIRCUIT_CONGESTION")]
-        if not self.rate.take(now):
-            return None, [Hangup(call_id, uuid, "SWITCH_CONGESTION")]
+        refused = self._refuse_arriving(call_id, uuid, now)
+        if refused is not None:
+            return None, refused
         call, actions = ConfDialInCall.start(
             call_id=call_id,
             uuid=uuid,

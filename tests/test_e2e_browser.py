@@ -138,8 +138,10 @@ class Page:
 
         blocking(type_uid)
         self.click("login")
+        # "idle" already shows while the login is on its way (the page is not offline):
+        # the connection line is what says the gateway took it.
+        self._wait(lambda: self.text("conn-state") == f"Connected as {uid}", "login", WAIT)
         self.state_is("idle")
-        assert self.text("conn-state") == f"Connected as {uid}"
 
     def dial(self, number: str) -> None:
         """Clear the contact field, type ``number`` on the dial pad, press Call."""

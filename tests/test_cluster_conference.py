@@ -21,7 +21,15 @@ from support.gateway_support import APPID, WebUser, wait_until
 from support.netns import loopback_only
 from support.web_peer import WebPeer
 from test_cluster_gateways import cluster_of
-from test_conference_gateway import fresh_audio, hears, members, peer_msg, uids, wait_conf
+from test_conference_gateway import (
+    fresh_audio,
+    hears,
+    invite_phone,
+    members,
+    peer_msg,
+    uids,
+    wait_conf,
+)
 
 GATEWAY = "gateway"
 ROOM = "room1"
@@ -106,10 +114,19 @@ def test_one_room_across_two_processes(tmp_path: Path) -> None:
         assert (end["from"], end["Reason"], end["ChanId"]) == (GATEWAY, "kicked", ROOM), end
         members(alice, lambda ms: uids(ms) == {"alice"}, timeout=20)
 
-        # carol (on B) joins; alice ends the room: B ends carol's leg as room_ended.
+        # alice (on A) dials phone 1000 into the room; then carol joins on B, which has
+        # nobody in the room any more: she sees the phone under its number too.
+        invite_phone(alice, "1000")
+        members(alice, lambda ms: uids(ms) == {"alice", "1000"}, timeout=30)
         assert join(carol)["Moderator"] is False
-        members(alice, lambda ms: uids(ms) == {"alice", "carol"}, timeout=30)
-        members(carol, lambda ms: uids(ms) == {"alice", "carol"}, timeout=30)
+        everyone = {"alice", "carol", "1000"}
+        lists = {
+            user.uid: summary(members(user, lambda ms: uids(ms) == everyone, timeout=30)["Members"])
+            for user in (alice, carol)
+        }
+        assert lists["alice"] == lists["carol"], lists
+        assert [m[2] for m in lists["alice"] if m[1] == "1000"] == ["sip"], lists
+        # alice ends the room: A ends its own legs, B ends carol's as room_ended.
         alice.peer(GATEWAY, Cmd="ConfEnd", ChanId=ROOM)
         for user in (alice, carol):
             end = wait_conf(user, "EndCall", timeout=20)
@@ -182,11 +199,13 @@ def test_kill_9_of_one_process_leaves_the_room_to_the_other(tmp_path: Path) -> N
         peers = {}
         for user, hz in ((alice, 700.0), (carol, 1500.0), (bob, 1100.0)):
             if user is not bob:
-                join(user)
+                assert join(user)["Moderator"] is False
             peers[user.uid] = WebPeer(user, hz=hz)
             peers[user.uid].offer(GATEWAY, ROOM)
         for user in (alice, carol):
-            members(user, lambda ms: uids(ms) == {"alice", "bob", "carol"}, timeout=30)
+            found = members(user, lambda ms: uids(ms) == {"alice", "bob", "carol"}, timeout=30)
+            [moderator] = [m for m in found["Members"] if m["Moderator"]]
+            assert (moderator["Uid"], moderator["Kind"]) == ("bob", "web"), found
         dave = cluster.user(0, "dave")
         dave.peer(GATEWAY, Cmd="ConfJoin", ChanId=ROOM)
         assert wait_conf(dave, "ConfRefused", timeout=30)["Reason"] == "room_full"

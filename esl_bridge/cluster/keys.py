@@ -51,6 +51,11 @@ class Keys:
         """Sorted set of a room's legs (``<member>:<leg id>``), scored by their deadline."""
         return self.base + f"room-legs:{name}"
 
+    def room_who(self, name: str) -> str:
+        """Hash channel uuid -> number of the phones gateways put in a room (their caller id
+        on the switch is not their number)."""
+        return self.base + f"room-who:{name}"
+
     @property
     def rooms(self) -> str:
         """Sorted set of the live rooms' names, scored by their deadline."""

@@ -406,6 +406,32 @@ class ClusterNode:
         except _FAILURES as exc:
             log.info("cluster.room_release_deferred", room=name, error=_describe(exc))
 
+    def room_phone(self, name: str, uuid: str, number: str) -> None:
+        """Our phone channel ``uuid`` in room ``name`` is ``number``: kept in Redis for
+        processes that seat someone later, told now to those with members there."""
+        self._queue("publish", None, {"t": "conf_who", "room": name, "uuid": uuid, "uid": number})
+        if not self._stopping:
+            self._background(self._room_phone(name, uuid, number))
+
+    async def _room_phone(self, name: str, uuid: str, number: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.rooms.set_who(name, uuid, number)
+        except _FAILURES as exc:
+            log.info("cluster.room_phone_failed", room=name, error=_describe(exc))
+
+    async def room_phones(self, name: str) -> dict[str, str]:
+        """Channel uuid -> number of the phones in room ``name`` ({} when Redis cannot be
+        asked: they are then listed as the switch shows them)."""
+        if not self._joined:
+            return {}
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                return await self.rooms.who(name)
+        except _FAILURES as exc:
+            log.info("cluster.room_phones_failed", room=name, error=_describe(exc))
+            return {}
+
     def room_ending(self, name: str) -> None:
         """ConfEnd of room ``name``: no process admits a new leg into it any more."""
         if not self._stopping:

@@ -14,6 +14,9 @@ process's room table decided alone before is decided here, in Redis, atomically 
   entries is what ``[conference] max_members`` limits, cluster-wide;
 * ``rooms``, a sorted set of the live rooms' names scored the same way: what
   ``max_rooms_per_appid`` limits;
+* ``room-who:<name>``, a hash: channel uuid -> number of each phone a gateway dialled or
+  took into the room (the switch shows an invited phone's contact, not its number), so
+  that every process lists it under its number;
 * ``room-code:<code>`` -> the room's name, set with ``SET NX``: a dial-in code is never
   given to two live rooms. The first code tried is the room name's hash (as a single
   process does), so a room usually keeps one number whichever process makes it.
@@ -32,7 +35,7 @@ from typing import Any
 
 from esl_bridge.cluster.keys import Keys
 
-# KEYS: room, legs, rooms. ARGV: 1 name, 2 chan id, 3 uid, 4 leg token, 5 max members,
+# KEYS: room, legs, rooms, who. ARGV: 1 name, 2 chan id, 3 uid, 4 leg token, 5 max members,
 # 6 max rooms, 7 ttl ms, 8 code seed ('' : dial-in off), 9 code key prefix,
 # 10 '1': join only (a dial-in: never create the room).
 # Returns {'ok', moderator, code, created '1'/'0'} or {reason}.
@@ -54,6 +57,7 @@ if live > 0 and redis.call('exists', KEYS[1]) == 1 then
     redis.call('zadd', KEYS[2], deadline, ARGV[4])
     redis.call('pexpire', KEYS[2], ttl)
     redis.call('pexpire', KEYS[1], ttl)
+    redis.call('pexpire', KEYS[4], ttl)
     redis.call('zadd', KEYS[3], 'GT', deadline, ARGV[1])
     local room = redis.call('hmget', KEYS[1], 'moderator', 'code')
     if room[2] and room[2] ~= '' then
@@ -69,7 +73,7 @@ local old = redis.call('hget', KEYS[1], 'code')
 if old and old ~= '' and redis.call('get', ARGV[9] .. old) == ARGV[1] then
     redis.call('del', ARGV[9] .. old)
 end
-redis.call('del', KEYS[1], KEYS[2])
+redis.call('del', KEYS[1], KEYS[2], KEYS[4])
 redis.call('zrem', KEYS[3], ARGV[1])
 if redis.call('zcard', KEYS[3]) >= tonumber(ARGV[6]) then
     return {'too_many_rooms'}
@@ -99,7 +103,7 @@ redis.call('zadd', KEYS[3], deadline, ARGV[1])
 return {'ok', ARGV[3], code, '1'}
 """
 
-# KEYS: room, legs, rooms. ARGV: 1 name, 2 leg token, 3 code key prefix.
+# KEYS: room, legs, rooms, who. ARGV: 1 name, 2 leg token, 3 code key prefix.
 # Drops the leg; the room's last live leg takes the room (and its code) with it.
 _RELEASE = """
 local t = redis.call('time')
@@ -113,12 +117,12 @@ local code = redis.call('hget', KEYS[1], 'code')
 if code and code ~= '' and redis.call('get', ARGV[3] .. code) == ARGV[1] then
     redis.call('del', ARGV[3] .. code)
 end
-redis.call('del', KEYS[1], KEYS[2])
+redis.call('del', KEYS[1], KEYS[2], KEYS[4])
 redis.call('zrem', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: room, legs, rooms. ARGV: 1 ttl ms, 2 name, 3 chan id, 4 moderator, 5 code,
+# KEYS: room, legs, rooms, who. ARGV: 1 ttl ms, 2 name, 3 chan id, 4 moderator, 5 code,
 # 6 code key prefix, 7.. our leg tokens in the room. Pushes our legs' deadlines ahead;
 # puts back what a restarted (emptied) Redis lost: the room as we know it, its code if
 # no other room took it meanwhile.
@@ -136,6 +140,7 @@ if redis.call('exists', KEYS[1]) == 0 then
                'ending', '0')
 end
 redis.call('pexpire', KEYS[1], ttl)
+redis.call('pexpire', KEYS[4], ttl)
 redis.call('zadd', KEYS[3], 'GT', deadline, ARGV[2])
 if ARGV[5] ~= '' then
     local key = ARGV[6] .. ARGV[5]
@@ -185,7 +190,8 @@ class RoomShares:
         self._refresh = redis.register_script(_REFRESH)
 
     def _room_keys(self, name: str) -> list[str]:
-        return [self._keys.room(name), self._keys.room_legs(name), self._keys.rooms]
+        keys = self._keys
+        return [keys.room(name), keys.room_legs(name), keys.rooms, keys.room_who(name)]
 
     async def admit(
         self,
@@ -253,6 +259,19 @@ class RoomShares:
         if chan_id is None:
             return None
         return RoomByCode(str(name), str(chan_id))
+
+    async def set_who(self, name: str, uuid: str, number: str) -> None:
+        """Phone channel ``uuid`` in room ``name`` is ``number``."""
+        key = self._keys.room_who(name)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, uuid, number)
+            pipe.pexpire(key, self._ttl_ms)
+            await pipe.execute()
+
+    async def who(self, name: str) -> dict[str, str]:
+        """Channel uuid -> number of the phones in room ``name``."""
+        found = await self._redis.hgetall(self._keys.room_who(name))
+        return {str(k): str(v) for k, v in (found or {}).items()}
 
     async def mark_ending(self, name: str) -> None:
         """ConfEnd: no new leg is admitted (the room goes once its last leg is released)."""

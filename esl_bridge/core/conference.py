@@ -209,6 +209,8 @@ class Room:
     seats: dict[str, Seat] = field(default_factory=dict)  # web uid -> seat
     invitees: dict[str, Invitee] = field(default_factory=dict)  # channel uuid -> invitee
     gone: set[int] = field(default_factory=set)  # member ids that left: late events
+    # In a cluster: channel uuid -> number of the phones other processes put in the room.
+    phones: dict[str, str] = field(default_factory=dict)
     ending: bool = False  # ConfEnd: kicks that follow are the room ending
 
     def occupancy(self) -> int:
@@ -497,6 +499,20 @@ class RoomTable:
                 actions.append(ConfApi(room.name, ("kick", str(member.id)), later=later))
         return actions
 
+    def phone_elsewhere(self, name: str, uuid: str, number: str) -> list[ConfAction]:
+        """In a cluster: phone channel ``uuid`` in room ``name`` is ``number`` (another
+        process dialled or took it). A member already listed under its caller id is
+        renamed and the list sent again."""
+        room = self._by_name.get(name)
+        if room is None or not number:
+            return []
+        room.phones[uuid] = number
+        member = next((m for m in room.members.values() if m.uuid == uuid), None)
+        if member is None or member.kind != "sip" or member.uid == number:
+            return []
+        member.uid = member.name = number
+        return self._broadcast(room, "list", member.id)
+
     def ended_elsewhere(self, name: str) -> list[ConfAction]:
         """In a cluster, another process's moderator ended room ``name``: our own legs
         end (``room_ended``); the others are that process's and their own processes'."""
@@ -580,8 +596,9 @@ class RoomTable:
             member = Member(member_id, uuid, number, "web", name, foreign=True)
         else:
             invitee = room.invitees.get(uuid)
-            uid = invitee.number if invitee is not None else number
-            member = Member(member_id, uuid, uid, "sip", name if invitee is None else uid)
+            known = invitee.number if invitee is not None else room.phones.get(uuid)
+            uid = number if known is None else known
+            member = Member(member_id, uuid, uid, "sip", name if known is None else uid)
         member.muted = headers.get("Speak") == "false"
         if headers.get(LIST_HEADER):
             member.talking = headers.get("Talking") == "true"

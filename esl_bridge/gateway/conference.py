@@ -72,6 +72,10 @@ class SharedRooms(Protocol):
 
     def room_ending(self, name: str) -> None: ...
 
+    def room_phone(self, name: str, uuid: str, number: str) -> None: ...
+
+    async def room_phones(self, name: str) -> dict[str, str]: ...
+
     async def room_by_code(self, code: str) -> Any: ...
 
     def broadcast(self, message: dict[str, Any]) -> None: ...
@@ -103,6 +107,7 @@ class ConferenceDesk:
         self._legs: dict[str, tuple[str, str]] = {}  # call id -> (room, leg token)
         if self.shared is not None:
             self.shared.handlers["conf_end"] = self._ended_elsewhere
+            self.shared.handlers["conf_who"] = self._phone_elsewhere
 
     # -- peer messages ------------------------------------------------------------------
 
@@ -254,7 +259,7 @@ class ConferenceDesk:
         leg: SharedLeg | None = None,
     ) -> None:
         room = self.table.add_invitee(joined, call_id, uuid, number)
-        self._keep_leg(call_id, leg, joined)
+        self._keep_leg(call_id, leg, joined, (uuid, number))
         log.info("conference.number_invited", room=room.name, call_id=call_id, number=number)
 
     # -- dial-in ------------------------------------------------------------------------
@@ -319,7 +324,7 @@ class ConferenceDesk:
                 self.release_leg(leg)
             else:
                 self.table.add_dial_in(joined, call.call_id, uuid, number)
-                self._keep_leg(call.call_id, leg, joined)
+                self._keep_leg(call.call_id, leg, joined, (uuid, number))
                 ctl._links_of(call.call_id).headers.update(record.headers)
                 log.info("conference.dial_in", uuid=uuid, caller=number, room=joined.room.name)
             ctl._run(actions)
@@ -369,15 +374,36 @@ class ConferenceDesk:
         if self.shared is not None:
             self.shared.room_release(leg.name, leg.token)
 
-    def _keep_leg(self, call_id: str, leg: SharedLeg | None, joined: conf.Joined) -> None:
-        """The call ``call_id`` holds ``leg`` until it ends. A room new to this process
-        in a cluster: ask the switch who is in it already (other processes' members)."""
-        if leg is None:
+    def _keep_leg(
+        self,
+        call_id: str,
+        leg: SharedLeg | None,
+        joined: conf.Joined,
+        phone: tuple[str, str] | None = None,
+    ) -> None:
+        """The call ``call_id`` holds ``leg`` until it ends; ``phone``: its channel uuid
+        and number, told to the other processes. A room new to this process in a
+        cluster: who is in it already (other processes' members) is read from the switch,
+        after the numbers of the phones others put there (Redis)."""
+        if leg is None or self.shared is None:
             return
         self._legs[call_id] = (leg.name, leg.token)
+        if phone is not None:
+            self.shared.room_phone(leg.name, *phone)
         if joined.created:
-            ops = ConferenceApi("", leg.name, ("list",))
-            self.controller.channels.operate(ops)
+            self.controller._spawn(self._read_room(leg.name))
+
+    async def _read_room(self, name: str) -> None:
+        assert self.shared is not None
+        phones = await self.shared.room_phones(name)
+        for uuid, number in phones.items():
+            self._run(self.table.phone_elsewhere(name, uuid, number))
+        self.controller.channels.operate(ConferenceApi("", name, ("list",)))
+
+    def _phone_elsewhere(self, sender: str, message: dict[str, Any]) -> None:
+        name, uuid, number = (message.get(k) for k in ("room", "uuid", "uid"))
+        if isinstance(name, str) and isinstance(uuid, str) and isinstance(number, str):
+            self._run(self.table.phone_elsewhere(name, uuid, number))
 
     def _end(self, uid: str, chan_id: str) -> None:
         actions = self.table.end(self.appid, chan_id, uid)

@@ -105,6 +105,8 @@ class ConferenceDesk:
         )
         self.table = conf.RoomTable(self.settings, shared=self.shared is not None)
         self._legs: dict[str, tuple[str, str]] = {}  # call id -> (room, leg token)
+        # In a cluster: dial-in channels waiting for Redis -> hung up meanwhile.
+        self._dialling_in: dict[str, bool] = {}
         if self.shared is not None:
             self.shared.handlers["conf_end"] = self._ended_elsewhere
             self.shared.handlers["conf_who"] = self._phone_elsewhere
@@ -292,45 +294,58 @@ class ConferenceDesk:
     async def _dial_in_shared(self, record: Any, code: str) -> None:
         """In a cluster: the code's room is looked up in Redis (it may have been made on
         another process) and the phone's leg admitted there before it joins."""
+        uuid = record.uuid
+        self._dialling_in[uuid] = False
+        try:
+            await self._dial_in_admitted(record, code)
+        except Exception:
+            log.exception("conference.dial_in_failed", uuid=uuid)
+            self.controller.channels.operate(c.Hangup("", uuid, "NORMAL_TEMPORARY_FAILURE"))
+        finally:
+            self._dialling_in.pop(uuid, None)
+
+    def channel_gone(self, uuid: str) -> None:
+        """A channel the book does not know hung up: a dial-in still waiting for Redis
+        must not become a call."""
+        if uuid in self._dialling_in:
+            self._dialling_in[uuid] = True
+
+    async def _dial_in_admitted(self, record: Any, code: str) -> None:
         ctl = self.controller
         uuid = record.uuid
         number = record.caller_number or ""
-        try:
-            found = await self._room_of_code(code)
-            leg: SharedLeg | str = found if isinstance(found, str) else ""
-            if not isinstance(found, str):
-                leg = await self._admit(found[1], number, join_only=True, name=found[0])
-            if isinstance(leg, str):
-                cause = found if isinstance(found, str) else _DIAL_IN_CAUSES.get(leg, "")
-                log.info("conference.dial_in_refused", uuid=uuid, caller=number, cause=cause)
-                ctl.channels.operate(c.Hangup("", uuid, cause or "NO_ROUTE_DESTINATION"))
-                return
-            joined = self.table.adopt(self.appid, leg.chan_id, leg.moderator, leg.code, ctl.clock())
-            if isinstance(joined, str):
-                self.release_leg(leg)
-                cause = "CALL_REJECTED" if joined == conf.ROOM_FULL else "NO_ROUTE_DESTINATION"
-                log.info("conference.dial_in_refused", uuid=uuid, caller=number, cause=cause)
-                ctl.channels.operate(c.Hangup("", uuid, cause))
-                return
-            target = f"{joined.room.name}@{self.settings.profile}"
-            call, actions = ctl.book.conference_dial_in(
-                uuid=uuid,
-                caller_number=number,
-                chan_id=leg.chan_id,
-                target=target,
-                now=ctl.clock(),
-            )
-            if call is None:
-                self.release_leg(leg)
-            else:
-                self.table.add_dial_in(joined, call.call_id, uuid, number)
-                self._keep_leg(call.call_id, leg, joined, (uuid, number))
-                ctl._links_of(call.call_id).headers.update(record.headers)
-                log.info("conference.dial_in", uuid=uuid, caller=number, room=joined.room.name)
-            ctl._run(actions)
-        except Exception:
-            log.exception("conference.dial_in_failed", uuid=uuid)
-            ctl.channels.operate(c.Hangup("", uuid, "NORMAL_TEMPORARY_FAILURE"))
+        found = await self._room_of_code(code)
+        leg: SharedLeg | str = found if isinstance(found, str) else ""
+        if not isinstance(found, str):
+            leg = await self._admit(found[1], number, join_only=True, name=found[0])
+        if isinstance(leg, str):
+            cause = found if isinstance(found, str) else _DIAL_IN_CAUSES.get(leg, "")
+            log.info("conference.dial_in_refused", uuid=uuid, caller=number, cause=cause)
+            ctl.channels.operate(c.Hangup("", uuid, cause or "NO_ROUTE_DESTINATION"))
+            return
+        if self._dialling_in.get(uuid):
+            self.release_leg(leg)  # the caller hung up meanwhile: no call to make
+            log.info("conference.dial_in_gone", uuid=uuid, caller=number)
+            return
+        joined = self.table.adopt(self.appid, leg.chan_id, leg.moderator, leg.code, ctl.clock())
+        if isinstance(joined, str):
+            self.release_leg(leg)
+            cause = "CALL_REJECTED" if joined == conf.ROOM_FULL else "NO_ROUTE_DESTINATION"
+            log.info("conference.dial_in_refused", uuid=uuid, caller=number, cause=cause)
+            ctl.channels.operate(c.Hangup("", uuid, cause))
+            return
+        target = f"{joined.room.name}@{self.settings.profile}"
+        call, actions = ctl.book.conference_dial_in(
+            uuid=uuid, caller_number=number, chan_id=leg.chan_id, target=target, now=ctl.clock()
+        )
+        if call is None:
+            self.release_leg(leg)
+        else:
+            self.table.add_dial_in(joined, call.call_id, uuid, number)
+            self._keep_leg(call.call_id, leg, joined, (uuid, number))
+            ctl._links_of(call.call_id).headers.update(record.headers)
+            log.info("conference.dial_in", uuid=uuid, caller=number, room=joined.room.name)
+        ctl._run(actions)
 
     async def _room_of_code(self, code: str) -> tuple[str, str] | str:
         """(room name, ChanId) of a dial-in code, or the hangup cause."""

@@ -300,6 +300,8 @@ class CallController:
     def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None:
         call = self.book.by_uuid(uuid)
         if call is None:
+            if classify_event(name, headers) is GateInput.HANGUP:
+                self.conference.channel_gone(uuid)  # a dial-in still being admitted
             return
         links = self._links_of(call.call_id)
         links.headers.update(headers)
@@ -361,6 +363,8 @@ class CallController:
         call = self.book.by_uuid(uuid)
         if call is not None:
             self.event(call.call_id, c.ChannelLost(cause))
+        else:
+            self.conference.channel_gone(uuid)
 
     def sip_call_arrived(self, record: Any) -> None:
         """A phone dialled 0<uid>: a call, or the hangup that refuses it. Nothing waits for

@@ -224,3 +224,37 @@ def test_kill_9_of_one_process_leaves_the_room_to_the_other(tmp_path: Path) -> N
         members(alice, lambda ms: uids(ms) == {"alice", "carol", "dave"}, timeout=30)
         for uid in ("alice", "carol"):
             peers[uid].close()
+
+
+def test_redis_away_refuses_new_members_and_the_room_is_restored_after(tmp_path: Path) -> None:
+    with cluster_of(tmp_path, 2) as cluster:
+        a, b = cluster.gateways
+        alice = cluster.user(0, "alice")
+        bob = cluster.user(1, "bob")
+        dial_in = join(alice)["DialIn"]
+        join(bob)
+        members(alice, lambda ms: uids(ms) == {"alice", "bob"}, timeout=30)
+
+        cluster.redis.stop()  # no persistence: it comes back empty
+        wait_until(lambda: a.health()[0] == 503 and b.health()[0] == 503, 20, "both down")
+        carol = cluster.user(1, "carol")
+        carol.peer(GATEWAY, Cmd="ConfJoin", ChanId=ROOM)
+        assert wait_conf(carol, "ConfRefused", timeout=20)["Reason"] == "switch_error"
+        refused = cluster.sim.place_call(
+            "1001", dial_in, audio="silence", target=("127.0.0.1", cluster.socket_ports[0])
+        )
+        wait_until(lambda: refused.finished, 20, "the dial-in refused")
+        assert refused.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+
+        cluster.redis.start()
+        wait_until(lambda: a.health()[0] == 200 and b.health()[0] == 200, 30, "both up")
+        # The processes wrote the room back (both legs, moderator, number) into the empty
+        # Redis: a new member gets the same moderator and number, and the room its place.
+        client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+        room_key = f"esl-bridge:{APPID}:room:{ROOM_NAME}"
+        assert client.hget(room_key, "moderator") == "alice"
+        assert client.zcard(f"esl-bridge:{APPID}:room-legs:{ROOM_NAME}") == 2
+        client.close()
+        again = join(carol)
+        assert (again["Moderator"], again["DialIn"]) == (False, dial_in), again
+        members(alice, lambda ms: uids(ms) == {"alice", "bob", "carol"}, timeout=30)

@@ -43,6 +43,29 @@ class Keys:
     def claim(self, number: str) -> str:
         return self.base + f"claim:{number}"
 
+    def room(self, name: str) -> str:
+        """Hash of a conference room (cluster/rooms.py): moderator, ChanId, dial-in code."""
+        return self.base + f"room:{name}"
+
+    def room_legs(self, name: str) -> str:
+        """Sorted set of a room's legs (``<member>:<leg id>``), scored by their deadline."""
+        return self.base + f"room-legs:{name}"
+
+    def room_who(self, name: str) -> str:
+        """Hash channel uuid -> number of the phones gateways put in a room (their caller id
+        on the switch is not their number)."""
+        return self.base + f"room-who:{name}"
+
+    @property
+    def rooms(self) -> str:
+        """Sorted set of the live rooms' names, scored by their deadline."""
+        return self.base + "rooms"
+
+    @property
+    def room_code_prefix(self) -> str:
+        """``room-code:<code>`` holds the name of the live room that has dial-in ``code``."""
+        return self.base + "room-code:"
+
     @property
     def broadcast(self) -> str:
         return self.base + "bus"

@@ -37,6 +37,7 @@ from esl_bridge.cluster.claims import NumberClaims
 from esl_bridge.cluster.keys import Keys
 from esl_bridge.cluster.nodes import NodeRegistry
 from esl_bridge.cluster.presence import PresenceStore, RemotePresence, SessionInfo
+from esl_bridge.cluster.rooms import Admission, HeldRoom, RoomByCode, RoomShares
 from esl_bridge.config import ClusterSettings, masked_redis_url
 from esl_bridge.logs import get_logger
 
@@ -106,6 +107,10 @@ class ClusterNode:
         self.claims = NumberClaims(self._redis, self.keys, ttl)
         self.bus = MessageBus(self._redis, self.keys, member)
         self.calls = CallRecords(self._redis, self.keys, member, ttl)
+        self.rooms = RoomShares(self._redis, self.keys, ttl)
+        self._rooms: dict[str, HeldRoom] = {}  # room name -> our legs in it
+        # A refresh never puts back a leg whose release was under way: one at a time.
+        self._room_lock = asyncio.Lock()
         self._calls: dict[str, Record] = {}  # call id -> record, our live calls
         self._live: frozenset[str] = frozenset()  # the other live members, last census
         # Bus message types handled outside the hub (the API's "api_hangup").
@@ -170,6 +175,9 @@ class ClusterNode:
                     await self.bus.publish(None, {"t": "bye"})
                     for number, token in list(self._held.items()):
                         await self.claims.release(number, token)
+                    for name, room in list(self._rooms.items()):
+                        for token in sorted(room.tokens):
+                            await self.rooms.release(name, token)
                     await self.calls.drop()
                     await self.store.forget()
                     await self.registry.deregister()
@@ -192,6 +200,7 @@ class ClusterNode:
             "remote_sessions": len(self.presence),
             "members": len(self.presence.members()),
             "claims": len(self._held),
+            "room_legs": sum(len(r.tokens) for r in self._rooms.values()),
             "dropped_messages": self.dropped,
             "held_messages": len(self._waiting),
         }
@@ -321,6 +330,137 @@ class ClusterNode:
         except _FAILURES as exc:
             log.info("cluster.release_deferred", number=number, error=_describe(exc))
 
+    # -- conference rooms (gateway/conference.py; cluster/rooms.py) -------------------------
+
+    def broadcast(self, message: Message) -> None:
+        """A bus message to every other member (dropped while Redis is away)."""
+        self._queue("publish", None, message)
+
+    async def room_admit(
+        self,
+        name: str,
+        chan_id: str,
+        uid: str,
+        token: str,
+        *,
+        max_members: int,
+        max_rooms: int,
+        code_seed: int | None,
+        join_only: bool = False,
+    ) -> Admission | str | None:
+        """Admit a leg into a room cluster-wide: an ``Admission``, the refusal reason, or
+        None when Redis cannot be asked (the leg must be refused)."""
+        if not self._joined:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                admitted = await self.rooms.admit(
+                    name,
+                    chan_id,
+                    uid,
+                    token,
+                    max_members=max_members,
+                    max_rooms=max_rooms,
+                    code_seed=code_seed,
+                    join_only=join_only,
+                )
+        except _FAILURES as exc:
+            log.warning("cluster.room_admit_failed", room=name, error=_describe(exc))
+            return None
+        if isinstance(admitted, Admission):
+            held = self._rooms.get(name)
+            if held is None:
+                held = self._rooms[name] = HeldRoom(
+                    chan_id, admitted.moderator, admitted.code, set()
+                )
+            held.moderator, held.code = admitted.moderator, admitted.code
+            held.tokens.add(token)
+        return admitted
+
+    def room_release(self, name: str, token: str) -> None:
+        """Our leg ``token`` left room ``name`` (in the background; if Redis is away, the
+        leg's deadline passes by itself)."""
+        held = self._rooms.get(name)
+        if held is None or token not in held.tokens:
+            return
+        held.tokens.discard(token)
+        if not held.tokens:
+            del self._rooms[name]
+        if self._stopping:
+            return
+        self._background(self._room_release(name, token))
+
+    async def _refresh_rooms(self) -> None:
+        async with self._room_lock:
+            await self.rooms.refresh(
+                {
+                    name: HeldRoom(r.chan_id, r.moderator, r.code, set(r.tokens))
+                    for name, r in self._rooms.items()
+                }
+            )
+
+    async def _room_release(self, name: str, token: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout), self._room_lock:
+                await self.rooms.release(name, token)
+        except _FAILURES as exc:
+            log.info("cluster.room_release_deferred", room=name, error=_describe(exc))
+
+    def room_phone(self, name: str, uuid: str, number: str) -> None:
+        """Our phone channel ``uuid`` in room ``name`` is ``number``: kept in Redis for
+        processes that seat someone later, told now to those with members there."""
+        self._queue("publish", None, {"t": "conf_who", "room": name, "uuid": uuid, "uid": number})
+        if not self._stopping:
+            self._background(self._room_phone(name, uuid, number))
+
+    async def _room_phone(self, name: str, uuid: str, number: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.rooms.set_who(name, uuid, number)
+        except _FAILURES as exc:
+            log.info("cluster.room_phone_failed", room=name, error=_describe(exc))
+
+    async def room_phones(self, name: str) -> dict[str, str]:
+        """Channel uuid -> number of the phones in room ``name`` ({} when Redis cannot be
+        asked: they are then listed as the switch shows them)."""
+        if not self._joined:
+            return {}
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                return await self.rooms.who(name)
+        except _FAILURES as exc:
+            log.info("cluster.room_phones_failed", room=name, error=_describe(exc))
+            return {}
+
+    def room_ending(self, name: str) -> None:
+        """ConfEnd of room ``name``: no process admits a new leg into it any more."""
+        if not self._stopping:
+            self._background(self._room_ending(name))
+
+    async def _room_ending(self, name: str) -> None:
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.rooms.mark_ending(name)
+        except _FAILURES as exc:
+            log.info("cluster.room_ending_failed", room=name, error=_describe(exc))
+
+    async def room_by_code(self, code: str) -> RoomByCode | bool | None:
+        """The live room of dial-in ``code`` (None: no such room), False when Redis
+        cannot be asked."""
+        if not self._joined:
+            return False
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                return await self.rooms.by_code(code)
+        except _FAILURES as exc:
+            log.warning("cluster.room_code_failed", error=_describe(exc))
+            return False
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
     # -- tasks ---------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -349,6 +489,7 @@ class ClusterNode:
         await self.calls.rewrite(dict(self._calls))
         lost = await self.claims.refresh(dict(self._held))
         self._lost_claims(lost)
+        await self._refresh_rooms()
         census = await self.registry.census()
         self._live = census.live
         # A restarted Redis knows nobody: the others get claim_ttl to join again before
@@ -379,6 +520,7 @@ class ClusterNode:
         await self.store.refresh()
         await self.calls.keep_alive()
         self._lost_claims(await self.claims.refresh(dict(self._held)))
+        await self._refresh_rooms()
         census = await self.registry.census()
         self._live = census.live
         now = self.clock()

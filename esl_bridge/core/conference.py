@@ -16,6 +16,13 @@ Besides the switch's members the table keeps what the gateway itself put in the 
   uuid is the member's;
 * dial-in phones (``dial_in``): their channel is the member.
 
+In a cluster (``shared``) the room is one across the gateway processes: its moderator, its
+dial-in code and its limits are decided in Redis (cluster/rooms.py) and handed to ``adopt``;
+each process keeps the members it hears of from the switch (every process's inbound
+connection gets every room's events), recognising another process's web member by its
+loopback channel, and asks the switch for the list (``LIST_ACTION``) when it seats its
+first member in a room that other processes made.
+
 Requests (join, mute, kick, end) come with ``now`` and return actions: peer messages to web
 members (``Tell``), ``conference`` api commands (``ConfApi``) and events for calls
 (``ToCall``). The table never hangs up a channel itself: each leg belongs to a call, whose
@@ -38,6 +45,10 @@ NAME_PREFIX = "eb-"
 _PLAIN_CHAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 DISPLAY_NAME_MAX = 64
 MEMBER_EVENTS = ("join", "leave", "kick", "mute", "unmute", "talking", "silent", "list")
+#: Not the switch's: the reply of ``conference <room> list``, handed to ``maintenance`` as an
+#: event of this action with the reply in ``LIST_HEADER`` (gateway/esl_side.py).
+LIST_ACTION = "esl-bridge-list"
+LIST_HEADER = "List"
 
 # ConfRefused / ConfError / EndCall reasons (docs/protocol.rst, Conference calls).
 ROOM_FULL = "room_full"
@@ -57,6 +68,12 @@ def room_name(appid: str, chan_id: str) -> str:
         return f"{NAME_PREFIX}{appid}-{chan_id}"
     digest = hashlib.sha256(chan_id.encode("utf-8")).hexdigest()[:16]
     return f"{NAME_PREFIX}{appid}-h{digest}"
+
+
+def code_seed(name: str) -> int:
+    """Where the search for a room's dial-in code starts: its name's hash (a room gets the
+    same code on every process of a cluster unless another live room holds it)."""
+    return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16)
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,9 @@ class ConfApi:
     words: tuple[str, ...]
     requester: str = ""
     chan_id: str = ""
+    # A kick of another process's web member at ConfEnd: that process ends its own
+    # members (room_ended) when told over the bus; this kick is the fallback, sent later.
+    later: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,7 @@ class Member:
     name: str
     talking: bool = False
     muted: bool = False
+    foreign: bool = False  # in a cluster: another process's web member
 
 
 @dataclass
@@ -188,6 +209,8 @@ class Room:
     seats: dict[str, Seat] = field(default_factory=dict)  # web uid -> seat
     invitees: dict[str, Invitee] = field(default_factory=dict)  # channel uuid -> invitee
     gone: set[int] = field(default_factory=set)  # member ids that left: late events
+    # In a cluster: channel uuid -> number of the phones other processes put in the room.
+    phones: dict[str, str] = field(default_factory=dict)
     ending: bool = False  # ConfEnd: kicks that follow are the room ending
 
     def occupancy(self) -> int:
@@ -219,8 +242,9 @@ class RoomTable:
     """Every room of this gateway. ``appid`` scopes rooms: one gateway serves one appid, but
     a key is (appid, ChanId) all the same, so two tenants can never share a room."""
 
-    def __init__(self, settings: ConferenceSettings) -> None:
+    def __init__(self, settings: ConferenceSettings, *, shared: bool = False) -> None:
         self.settings = settings
+        self.shared = shared  # a cluster: rooms are decided in Redis (``adopt``)
         self._rooms: dict[tuple[str, str], Room] = {}
         self._by_name: dict[str, Room] = {}
         self._by_code: dict[str, Room] = {}
@@ -290,7 +314,7 @@ class RoomTable:
         the next free one when taken, longer once 4 digits are crowded."""
         if not self.settings.dialin_prefix:
             return ""  # dial-in off
-        seed = int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16)
+        seed = code_seed(name)
         digits = 4
         while True:
             space = 10**digits
@@ -313,6 +337,24 @@ class RoomTable:
         if room is not None and uid in room.seats:
             return ALREADY_JOINED
         return self._admit(appid, chan_id, uid, now)
+
+    def adopt(
+        self, appid: str, chan_id: str, moderator: str, code: str, now: float
+    ) -> Joined | str:
+        """In a cluster: the room ``chan_id`` as Redis admitted a leg into it (its
+        moderator and dial-in code are the cluster's). This process's room when it has
+        one, else a new one (kept once a leg is added), or the refusal reason."""
+        if not self.settings.on:
+            return CONFERENCE_OFF
+        room = self._rooms.get((appid, chan_id))
+        if room is not None:
+            return ROOM_FULL if room.ending else Joined(room, False)
+        name = room_name(appid, chan_id)
+        if name in self._by_name:
+            return SWITCH_ERROR
+        room = Room(appid, chan_id, name, moderator=moderator, created_at=now)
+        room.dial_code = code
+        return Joined(room, True)
 
     def seat(self, joined: Joined, uid: str, name: str, call_id: str, a_uuid: str) -> Room:
         """Keep the web user's seat (its call was created)."""
@@ -345,7 +387,11 @@ class RoomTable:
             return "CALL_REJECTED"
         return room
 
-    def add_dial_in(self, room: Room, call_id: str, uuid: str, number: str) -> None:
+    def add_dial_in(self, room: Room | Joined, call_id: str, uuid: str, number: str) -> None:
+        if isinstance(room, Joined):
+            if room.created:
+                self._register(room.room)
+            room = room.room
         room.invitees[uuid] = Invitee(call_id, uuid, number)
         self._invitee_by_call[call_id] = (room, uuid)
 
@@ -449,7 +495,33 @@ class RoomTable:
             owned.add(invitee.uuid)
         for member in list(room.members.values()):
             if member.uuid not in owned and room.seat_of_member(member.id) is None:
-                actions.append(ConfApi(room.name, ("kick", str(member.id))))
+                later = member.foreign
+                actions.append(ConfApi(room.name, ("kick", str(member.id)), later=later))
+        return actions
+
+    def phone_elsewhere(self, name: str, uuid: str, number: str) -> list[ConfAction]:
+        """In a cluster: phone channel ``uuid`` in room ``name`` is ``number`` (another
+        process dialled or took it). A member already listed under its caller id is
+        renamed and the list sent again."""
+        room = self._by_name.get(name)
+        if room is None or not number:
+            return []
+        room.phones[uuid] = number
+        member = next((m for m in room.members.values() if m.uuid == uuid), None)
+        if member is None or member.kind != "sip" or member.uid == number:
+            return []
+        member.uid = member.name = number
+        return self._broadcast(room, "list", member.id)
+
+    def ended_elsewhere(self, name: str) -> list[ConfAction]:
+        """In a cluster, another process's moderator ended room ``name``: our own legs
+        end (``room_ended``); the others are that process's and their own processes'."""
+        room = self._by_name.get(name)
+        if room is None:
+            return []
+        room.ending = True
+        actions: list[ConfAction] = [ToCall(s.call_id, "room_ended") for s in room.seats.values()]
+        actions += [ToCall(i.call_id, "room_ended") for i in room.invitees.values()]
         return actions
 
     def _in_room(self, room: Room | None, uid: str, chan_id: str) -> list[ConfAction] | None:
@@ -480,6 +552,8 @@ class RoomTable:
         member_id = _int(headers.get("Member-ID"))
         if action == "conference-destroy":
             return self._destroyed(room)
+        if action == LIST_ACTION:
+            return self._listed(room, headers.get(LIST_HEADER, ""))
         if member_id is None:
             return []
         if action == "add-member":
@@ -511,18 +585,48 @@ class RoomTable:
         uuid = headers.get("Unique-ID", "")
         number = headers.get("Caller-Caller-ID-Number", "")
         name = headers.get("Caller-Caller-ID-Name", "") or number
-        seat = self._seat_for(room, uuid, number, headers.get("Channel-Name", ""))
+        channel = headers.get("Channel-Name", "")
+        seat = self._seat_for(room, uuid, number, channel)
         if seat is not None:
             seat.member_id = member_id
             seat.b_uuid = seat.b_uuid or uuid
             member = Member(member_id, uuid, seat.uid, "web", seat.name)
+        elif self.shared and channel.startswith("loopback/") and uuid not in room.invitees:
+            # Another process's web member: its uid as the originate carried it.
+            member = Member(member_id, uuid, number, "web", name, foreign=True)
         else:
             invitee = room.invitees.get(uuid)
-            uid = invitee.number if invitee is not None else number
-            member = Member(member_id, uuid, uid, "sip", name if invitee is None else uid)
+            known = invitee.number if invitee is not None else room.phones.get(uuid)
+            uid = number if known is None else known
+            member = Member(member_id, uuid, uid, "sip", name if known is None else uid)
         member.muted = headers.get("Speak") == "false"
+        if headers.get(LIST_HEADER):
+            member.talking = headers.get("Talking") == "true"
         room.members[member_id] = member
-        return self._broadcast(room, "join", member_id)
+        return self._broadcast(room, "list" if headers.get(LIST_HEADER) else "join", member_id)
+
+    def _listed(self, room: Room, text: str) -> list[ConfAction]:
+        """``conference <room> list``: one line per member, newest first, ``<id>;<channel
+        name>;<uuid>;<caller id name>;<caller id number>;<flags>;...`` (recorded). Each
+        member not known yet is added as its add-member would; the events that follow keep
+        the list current (a member that left meanwhile is in ``gone``)."""
+        actions: list[ConfAction] = []
+        for line in reversed(text.splitlines()):
+            fields = line.split(";")
+            if len(fields) < 6 or not fields[0].isdigit():
+                continue
+            flags = fields[5].split("|")
+            headers = {
+                "Unique-ID": fields[2],
+                "Channel-Name": fields[1],
+                "Caller-Caller-ID-Name": fields[3],
+                "Caller-Caller-ID-Number": fields[4],
+                "Speak": "true" if "speak" in flags else "false",
+                "Talking": "true" if "talking" in flags else "false",
+                LIST_HEADER: "1",
+            }
+            actions += self._added(room, int(fields[0]), headers)
+        return actions
 
     def _seat_for(self, room: Room, uuid: str, number: str, channel: str) -> Seat | None:
         for seat in room.seats.values():
@@ -590,7 +694,7 @@ class RoomTable:
                 "Name": m.name,
                 "Talking": m.talking,
                 "Muted": m.muted,
-                "Moderator": m.kind == "web" and m.uid == room.moderator,
+                "Moderator": m.kind == "web" and _moderates(room, m),
                 "Self": m.id == mine,
             }
             for m in room.members.values()
@@ -604,6 +708,13 @@ class RoomTable:
                 "Member": member_id,
             }
         )
+
+
+def _moderates(room: Room, member: Member) -> bool:
+    """Another process's web member is known by its uid as the channel carries it."""
+    if member.foreign:
+        return member.uid == channel_var_value(room.moderator)
+    return member.uid == room.moderator
 
 
 def _int(text: str | None) -> int | None:

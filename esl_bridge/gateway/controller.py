@@ -300,6 +300,8 @@ class CallController:
     def channel_event(self, uuid: str, name: str, headers: Mapping[str, str]) -> None:
         call = self.book.by_uuid(uuid)
         if call is None:
+            if classify_event(name, headers) is GateInput.HANGUP:
+                self.conference.channel_gone(uuid)  # a dial-in still being admitted
             return
         links = self._links_of(call.call_id)
         links.headers.update(headers)
@@ -361,6 +363,8 @@ class CallController:
         call = self.book.by_uuid(uuid)
         if call is not None:
             self.event(call.call_id, c.ChannelLost(cause))
+        else:
+            self.conference.channel_gone(uuid)
 
     def sip_call_arrived(self, record: Any) -> None:
         """A phone dialled 0<uid>: a call, or the hangup that refuses it. Nothing waits for
@@ -453,17 +457,39 @@ class CallController:
         if canceled:
             self.cluster.release(number, token)
             return
-        call_id = self._take_invitation(number, inv, caller, content)
+        # Into a conference room: the room admits the number's leg cluster-wide first.
+        leg = None
+        if self.conference.shared is not None:
+            self._claiming[inv] = False
+            leg = await self.conference.admit_invitation(caller, content)
+            canceled = self._claiming.pop(inv, True)
+        if isinstance(leg, str) or canceled:
+            self.cluster.release(number, token)
+            if isinstance(leg, str):
+                refused = CLUSTER_UNAVAILABLE if leg == "cluster_unavailable" else c.refusal(leg)
+                log.info("calls.invitation_refused", caller=caller, number=number, response=refused)
+                self.handle.refuse(number, inv, self.clock(), refused)
+                self._kick_hub()
+            elif leg is not None:
+                self.conference.release_leg(leg)
+            return
+        call_id = self._take_invitation(number, inv, caller, content, leg)
         if call_id is None:
             self.cluster.release(number, token)
+            if leg is not None:
+                self.conference.release_leg(leg)
         else:
             self._claims[call_id] = (number, token)
         self._kick_hub()
 
-    def _take_invitation(self, number: str, inv: str, caller: str, content: str) -> str | None:
-        """The book's answer to an invitation: the new call's id, or None (refused)."""
+    def _take_invitation(
+        self, number: str, inv: str, caller: str, content: str, leg: Any = None
+    ) -> str | None:
+        """The book's answer to an invitation: the new call's id, or None (refused).
+        ``leg``: in a cluster, a conference invitation's admission (gateway/conference.py)."""
         now = self.clock()
-        room = self.conference.room_for_invitation(caller, content) if number in self.pool else None
+        conference = self.conference
+        room = conference.room_for_invitation(caller, content, leg) if number in self.pool else None
         if isinstance(room, str):
             response = c.refusal(room)
             log.info("calls.invitation_refused", caller=caller, number=number, response=response)
@@ -473,7 +499,7 @@ class CallController:
         actions = self.book.invitation_to_number(caller, number, content, now, room=where)
         created = next((a for a in actions if isinstance(a, c.Originate)), None)
         if created is not None and room is not None:
-            self.conference.invitee_added(room[0], created.call_id, created.uuid, number)
+            self.conference.invitee_added(room[0], created.call_id, created.uuid, number, leg)
         if created is not None:
             self._links_of(created.call_id).inv = inv
             self._by_inv[inv] = created.call_id

@@ -640,6 +640,15 @@ class EslSide:
                 reply = self._inbound_of(uuid).api("conference", uuid, *words)
                 if not reply.ok:
                     raise EslCommandError("api conference", reply.text.strip())
+                if words == ("list",):  # the room table reads the members (a cluster)
+                    self.sink.conference_event(
+                        {
+                            "Event-Subclass": CONFERENCE_SUBCLASS,
+                            "Action": "esl-bridge-list",
+                            "Conference-Name": uuid,
+                            "List": reply.text,
+                        }
+                    )
             case SendDtmf(digits=digits):
                 if session is not None:
                     session.send_dtmf(digits)

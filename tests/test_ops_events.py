@@ -254,7 +254,7 @@ class FakeLeg:
 
     def __init__(self) -> None:
         self.endpoint = FakeEndpoint()
-        self.counters = HopCounters()
+        self.counters = HopCounters(browser_connected=True)
 
     def hop_counters(self) -> HopCounters:
         return self.counters

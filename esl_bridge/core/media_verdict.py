@@ -97,6 +97,7 @@ class HopCounters:
     A level is the peak of the last frame of that kind, in dBov (-127 for digital
     silence), None when there was none yet."""
 
+    browser_connected: bool = False  # ICE and DTLS up: the judge starts only then
     rtp_from_browser: int = 0
     frames_from_browser: int = 0
     frames_to_switch: int = 0
@@ -149,12 +150,14 @@ class OneWayJudge:
         self._since: dict[str, float] = dict.fromkeys(
             (*_GROWTH, "browser_loud", "switch_loud", "seq_moved"), now
         )
+        self.snapshots = 0
         self.verdicts: dict[str, str] = dict.fromkeys(DIRECTIONS, OK)
         #: The first problem each direction had during the call (``ok`` if none).
         self.first_problem: dict[str, str] = dict.fromkeys(DIRECTIONS, OK)
 
     def update(self, now: float, counters: HopCounters) -> list[Change]:
         """Take a snapshot; the directions whose verdict changed."""
+        self.snapshots += 1
         last = self._last
         grew: dict[str, bool] = {}
         for name in _GROWTH:

@@ -279,6 +279,8 @@ class CallController:
             return  # unicast not flowing yet: the start timeout's business
         counters = leg.hop_counters()
         if links.watch is None:
+            if not counters.browser_connected:
+                return  # no media path to judge yet: the browser's ICE/DTLS is not up
             links.watch = OneWayJudge(now, window=OPS_MEDIA_SILENCE)
         for change in links.watch.update(now, counters):
             self._media_verdict(call, change, counters)

@@ -805,6 +805,7 @@ class MediaLeg:
         tx = None if endpoint is None else endpoint.tx
         codec = "L16" if endpoint is None else endpoint.fmt.codec
         return HopCounters(
+            browser_connected=self.pc.connectionState == "connected",
             rtp_from_browser=audio.packets_in,
             frames_from_browser=audio.frames_out,
             frames_to_switch=0 if tx is None else tx.packets - tx.silence_frames,

@@ -259,6 +259,9 @@ class FakeLeg:
     def hop_counters(self) -> HopCounters:
         return self.counters
 
+    async def close(self) -> None:
+        pass
+
     def flow(self, **more: int) -> None:
         """Every counter grows by 50 (one second of packets), those named by ``more``."""
         c = self.counters
@@ -337,6 +340,46 @@ def test_media_problem_names_the_direction_and_its_verdict_with_the_calls_fields
             ("from_browser", "browser_rtp_missing"),
             ("from_switch", "switch_filler_only"),
         ]
+
+    body()
+
+
+def test_no_verdict_before_the_browser_is_connected_and_the_end_line_has_both() -> None:
+    from test_controller import _answered_web_call, in_loop
+
+    @in_loop
+    def body() -> None:
+        controller, _switch, alice, originate = _answered_web_call()
+        call = controller.book.by_uuid(originate.uuid)
+        assert call is not None
+        links = controller._links[call.call_id]
+        leg = FakeLeg()
+        links.leg = leg  # type: ignore[assignment]
+        # ICE/DTLS not up: nothing flows from the browser, and nothing is judged, however long.
+        leg.counters = replace(leg.counters, browser_connected=False)
+        for now in range(100, 130):
+            leg.flow(rtp_from_browser=0, frames_from_browser=0, frames_to_switch=0)
+            controller._watch_media(call, links, float(now))
+        assert links.watch is None
+        assert not [m for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"]
+        # Up: the judge starts; a muted microphone is named after 5 s.
+        leg.counters = replace(leg.counters, browser_connected=True)
+        for now in range(130, 137):
+            leg.flow()
+            leg.counters = replace(leg.counters, browser_level_dbov=-127.0)
+            controller._watch_media(call, links, float(now))
+        assert [m["Verdict"] for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"] == [
+            "browser_silent"
+        ]
+        with capture_logs() as logs:
+            controller.channel_lost(originate.uuid, "NORMAL_CLEARING")
+        [ended] = [e for e in logs if e["event"] == "calls.ended"]
+        assert ended["verdict_browser_to_switch"] == "browser_silent"
+        assert ended["verdict_switch_to_browser"] == "ok"
+        verdicts = controller.metrics.snapshot()["verdicts"]
+        assert verdicts[("browser_to_switch", "browser_silent")] == 1
+        assert verdicts[("switch_to_browser", "ok")] == 1
+        assert sum(verdicts.values()) == 2
 
     body()
 

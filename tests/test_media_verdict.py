@@ -184,3 +184,12 @@ def test_the_first_broken_hop_is_named_and_each_change_once() -> None:
         BROWSER_TO_SWITCH: BROWSER_RTP_MISSING,
         SWITCH_TO_BROWSER: SWITCH_FILLER_ONLY,
     }
+
+
+def test_a_conference_mix_is_not_judged_by_its_level() -> None:
+    judge = OneWayJudge(0.0, switch_level=False)
+    quiet_room = run(judge, 0, 30, lambda t: replace(healthy(t), switch_level_dbov=SILENT))
+    assert quiet_room == []
+    # Filler only (no frames at all) still is a problem.
+    seen = run(judge, 31, 40, lambda t: replace(healthy(t), filler_from_switch=50 * t - 1500))
+    assert [c.verdict for _t, c in seen] == [SWITCH_FILLER_ONLY]

@@ -140,12 +140,20 @@ class OneWayJudge:
     snapshot is the start: every hop gets ``window`` seconds to show itself alive)."""
 
     def __init__(
-        self, now: float, window: float = WINDOW_S, floor_dbov: float = LEVEL_FLOOR_DBOV
+        self,
+        now: float,
+        window: float = WINDOW_S,
+        floor_dbov: float = LEVEL_FLOOR_DBOV,
+        *,
+        switch_level: bool = True,
     ) -> None:
+        """``switch_level`` False: the switch's level is not judged (no ``switch_silent``),
+        for a conference, whose mix is silent whenever nobody speaks."""
         if window <= 0:
             raise ValueError("window must be positive")
         self.window = window
         self.floor_dbov = floor_dbov
+        self.switch_level = switch_level
         self._last: HopCounters | None = None
         self._since: dict[str, float] = dict.fromkeys(
             (*_GROWTH, "browser_loud", "switch_loud", "seq_moved"), now
@@ -170,7 +178,9 @@ class OneWayJudge:
             # (the last frame is kept after its stream stopped).
             if grew["frames_from_browser"] and self._loud(counters.browser_level_dbov):
                 self._since["browser_loud"] = now
-            if grew["audio_from_switch"] and self._loud(counters.switch_level_dbov):
+            if grew["audio_from_switch"] and (
+                not self.switch_level or self._loud(counters.switch_level_dbov)
+            ):
                 self._since["switch_loud"] = now
             if counters.browser_highest_seq != last.browser_highest_seq:
                 self._since["seq_moved"] = now

@@ -281,7 +281,9 @@ class CallController:
         if links.watch is None:
             if not counters.browser_connected:
                 return  # no media path to judge yet: the browser's ICE/DTLS is not up
-            links.watch = OneWayJudge(now, window=OPS_MEDIA_SILENCE)
+            # A conference's mix is silent whenever nobody speaks: not a problem.
+            conference = isinstance(call, c.ConfWebCall)
+            links.watch = OneWayJudge(now, window=OPS_MEDIA_SILENCE, switch_level=not conference)
         for change in links.watch.update(now, counters):
             self._media_verdict(call, change, counters)
 

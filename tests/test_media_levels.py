@@ -23,7 +23,7 @@ def test_l16_peaks_in_dbov() -> None:
     assert peak_dbov(l16([0, 16384, -3])) == pytest.approx(20 * math.log10(0.5), abs=0.05)
     assert peak_dbov(l16([-32768, 0])) == 0.0  # the most negative sample is full scale
     assert peak_dbov(l16([1] * 160)) == -90.3
-    assert peak_dbov(l16([33] * 160)) > -60.0 > peak_dbov(l16([32] * 160))  # the floor
+    assert peak_dbov(l16([11] * 160)) > -70.0 > peak_dbov(l16([10] * 160))  # the floor
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
@@ -31,7 +31,7 @@ def test_g711_bytes_decode_as_the_simulator_decodes_them(codec: str) -> None:
     every = bytes(range(256))
     assert list(_TABLES[codec]) == list(g711.decode(codec, every))
     silence = bytes([g711.SILENCE[codec]]) * 160
-    assert peak_dbov(silence, codec) < -60.0  # the codec's silence is below the floor
+    assert peak_dbov(silence, codec) < -70.0  # the codec's silence is below the floor
     tone = g711.encode(codec, l16([8000, -8000] * 80))
     assert peak_dbov(tone, codec) == pytest.approx(20 * math.log10(8000 / 32768), abs=0.3)
 

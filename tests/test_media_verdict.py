@@ -56,9 +56,9 @@ def run(judge: OneWayJudge, start: int, end: int, counters) -> list[tuple[float,
 
 def test_the_documented_defaults() -> None:
     assert WINDOW_S == 5.0
-    assert LEVEL_FLOOR_DBOV == -60.0
+    assert LEVEL_FLOOR_DBOV == -70.0
     judge = OneWayJudge(0.0)
-    assert (judge.window, judge.floor_dbov) == (5.0, -60.0)
+    assert (judge.window, judge.floor_dbov) == (5.0, -70.0)
     with pytest.raises(ValueError):
         OneWayJudge(0.0, window=0)
 

@@ -86,9 +86,9 @@ VERDICTS = {
 #: Seconds a hop must stay broken before its verdict is given.
 WINDOW_S = 5.0
 #: A frame whose peak is below this (dBov: 0 is full scale) is silence. A muted browser
-#: track sends digital zeros; a live microphone's noise floor, even noise-suppressed,
-#: peaks well above it.
-LEVEL_FLOOR_DBOV = -60.0
+#: track sends digital zeros (-127), a muted G.711 phone mu-law's zero (-127) or A-law's
+#: smallest step (-72.2); the noise of a live microphone or line peaks above it.
+LEVEL_FLOOR_DBOV = -70.0
 
 
 @dataclass(frozen=True)

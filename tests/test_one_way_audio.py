@@ -21,9 +21,11 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.browser import CHROMEDRIVER, CHROMIUM
 from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
-from support.netns import loopback_only
+from support.netns import assert_loopback_only, loopback_only
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
@@ -205,3 +207,45 @@ def test_the_faults_toward_the_browser_are_named() -> None:
         call.end()
         counts = verdict_counts(gateway)
         assert counts[("switch_to_browser", "gateway_not_sending")] == 1
+
+
+@pytest.mark.browser
+@loopback_only(requires=[CHROMIUM, CHROMEDRIVER], timeout=150)
+def test_a_muted_chromium_and_a_phone_sending_filler_reach_the_sdk() -> None:
+    """Chromium's own muted track (the SDK's ``mute``) is digital silence to the gateway,
+    and the SDK's ``mediaProblem`` event carries each verdict and its recovery."""
+    from test_e2e_browser import only_channel, unicast_of
+    from test_sdk_calls_browser import sdk_page
+
+    assert_loopback_only()
+    with (
+        short_window(),
+        running_gateway(presence_grace=1.0) as (gateway, sim),
+        sdk_page(gateway) as page,
+    ):
+        page.run('client.call("1000").then(watch)')
+        page.wait_event("state", "connected")
+        page.media_up()
+        controller = gateway.controller
+        assert controller is not None
+        [call] = list(controller.book)
+        links = controller._links[call.call_id]
+        wait_until(
+            lambda: links.watch is not None and links.watch.snapshots >= 4,
+            30,
+            "the one-way judge running for 3 windows",
+        )
+        assert page.events("mediaProblem") == []  # healthy: nothing said
+        page.js("(call.mute(true), true)")
+        page.wait_event(
+            "mediaProblem", {"direction": "browser_to_switch", "verdict": "browser_silent"}
+        )
+        page.js("(call.mute(false), true)")
+        page.wait_event("mediaProblem", {"direction": "browser_to_switch", "verdict": "ok"})
+        stream = unicast_of(sim, only_channel(sim))
+        stream.source = AudioSource("none")
+        page.wait_event(
+            "mediaProblem", {"direction": "switch_to_browser", "verdict": "switch_filler_only"}
+        )
+        assert page.run("call.hangup()") is None
+        assert_nothing_left(gateway, sim)

@@ -309,9 +309,13 @@ class CallController:
                     "verdict": change.verdict,
                 },
             )
-        msg = pm.MediaProblem(
-            chan_id=call.chan_id, direction=change.direction, verdict=change.verdict
-        )
+        try:
+            msg = pm.MediaProblem(
+                chan_id=call.chan_id, direction=change.direction, verdict=change.verdict
+            )
+        except pm.PeerMessageError as exc:  # a ChanId the message cannot carry
+            log.warning("calls.media_problem_not_told", call_id=call.call_id, error=str(exc))
+            return
         self.handle.send_message(call.peer_uid, call.web_uid, pm.serialise(msg), self.clock())
 
     # -- inputs from FreeSWITCH (via the handoff) ----------------------------------------

@@ -237,15 +237,28 @@ def test_a_muted_chromium_and_a_phone_sending_filler_reach_the_sdk() -> None:
         )
         assert page.events("mediaProblem") == []  # healthy: nothing said
         page.js("(call.mute(true), true)")
-        page.wait_event(
-            "mediaProblem", {"direction": "browser_to_switch", "verdict": "browser_silent"}
-        )
+        silent = {"direction": "browser_to_switch", "verdict": "browser_silent"}
+        page.wait_event("mediaProblem", silent)
         page.js("(call.mute(false), true)")
         page.wait_event("mediaProblem", {"direction": "browser_to_switch", "verdict": "ok"})
         stream = unicast_of(sim, only_channel(sim))
         stream.source = AudioSource("none")
         page.wait_event(
             "mediaProblem", {"direction": "switch_to_browser", "verdict": "switch_filler_only"}
+        )
+        assert page.run("call.hangup()") is None
+        assert_nothing_left(gateway, sim)
+
+        # The README's way to try it in the demo: call the echo phone 1001 and mute. The
+        # phone hears the page's silence, and the echo sends that silence back.
+        page.js("(window.events.length = 0, true)")  # the first call's events are gone
+        page.run('client.call("1001").then(watch)')
+        page.wait_event("state", "connected")
+        page.media_up()
+        page.js("(call.mute(true), true)")
+        page.wait_event("mediaProblem", silent)
+        page.wait_event(
+            "mediaProblem", {"direction": "switch_to_browser", "verdict": "switch_silent"}
         )
         assert page.run("call.hangup()") is None
         assert_nothing_left(gateway, sim)

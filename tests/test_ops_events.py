@@ -9,6 +9,7 @@ wall time to decide.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gevent
@@ -25,7 +26,7 @@ from support.netns import loopback_only
 from support.sim_wire import Conn, Event, auth
 
 from esl_bridge.core.invitations import LocalState
-from esl_bridge.core.media_watch import MediaWatch
+from esl_bridge.core.media_verdict import HopCounters
 from esl_bridge.esl import commands as cmd
 from esl_bridge.esl.control import InboundClient
 from esl_bridge.gateway.ops_events import (
@@ -63,20 +64,6 @@ def test_the_frame_encodes_what_freeswitch_would_decode() -> None:
     for bad in ([("Content-Length", "5")], [("bad name", "x")]):
         with pytest.raises(ValueError):
             cmd.sendevent("CUSTOM", bad)
-
-
-def test_media_watch_reports_each_silent_direction_once_until_audio_returns() -> None:
-    watch = MediaWatch(now=0.0, silence=5.0)
-    assert watch.update(1.0, from_switch=50, from_browser=50) == []
-    assert watch.update(4.0, from_switch=200, from_browser=50) == []
-    # The browser has sent nothing since t=1: silent for 5 s at t=6.
-    assert watch.update(6.0, from_switch=300, from_browser=50) == [("from_browser", 5.0)]
-    assert watch.update(9.0, from_switch=450, from_browser=50) == []  # once
-    assert watch.update(10.0, from_switch=450, from_browser=60) == []  # back
-    assert watch.update(15.0, from_switch=450, from_browser=60) == [
-        ("from_switch", 6.0),
-        ("from_browser", 5.0),
-    ]
 
 
 # -- the sender against the simulator -------------------------------------------------------
@@ -256,29 +243,53 @@ def test_the_gateway_fires_its_events_for_users_and_calls() -> None:
 
 
 class FakeEndpoint:
-    """What _watch_media reads of a unicast endpoint: the switch's address, the counters."""
+    """What _watch_media reads of a unicast endpoint: the switch's address."""
 
     def __init__(self) -> None:
         self.fs_addr: tuple[str, int] | None = ("127.0.0.1", 9000)
-        self.rx_packets = 0
-        self.rx_cng_frames = 0
-
-    def stats(self) -> Any:
-        return type("S", (), {"rx_packets": self.rx_packets, "rx_cng_frames": self.rx_cng_frames})
 
 
 class FakeLeg:
+    """A leg whose hop counters the test sets (media/leg.py ``MediaLeg.hop_counters``)."""
+
     def __init__(self) -> None:
         self.endpoint = FakeEndpoint()
-        self.browser_packets = 0
+        self.counters = HopCounters(browser_connected=True)
+
+    def hop_counters(self) -> HopCounters:
+        return self.counters
+
+    async def close(self) -> None:
+        pass
+
+    def flow(self, **more: int) -> None:
+        """Every counter grows by 50 (one second of packets), those named by ``more``."""
+        c = self.counters
+        grow = dict.fromkeys(
+            (
+                "rtp_from_browser",
+                "frames_from_browser",
+                "frames_to_switch",
+                "datagrams_from_switch",
+                "packets_to_browser",
+            ),
+            50,
+        )
+        grow.update(more)
+        self.counters = replace(
+            c,
+            **{k: getattr(c, k) + v for k, v in grow.items()},
+            browser_level_dbov=-12.0,
+            switch_level_dbov=-12.0,
+        )
 
 
-def test_media_problem_names_the_silent_direction_with_the_calls_fields() -> None:
+def test_media_problem_names_the_direction_and_its_verdict_with_the_calls_fields() -> None:
     from test_controller import _answered_web_call, in_loop
 
     @in_loop
     def body() -> None:
-        controller, _switch, _alice, originate = _answered_web_call()
+        controller, _switch, alice, originate = _answered_web_call()
         emitted: list[tuple[str, dict[str, object]]] = []
         controller._emit = lambda name, fields: emitted.append((name, dict(fields)))
         call = controller.book.by_uuid(originate.uuid)
@@ -287,14 +298,14 @@ def test_media_problem_names_the_silent_direction_with_the_calls_fields() -> Non
         leg = FakeLeg()
         links.leg = leg  # type: ignore[assignment]
         # The phone's audio flows; the browser sends nothing after its first 10 packets.
-        leg.endpoint.rx_packets, leg.browser_packets = 10, 10
+        leg.flow(rtp_from_browser=10, frames_from_browser=10, frames_to_switch=10)
         controller._watch_media(call, links, 100.0)
         for now in (101.0, 102.0, 103.0, 104.0):
-            leg.endpoint.rx_packets += 50
+            leg.flow(rtp_from_browser=0, frames_from_browser=0, frames_to_switch=0)
             controller._watch_media(call, links, now)
         assert emitted == []
-        leg.endpoint.rx_packets += 50
-        leg.endpoint.rx_cng_frames = 3  # FreeSWITCH's 0xFF filler is not audio
+        leg.flow(rtp_from_browser=0, frames_from_browser=0, frames_to_switch=0)
+        leg.counters = replace(leg.counters, filler_from_switch=3)  # filler is not audio
         controller._watch_media(call, links, 105.0)
         [(name, fields)] = emitted
         assert name == "media_problem"
@@ -307,14 +318,68 @@ def test_media_problem_names_the_silent_direction_with_the_calls_fields() -> Non
             "appid": controller.appid,
             "silent": "from_browser",
             "silent_seconds": 5.0,
-            "packets_from_switch": 257,
+            "packets_from_switch": 297,
             "packets_from_browser": 10,
+            "verdict": "browser_rtp_missing",
         }
-        leg.endpoint.rx_packets += 250
-        controller._watch_media(call, links, 110.0)  # the browser's silence: reported once
+        # The web user is told too, as a peer message from the gateway's uid.
+        told = [m for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"]
+        assert told == [
+            {
+                "Cmd": "MediaProblem",
+                "ChanId": call.chan_id,
+                "Direction": "browser_to_switch",
+                "Verdict": "browser_rtp_missing",
+            }
+        ]
+        leg.flow(rtp_from_browser=0, frames_from_browser=0, frames_to_switch=0)
+        controller._watch_media(call, links, 110.0)  # the same problem: reported once
         assert len(emitted) == 1
         controller._watch_media(call, links, 115.0)  # now the phone's audio stopped too
-        assert [f["silent"] for _n, f in emitted] == ["from_browser", "from_switch"]
+        assert [(f["silent"], f["verdict"]) for _n, f in emitted] == [
+            ("from_browser", "browser_rtp_missing"),
+            ("from_switch", "switch_filler_only"),
+        ]
+
+    body()
+
+
+def test_no_verdict_before_the_browser_is_connected_and_the_end_line_has_both() -> None:
+    from test_controller import _answered_web_call, in_loop
+
+    @in_loop
+    def body() -> None:
+        controller, _switch, alice, originate = _answered_web_call()
+        call = controller.book.by_uuid(originate.uuid)
+        assert call is not None
+        links = controller._links[call.call_id]
+        leg = FakeLeg()
+        links.leg = leg  # type: ignore[assignment]
+        # ICE/DTLS not up: nothing flows from the browser, and nothing is judged, however long.
+        leg.counters = replace(leg.counters, browser_connected=False)
+        for now in range(100, 130):
+            leg.flow(rtp_from_browser=0, frames_from_browser=0, frames_to_switch=0)
+            controller._watch_media(call, links, float(now))
+        assert links.watch is None
+        assert not [m for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"]
+        # Up: the judge starts; a muted microphone is named after 5 s.
+        leg.counters = replace(leg.counters, browser_connected=True)
+        for now in range(130, 137):
+            leg.flow()
+            leg.counters = replace(leg.counters, browser_level_dbov=-127.0)
+            controller._watch_media(call, links, float(now))
+        assert [m["Verdict"] for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"] == [
+            "browser_silent"
+        ]
+        with capture_logs() as logs:
+            controller.channel_lost(originate.uuid, "NORMAL_CLEARING")
+        [ended] = [e for e in logs if e["event"] == "calls.ended"]
+        assert ended["verdict_browser_to_switch"] == "browser_silent"
+        assert ended["verdict_switch_to_browser"] == "ok"
+        verdicts = controller.metrics.snapshot()["verdicts"]
+        assert verdicts[("browser_to_switch", "browser_silent")] == 1
+        assert verdicts[("switch_to_browser", "ok")] == 1
+        assert sum(verdicts.values()) == 2
 
     body()
 

@@ -162,3 +162,19 @@ def test_the_first_connect_is_not_a_reconnect() -> None:
     for state in ("connecting", "connected", "connected", "disconnected", "connected"):
         metrics.esl_state(state)
     assert metrics.esl_reconnects == 1
+
+
+def test_one_way_verdicts_are_counted_by_direction_and_verdict() -> None:
+    metrics = OpsMetrics()
+    metrics.media_verdict("browser_to_switch", "browser_silent")
+    metrics.media_verdict("browser_to_switch", "browser_silent")
+    metrics.media_verdict("switch_to_browser", "ok")
+    metrics.media_verdict("switch_to_browser", "browser_silent")  # not a verdict of that way
+    metrics.media_verdict("sideways", "ok")
+    verdicts = metrics.snapshot()["verdicts"]
+    assert verdicts[("browser_to_switch", "browser_silent")] == 2
+    assert verdicts[("switch_to_browser", "ok")] == 1
+    assert sum(verdicts.values()) == 3
+    # Every verdict of each direction is exported from the start, at 0.
+    assert ("switch_to_browser", "browser_not_playing") in verdicts
+    assert ("browser_to_switch", "switch_silent") not in verdicts

@@ -32,6 +32,11 @@ ROUND_TRIPS: list[tuple[pm.PeerMessage, str]] = [
         '{"Cmd":"MediaError","ChanId":"ch-1","Reason":"not_ready"}',
     ),
     (pm.MediaError(reason="no_such_call"), '{"Cmd":"MediaError","Reason":"no_such_call"}'),
+    (
+        pm.MediaProblem(chan_id="ch-1", direction="browser_to_switch", verdict="browser_silent"),
+        '{"Cmd":"MediaProblem","ChanId":"ch-1","Direction":"browser_to_switch",'
+        '"Verdict":"browser_silent"}',
+    ),
     (pm.Dtmf(chan_id="ch-1", digits="7"), '{"Cmd":"Dtmf","ChanId":"ch-1","Digit":"7"}'),
     (pm.Dtmf(digits="0123456789*#ABCDabcd"), '{"Cmd":"Dtmf","Digit":"0123456789*#ABCDabcd"}'),
     (pm.SipState(state="ringing"), '{"Cmd":"SipState","State":"ringing"}'),

@@ -58,6 +58,7 @@ import("/sdk.js").then(async (sdk) => {
     call.on("remoteTrack", (t) => rec("remoteTrack", t.kind));
     call.on("ended", (why) => rec("ended", why));
     call.on("dtmf", (d) => rec("dtmf", d));
+    call.on("mediaProblem", (p) => rec("mediaProblem", p));
     return call.state;
   };
   // DOMINANT_HZ_JS (tests/support/browser.py) listens to this stream.

@@ -607,6 +607,35 @@ def run_calls(page: Page) -> None:
         gw.send, "1005", WEB_UID, {"Cmd": "Dtmf", "ChanId": content["ChanId"], "Digit": "5"}
     )
     wait_for(lambda: page.hook("dtmfReceived()") == "5", "DTMF at the page")
+    # One-way audio: the gateway's MediaProblem shows a banner until the direction is ok;
+    # a verdict the SDK does not know is ignored.
+    assert page.hook("mediaProblem()") == "" and not page.el("media-problem").is_displayed()
+    problem = {"Cmd": "MediaProblem", "ChanId": content["ChanId"]}
+    for direction, verdict in (
+        ("browser_to_switch", "no_such_verdict"),
+        ("browser_to_switch", "browser_silent"),
+    ):
+        page.server.call(
+            gw.send, "1005", WEB_UID, {**problem, "Direction": direction, "Verdict": verdict}
+        )
+    silent = "They may not hear you: your microphone sends silence."
+    wait_for(lambda: page.hook("mediaProblem()") == silent, "the one-way audio banner")
+    assert page.el("media-problem").is_displayed()
+    page.shot("05a-one-way-audio")
+    for direction, verdict in (
+        ("switch_to_browser", "switch_filler_only"),
+        ("browser_to_switch", "ok"),
+    ):
+        page.server.call(
+            gw.send, "1005", WEB_UID, {**problem, "Direction": direction, "Verdict": verdict}
+        )
+    filler = "You may not hear them: no audio comes from their side."
+    wait_for(lambda: page.hook("mediaProblem()") == filler, "the banner of the other direction")
+    page.server.call(
+        gw.send, "1005", WEB_UID, {**problem, "Direction": "switch_to_browser", "Verdict": "ok"}
+    )
+    wait_for(lambda: page.hook("mediaProblem()") == "", "the banner gone")
+    assert not page.el("media-problem").is_displayed()
     page.server.call(gw.send, "1005", WEB_UID, {"Cmd": "CallState"})
     wait_for(lambda: gw.commands("CallStateResult"), "CallStateResult from the page")
     assert gw.commands("CallStateResult")[-1] == (

@@ -45,6 +45,7 @@ __all__ = [
     "Dtmf",
     "EndCall",
     "MediaError",
+    "MediaProblem",
     "NotACommand",
     "Offer",
     "PeerMessage",
@@ -206,6 +207,25 @@ class MediaError(_Message):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MediaProblem(_Message):
+    """G -> W: the one-way audio verdict of a direction of the call changed
+    (core/media_verdict.py): ``Direction`` ``browser_to_switch`` or ``switch_to_browser``,
+    ``Verdict`` one of that direction's verdicts (``ok`` when it recovered)."""
+
+    CMD: ClassVar[str] = "MediaProblem"
+    direction: str = ""
+    verdict: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_text(self.CMD, "Direction", self.direction, MAX_WORD_BYTES, empty=False)
+        _check_text(self.CMD, "Verdict", self.verdict, MAX_WORD_BYTES, empty=False)
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "Direction": self.direction, "Verdict": self.verdict}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Dtmf(_Message):
     """Both ways: DTMF digits. Read from ``Digits`` or ``Digit``, written as ``Digit``."""
 
@@ -295,6 +315,7 @@ PeerMessage = (
     | Offer
     | Answer
     | MediaError
+    | MediaProblem
     | Dtmf
     | SipState
     | Refused
@@ -332,6 +353,9 @@ def _readers() -> dict[str, Callable[[Mapping[str, Any]], PeerMessage]]:
         Offer.CMD: lambda b: Offer(chan_id=_chan_id(b), sdp=b.get("Sdp")),
         Answer.CMD: lambda b: Answer(chan_id=_chan_id(b), sdp=b.get("Sdp")),
         MediaError.CMD: lambda b: MediaError(chan_id=_chan_id(b), reason=b.get("Reason")),
+        MediaProblem.CMD: lambda b: MediaProblem(
+            chan_id=_chan_id(b), direction=b.get("Direction"), verdict=b.get("Verdict")
+        ),
         Dtmf.CMD: _dtmf,
         SipState.CMD: lambda b: SipState(
             chan_id=_chan_id(b), state=b.get("State"), cause=b.get("Cause")

@@ -33,7 +33,7 @@ from esl_bridge.core import ids, peer_json
 from esl_bridge.core import peer_messages as pm
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
-from esl_bridge.core.media_watch import MediaWatch
+from esl_bridge.core.media_verdict import OK, Change, HopCounters, OneWayJudge
 from esl_bridge.core.unicast_gate import GateInput, classify_event
 from esl_bridge.gateway.conference import DIAL_IN_VAR, ConferenceDesk
 from esl_bridge.gateway.esl_side import ChannelOp, ConferenceApi, SendDtmf, Unicast
@@ -90,7 +90,7 @@ class _CallLinks:
     ref: str | None = None  # the gateway's own invitation (SIP -> RTC)
     leg: MediaLeg | None = None
     headers: dict[str, str] = field(default_factory=dict)  # latest channel variables
-    watch: MediaWatch | None = None  # the media_problem rule, once media flows both ways
+    watch: OneWayJudge | None = None  # the one-way audio verdicts, once media flows
     # Set when a channel event brings new headers: unicast of early media waits on it for
     # the read rate, which a 183 (CHANNEL_PROGRESS_MEDIA) does not carry yet.
     headers_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -269,31 +269,54 @@ class CallController:
             self._watch_media(call, links, now)
 
     def _watch_media(self, call: c.Call, links: _CallLinks, now: float) -> None:
-        """media_problem: no audio in one direction (the rule: core/media_watch.py)."""
+        """One-way audio: each direction's verdict (core/media_verdict.py); a direction
+        gone bad is a media_problem (event, log) and every change is told to the web user."""
         leg = links.leg
         endpoint = None if leg is None else leg.endpoint
         if leg is None or endpoint is None or call.state is not c.State.CONNECTED:
             return
         if endpoint.fs_addr is None:
             return  # unicast not flowing yet: the start timeout's business
-        stats = endpoint.stats()
-        from_switch = stats.rx_packets - stats.rx_cng_frames
+        counters = leg.hop_counters()
         if links.watch is None:
-            links.watch = MediaWatch(now, silence=OPS_MEDIA_SILENCE)
-        for direction, quiet in links.watch.update(now, from_switch, leg.browser_packets):
+            if not counters.browser_connected:
+                return  # no media path to judge yet: the browser's ICE/DTLS is not up
+            # A conference's mix is silent whenever nobody speaks: not a problem.
+            conference = isinstance(call, c.ConfWebCall)
+            links.watch = OneWayJudge(now, window=OPS_MEDIA_SILENCE, switch_level=not conference)
+        for change in links.watch.update(now, counters):
+            self._media_verdict(call, change, counters)
+
+    def _media_verdict(self, call: c.Call, change: Change, counters: HopCounters) -> None:
+        if change.verdict == OK:
+            log.info("calls.media_ok", call_id=call.call_id, direction=change.direction)
+        else:
             log.warning(
-                "calls.media_problem", call_id=call.call_id, silent=direction, seconds=quiet
+                "calls.media_problem",
+                call_id=call.call_id,
+                direction=change.direction,
+                verdict=change.verdict,
+                seconds=change.seconds,
             )
             self._emit(
                 "media_problem",
                 {
                     **self._ops_calls.get(call.call_id, {}).get("fields", {}),
-                    "silent": direction,
-                    "silent_seconds": round(quiet, 1),
-                    "packets_from_switch": from_switch,
-                    "packets_from_browser": leg.browser_packets,
+                    "silent": _SILENT_NAMES[change.direction],
+                    "silent_seconds": round(change.seconds, 1),
+                    "packets_from_switch": counters.audio_from_switch,
+                    "packets_from_browser": counters.rtp_from_browser,
+                    "verdict": change.verdict,
                 },
             )
+        try:
+            msg = pm.MediaProblem(
+                chan_id=call.chan_id, direction=change.direction, verdict=change.verdict
+            )
+        except pm.PeerMessageError as exc:  # a ChanId the message cannot carry
+            log.warning("calls.media_problem_not_told", call_id=call.call_id, error=str(exc))
+            return
+        self.handle.send_message(call.peer_uid, call.web_uid, pm.serialise(msg), self.clock())
 
     # -- inputs from FreeSWITCH (via the handoff) ----------------------------------------
 
@@ -844,12 +867,17 @@ class CallController:
         self.metrics.call_ended(action.cause)
         self._retire_idle()
         self._call_ended(action)
+        # The first one-way audio problem of each direction (ok: none), when media flowed.
+        judged = {} if links is None or links.watch is None else links.watch.first_problem
+        for direction, verdict in judged.items():
+            self.metrics.media_verdict(direction, verdict)
         log.info(
             "calls.ended",
             call_id=action.call_id,
             reason=action.reason,
             cause=action.cause,
             forced=action.forced,
+            **{f"verdict_{direction}": verdict for direction, verdict in judged.items()},
         )
         self._unwatch_idle()
 
@@ -1101,8 +1129,11 @@ class CallController:
         self._emit("user_online" if online else "user_offline", {"uid": uid, "appid": appid})
 
 
-# A direction without audio for this long is a media_problem (core/media_watch.py).
+# A hop of a direction broken this long gives its verdict: a media_problem
+# (core/media_verdict.py).
 OPS_MEDIA_SILENCE = 5.0
+# The media_problem event's ``silent`` field names a direction by where its audio comes from.
+_SILENT_NAMES = {"browser_to_switch": "from_browser", "switch_to_browser": "from_switch"}
 
 
 def _media_figures(stats: Any) -> dict[str, object]:

@@ -5,7 +5,7 @@ inbound ESL connection (docs/freeswitch.rst, "sendevent" facts); an admin watche
 ``/event plain CUSTOM esl_bridge::call_ended`` (README.rst, Operating esl-bridge). The events:
 ``call_started``, ``call_answered``, ``call_ended``, ``call_progress`` (a click-to-call's
 stage), ``user_online``, ``user_offline``,
-``gateway_started``, ``gateway_stopping`` and ``media_problem`` (core/media_watch.py).
+``gateway_started``, ``gateway_stopping`` and ``media_problem`` (core/media_verdict.py).
 
 Sending never holds up a call: ``emit`` only puts the event in a bounded queue (on the gevent
 hub, where the ESL client lives) and one greenlet sends them, one at a time. Bounds:

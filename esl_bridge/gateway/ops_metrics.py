@@ -10,6 +10,9 @@ media leg has closed; ``direction`` is ``browser_to_switch`` or ``switch_to_brow
 with nothing to send); ``lost`` only for ``browser_to_switch`` (RTP sequence numbers).
 ``esl_bridge_esl_reconnects_total``: the inbound ESL connection came up again after being
 down (the first connect is not counted).
+``esl_bridge_media_verdicts_total{direction,verdict}``: per ended call whose media flowed,
+one per direction: the first one-way audio problem it had (core/media_verdict.py), or
+``ok``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from esl_bridge.core.media_verdict import VERDICTS
 
 DIRECTIONS = ("rtc2sip", "sip2rtc")
 MEDIA_DIRECTIONS = ("browser_to_switch", "switch_to_browser")
@@ -49,6 +54,7 @@ class OpsMetrics:
         self._esl_up_before = False
         self._esl_up = False
         self.esl_reconnects = 0
+        self._verdicts = {(d, v): 0 for d in VERDICTS for v in VERDICTS[d]}
 
     def call_answered(self, direction: str, seconds: float) -> None:
         if direction not in self._setup:
@@ -74,6 +80,14 @@ class OpsMetrics:
                 self._media["switch_to_browser", "late"] += unicast.rx_late_drops
                 self._media["switch_to_browser", "underrun"] += unicast.rx_underruns
 
+    def media_verdict(self, direction: str, verdict: str) -> None:
+        """One ended call's verdict of one direction."""
+        key = (direction, verdict)
+        if key not in self._verdicts:
+            return
+        with self._lock:
+            self._verdicts[key] += 1
+
     def esl_state(self, state: str) -> None:
         up = state == "connected"
         with self._lock:
@@ -89,6 +103,7 @@ class OpsMetrics:
                 "causes": dict(self._causes),
                 "media": dict(self._media),
                 "esl_reconnects": self.esl_reconnects,
+                "verdicts": dict(self._verdicts),
             }
 
 
@@ -128,6 +143,14 @@ class OpsMetricsCollector(Collector):
         for (direction, kind), count in sorted(snap["media"].items()):
             media.add_metric([direction, kind], count)
         yield media
+        verdicts = CounterMetricFamily(
+            "esl_bridge_media_verdicts",
+            "ended calls by one-way audio verdict (the first problem, or ok) per direction",
+            labels=["direction", "verdict"],
+        )
+        for (direction, verdict), count in sorted(snap["verdicts"].items()):
+            verdicts.add_metric([direction, verdict], count)
+        yield verdicts
         yield CounterMetricFamily(
             "esl_bridge_esl_reconnects",
             "times the inbound ESL connection came up again after being down",

@@ -64,9 +64,11 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
 
+from esl_bridge.core.media_verdict import HopCounters
 from esl_bridge.logs import get_logger
 
 from .codec_choice import browser_codec_order
+from .levels import peak_dbov
 from .libopus import LibOpusEncoder, load_libopus
 from .rtp_receive import ReceivePath, ReceiverTap
 from .rtp_send import DirectSender
@@ -794,6 +796,27 @@ class MediaLeg:
     def browser_packets(self) -> int:
         """RTP packets received from the browser so far (the media_problem rule counts them)."""
         return self._browser_audio.packets_in
+
+    def hop_counters(self) -> HopCounters:
+        """The one-way audio counters of every hop (core/media_verdict.py): totals the
+        media path keeps anyway, and the level of the last frame each way (once a call)."""
+        audio, endpoint, sender = self._browser_audio, self.endpoint, self.direct_sender
+        rx = None if endpoint is None else endpoint.rx
+        tx = None if endpoint is None else endpoint.tx
+        codec = "L16" if endpoint is None else endpoint.fmt.codec
+        return HopCounters(
+            browser_connected=self.pc.connectionState == "connected",
+            rtp_from_browser=audio.packets_in,
+            frames_from_browser=audio.frames_out,
+            frames_to_switch=0 if tx is None else tx.packets - tx.silence_frames,
+            browser_level_dbov=None if tx is None else peak_dbov(tx.last_frame, codec),
+            datagrams_from_switch=0 if rx is None else rx.packets,
+            filler_from_switch=0 if rx is None else rx.cng_frames,
+            switch_level_dbov=None if rx is None else peak_dbov(rx.last_audio, codec),
+            packets_to_browser=0 if sender is None else sender.packets,
+            browser_reports=0 if sender is None else sender.browser_reports,
+            browser_highest_seq=None if sender is None else sender.browser_highest_seq,
+        )
 
     async def stats(self, with_rtp: bool = False) -> LegStats:
         rtp: dict[str, Any] = {}

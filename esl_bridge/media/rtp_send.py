@@ -37,6 +37,11 @@ aiortc or aioice breaks them):
   The MID is constant for the call, so the header is one template per call with sequence
   number and timestamp filled in per packet. Audio has no NACK in aiortc's capabilities,
   so no RTP history is kept for retransmission.
+* The browser's RTCP reports reach the sender through ``RTCDtlsTransport._handle_rtcp_data``
+  as ``await recipient._handle_rtcp_packet(packet)`` (looked up on the instance) for each
+  RR or SR holding a report block about the sender's SSRC: ``install()`` wraps it on the
+  instance to note each such block's extended highest sequence number (the one-way audio
+  verdict ``browser_not_playing``, core/media_verdict.py), then hands the packet on.
 
 Sequence numbers and timestamps start at random values (aiortc's
 ``random_sequence_number`` and ``random32``), the timestamp steps by the codec's clock
@@ -59,7 +64,7 @@ from aiortc import RTCRtpSender
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from aiortc.utils import random32
 
 from esl_bridge.logs import get_logger
@@ -162,6 +167,11 @@ def _class_problem(cls: type) -> str | None:
             "aioice StunProtocol.send_data",
             ("self.transport.sendto(data, addr)",),
         ),
+        (
+            RTCDtlsTransport._handle_rtcp_data,
+            "RTCDtlsTransport._handle_rtcp_data",
+            ("await recipient._handle_rtcp_packet(packet)",),
+        ),
     ]
     for obj, name, needles in expected:
         text = _source(obj)
@@ -220,6 +230,10 @@ class DirectSender:
         self.packets = 0
         self.octets = 0
         self.send_errors = 0
+        # The browser's reception report blocks about our stream, and the extended highest
+        # sequence number the last one says it received (None before the first).
+        self.browser_reports = 0
+        self.browser_highest_seq: int | None = None
 
     # -- aiortc side
 
@@ -231,12 +245,28 @@ class DirectSender:
             raise RuntimeError("this sender already has a direct RTP sender")
         run = self._run_rtp
         state["_run_rtp"] = run
+        handle_rtcp = self._rtcp_handler(self.sender._handle_rtcp_packet)
+        state["_handle_rtcp_packet"] = handle_rtcp
 
         def uninstall() -> None:
             if state.get("_run_rtp") is run:
                 del state["_run_rtp"]
+            if state.get("_handle_rtcp_packet") is handle_rtcp:
+                del state["_handle_rtcp_packet"]
 
         return uninstall
+
+    def _rtcp_handler(self, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        async def handle_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+                ssrc = self.sender._ssrc
+                for report in packet.reports:
+                    if report.ssrc == ssrc:
+                        self.browser_reports += 1
+                        self.browser_highest_seq = report.highest_sequence
+            await original(packet)
+
+        return handle_rtcp
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
         """What ``RTCRtpSender.send`` starts instead of aiortc's loop: set up, then wait

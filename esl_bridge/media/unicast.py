@@ -328,6 +328,7 @@ class ReceiveBuffer:
         self.late_ticks = 0
         self.jitter_s = 0.0
         self.last_arrival: float | None = None
+        self.last_audio: bytes | None = None  # the last frame that was not filler
         self._underrun_since_arrival = False
 
     def push(self, data: bytes, now: float) -> None:
@@ -353,6 +354,8 @@ class ReceiveBuffer:
         if filler:
             self.cng_frames += 1
             data = self._silence  # keeps its 20 ms slot, never played as audio
+        else:
+            self.last_audio = data  # its level is read once a second (media/levels.py)
         self.queue.push(data)
 
     def next_deadline(self) -> float:
@@ -390,6 +393,7 @@ class SendPacer:
         self._silence = fmt.silence()
         self._frame_bytes = fmt.frame_bytes
         self.source_started = False
+        self.last_frame: bytes | None = None  # the last frame pushed (not a silence tick)
         self.packets = 0
         self.bytes = 0
         self.silence_frames = 0
@@ -401,6 +405,7 @@ class SendPacer:
             self.size_mismatches += 1
             return
         self.source_started = True
+        self.last_frame = frame  # its level is read once a second (media/levels.py)
         self.queue.push(frame)
 
     def start(self, now: float) -> None:

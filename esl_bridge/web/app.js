@@ -25,6 +25,7 @@ const ui = {
   call: $("call"), hangup: $("hangup"),
   inCall: $("in-call"), mute: $("mute"), meter: $("mic-level"), meterBar: $("mic-level-bar"),
   mediaState: $("media-state"), dtmfReceived: $("dtmf-received"),
+  mediaProblem: $("media-problem"),
   remoteAudio: $("remote-audio"),
   confPanel: $("conf-panel"), confStatus: $("conf-status"), confInvite: $("conf-invite"),
   confInviter: $("conf-inviter"), confAccept: $("conf-accept"), confDecline: $("conf-decline"),
@@ -263,10 +264,33 @@ function newCall(direction, peer, display) {
     connectedAt: null,
     dtmfSent: "",
     dtmfReceived: "",
+    problems: {}, // one-way audio: direction -> verdict, while not "ok"
     media: "",
     meter: null,
     ended: false,
   };
+}
+
+// The banner of each one-way audio verdict (README "One-way audio diagnosis").
+const MEDIA_PROBLEM_TEXT = {
+  browser_to_switch: {
+    browser_silent: "They may not hear you: your microphone sends silence.",
+    browser_rtp_missing: "They may not hear you: no audio from this browser reaches the gateway.",
+    gateway_not_sending: "They may not hear you: the gateway is not passing your audio on.",
+  },
+  switch_to_browser: {
+    switch_filler_only: "You may not hear them: no audio comes from their side.",
+    switch_silent: "You may not hear them: their side sends only silence.",
+    gateway_not_sending: "You may not hear them: the gateway is not sending their audio.",
+    browser_not_playing: "You may not hear them: their audio does not reach this browser.",
+  },
+};
+
+function mediaProblemText(problems) {
+  return ["browser_to_switch", "switch_to_browser"]
+    .map((d) => (problems[d] ? MEDIA_PROBLEM_TEXT[d][problems[d]] ?? "" : ""))
+    .filter(Boolean)
+    .join(" ");
 }
 
 function setCallState(c, state, note = "") {
@@ -357,6 +381,11 @@ function attach(c, sdk) {
   });
   sdk.on("dtmf", (digits) => {
     c.dtmfReceived = (c.dtmfReceived + digits).slice(-32);
+    render();
+  });
+  sdk.on("mediaProblem", ({ direction, verdict }) => {
+    if (verdict === "ok") delete c.problems[direction];
+    else c.problems[direction] = verdict;
     render();
   });
   sdk.on("ended", (why) => {
@@ -973,6 +1002,9 @@ function render() {
   ui.mute.classList.toggle("btn-active", muted);
   ui.mute.disabled = !c?.sdk;
   ui.mediaState.textContent = c ? (muted ? `Microphone muted. ${c.media}` : c.media) : "";
+  const problems = c ? mediaProblemText(c.problems) : "";
+  ui.mediaProblem.hidden = !problems;
+  ui.mediaProblem.textContent = problems;
   ui.dtmfReceived.hidden = !(c && c.dtmfReceived);
   ui.dtmfReceived.textContent = c?.dtmfReceived ? `Tones from the other side: ${c.dtmfReceived}` : "";
 
@@ -1056,6 +1088,7 @@ function exposeTestHook() {
     chanId: () => call?.sdk?.chanId ?? null,
     muted: () => Boolean(call?.sdk?.muted),
     dtmfReceived: () => call?.dtmfReceived ?? "",
+    mediaProblem: () => (ui.mediaProblem.hidden ? "" : ui.mediaProblem.textContent),
     peerConnectionState: () => call?.sdk?.pc?.connectionState ?? null,
     remoteStream: () => (conf ? ui.confAudio.srcObject : ui.remoteAudio.srcObject),
     localStream: () => call?.sdk?.localStream ?? null,

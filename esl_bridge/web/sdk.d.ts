@@ -239,6 +239,23 @@ export interface CallStats {
   connectionState: RTCPeerConnectionState | null;
 }
 
+/** A direction of a call's audio: what the phone hears, or what this page hears. */
+export type MediaDirection = "browser_to_switch" | "switch_to_browser";
+/** The one-way audio verdicts (README "One-way audio diagnosis"). */
+export type MediaVerdict =
+  | "ok"
+  | "browser_rtp_missing"
+  | "gateway_not_sending"
+  | "browser_silent"
+  | "switch_filler_only"
+  | "switch_silent"
+  | "browser_not_playing";
+export declare const MEDIA_VERDICTS: Readonly<Record<MediaDirection, readonly MediaVerdict[]>>;
+export interface MediaProblem {
+  direction: MediaDirection;
+  verdict: MediaVerdict;
+}
+
 export interface CallEvents {
   [name: string]: Listener;
   state: (state: CallStateValue, old: CallStateValue) => void;
@@ -246,6 +263,8 @@ export interface CallEvents {
   ended: (end: CallEnd) => void;
   dtmf: (digits: string) => void;
   media: (connectionState: RTCPeerConnectionState) => void;
+  /** A direction's one-way audio verdict changed ("ok" when it recovered). */
+  mediaProblem: (problem: MediaProblem) => void;
 }
 
 export declare class Call extends Emitter<CallEvents> {

@@ -12,7 +12,8 @@
 //     const incoming = await ri.accept({});            // an options object: a Call
 //   });
 //
-// Call (README "Use the SDK in your page"): events state, remoteTrack, ended, dtmf;
+// Call (README "Use the SDK in your page"): events state, remoteTrack, ended, dtmf,
+// mediaProblem;
 // hangup(), mute(bool), sendDtmf(digits), getStats(), remoteAudio. Conference rooms:
 // client.joinConference(chanId, {...}) / client.acceptConference(ri) give a Conference,
 // a Call with members, moderator controls and the conference messages (end of this file). It is built on the
@@ -657,6 +658,18 @@ export class CallError extends Error {
   }
 }
 
+/** The one-way audio verdicts of each direction of a call (Call event "mediaProblem"):
+ * "browser_to_switch" is what the phone hears of this page, "switch_to_browser" what
+ * this page hears of the phone; "ok" when the direction recovered. */
+export const MEDIA_VERDICTS = Object.freeze({
+  browser_to_switch: Object.freeze([
+    "ok", "browser_rtp_missing", "gateway_not_sending", "browser_silent",
+  ]),
+  switch_to_browser: Object.freeze([
+    "ok", "switch_filler_only", "switch_silent", "gateway_not_sending", "browser_not_playing",
+  ]),
+});
+
 /** Call states, in order; "ended" is final. */
 export const CallState = Object.freeze({
   CALLING: "calling", RINGING: "ringing", EARLY_MEDIA: "early_media",
@@ -932,6 +945,12 @@ export class Call extends Emitter {
         if (digits) this.emit("dtmf", digits);
         break;
       }
+      case "MediaProblem":
+        // One-way audio (README "One-way audio diagnosis"): a direction's verdict changed.
+        if (MEDIA_VERDICTS[cmd.Direction]?.includes(cmd.Verdict)) {
+          this.emit("mediaProblem", { direction: cmd.Direction, verdict: cmd.Verdict });
+        }
+        break;
       case "CallStateResult":
         if (this._checking) {
           this._checking = false;

@@ -36,6 +36,7 @@ class WebPeer:
         self.codecs = codecs
         self.heard: list[av.AudioFrame] = []
         self.pc: RTCPeerConnection | None = None
+        self.track = ToneTrack(hz)  # its ``freq`` set to 0 mutes it (digital silence)
         self._tasks: list[asyncio.Task[None]] = []
 
     def offer(self, to: str, chan_id: str) -> str:
@@ -43,7 +44,7 @@ class WebPeer:
 
         async def make() -> str:
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            self.pc.addTrack(ToneTrack(self.hz))
+            self.pc.addTrack(self.track)
             if self.codecs is not None:
                 for transceiver in self.pc.getTransceivers():
                     transceiver.setCodecPreferences(codec_capabilities(self.codecs))

@@ -138,7 +138,15 @@ async def bridged_call(
         # Frames ignored at the start (start-up) plus enough to judge, on both sides:
         # waited for, not expected within a wall-clock time.
         await fake.play(
-            AUDIO_S, until=lambda: len(heard) > 45 and fake is not None and len(fake.received) > 45
+            AUDIO_S,
+            # fake.received counts the gateway's silence on empty ticks too: the leg's own
+            # count of the browser's packets says the browser's audio has come.
+            until=lambda: (
+                len(heard) > 45
+                and fake is not None
+                and len(fake.received) > 45
+                and leg.browser_packets > 45
+            ),
         )
         await asyncio.sleep(0.1)
         stats = await leg.stats(with_rtp=True)

@@ -174,6 +174,37 @@ def test_web_client_conference_view_in_chromium() -> None:
         server.call(gw.set_talking, chan, phone, True)
         wait_for(lambda: "talking" in alice.member_classes(phone), "talking again")
 
+        # One-way audio: the gateway's MediaProblem for the member's own microphone, then
+        # for the room's audio toward the page, shows a banner in the room until ok; a
+        # verdict the SDK does not know is ignored.
+        assert alice.js("window.eslBridgeClient.conferenceMediaProblem()") == ""
+        assert not alice.shown("conf-media-problem")
+        problem = {"Cmd": "MediaProblem", "ChanId": chan}
+        for direction, verdict in (
+            ("browser_to_switch", "no_such_verdict"),
+            ("browser_to_switch", "browser_silent"),
+        ):
+            server.call(gw.send, "alice", {**problem, "Direction": direction, "Verdict": verdict})
+        silent = "They may not hear you: your microphone sends silence."
+        alice.until(f"window.eslBridgeClient.conferenceMediaProblem() === {silent!r}", "the banner")
+        assert alice.shown("conf-media-problem") and alice.text("conf-media-problem") == silent
+        alice.shot("one-way-audio")
+        for direction, verdict in (
+            ("switch_to_browser", "switch_filler_only"),
+            ("browser_to_switch", "ok"),
+        ):
+            server.call(gw.send, "alice", {**problem, "Direction": direction, "Verdict": verdict})
+        filler = "You may not hear them: no audio comes from their side."
+        alice.until(
+            f"window.eslBridgeClient.conferenceMediaProblem() === {filler!r}",
+            "the banner of the other direction",
+        )
+        server.call(
+            gw.send, "alice", {**problem, "Direction": "switch_to_browser", "Verdict": "ok"}
+        )
+        alice.until("window.eslBridgeClient.conferenceMediaProblem() === ''", "the banner gone")
+        assert not alice.shown("conf-media-problem")
+
         # A two-party call to alice while she is in the room: refused as busy.
         bob.type("contact", "alice")
         bob.click("call")

@@ -34,6 +34,7 @@ const ui = {
   confAddButton: $("conf-add-button"), confInvites: $("conf-invites"),
   confCount: $("conf-count"), confMembers: $("conf-members"), confMute: $("conf-mute"),
   confLeave: $("conf-leave"), confEnd: $("conf-end"), confAudio: $("conf-audio"),
+  confMediaProblem: $("conf-media-problem"),
 };
 
 let config = null;
@@ -701,7 +702,8 @@ function setConfNote(text, kind = "error") {
 async function joinWith(join) {
   if (!loggedInAs || conf || call) return;
   ensureAudioContext();
-  const entry = { sdk: null, invites: [], ended: false };
+  // problems: one-way audio, direction -> verdict while not "ok" (as a call's)
+  const entry = { sdk: null, invites: [], ended: false, problems: {} };
   conf = entry;
   setConfNote("Joining the conference\u2026", "info");
   let sdk;
@@ -726,6 +728,14 @@ async function joinWith(join) {
   });
   sdk.on("members", () => render());
   sdk.on("media", () => render());
+  // One-way audio: the gateway judges this member's microphone (browser_to_switch) and the
+  // room's audio toward this page; the mix's level is not judged (it is silent when nobody
+  // speaks), so whatever comes is shown as it comes.
+  sdk.on("mediaProblem", ({ direction, verdict }) => {
+    if (verdict === "ok") delete entry.problems[direction];
+    else entry.problems[direction] = verdict;
+    render();
+  });
   sdk.on("error", (reason) => setConfNote(confErrorText(reason)));
   sdk.on("ended", (why) => {
     if (conf === entry) conf = null;
@@ -904,6 +914,9 @@ function renderConference(online) {
   ui.confIdle.hidden = Boolean(conf) || Boolean(confInvite);
   ui.confStart.disabled = !online || Boolean(call) || Boolean(conf);
   ui.confRoom.hidden = !sdk;
+  const problems = sdk ? mediaProblemText(conf.problems) : "";
+  ui.confMediaProblem.hidden = !problems;
+  ui.confMediaProblem.textContent = problems;
   if (!sdk) {
     ui.confMembers.replaceChildren();
     ui.confInvites.replaceChildren();
@@ -1089,6 +1102,7 @@ function exposeTestHook() {
     muted: () => Boolean(call?.sdk?.muted),
     dtmfReceived: () => call?.dtmfReceived ?? "",
     mediaProblem: () => (ui.mediaProblem.hidden ? "" : ui.mediaProblem.textContent),
+    conferenceMediaProblem: () => (ui.confMediaProblem.hidden ? "" : ui.confMediaProblem.textContent),
     peerConnectionState: () => call?.sdk?.pc?.connectionState ?? null,
     remoteStream: () => (conf ? ui.confAudio.srcObject : ui.remoteAudio.srcObject),
     localStream: () => call?.sdk?.localStream ?? null,

@@ -321,6 +321,10 @@ class ConfGatewayScript:
             },
         )
 
+    def send(self, to: str, body: dict[str, Any]) -> None:
+        """A peer message from the gateway uid, on the test's word (e.g. a MediaProblem)."""
+        self._send(to, body)
+
     def _send(self, to: str, body: dict[str, Any]) -> None:
         self.sent.append((to, body))
         text = json.dumps(body, separators=(",", ":"))

@@ -121,6 +121,8 @@ unicast_port_max = integer(min=1024, max=65535, default=30999)
 media_timeout = float(min=1, max=3600, default=30.0)
 unicast_start_timeout = float(min=0.5, max=120, default=5.0)
 unicast_port_quarantine = float(min=0, max=3600, default=60.0)
+media_problem_after = float(min=1, max=600, default=5.0)
+silence_floor_dbov = float(min=-120, max=-20, default=-70.0)
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
@@ -493,6 +495,10 @@ class MediaSettings:
     media_timeout: float
     unicast_start_timeout: float
     unicast_port_quarantine: float
+    # One-way audio (core/media_verdict.py): seconds a hop stays broken before its verdict,
+    # and the level (dBov) below which a frame is silence.
+    media_problem_after: float = 5.0
+    silence_floor_dbov: float = -70.0
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,22 @@ def test_bad_file_exits_2_naming_file_section_key_value_reason(tmp_path: Path) -
     assert "NotShown1" not in result.stderr + result.stdout
 
 
+def test_a_bad_one_way_audio_threshold_stops_the_start_with_status_2(tmp_path: Path) -> None:
+    path = tmp_path / "rtx.conf"
+    path.write_text(
+        "[auth]\nopen_mode = 1\n[media]\nmedia_problem_after = 0\nsilence_floor_dbov = 3\n"
+    )
+    for command in ("check-config", "run"):
+        result = esl_bridge(command, str(path))
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{path}: [media] media_problem_after = '0': is below the minimum 1" in (
+            result.stderr
+        )
+        assert f"{path}: [media] silence_floor_dbov = '3': is above the maximum -20" in (
+            result.stderr
+        )
+
+
 def test_missing_file_exits_2() -> None:
     result = esl_bridge("check-config", "/nonexistent/rtx.conf")
     assert result.returncode == 2

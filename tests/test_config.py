@@ -223,6 +223,32 @@ def test_finite_floats_still_load() -> None:
     assert settings.media.media_timeout == 10.0
 
 
+def test_one_way_audio_thresholds_load_with_their_defaults() -> None:
+    defaults = config.from_text("").media
+    assert (defaults.media_problem_after, defaults.silence_floor_dbov) == (5.0, -70.0)
+    media = config.from_text("[media]\nmedia_problem_after = 2\nsilence_floor_dbov = -60\n").media
+    assert (media.media_problem_after, media.silence_floor_dbov) == (2.0, -60.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("media_problem_after", "0", "below the minimum 1"),
+        ("media_problem_after", "0.5", "below the minimum 1"),
+        ("media_problem_after", "601", "above the maximum 600"),
+        ("media_problem_after", "soon", "not a number"),
+        ("silence_floor_dbov", "0", "above the maximum -20"),
+        ("silence_floor_dbov", "70", "above the maximum -20"),
+        ("silence_floor_dbov", "-130", "below the minimum -120"),
+        ("silence_floor_dbov", "quiet", "not a number"),
+    ],
+)
+def test_one_way_audio_thresholds_refuse_bad_values(key: str, value: str, fragment: str) -> None:
+    problem = only_problem(f"[media]\n{key} = {value}\n")
+    assert (problem.section, problem.key) == ("media", key)
+    assert fragment in problem.reason, problem.reason
+
+
 @pytest.mark.parametrize("appid", ["my app", "ü", "a\x00b", "a/b", "app:1", "x" * 65])
 def test_appid_follows_the_login_frames_rule(appid: str) -> None:
     from esl_bridge.signaling.protocol import valid_appid

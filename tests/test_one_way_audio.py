@@ -2,8 +2,8 @@
 an aiortc peer standing in for the browser. Each fault is provoked mid-call on a healthy
 call, and the web user must be told the right verdict (the ``MediaProblem`` peer message,
 which the gateway sends with the ``media_problem`` event), then ``ok`` when the fault is
-undone. The verdict window is cut to 1 s here (``OPS_MEDIA_SILENCE``); the tests wait for
-the messages, never for the clock.
+undone. The verdict window is cut to 1 s here (``[media] media_problem_after`` in the
+gateway's configuration); the tests wait for the messages, never for the clock.
 
 Faults: the browser's track muted (digital silence); the browser's RTP dropped before it
 leaves the peer (ICE, DTLS and RTCP stay up); the phone sending only FreeSWITCH's 0xFF
@@ -15,10 +15,8 @@ Everything runs in a loopback-only network namespace (tests/support/netns.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,12 +27,12 @@ from support.netns import assert_loopback_only, loopback_only
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
-from esl_bridge.gateway import controller as controller_module
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import AudioSource, SimulatorThread
 from esl_bridge.sim.media import UnicastStream
 
 WINDOW = 1.0  # seconds a hop must stay broken (production: 5 s)
+SHORT_WINDOW = f"[media]\nmedia_problem_after = {WINDOW}\n"
 
 
 class Call:
@@ -63,6 +61,8 @@ class Call:
             30,
             "the one-way judge running for 3 windows",
         )
+        # The judge takes its window from the configuration.
+        assert self.links.watch is not None and self.links.watch.window == WINDOW
 
     def problems(self) -> list[tuple[str, str]]:
         """Every MediaProblem the web user got so far (kept in its inbox)."""
@@ -100,16 +100,6 @@ class Call:
         self.alice.close()
 
 
-@contextlib.contextmanager
-def short_window() -> Iterator[None]:
-    saved = controller_module.OPS_MEDIA_SILENCE
-    controller_module.OPS_MEDIA_SILENCE = WINDOW
-    try:
-        yield
-    finally:
-        controller_module.OPS_MEDIA_SILENCE = saved
-
-
 def verdict_counts(gateway: Gateway) -> dict[tuple[str, str], float]:
     assert gateway.web_address is not None
     host, port = gateway.web_address
@@ -135,7 +125,7 @@ def _drop_rtp(dtls: Any, method: str) -> None:
 
 @loopback_only(timeout=180)
 def test_the_browser_side_faults_are_named_and_a_healthy_call_is_ok_both_ways() -> None:
-    with short_window(), running_gateway() as (gateway, sim):
+    with running_gateway(SHORT_WINDOW) as (gateway, sim):
         call = Call(gateway, sim)
         # A healthy call: nothing was told, ok both ways.
         assert call.problems() == []
@@ -166,8 +156,10 @@ def test_the_browser_side_faults_are_named_and_a_healthy_call_is_ok_both_ways() 
 
 @loopback_only(timeout=180)
 def test_the_switch_side_faults_are_named() -> None:
-    with short_window(), running_gateway() as (gateway, sim):
+    floor = "silence_floor_dbov = -60\n"  # the phone's tone peaks far above it, silence below
+    with running_gateway(SHORT_WINDOW + floor) as (gateway, sim):
         call = Call(gateway, sim)
+        assert call.links.watch is not None and call.links.watch.floor_dbov == -60.0
         tone = call.stream.source
         # The phone sends no RTP: FreeSWITCH sends only its 0xFF filler.
         call.stream.source = AudioSource("none")
@@ -188,7 +180,7 @@ def test_the_switch_side_faults_are_named() -> None:
 
 @loopback_only(timeout=180)
 def test_the_faults_toward_the_browser_are_named() -> None:
-    with short_window(), running_gateway() as (gateway, sim):
+    with running_gateway(SHORT_WINDOW) as (gateway, sim):
         call = Call(gateway, sim)
         leg = call.links.leg
         assert leg is not None and leg.direct_sender is not None
@@ -219,8 +211,7 @@ def test_a_muted_chromium_and_a_phone_sending_filler_reach_the_sdk() -> None:
 
     assert_loopback_only()
     with (
-        short_window(),
-        running_gateway(presence_grace=1.0) as (gateway, sim),
+        running_gateway(SHORT_WINDOW, presence_grace=1.0) as (gateway, sim),
         sdk_page(gateway) as page,
     ):
         page.run('client.call("1000").then(watch)')

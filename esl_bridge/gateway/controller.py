@@ -283,7 +283,13 @@ class CallController:
                 return  # no media path to judge yet: the browser's ICE/DTLS is not up
             # A conference's mix is silent whenever nobody speaks: not a problem.
             conference = isinstance(call, c.ConfWebCall)
-            links.watch = OneWayJudge(now, window=OPS_MEDIA_SILENCE, switch_level=not conference)
+            media = self.settings.media
+            links.watch = OneWayJudge(
+                now,
+                window=media.media_problem_after,
+                floor_dbov=media.silence_floor_dbov,
+                switch_level=not conference,
+            )
         for change in links.watch.update(now, counters):
             self._media_verdict(call, change, counters)
 
@@ -1129,9 +1135,6 @@ class CallController:
         self._emit("user_online" if online else "user_offline", {"uid": uid, "appid": appid})
 
 
-# A hop of a direction broken this long gives its verdict: a media_problem
-# (core/media_verdict.py).
-OPS_MEDIA_SILENCE = 5.0
 # The media_problem event's ``silent`` field names a direction by where its audio comes from.
 _SILENT_NAMES = {"browser_to_switch": "from_browser", "switch_to_browser": "from_switch"}
 

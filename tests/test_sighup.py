@@ -138,3 +138,42 @@ def test_a_change_that_needs_a_restart_is_named_at_every_reload_until_then(
     finally:
         gateway.stop(drain=0)
         sim.stop()
+
+
+def test_the_one_way_audio_thresholds_are_reloaded_for_the_calls_judged_next(
+    tmp_path: Path,
+) -> None:
+    """[media] media_problem_after and silence_floor_dbov are taken at a reload (the judge
+    of a call reads them when its media starts); the other [media] keys need a restart."""
+    from esl_bridge import config
+    from esl_bridge.gateway.process import Gateway
+
+    socket_port = free_port()
+    sim = SimulatorThread(SimConfig(socket_target=("127.0.0.1", socket_port))).start()
+    conf = tmp_path / "rtx.conf"
+    conf.write_text(
+        f"[rtm2sip]\non = 1\nacc_rule = 10[00-03]\n[esl]\nport = {sim.esl_port}\n"
+        f"[socket]\nport = {socket_port}\n[web]\nport = {free_port()}\n"
+        "[auth]\nopen_mode = 1\n[log]\nconsole = off\n"
+        "[media]\nmedia_problem_after = 5\nsilence_floor_dbov = -70\nmedia_timeout = 30\n"
+    )
+    gateway = Gateway(config.load(str(conf)))
+    try:
+        gateway.start()
+        _set(conf, "media_problem_after", "2.5")
+        _set(conf, "silence_floor_dbov", "-60")
+        _set(conf, "media_timeout", "20")
+        result = gateway.reload()
+        assert result["reloaded"] == ["media.media_problem_after", "media.silence_floor_dbov"]
+        assert result["not_reloaded"] == ["media.media_timeout"]
+        controller = gateway.controller
+        assert controller is not None
+        media = controller.settings.media
+        assert (media.media_problem_after, media.silence_floor_dbov) == (2.5, -60.0)
+        assert media.media_timeout == 30.0  # as it runs, until a restart
+        assert gateway.settings.media == media
+        again = gateway.reload()
+        assert again == {"reloaded": [], "not_reloaded": ["media.media_timeout"], "failed": []}
+    finally:
+        gateway.stop(drain=0)
+        sim.stop()

@@ -45,6 +45,10 @@ from esl_bridge.signaling.settings import signaling_settings
 
 log = get_logger("gateway")
 
+# [media] keys a reload takes: the one-way audio thresholds (core/media_verdict.py).
+_MEDIA_LIVE_KEYS = ("media_problem_after", "silence_floor_dbov")
+_MEDIA_LIVE = tuple(f"media.{key}" for key in _MEDIA_LIVE_KEYS)
+
 _WEB_SHUTDOWN = 3.0  # seconds open web connections get to finish when stopping
 
 
@@ -376,9 +380,11 @@ class Gateway:
         """Reopen the log file and take what can change without dropping calls.
 
         Reloaded: ``[log]`` (level, file: reopened, so logrotate can move it away),
-        ``[rtm2sip] acc_rule`` and ``[limits]`` max_calls, max_call_rate, call_burst,
-        originate_timeout. Anything else that differs is named as needing a restart. A
-        file that cannot be used changes nothing (the log says why).
+        ``[rtm2sip] acc_rule``, ``[limits]`` max_calls, max_call_rate, call_burst,
+        originate_timeout, and ``[media]`` media_problem_after and silence_floor_dbov (the
+        one-way audio judge of the calls whose media starts next). Anything else that
+        differs is named as needing a restart. A file that cannot be used changes nothing
+        (the log says why).
         """
         from esl_bridge.config import ConfigError, load
         from esl_bridge.logs import configure_logging
@@ -427,6 +433,7 @@ class Gateway:
             "limits.max_call_rate",
             "limits.call_burst",
             "limits.originate_timeout",
+            *_MEDIA_LIVE,
         }
         reloaded = [k for k in changed if k in live]
         not_reloaded = [k for k in changed if k not in live]
@@ -440,12 +447,20 @@ class Gateway:
             numbers = self.loops.run_coroutine(apply(), timeout=10)
             if self.esl is not None:
                 self.esl.originate_timeout = new.limits.originate_timeout
+        media = replace(old.media, **{k: getattr(new.media, k) for k in _MEDIA_LIVE_KEYS})
+        if controller is not None and media != old.media:
+
+            async def apply_media() -> None:  # read by the controller on its loop
+                controller.settings = replace(controller.settings, media=media)
+
+            self.loops.run_coroutine(apply_media(), timeout=10)
         # What was not taken stays as it runs, so the next reload compares with that.
         kept = {f.name: getattr(old, f.name) for f in fields(old)}
         kept.update(log=new.log, warnings=new.warnings)
         kept["rtm2sip"] = replace(
             old.rtm2sip, acc_rule=new.rtm2sip.acc_rule, numbers=new.rtm2sip.numbers
         )
+        kept["media"] = media
         kept["limits"] = replace(
             old.limits,
             max_calls=new.limits.max_calls,

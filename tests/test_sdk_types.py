@@ -122,6 +122,8 @@ CONFERENCE_MISTAKES = [
     ("m.Talking && !m.Self", "m.Speaking && !m.Self", "TS2339"),
     ("console.log(err.reason)", "console.log(err.reason.length)", "TS18048"),
     ('{ displayName: "Ann" }', "{ displayName: 7 }", "TS2322"),
+    # A conference member's mediaProblem carries the call's verdicts, nothing else.
+    ('verdict !== "ok"', 'verdict !== "fine"', "TS2367"),
 ]
 
 

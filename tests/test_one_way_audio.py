@@ -201,6 +201,65 @@ def test_the_faults_toward_the_browser_are_named() -> None:
         assert counts[("switch_to_browser", "gateway_not_sending")] == 1
 
 
+def _media_problem_from(sender: str) -> Any:
+    def match(m: dict[str, Any]) -> bool:
+        if m.get("type") != "message" or m.get("from") != sender:
+            return False
+        try:
+            return bool(json.loads(m["text"]).get("Cmd") == "MediaProblem")
+        except ValueError:
+            return False
+
+    return match
+
+
+@loopback_only(timeout=180)
+def test_a_conference_member_is_told_when_its_microphone_sends_silence() -> None:
+    """A web member of a room is judged as a call is: its muted track is ``browser_silent``
+    (told by the gateway uid, with the room's ChanId), then ``ok``; the room's mix, silent
+    while nobody else speaks, is no problem toward it."""
+    with running_gateway(SHORT_WINDOW) as (gateway, sim):
+        controller = gateway.controller
+        assert controller is not None
+        alice = WebUser(gateway, "alice").connect()
+        alice.peer("gateway", Cmd="ConfJoin", ChanId="room-1", DisplayName="Alice")
+        alice.wait_peer_cmd("ConfJoined", timeout=20)
+        peer = WebPeer(alice)
+        peer.offer("gateway", "room-1")
+
+        def judges() -> list[Any]:
+            return [links.watch for links in controller._links.values() if links.watch]
+
+        wait_until(
+            lambda: len(judges()) == 1 and judges()[0].snapshots >= 4,
+            30,
+            "the member's one-way judge running for 3 windows",
+        )
+        [judge] = judges()
+        assert (judge.window, judge.switch_level) == (WINDOW, False)
+        assert not [m for m in alice.inbox if _media_problem_from("gateway")(m)]
+
+        told = _media_problem_from("gateway")
+        peer.track.freq = 0.0  # muted: digital silence
+        body = json.loads(alice.wait(told, 30, "browser_silent in the room")["text"])
+        assert body == {
+            "Cmd": "MediaProblem",
+            "ChanId": "room-1",
+            "Direction": "browser_to_switch",
+            "Verdict": "browser_silent",
+        }
+        peer.track.freq = 1000.0
+        body = json.loads(alice.wait(told, 30, "ok after unmuting")["text"])
+        assert (body["Direction"], body["Verdict"]) == ("browser_to_switch", "ok")
+        assert judge.verdicts == {"browser_to_switch": "ok", "switch_to_browser": "ok"}
+
+        alice.peer("gateway", Cmd="EndCall", ChanId="room-1")
+        wait_until(lambda: not controller._links, 10, "the member's leg gone")
+        assert_nothing_left(gateway, sim)
+        peer.close()
+        alice.close()
+
+
 @pytest.mark.browser
 @loopback_only(requires=[CHROMIUM, CHROMEDRIVER], timeout=150)
 def test_a_muted_chromium_and_a_phone_sending_filler_reach_the_sdk() -> None:

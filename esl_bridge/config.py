@@ -121,6 +121,7 @@ unicast_port_max = integer(min=1024, max=65535, default=30999)
 media_timeout = float(min=1, max=3600, default=30.0)
 unicast_start_timeout = float(min=0.5, max=120, default=5.0)
 unicast_port_quarantine = float(min=0, max=3600, default=60.0)
+browser_hold = float(min=0.1, max=3600, default=30.0)
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
@@ -493,6 +494,7 @@ class MediaSettings:
     media_timeout: float
     unicast_start_timeout: float
     unicast_port_quarantine: float
+    browser_hold: float = 30.0  # seconds a call waits for its browser's new path
 
 
 @dataclass(frozen=True)

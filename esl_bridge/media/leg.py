@@ -598,6 +598,8 @@ class _BrowserAudio:
         return 0 if self.path is None else self.path.stats.frames_out
 
     def close(self) -> None:
+        if self.closed:  # a leg handed over closes its audio twice
+            return
         self.closed = True
         if self._poll is not None:
             self._poll.cancel()
@@ -787,6 +789,32 @@ class MediaLeg:
         self._browser_audio.attach(endpoint)
         self.log.info("media.path", path=path, codec=self.codec, channel_codec=channel_codec)
         return params
+
+    @property
+    def has_offer(self) -> bool:
+        """The browser's offer was taken: a further one is an ICE restart."""
+        return self.pc.remoteDescription is not None
+
+    def hand_over(self, successor: MediaLeg) -> None:
+        """ICE restart (aiortc cannot restart ICE on a transport: ``RTCIceTransport.start``
+        runs once): give this leg's unicast endpoint (the same FreeSWITCH stream and ports)
+        to ``successor``, a new leg of the same call that has taken the browser's new offer.
+        This leg then closes without the endpoint. Raises ValueError (nothing moved) when the
+        successor's codec cannot take a fast-path endpoint."""
+        endpoint = self.endpoint
+        if endpoint is None or successor.endpoint is not None:
+            return
+        if self.path == "fast" and endpoint.fmt.codec.lower() != successor.codec:
+            raise ValueError(
+                f"{endpoint.fmt.codec} unicast cannot feed a {successor.codec} browser"
+            )
+        self.track.detach()
+        self._browser_audio.close()  # its receive path fed the endpoint: no longer
+        self.endpoint = None
+        successor.endpoint, successor.path = endpoint, self.path
+        successor.track.attach(endpoint)
+        successor._browser_audio.attach(endpoint)
+        successor.log.info("media.path", path=self.path, codec=successor.codec, handed_over=True)
 
     # -- stats, end
 

@@ -246,6 +246,10 @@ export interface CallEvents {
   ended: (end: CallEnd) => void;
   dtmf: (digits: string) => void;
   media: (connectionState: RTCPeerConnectionState) => void;
+  /** The browser's path was lost ("ice_disconnected", "ice_failed", "websocket"): the
+   * call stays connected while the SDK restarts ICE and the gateway holds the SIP side. */
+  reconnecting: (why: string) => void;
+  reconnected: () => void;
 }
 
 export declare class Call extends Emitter<CallEvents> {
@@ -260,6 +264,8 @@ export declare class Call extends Emitter<CallEvents> {
   readonly state: CallStateValue;
   readonly ended: boolean;
   readonly muted: boolean;
+  /** True from a lost path until its ICE restart is connected. */
+  readonly reconnecting: boolean;
   readonly endReason: CallEnd | null;
   readonly pc: RTCPeerConnection | null;
   hangup(): Promise<void>;

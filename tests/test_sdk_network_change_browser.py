@@ -98,6 +98,12 @@ def test_chromium_restarts_ice_and_the_call_carries_on() -> None:
         page.js("(window.events.length = 0, client._ws.close(), true)")
         assert_restarted(page, gateway, sim, uuid, leg)
 
+        # The application asks for it (call.restartIce(), e.g. on its own network event).
+        leg = _leg_of(gateway)
+        page.js("(window.events.length = 0, true)")
+        assert page.run("call.restartIce()") is None
+        assert_restarted(page, gateway, sim, uuid, leg)
+
         page.run("call.hangup()")
         page.wait_event("ended")
         assert_nothing_left(gateway, sim)

@@ -272,6 +272,8 @@ export declare class Call extends Emitter<CallEvents> {
   mute(on?: boolean): void;
   sendDtmf(digits: string): Promise<{ delivered: boolean }>;
   getStats(): Promise<CallStats>;
+  /** Restart ICE now (done by the SDK itself when the path fails). */
+  restartIce(): Promise<void>;
 }
 
 // ---- conference rooms ----------------------------------------------------------------

@@ -783,6 +783,13 @@ export class Call extends Emitter {
     return { delivered };
   }
 
+  /** Restart ICE now (a new network path; the SDK does it by itself when the path
+   * fails or the WebSocket comes back): reconnecting, then reconnected. Never throws. */
+  async restartIce() {
+    if (this.ended || this.state !== CallState.CONNECTED) return;
+    await this._restartIce("app");
+  }
+
   /** Figures of the audio path from the peer connection's statistics (null where the
    * browser has none yet): rttMs, packetsLost, lossFraction, jitterMs, audioLevel (what is
    * heard, 0..1), localAudioLevel (the microphone), codec ("opus/48000"...), bytes. */

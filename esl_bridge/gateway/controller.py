@@ -666,11 +666,13 @@ class CallController:
 
     def _hold(self, call_id: str, reason: str) -> bool:
         """Hold a connected call whose browser path is lost for ``reason``; False when
-        the call is not one that is held (not connected, a conference member)."""
+        the call is not one that is held (not connected, its media never up, a
+        conference member)."""
         call = self.book.get(call_id)
         if (
             call is None
             or call.state is not c.State.CONNECTED
+            or not call.media_connected
             or call.direction is c.Direction.CONFERENCE
         ):
             return False

@@ -15,6 +15,8 @@ the namespace cannot take Chromium's loopback candidates away), and the WebSocke
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from support.browser import CHROMEDRIVER, CHROMIUM
 from support.gateway_support import assert_nothing_left, running_gateway, wait_until
@@ -114,3 +116,65 @@ def _leg_of(gateway: Gateway) -> object:
     assert controller is not None
     [call] = list(controller.book)
     return controller._links[call.call_id].leg
+
+
+# Every text the web client's media line shows, in order (a MutationObserver: the
+# "Reconnecting..." line lasts only as long as the restart, too short to poll for).
+MEDIA_LINES_JS = """(() => {
+  const el = document.getElementById("media-state");
+  window.mediaLines = [el.textContent];
+  new MutationObserver(() => window.mediaLines.push(el.textContent))
+    .observe(el, {childList: true, characterData: true, subtree: true});
+  return true;
+})()"""
+
+
+def login(page: Any, uid: str) -> None:
+    """Page.login of test_e2e_browser, waiting for the connection line too."""
+    page.js(f"(document.getElementById('uid').value = {uid!r}, true)")
+    page.click("login")
+    page.state_is("idle")
+    page.until(
+        f"document.getElementById('conn-state').textContent.trim() === 'Connected as {uid}'",
+        "logged in",
+    )
+
+
+@pytest.mark.browser
+@loopback_only(requires=[CHROMIUM, CHROMEDRIVER], timeout=150)
+def test_the_web_client_shows_reconnecting_and_keeps_the_call_and_its_timer() -> None:
+    from test_e2e_browser import Page, browser
+
+    assert_loopback_only()
+    with running_gateway(presence_grace=1.0) as (gateway, sim), browser() as driver:
+        page = Page(driver, gateway)
+        page.open()
+        login(page, "2001")
+        page.dial("1000")
+        page.state_is("connected")
+        page.media_up()
+        page.assert_hears(PHONE_HZ)
+        uuid = only_channel(sim)
+        wait_until(lambda: page.hook("callSeconds()") >= 1, WAIT, "the call timer")
+        leg = _leg_of(gateway)
+        page.js(MEDIA_LINES_JS)
+
+        page.js(DISCONNECT_JS.replace("call.pc", "window.eslBridgeClient.call().pc"))
+        new_leg = lambda: _leg_of(gateway) is not leg  # noqa: E731
+        wait_until(new_leg, WAIT, "the gateway's new leg")
+        page.until("window.eslBridgeClient.call().reconnecting === false", "reconnected")
+        page.until(
+            "document.getElementById('media-state').textContent === 'Audio connected'",
+            "Audio connected again",
+        )
+        lines = page.js("window.mediaLines")
+        assert "Reconnecting\u2026" in lines, lines
+        # Still the same call, connected all along, its timer running on.
+        assert page.hook("state()") == "connected"
+        seconds = page.hook("callSeconds()")
+        wait_until(lambda: page.hook("callSeconds()") > seconds, WAIT, "the timer runs on")
+        assert only_channel(sim) == uuid
+        page.assert_hears(PHONE_HZ)
+        page.click("hangup")
+        page.ended_with("You hung up.")
+        assert_nothing_left(gateway, sim)

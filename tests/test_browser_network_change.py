@@ -35,6 +35,7 @@ from esl_bridge.media.leg import use_host_addresses
 PHONE_HZ = 440.0  # extension 1000 of the simulator
 FIRST_HZ = 1000.0  # the browser's tone on its first path
 SECOND_HZ = 1300.0  # ... and on its new path
+HOLD_HZ = 600.0  # [media] browser_hold_tone in the gone-for-good test
 OLD, NEW = "127.0.0.2", "127.0.0.3"
 
 
@@ -240,21 +241,31 @@ def test_the_websocket_drops_past_the_grace_and_the_call_is_held_until_it_is_bac
 def test_a_browser_gone_for_good_ends_the_call_after_the_hold_with_nothing_left() -> None:
     two_addresses()
     sockets_before = udp_sockets()
-    with running_gateway("[media]\nbrowser_hold = 1.0\n") as (gateway, sim):
+    hold = f"[media]\nbrowser_hold = 1.0\nbrowser_hold_tone = {HOLD_HZ}\n"
+    with running_gateway(hold) as (gateway, sim):
         controller = gateway.controller
         assert controller is not None
         idle_sockets = udp_sockets()
         alice = WebUser(gateway, "alice").connect()
         peer = MovingPeer(alice, FIRST_HZ)
-        channel, _ = connected_call(gateway, sim, peer, alice)
+        channel, stream = connected_call(gateway, sim, peer, alice)
         [call] = list(controller.book)
 
         remove_address(OLD)
         alice.close()  # the laptop is closed: no media, no WebSocket
+        heard_before = len(stream.received_samples())
         wait_until(lambda: controller.holds.held(call.call_id), 20, "the call held")
         wait_until(lambda: controller.status()["calls"] == 0, 20, "the call ended")
         assert controller.ended_total == {"browser_lost": 1}
         assert channel.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+        # While held the phone heard the comfort tone's beep (browser_hold_tone).
+        held = np.array(stream.received_samples()[heard_before:], dtype=float)
+        beeps = [
+            dominant_hz(held[i : i + 800], 8000)
+            for i in range(0, len(held) - 800, 400)
+            if np.abs(held[i : i + 800]).mean() > 300
+        ]
+        assert any(abs(hz - HOLD_HZ) < 30 for hz in beeps), beeps
         assert len(controller.holds) == 0
         assert_nothing_left(gateway, sim)
         assert controller.links_held() == {"links": 0, "by_inv": 0, "by_ref": 0}

@@ -41,7 +41,7 @@ from esl_bridge.gateway.esl_side import ChannelOp, ConferenceApi, SendDtmf, Unic
 from esl_bridge.gateway.ops_metrics import OpsMetrics
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.codec_choice import sip_side_codec
-from esl_bridge.media.leg import LegConfig, MediaLeg
+from esl_bridge.media.leg import LegConfig, MediaLeg, hold_tone
 from esl_bridge.media.unicast import (
     ChannelFormat,
     MediaCounters,
@@ -684,12 +684,22 @@ class CallController:
                 hold_time=self.holds.hold_time,
             )
             self._wake.set()
+            self._hold_filler(call_id, self.settings.media.browser_hold_tone)
         return True
+
+    def _hold_filler(self, call_id: str, hz: float) -> None:
+        """The comfort tone (``hz`` > 0) the phone hears while the browser sends nothing;
+        0: silence again."""
+        links = self._links.get(call_id)
+        endpoint = None if links is None or links.leg is None else links.leg.endpoint
+        if endpoint is not None:
+            endpoint.tx.filler = hold_tone(endpoint.fmt, hz) if hz > 0 else None
 
     def _browser_back(self, call_id: str, reason: str) -> None:
         held = self.holds.back(call_id, reason, self.clock())
         if held is not None:
             log.info("calls.browser_back", call_id=call_id, held_seconds=round(held, 3))
+            self._hold_filler(call_id, 0.0)
 
     async def _start_unicast(self, call_id: str, uuid: str) -> None:
         links = self._links.get(call_id)

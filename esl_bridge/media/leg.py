@@ -92,6 +92,7 @@ __all__ = [
     "PacketEncoder",
     "Reframer",
     "codec_capabilities",
+    "hold_tone",
     "use_host_addresses",
 ]
 
@@ -339,6 +340,40 @@ class PacketEncoder:
 def _left_channel(l16: bytes) -> bytes:
     """Interleaved stereo -> its left channel (FreeSWITCH's Opus stereo=1 has L == R)."""
     return np.frombuffer(l16, dtype="<i2")[0::2].astype(np.int16).tobytes()  # LE -> host
+
+
+# --------------------------------------------------------------------------- hold tone
+
+HOLD_BEEP_FRAMES = 10  # 200 ms of tone ...
+HOLD_TONE_PERIOD = 100  # ... every 2 s
+HOLD_TONE_LEVEL = 0.1  # of full scale (-20 dBFS)
+
+
+def hold_tone(fmt: ChannelFormat, hz: float) -> Callable[[], bytes]:
+    """A held call's comfort tone toward the channel, in its unicast format (L16 or the
+    fast path's G.711): each call gives the next 20 ms frame of a 200 ms beep of ``hz``
+    every 2 s, beginning with the beep."""
+    samples = fmt.samples_per_frame
+    t = np.arange(HOLD_BEEP_FRAMES * samples) / fmt.rate
+    beep = (HOLD_TONE_LEVEL * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+    encoder = PacketEncoder(fmt.codec.lower(), fmt.rate) if fmt.is_native else None
+    frames: list[bytes] = []
+    for i in range(HOLD_BEEP_FRAMES):
+        pcm = beep[i * samples : (i + 1) * samples]
+        if encoder is not None:
+            frames.append(encoder.encode(pcm.tobytes()))  # host order in, G.711 out
+        else:
+            frames.append(np.repeat(pcm, fmt.channels).astype("<i2").tobytes())
+    frames += [fmt.silence()] * (HOLD_TONE_PERIOD - HOLD_BEEP_FRAMES)
+    position = 0
+
+    def next_frame() -> bytes:
+        nonlocal position
+        frame = frames[position]
+        position = (position + 1) % len(frames)
+        return frame
+
+    return next_frame
 
 
 # --------------------------------------------------------------------------- tracks

@@ -748,7 +748,8 @@ export class Call extends Emitter {
     this.pc = null;
     this._checking = false;
     this.reconnecting = false; // true from a lost path to its ICE restart's connection
-    this._restarting = false;
+    this._restarting = false; // a restart offer is being made
+    this._restartOut = false; // a restart offer was sent, its answer not applied yet
     client._calls.add(this);
   }
 
@@ -925,10 +926,14 @@ export class Call extends Emitter {
     this._setReconnecting(true, why);
     const pc = this.pc;
     if (this.ended || !pc || this._restarting || !this._client._loggedIn) return;
-    if (pc.signalingState !== "stable") return; // an offer is out: its answer comes first
+    // An offer is out: the first one's answer comes first; a restart whose answer was
+    // lost with the WebSocket is taken back and made again.
+    if (pc.signalingState !== "stable" && !this._restartOut) return;
     this._restarting = true;
     try {
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
       await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      this._restartOut = true;
       await waitForIceGathering(pc, ICE_GATHER_LIMIT_MS);
       if (this.ended || pc !== this.pc) return;
       await this._send({ Cmd: "Offer", ChanId: this.chanId, Sdp: pc.localDescription.sdp });
@@ -943,6 +948,7 @@ export class Call extends Emitter {
     if (!this.pc || this.pc.signalingState !== "have-local-offer" || typeof sdp !== "string") return;
     try {
       await this.pc.setRemoteDescription({ type: "answer", sdp });
+      this._restartOut = false;
     } catch (err) {
       this._end("media_failed", `answer refused: ${err?.name ?? err}`, { notify: true });
       return;

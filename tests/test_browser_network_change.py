@@ -273,3 +273,35 @@ def test_a_browser_gone_for_good_ends_the_call_after_the_hold_with_nothing_left(
         # Every socket of the call is closed again (the gateway's leg, the peer's).
         wait_until(lambda: udp_sockets() == idle_sockets, 20, "the call's UDP sockets closed")
     wait_until(lambda: udp_sockets() == sockets_before, 20, "every UDP socket closed")
+
+
+@loopback_only(timeout=240)
+def test_ice_lost_with_the_websocket_up_is_held_then_ends_as_browser_lost(
+    monkeypatch: Any,
+) -> None:
+    """Only the media path dies and the browser never restarts ICE: the gateway learns it
+    from aioice's consent checks (its leg goes ``failed``), holds the call instead of
+    ending it as ice_failed, and ends it after browser_hold. aioice checks consent every
+    5 s (6 failures); here every 0.2 s, so the test does not wait half a minute."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    two_addresses()
+    with running_gateway("[media]\nbrowser_hold = 1.0\n") as (gateway, sim):
+        controller = gateway.controller
+        assert controller is not None
+        alice = WebUser(gateway, "alice").connect()
+        peer = MovingPeer(alice, FIRST_HZ)
+        channel, _ = connected_call(gateway, sim, peer, alice)
+        [call] = list(controller.book)
+
+        remove_address(OLD)  # the WebSocket (on 127.0.0.1) stays up
+        wait_until(lambda: controller.holds.held(call.call_id), 30, "the call held (ICE)")
+        assert controller.holds.reasons(call.call_id) == {"ice"}
+        end = alice.wait_peer_cmd("EndCall", timeout=30)  # the browser still listens
+        assert end["from"] == "1000"
+        assert_nothing_left(gateway, sim)
+        assert controller.ended_total == {"browser_lost": 1}
+        assert channel.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+        peer.close()
+        alice.close()

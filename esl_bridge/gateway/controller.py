@@ -623,7 +623,7 @@ class CallController:
             if state == "connected":
                 self._browser_back(call_id, ICE)
                 self.event(call_id, c.MediaConnected())
-            elif state in ("disconnected", "failed") and self._hold(call_id, ICE):
+            elif state in LOST_STATES and not leg.closed and self._hold(call_id, ICE):
                 return  # held: the browser may come back with an ICE restart
             elif state == "failed":
                 self.event(call_id, c.MediaFailed("ice_failed"))
@@ -1168,6 +1168,12 @@ class CallController:
 
 # A direction without audio for this long is a media_problem (core/media_watch.py).
 OPS_MEDIA_SILENCE = 5.0
+
+# A leg's connection states that mean its browser path is lost. aiortc 1.16 has no
+# "disconnected", and when aioice's consent checks expire its DTLS transport closes and
+# the peer connection shuts itself down: "closed" without "failed" (a leg the gateway
+# closes itself is marked closed first).
+LOST_STATES = ("disconnected", "failed", "closed")
 
 
 def _media_figures(stats: Any) -> dict[str, object]:

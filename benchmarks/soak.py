@@ -692,6 +692,9 @@ open_mode = 1
 # call: room for max_calls and for a minute of calls at the soak's pace.
 unicast_port_min = 30000
 unicast_port_max = 31999
+# A vanished browser's call is held this long for its return (README, When the
+# browser's network changes), then ends as browser_lost.
+browser_hold = 1.0
 [limits]
 max_calls = 1000
 max_call_rate = 1000

@@ -123,6 +123,8 @@ unicast_start_timeout = float(min=0.5, max=120, default=5.0)
 unicast_port_quarantine = float(min=0, max=3600, default=60.0)
 media_problem_after = float(min=1, max=600, default=5.0)
 silence_floor_dbov = float(min=-120, max=-20, default=-70.0)
+browser_hold = float(min=0.1, max=3600, default=30.0)
+browser_hold_tone = float(min=0, max=3400, default=0.0)
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
@@ -499,6 +501,8 @@ class MediaSettings:
     # and the level (dBov) below which a frame is silence.
     media_problem_after: float = 5.0
     silence_floor_dbov: float = -70.0
+    browser_hold: float = 30.0  # seconds a call waits for its browser's new path
+    browser_hold_tone: float = 0.0  # Hz of the beep the phone hears meanwhile; 0: silence
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,7 @@ class FakeLeg:
     """A media leg with no peer connection: its unicast endpoint is only its parameters."""
 
     endpoint = None
+    has_offer = False  # a second offer would be an ICE restart (MediaLeg.has_offer)
 
     def __init__(self) -> None:
         self.unicast_asked = 0

@@ -287,7 +287,8 @@ def test_web_to_phone_calls_in_chromium() -> None:
     """RTC -> SIP: audio both ways, busy, rejected, no answer, cancel while ringing, SIP
     hangup, G.722 and opus stereo at the right rates, then the browser dies mid-call."""
     assert_loopback_only()
-    with running_gateway(presence_grace=1.0) as (gateway, sim), browser() as driver:
+    hold = "[media]\nbrowser_hold = 1.0\n"  # a dead browser's call is held this long
+    with running_gateway(hold, presence_grace=1.0) as (gateway, sim), browser() as driver:
         page = Page(driver, gateway)
         page.open()
         page.login(WEB_UID)
@@ -399,17 +400,17 @@ def run_web_to_phone(page: Page, gateway: Gateway, sim: SimulatorThread) -> None
 
 def run_browser_dies(page: Page, driver: Any, gateway: Gateway, sim: SimulatorThread) -> None:
     """7. The browser goes away mid-call without a word: past the presence grace (1 s) the
-    gateway ends the call and the channel."""
+    call is held for browser_hold (1 s here), then the gateway ends it and the channel."""
     controller = gateway.controller
     assert controller is not None
-    gone_before = controller.status()["ended"].get("web_gone", 0)
+    gone_before = controller.status()["ended"].get("browser_lost", 0)
     page.dial("1001")
     page.state_is("connected")
     page.media_up()
     only_channel(sim)
     blocking(kill_browser, driver)
     assert_nothing_left(gateway, sim)
-    assert controller.status()["ended"].get("web_gone", 0) == gone_before + 1
+    assert controller.status()["ended"].get("browser_lost", 0) == gone_before + 1
 
 
 def run_phone_to_web(page: Page, gateway: Gateway, sim: SimulatorThread) -> None:

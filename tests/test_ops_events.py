@@ -384,6 +384,48 @@ def test_no_verdict_before_the_browser_is_connected_and_the_end_line_has_both() 
     body()
 
 
+def test_a_held_call_is_not_judged_and_an_ice_restarts_new_leg_is_judged_afresh() -> None:
+    """While the browser's path is lost (core/browser_hold.py) nothing is judged; the
+    new leg of an ICE restart starts its counters at zero, and is judged from then on:
+    the problem the old path had is told as ok once the new one carries audio."""
+    from test_controller import _answered_web_call, in_loop
+
+    @in_loop
+    def body() -> None:
+        controller, _switch, alice, originate = _answered_web_call()
+        call = controller.book.by_uuid(originate.uuid)
+        assert call is not None
+        links = controller._links[call.call_id]
+        old = FakeLeg()
+        links.leg = old  # type: ignore[assignment]
+        for now in range(100, 107):  # the browser's RTP stops after the first second
+            old.flow(**({} if now == 100 else dict.fromkeys(BROWSER_SIDE, 0)))
+            controller._watch_media(call, links, float(now))
+
+        def told() -> list[str]:
+            return [m["Verdict"] for m in alice.peer_cmds() if m["Cmd"] == "MediaProblem"]
+
+        assert told() == ["browser_rtp_missing"]
+        assert controller.holds.lost(call.call_id, "ice", 107.0)
+        for now in range(107, 130):  # held: nothing flows either way, nothing is judged
+            controller._watch_media(call, links, float(now))
+        assert told() == ["browser_rtp_missing"]
+        controller.holds.back(call.call_id, "ice", 130.0)
+        new = FakeLeg()  # its counters start at zero, below the old leg's
+        links.leg = new  # type: ignore[assignment]
+        for now in range(130, 133):
+            new.flow()
+            controller._watch_media(call, links, float(now))
+        assert told() == ["browser_rtp_missing", "ok"]
+        assert links.watch is not None
+        assert links.watch.first_problem["browser_to_switch"] == "browser_rtp_missing"
+
+    body()
+
+
+BROWSER_SIDE = ("rtp_from_browser", "frames_from_browser", "frames_to_switch")
+
+
 class DownClient:
     """An ESL client whose connection never comes up."""
 

@@ -33,6 +33,7 @@ def test_fifty_calls_of_every_kind_leave_nothing_behind() -> None:
     status = result["gateway"]
     assert (status["calls"], status["numbers_busy"], status["unicast_ports_in_use"]) == (0, 0, 0)
     # Every ending really happened (the gateway's own count of how calls ended).
-    assert {"web_hangup", "sip_hangup", "web_gone", "busy", "no_answer", "canceled"} <= set(
+    # A vanished browser: held for browser_hold, then browser_lost.
+    assert {"web_hangup", "sip_hangup", "browser_lost", "busy", "no_answer", "canceled"} <= set(
         status["ended"]
     ), status["ended"]

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from esl_bridge.core import peer_messages as pm
+from esl_bridge.core.browser_hold import BROWSER_LOST, BROWSER_LOST_CAUSE
 from esl_bridge.core.unicast_gate import GateAction, GateInput, SendUnicast, UnicastGate
 
 # ---------------------------------------------------------------------------------------
@@ -584,7 +585,9 @@ class Call:
         return self._finish(now, "web_gone", "NORMAL_CLEARING", [])
 
     def on_media_failed(self, event: MediaFailed, now: float) -> list[Action]:
-        return self._finish(now, event.reason, "MEDIA_TIMEOUT", [self.tell_web(END_CALL)])
+        # browser_lost: held past [media] browser_hold (core/browser_hold.py).
+        cause = BROWSER_LOST_CAUSE if event.reason == BROWSER_LOST else "MEDIA_TIMEOUT"
+        return self._finish(now, event.reason, cause, [self.tell_web(END_CALL)])
 
     def on_shutdown_connected(self, event: Shutdown, now: float) -> list[Action]:
         return self._finish(now, "shutdown", "SYSTEM_SHUTDOWN", [self.tell_web(END_CALL)])

@@ -31,6 +31,7 @@ from esl_bridge.config import Settings
 from esl_bridge.core import call as c
 from esl_bridge.core import ids, peer_json
 from esl_bridge.core import peer_messages as pm
+from esl_bridge.core.browser_hold import BROWSER_LOST, ICE, WS, BrowserHolds
 from esl_bridge.core.callbook import BookSettings, CallBook
 from esl_bridge.core.invitations import LocalState, RemoteState
 from esl_bridge.core.media_verdict import OK, Change, HopCounters, OneWayJudge
@@ -40,7 +41,7 @@ from esl_bridge.gateway.esl_side import ChannelOp, ConferenceApi, SendDtmf, Unic
 from esl_bridge.gateway.ops_metrics import OpsMetrics
 from esl_bridge.logs import bound_contextvars, get_logger
 from esl_bridge.media.codec_choice import sip_side_codec
-from esl_bridge.media.leg import LegConfig, MediaLeg
+from esl_bridge.media.leg import LegConfig, MediaLeg, hold_tone
 from esl_bridge.media.unicast import (
     ChannelFormat,
     MediaCounters,
@@ -147,6 +148,8 @@ class CallController:
         self.leg_config = LegConfig.from_settings(settings.media)
         self.ports = self._port_allocator()
         self.media_counters = MediaCounters()  # shared by every call's unicast endpoint
+        # Connected calls whose browser path is lost, waiting for it (core/browser_hold.py).
+        self.holds = BrowserHolds(settings.media.browser_hold)
         self.handle: ParticipantHandle = hub.register_participant(self.appid, self)
         hub.on_presence = self._presence_changed
         # What call_ended reports, per live call: its fields, start and answer times, and
@@ -207,7 +210,14 @@ class CallController:
 
     async def _timers(self) -> None:
         while True:
-            deadline = self.book.next_deadline()
+            deadline = min(
+                (
+                    d
+                    for d in (self.book.next_deadline(), self.holds.next_deadline())
+                    if d is not None
+                ),
+                default=None,
+            )
             # Wake at least every second to check media timeouts.
             delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - self.clock()))
             # asyncio.timeout, not wait_for (see SignalingService._timers).
@@ -217,6 +227,9 @@ class CallController:
             self._wake.clear()
             try:
                 self._run(self.book.poll(self.clock()))
+                for call_id in self.holds.expired(self.clock()):
+                    log.info("calls.browser_lost", call_id=call_id)
+                    self.event(call_id, c.MediaFailed(BROWSER_LOST))
                 self._check_media_timeouts()
             except Exception:  # keep the timers alive whatever a bug does
                 log.exception("calls.timers_failed")
@@ -277,6 +290,10 @@ class CallController:
             return
         if endpoint.fs_addr is None:
             return  # unicast not flowing yet: the start timeout's business
+        if self.holds.held(call.call_id):
+            return  # the browser's path is gone (core/browser_hold.py): nothing to judge
+        # After an ICE restart the new leg's counters start at zero: a count unlike the last
+        # snapshot's is movement to the judge, so the new path is judged from there.
         counters = leg.hop_counters()
         if links.watch is None:
             if not counters.browser_connected:
@@ -578,10 +595,11 @@ class CallController:
 
     def _peer_status(self, peers: Mapping[str, str]) -> None:
         for uid, status in peers.items():
-            if status != "OFFLINE":
-                continue
             for call in self.book.calls_of(uid):
-                self.event(call.call_id, c.WebUserGone())
+                if status != "OFFLINE":
+                    self._browser_back(call.call_id, WS)
+                elif not self._hold(call.call_id, WS):
+                    self.event(call.call_id, c.WebUserGone())
 
     def _peer_message(self, to: str, sender: str, text: str) -> None:
         if self.conference.peer_message(to, sender, text):
@@ -634,6 +652,9 @@ class CallController:
         if links is None or links.leg is None or not sdp:
             self._media_error(call.peer_uid, web_uid, call.chan_id, "not_ready")
             return
+        if links.leg.has_offer:
+            await self._restart_media(call, links, web_uid, sdp)  # an ICE restart
+            return
         try:
             sdp_answer = await links.leg.handle_offer(sdp, sip_side_codec(links.headers))
             answer = pm.Answer(chan_id=call.chan_id, sdp=sdp_answer)
@@ -651,23 +672,93 @@ class CallController:
 
     def _open_media(self, call: c.Call) -> None:
         links = self._links_of(call.call_id)
-        if links.leg is not None:
-            return
-        call_id = call.call_id
+        if links.leg is None:
+            links.leg = self._new_leg(call.call_id, links)
 
+    def _new_leg(self, call_id: str, links: _CallLinks) -> MediaLeg:
         def on_state(state: str) -> None:
+            if links.leg is not leg:
+                return  # a leg an ICE restart replaced (or not yet in place)
             if state == "connected":
+                self._browser_back(call_id, ICE)
                 self.event(call_id, c.MediaConnected())
+            elif state in LOST_STATES and not leg.closed and self._hold(call_id, ICE):
+                return  # held: the browser may come back with an ICE restart
             elif state == "failed":
                 self.event(call_id, c.MediaFailed("ice_failed"))
 
-        links.leg = MediaLeg(
+        leg = MediaLeg(
             self.leg_config,
             self.ports,
             call_id=call_id,
             on_state=on_state,
             counters=self.media_counters,
         )
+        return leg
+
+    async def _restart_media(self, call: c.Call, links: _CallLinks, web_uid: str, sdp: str) -> None:
+        """A second offer for the call: the browser restarted ICE (its network changed).
+        aiortc cannot restart ICE on a leg, so a new leg takes the offer and the unicast
+        endpoint (same FreeSWITCH channel, same ports); the old leg is closed. The call is
+        held (core/browser_hold.py) until the new leg is connected."""
+        old = links.leg
+        assert old is not None
+        self._hold(call.call_id, ICE)  # the browser's old path is gone by its own account
+        new = self._new_leg(call.call_id, links)
+        try:
+            sdp_answer = await new.handle_offer(sdp, sip_side_codec(links.headers))
+            if links.leg is not old or self._links.get(call.call_id) is not links:
+                raise RuntimeError("the call changed meanwhile")
+            old.hand_over(new)
+        except Exception as exc:
+            # The old leg stays; the hold ends the call if no good offer comes in time.
+            log.warning("media.ice_restart_failed", call_id=call.call_id, error=str(exc))
+            await new.close()
+            self._media_error(call.peer_uid, web_uid, call.chan_id, "bad_offer")
+            return
+        links.leg = new
+        log.info("media.ice_restart", call_id=call.call_id, path=new.path, codec=new.codec)
+        self._spawn(old.close())
+        answer = pm.Answer(chan_id=call.chan_id, sdp=sdp_answer)
+        self.handle.send_message(call.peer_uid, web_uid, pm.serialise(answer), self.clock())
+        self._kick_hub()
+
+    def _hold(self, call_id: str, reason: str) -> bool:
+        """Hold a connected call whose browser path is lost for ``reason``; False when
+        the call is not one that is held (not connected, its media never up, a
+        conference member)."""
+        call = self.book.get(call_id)
+        if (
+            call is None
+            or call.state is not c.State.CONNECTED
+            or not call.media_connected
+            or call.direction is c.Direction.CONFERENCE
+        ):
+            return False
+        if self.holds.lost(call_id, reason, self.clock()):
+            log.info(
+                "calls.browser_held",
+                call_id=call_id,
+                reason=reason,
+                hold_time=self.holds.hold_time,
+            )
+            self._wake.set()
+            self._hold_filler(call_id, self.settings.media.browser_hold_tone)
+        return True
+
+    def _hold_filler(self, call_id: str, hz: float) -> None:
+        """The comfort tone (``hz`` > 0) the phone hears while the browser sends nothing;
+        0: silence again."""
+        links = self._links.get(call_id)
+        endpoint = None if links is None or links.leg is None else links.leg.endpoint
+        if endpoint is not None:
+            endpoint.tx.filler = hold_tone(endpoint.fmt, hz) if hz > 0 else None
+
+    def _browser_back(self, call_id: str, reason: str) -> None:
+        held = self.holds.back(call_id, reason, self.clock())
+        if held is not None:
+            log.info("calls.browser_back", call_id=call_id, held_seconds=round(held, 3))
+            self._hold_filler(call_id, 0.0)
 
     async def _start_unicast(self, call_id: str, uuid: str) -> None:
         links = self._links.get(call_id)
@@ -683,6 +774,9 @@ class CallController:
             log.warning("media.unicast_setup_failed", call_id=call_id, error=str(exc))
             self.event(call_id, c.GatewayError("unicast setup failed"))
             return
+        if links.leg is not None and links.leg is not leg:
+            leg.hand_over(links.leg)  # an ICE restart replaced the leg meanwhile
+            leg = links.leg
         self.channels.operate(Unicast(call_id, uuid, params))
         if leg.endpoint is not None:
             # The start timeout (_check_media_timeouts) counts from here.
@@ -864,6 +958,7 @@ class CallController:
         if claim is not None and self.cluster is not None:
             self.cluster.release(*claim)
         links = self._forget(action.call_id)
+        self.holds.forget(action.call_id)
         self.conference.call_ended(action.call_id)
         if links is not None and links.leg is not None:
             self._closing.add(action.call_id)
@@ -1137,6 +1232,12 @@ class CallController:
 
 # The media_problem event's ``silent`` field names a direction by where its audio comes from.
 _SILENT_NAMES = {"browser_to_switch": "from_browser", "switch_to_browser": "from_switch"}
+
+# A leg's connection states that mean its browser path is lost. aiortc 1.16 has no
+# "disconnected", and when aioice's consent checks expire its DTLS transport closes and
+# the peer connection shuts itself down: "closed" without "failed" (a leg the gateway
+# closes itself is marked closed first).
+LOST_STATES = ("disconnected", "failed", "closed")
 
 
 def _media_figures(stats: Any) -> dict[str, object]:

@@ -94,6 +94,7 @@ __all__ = [
     "PacketEncoder",
     "Reframer",
     "codec_capabilities",
+    "hold_tone",
     "use_host_addresses",
 ]
 
@@ -341,6 +342,40 @@ class PacketEncoder:
 def _left_channel(l16: bytes) -> bytes:
     """Interleaved stereo -> its left channel (FreeSWITCH's Opus stereo=1 has L == R)."""
     return np.frombuffer(l16, dtype="<i2")[0::2].astype(np.int16).tobytes()  # LE -> host
+
+
+# --------------------------------------------------------------------------- hold tone
+
+HOLD_BEEP_FRAMES = 10  # 200 ms of tone ...
+HOLD_TONE_PERIOD = 100  # ... every 2 s
+HOLD_TONE_LEVEL = 0.1  # of full scale (-20 dBFS)
+
+
+def hold_tone(fmt: ChannelFormat, hz: float) -> Callable[[], bytes]:
+    """A held call's comfort tone toward the channel, in its unicast format (L16 or the
+    fast path's G.711): each call gives the next 20 ms frame of a 200 ms beep of ``hz``
+    every 2 s, beginning with the beep."""
+    samples = fmt.samples_per_frame
+    t = np.arange(HOLD_BEEP_FRAMES * samples) / fmt.rate
+    beep = (HOLD_TONE_LEVEL * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+    encoder = PacketEncoder(fmt.codec.lower(), fmt.rate) if fmt.is_native else None
+    frames: list[bytes] = []
+    for i in range(HOLD_BEEP_FRAMES):
+        pcm = beep[i * samples : (i + 1) * samples]
+        if encoder is not None:
+            frames.append(encoder.encode(pcm.tobytes()))  # host order in, G.711 out
+        else:
+            frames.append(np.repeat(pcm, fmt.channels).astype("<i2").tobytes())
+    frames += [fmt.silence()] * (HOLD_TONE_PERIOD - HOLD_BEEP_FRAMES)
+    position = 0
+
+    def next_frame() -> bytes:
+        nonlocal position
+        frame = frames[position]
+        position = (position + 1) % len(frames)
+        return frame
+
+    return next_frame
 
 
 # --------------------------------------------------------------------------- tracks
@@ -600,6 +635,8 @@ class _BrowserAudio:
         return 0 if self.path is None else self.path.stats.frames_out
 
     def close(self) -> None:
+        if self.closed:  # a leg handed over closes its audio twice
+            return
         self.closed = True
         if self._poll is not None:
             self._poll.cancel()
@@ -789,6 +826,32 @@ class MediaLeg:
         self._browser_audio.attach(endpoint)
         self.log.info("media.path", path=path, codec=self.codec, channel_codec=channel_codec)
         return params
+
+    @property
+    def has_offer(self) -> bool:
+        """The browser's offer was taken: a further one is an ICE restart."""
+        return self.pc.remoteDescription is not None
+
+    def hand_over(self, successor: MediaLeg) -> None:
+        """ICE restart (aiortc cannot restart ICE on a transport: ``RTCIceTransport.start``
+        runs once): give this leg's unicast endpoint (the same FreeSWITCH stream and ports)
+        to ``successor``, a new leg of the same call that has taken the browser's new offer.
+        This leg then closes without the endpoint. Raises ValueError (nothing moved) when the
+        successor's codec cannot take a fast-path endpoint."""
+        endpoint = self.endpoint
+        if endpoint is None or successor.endpoint is not None:
+            return
+        if self.path == "fast" and endpoint.fmt.codec.lower() != successor.codec:
+            raise ValueError(
+                f"{endpoint.fmt.codec} unicast cannot feed a {successor.codec} browser"
+            )
+        self.track.detach()
+        self._browser_audio.close()  # its receive path fed the endpoint: no longer
+        self.endpoint = None
+        successor.endpoint, successor.path = endpoint, self.path
+        successor.track.attach(endpoint)
+        successor._browser_audio.attach(endpoint)
+        successor.log.info("media.path", path=self.path, codec=successor.codec, handed_over=True)
 
     # -- stats, end
 

@@ -399,6 +399,9 @@ class SendPacer:
         self.silence_frames = 0
         self.late_ticks = 0
         self.size_mismatches = 0
+        # What a tick with no browser frame sends instead of silence (a held call's
+        # comfort tone, [media] browser_hold_tone); None: silence.
+        self.filler: Callable[[], bytes] | None = None
 
     def push(self, frame: bytes) -> None:
         if len(frame) != self._frame_bytes:
@@ -436,7 +439,7 @@ class SendPacer:
                 # Before the browser's audio starts this is plain silence, not an underrun
                 # (the queue counts underruns only once the source has started).
                 self.silence_frames += 1
-                frame = self._silence
+                frame = self._silence if self.filler is None else self.filler()
             out.append(frame)
             self.packets += 1
             self.bytes += len(frame)

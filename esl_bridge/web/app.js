@@ -376,10 +376,13 @@ function attach(c, sdk) {
     });
   });
   sdk.on("media", (state) => {
-    if (state === "connected") c.media = "Audio connected";
+    if (sdk.reconnecting) c.media = "Reconnecting\u2026"; // the call timer keeps running
+    else if (state === "connected") c.media = "Audio connected";
     else if (state === "disconnected") c.media = "Audio interrupted \u2013 trying to recover\u2026";
     render();
   });
+  sdk.on("reconnecting", () => { c.media = "Reconnecting\u2026"; render(); });
+  sdk.on("reconnected", () => { c.media = "Audio connected"; render(); });
   sdk.on("dtmf", (digits) => {
     c.dtmfReceived = (c.dtmfReceived + digits).slice(-32);
     render();

@@ -265,6 +265,10 @@ export interface CallEvents {
   media: (connectionState: RTCPeerConnectionState) => void;
   /** A direction's one-way audio verdict changed ("ok" when it recovered). */
   mediaProblem: (problem: MediaProblem) => void;
+  /** The browser's path was lost ("ice_disconnected", "ice_failed", "websocket"): the
+   * call stays connected while the SDK restarts ICE and the gateway holds the SIP side. */
+  reconnecting: (why: string) => void;
+  reconnected: () => void;
 }
 
 export declare class Call extends Emitter<CallEvents> {
@@ -279,12 +283,16 @@ export declare class Call extends Emitter<CallEvents> {
   readonly state: CallStateValue;
   readonly ended: boolean;
   readonly muted: boolean;
+  /** True from a lost path until its ICE restart is connected. */
+  readonly reconnecting: boolean;
   readonly endReason: CallEnd | null;
   readonly pc: RTCPeerConnection | null;
   hangup(): Promise<void>;
   mute(on?: boolean): void;
   sendDtmf(digits: string): Promise<{ delivered: boolean }>;
   getStats(): Promise<CallStats>;
+  /** Restart ICE now (done by the SDK itself when the path fails). */
+  restartIce(): Promise<void>;
 }
 
 // ---- conference rooms ----------------------------------------------------------------

@@ -720,6 +720,10 @@ function parseJson(text) {
   }
 }
 
+// After an ICE restart's answer, the call is taken as reconnected if its connection is
+// still "connected" this long after (when no state change says so first).
+const RECONNECTED_CHECK_MS = 3000;
+
 function waitForIceGathering(pc, limitMs) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -739,7 +743,8 @@ function waitForIceGathering(pc, limitMs) {
 
 /** One call with audio. Made by client.call() or remoteInvitation.accept({...}).
  * Events: state(state, old), remoteTrack(track, stream), ended({reason, detail, cause}),
- * dtmf(digits), media(connectionState of the peer connection). */
+ * dtmf(digits), media(connectionState of the peer connection), reconnecting(why) and
+ * reconnected() around an ICE restart (the network changed; the call stays connected). */
 export class Call extends Emitter {
   constructor(client, { direction, peerId, chanId, invitation, stream }) {
     super();
@@ -755,6 +760,9 @@ export class Call extends Emitter {
     this.endReason = null; // {reason, detail} once ended
     this.pc = null;
     this._checking = false;
+    this.reconnecting = false; // true from a lost path to its ICE restart's connection
+    this._restarting = false; // a restart offer is being made
+    this._restartOut = false; // a restart offer was sent, its answer not applied yet
     client._calls.add(this);
   }
 
@@ -787,6 +795,13 @@ export class Call extends Emitter {
     // The gateway plays the signalled digits toward the phone (aiortc has no RFC 4733).
     const delivered = await this._send({ Cmd: "Dtmf", ChanId: this.chanId, Digits: text });
     return { delivered };
+  }
+
+  /** Restart ICE now (a new network path; the SDK does it by itself when the path
+   * fails or the WebSocket comes back): reconnecting, then reconnected. Never throws. */
+  async restartIce() {
+    if (this.ended || this.state !== CallState.CONNECTED) return;
+    await this._restartIce("app");
   }
 
   /** Figures of the audio path from the peer connection's statistics (null where the
@@ -883,7 +898,17 @@ export class Call extends Emitter {
     });
     pc.addEventListener("connectionstatechange", () => {
       if (!this.ended) this.emit("media", pc.connectionState);
-      if (pc.connectionState === "failed" && !this.ended) {
+      if (this.ended || pc !== this.pc) return;
+      const state = pc.connectionState;
+      if (state === "connected" && this.reconnecting && !this._restarting
+          && this._client._loggedIn) {
+        this._setReconnecting(false);
+      } else if ((state === "disconnected" || state === "failed")
+          && this.state === CallState.CONNECTED) {
+        // The gateway holds a connected call (README: When the browser's network
+        // changes); it ends it with EndCall if the new path does not come in time.
+        this._restartIce("ice_" + state);
+      } else if (state === "failed") {
         this._end("media_failed", "ice_failed", { notify: true });
       }
     });
@@ -901,13 +926,54 @@ export class Call extends Emitter {
     }
   }
 
+  _setReconnecting(on, why = "") {
+    if (this.ended || this.reconnecting === on) return;
+    this.reconnecting = on;
+    if (on) this.emit("reconnecting", why);
+    else this.emit("reconnected");
+  }
+
+  /** ICE restart: a new offer (iceRestart) on the same connection; the gateway answers
+   * from a new media leg carrying the same SIP call. Sent once logged in again. */
+  async _restartIce(why) {
+    this._setReconnecting(true, why);
+    const pc = this.pc;
+    if (this.ended || !pc || this._restarting || !this._client._loggedIn) return;
+    // An offer is out: the first one's answer comes first; a restart whose answer was
+    // lost with the WebSocket is taken back and made again.
+    if (pc.signalingState !== "stable" && !this._restartOut) return;
+    this._restarting = true;
+    try {
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      this._restartOut = true;
+      await waitForIceGathering(pc, ICE_GATHER_LIMIT_MS);
+      if (this.ended || pc !== this.pc) return;
+      await this._send({ Cmd: "Offer", ChanId: this.chanId, Sdp: pc.localDescription.sdp });
+    } catch (err) {
+      this._end("media_failed", `ice restart: ${err?.name ?? err}`, { notify: true });
+    } finally {
+      this._restarting = false;
+    }
+  }
+
   async _applyAnswer(sdp) {
     if (!this.pc || this.pc.signalingState !== "have-local-offer" || typeof sdp !== "string") return;
     try {
       await this.pc.setRemoteDescription({ type: "answer", sdp });
+      this._restartOut = false;
     } catch (err) {
       this._end("media_failed", `answer refused: ${err?.name ?? err}`, { notify: true });
+      return;
     }
+    // The new DTLS handshake takes the state through "connecting" to "connected" (the
+    // listener above); should the state never leave "connected", say so after a while.
+    const pc = this.pc;
+    setTimeout(() => {
+      if (pc === this.pc && pc.connectionState === "connected" && !this._restarting) {
+        this._setReconnecting(false);
+      }
+    }, RECONNECTED_CHECK_MS);
   }
 
   _onPeerMessage(text, from) {
@@ -955,6 +1021,7 @@ export class Call extends Emitter {
         if (this._checking) {
           this._checking = false;
           if (cmd.state === 0) this._end("lost", "the call ended while the network was down");
+          else this._restartIce("websocket"); // a new network, most likely: a new path
         }
         break;
       default:
@@ -968,6 +1035,8 @@ export class Call extends Emitter {
       // Back after a network loss: ask whether the call survived on the gateway.
       this._checking = true;
       this._send({ Cmd: "CallState" });
+    } else if (state === ConnectionState.RECONNECTING && this.state === CallState.CONNECTED) {
+      this._setReconnecting(true, "websocket");
     } else if (state === ConnectionState.ABORTED || state === ConnectionState.DISCONNECTED) {
       this._end(reason === ConnectionChangeReason.LOGOUT ? "logout" : "offline", String(reason ?? ""));
     }

@@ -5,7 +5,9 @@ tests/test_freeswitch_calls.py). ``ESL_BRIDGE_FREESWITCH_USER`` (default 1001) i
 registered baresip that answers automatically and plays a 1 kHz tone (the fixtures' setup);
 ``ESL_BRIDGE_FREESWITCH_PHONE_CTRL`` (default 127.0.0.1:4441) is its ``ctrl_tcp`` port. To
 mute it the test loads baresip's ``menu`` module there (``insmod menu``), which brings the
-``mute`` command.
+``mute`` command (a toggle). With ``menu`` loaded, baresip 1.0.0 hangs a call up when its
+``aufile`` source reaches the end of the file ("audio error"): the tone file must outlast
+the call (the fixtures' is 60 s).
 
 A web user (an aiortc peer) calls the phone: a few verdict windows pass with no
 ``MediaProblem`` and both directions ``ok``; the peer's track muted is ``browser_silent``,

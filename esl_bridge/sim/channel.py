@@ -771,6 +771,9 @@ def new_originated_leg(
         **{
             "Caller-ID-Name": cid_name,
             "Caller-ID-Number": cid_number,
+            # Recorded (a phone invited into a room with origination_caller_id_name set):
+            # the name is kept as Orig-Caller-ID-Name; absent (None, skipped) without one.
+            "Orig-Caller-ID-Name": cid_name,
             "Orig-Caller-ID-Number": cid_number,
             "Callee-ID-Name": "Outbound Call",
             "Callee-ID-Number": contact,

@@ -245,7 +245,8 @@ class OriginateMixin:
             **{
                 "Caller-ID-Name": "Outbound Call",
                 "Caller-ID-Number": ch.sip_contact_user,
-                "Callee-ID-Name": None,
+                # The originate's caller id name, when it gave one (recorded), else none.
+                "Callee-ID-Name": ch.profile.get("Orig-Caller-ID-Name"),
                 "Callee-ID-Number": cid,
                 "Network-Addr": "127.0.0.1",
             }

@@ -53,12 +53,14 @@ class GatewayProcess:
         cluster: str = "",
         esl_lines: str = "",
         web_lines: str = "",
+        limits_lines: str = "",
         sections: str = "",
         env: dict[str, str] | None = None,
         wait_healthy: bool = True,
     ) -> None:
         """``cluster``: more lines of the [cluster] section (redis_url...); ``esl_lines``,
-        ``web_lines``: of [esl], of [web]; ``sections``: more sections at the end;
+        ``web_lines``, ``limits_lines``: of [esl], of [web], of [limits]; ``sections``:
+        more sections at the end;
         ``env``: added to the environment; ``wait_healthy``: return only once /healthz
         says 200."""
         self.web_port = free_port()
@@ -96,12 +98,14 @@ class GatewayProcess:
                 console = off
                 [limits]
                 originate_timeout = {originate_timeout}
+                {{limits_lines}}
                 [cluster]
                 node_id = {node_id}
                 """
             )
             .replace("{esl_lines}", textwrap.dedent(esl_lines).strip())
             .replace("{web_lines}", textwrap.dedent(web_lines).strip())
+            .replace("{limits_lines}", textwrap.dedent(limits_lines).strip())
             + textwrap.dedent(cluster)
             + textwrap.dedent(sections)
         )

@@ -45,7 +45,7 @@ from support.gateway_support import WebUser, wait_until
 from support.host_bridge import bridged_to_host, netns_log
 from support.web_peer import WebPeer
 from test_freeswitch_calls import assert_switch_clean, channels_of, exists, gateway_on_freeswitch
-from test_one_way_audio import short_window, verdict_counts
+from test_one_way_audio import WINDOW, verdict_counts
 
 from esl_bridge.core.invitations import LocalState
 from esl_bridge.gateway.process import Gateway
@@ -206,9 +206,9 @@ def verdicts_on_a_call(ports: tuple[int, int], path: str) -> None:
     phone("insmod", "menu")  # brings `mute` (a second load is refused, harmlessly)
     extra = (
         f"max_calls = 10\n[media]\nunicast_port_min = {ports[0]}\nunicast_port_max = {ports[1]}\n"
+        f"media_problem_after = {WINDOW}\n"
     )
     with (
-        short_window(),
         gateway_on_freeswitch(extra, esl_host="127.0.0.1") as gateway,
         call(gateway, PATHS[path]) as (alice, peer, links),
     ):

@@ -38,7 +38,7 @@ from esl_bridge.core.invitations import LocalState
 _TARGET = os.environ.get("ESL_BRIDGE_FREESWITCH", "")
 _PHONE = os.environ.get("ESL_BRIDGE_FREESWITCH_USER", "1001")
 _ESL_PORT = int(_TARGET.split(":")[1]) if _TARGET.count(":") >= 2 else 8021
-_PORTS = (31460, 31479)
+_PORTS = (31500, 31519)  # apart from the other freeswitch-marked tests' ranges
 PHONE_HZ = 1000.0  # the phone's microphone (the fixtures' setup)
 FIRST_HZ, SECOND_HZ = 440.0, 700.0  # the browser's tone before and after the restart
 CHAN_ID = "fs-restart-1"

@@ -38,13 +38,16 @@ tests=(
   tests/test_click_to_call_core.py
   tests/test_conference_core.py
   tests/test_invitations.py
+  tests/test_invitation_api.py
   tests/test_peer_messages.py
+  tests/test_peer_message_fields.py
   tests/test_unicast_gate.py
   tests/test_media_watch.py
   tests/test_esl_protocol.py
   tests/test_channel_record.py
   tests/test_esl_commands.py
   tests/test_esl_command_bytes.py
+  tests/test_esl_command_endpoints.py
   tests/test_signaling_protocol.py
   tests/test_jwt_tokens.py
   tests/test_forged_tokens.py

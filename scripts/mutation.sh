@@ -37,6 +37,7 @@ tests=(
   tests/test_call.py
   tests/test_click_to_call_core.py
   tests/test_conference_core.py
+  tests/test_conference_replies.py
   tests/test_invitations.py
   tests/test_invitation_api.py
   tests/test_peer_messages.py

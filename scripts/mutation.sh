@@ -43,6 +43,7 @@ tests=(
   tests/test_peer_messages.py
   tests/test_peer_message_fields.py
   tests/test_unicast_gate.py
+  tests/test_gate_snapshot.py
   tests/test_media_watch.py
   tests/test_esl_protocol.py
   tests/test_channel_record.py

@@ -51,6 +51,7 @@ tests=(
   tests/test_esl_command_bytes.py
   tests/test_esl_command_endpoints.py
   tests/test_signaling_protocol.py
+  tests/test_signaling_replies.py
   tests/test_jwt_tokens.py
   tests/test_forged_tokens.py
   tests/test_token_edges.py

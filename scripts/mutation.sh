@@ -36,6 +36,7 @@ tests=(
   tests/test_state_numbers.py
   tests/test_call.py
   tests/test_click_to_call_core.py
+  tests/test_callbook_conference.py
   tests/test_conference_core.py
   tests/test_conference_replies.py
   tests/test_invitations.py

@@ -43,6 +43,7 @@ tests=(
   tests/test_invitation_api.py
   tests/test_peer_messages.py
   tests/test_peer_message_fields.py
+  tests/test_peer_json_depth.py
   tests/test_unicast_gate.py
   tests/test_gate_snapshot.py
   tests/test_media_watch.py

@@ -52,6 +52,7 @@ tests=(
   tests/test_esl_commands.py
   tests/test_esl_command_bytes.py
   tests/test_esl_command_endpoints.py
+  tests/test_esl_command_refusals.py
   tests/test_signaling_protocol.py
   tests/test_signaling_replies.py
   tests/test_jwt_tokens.py

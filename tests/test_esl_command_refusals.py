@@ -163,3 +163,26 @@ def test_uuid_send_dtmf_refuses_a_bad_uuid_by_name() -> None:
     with pytest.raises(ValueError) as caught:
         cmd.uuid_send_dtmf("bad uuid", "1")
     assert str(caught.value) == "invalid uuid: 'bad uuid'"
+
+
+def test_a_checked_field_names_itself_in_every_refusal() -> None:
+    with pytest.raises(ValueError) as caught:
+        cmd.myevents("u\n1")
+    assert str(caught.value) == "uuid contains CR, LF or NUL (ESL command injection)"
+    with pytest.raises(TypeError) as caught_type:
+        cmd.myevents(5)  # type: ignore[arg-type]
+    assert str(caught_type.value) == "uuid must be str, not int"
+
+
+def test_linger_seconds_from_one() -> None:
+    assert cmd.linger(1) == b"linger 1\n\n"
+    assert cmd.linger() == b"linger\n\n"
+    with pytest.raises(ValueError) as caught:
+        cmd.linger(0)
+    assert str(caught.value) == "invalid linger time: 0"
+
+
+def test_nested_balanced_braces_are_a_valid_channel_variable_value() -> None:
+    assert cmd.channel_vars({"v": "a{b{c}}d"}).startswith("{v=")
+    with pytest.raises(ValueError):
+        cmd.channel_vars({"v": "a{b{c}d"})

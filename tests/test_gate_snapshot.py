@@ -8,6 +8,7 @@ ready when the channel is answered or in early media *and* its read codec is kno
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -40,3 +41,13 @@ def test_session_secrets_hold_128_random_bits_by_default() -> None:
     assert len(raw) == 16
     assert len(base64.urlsafe_b64decode(ids.new_secret(32) + "=")) == 32
     assert ids.new_secret() != ids.new_secret()
+
+
+def test_ids_are_prefix_counter_and_64_random_bits() -> None:
+    first, second = ids.new_id("inv"), ids.new_id("inv")
+    pattern = re.compile(r"inv-([0-9a-f]+)-[0-9a-f]{16}")
+    m1, m2 = pattern.fullmatch(first), pattern.fullmatch(second)
+    assert m1 is not None and m2 is not None
+    assert int(m2.group(1), 16) > int(m1.group(1), 16)  # the process-wide counter
+    assert re.fullmatch(r"[0-9a-f]+-[0-9a-f]{16}", ids.new_id())
+    assert re.fullmatch(r"ch-[0-9a-f]+-[0-9a-f]{16}", ids.new_channel_id())

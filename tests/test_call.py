@@ -8,6 +8,7 @@ from itertools import count
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.budget import examples
 
 from esl_bridge.core import call as c
 from esl_bridge.core.callbook import (
@@ -506,7 +507,7 @@ def test_every_state_event_pair_is_handled_or_ignored(
         assert call.state is state
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     direction=st.sampled_from(["rtc", "sip"]),
     events=st.lists(st.sampled_from(EVENTS), max_size=12),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from support.budget import examples
 from support.esl_transcripts import all_transcripts, read_transcript
 
 from esl_bridge.esl import commands as cmd
@@ -258,7 +259,7 @@ _SAFE_TEXT = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), _SAFE_TEXT, max_size=4)
 )
@@ -272,7 +273,7 @@ def test_escaping_roundtrips_any_value(variables: dict[str, str]) -> None:
     assert rest == ["&socket(127.0.0.1:8084 async full)"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=30), st.sampled_from(["\r", "\n", "\r\n"]), st.text(max_size=30))
 def test_any_line_break_is_refused(head: str, brk: str, tail: str) -> None:
     value = head + brk + tail

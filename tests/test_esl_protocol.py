@@ -9,6 +9,7 @@ from urllib.parse import unquote
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.budget import examples
 from support.esl_transcripts import Transcript, all_transcripts, load_summary, read_transcript
 
 from esl_bridge.esl.protocol import (
@@ -437,7 +438,7 @@ def test_rude_rejection_and_unknown_types() -> None:
     assert type(other).__name__ == "OtherMessage"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=60))
 def test_any_chunking_of_inbound_main(cuts: list[int]) -> None:
     blob = b"".join(
@@ -451,7 +452,7 @@ def test_any_chunking_of_inbound_main(cuts: list[int]) -> None:
     assert _frames(pieces) == _frames([blob])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.dictionaries(
         st.from_regex(r"[A-Za-z][A-Za-z0-9_\-]{0,20}", fullmatch=True).filter(
@@ -480,7 +481,7 @@ def test_event_plain_roundtrip(headers: dict[str, str], body: str) -> None:
     assert event.body == body
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=8))
 def test_fuzzed_bytes_only_raise_protocol_errors(chunks: list[bytes]) -> None:
     parser = FrameParser(max_header_bytes=4096, max_body_bytes=4096)

@@ -6,8 +6,6 @@ import pytest
 
 from esl_bridge.core import ids
 from esl_bridge.core.invitations import (
-    LOCAL_TABLE,
-    REMOTE_TABLE,
     ApiError,
     CancelTimer,
     Deliver,
@@ -24,6 +22,8 @@ from esl_bridge.core.invitations import (
     StartTimer,
     StateChanged,
     Timer,
+    local_table,
+    remote_table,
 )
 
 L, LE, LR = LocalState, LocalEvent, LocalFailureReason
@@ -174,8 +174,8 @@ def remote_in(state: RemoteState, now: float = 0.0) -> RemoteInvitation:
 
 
 def test_tables_are_complete() -> None:
-    assert set(LOCAL_TABLE) == {(s, e) for s in L for e in LE}
-    assert set(REMOTE_TABLE) == {(s, e) for s in R for e in RE}
+    assert set(local_table()) == {(s, e) for s in L for e in LE}
+    assert set(remote_table()) == {(s, e) for s in R for e in RE}
 
 
 @pytest.mark.parametrize(("state", "event"), sorted(LOCAL_EXPECT, key=str))

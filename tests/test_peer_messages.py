@@ -67,7 +67,7 @@ def test_round_trip(msg: pm.PeerMessage, text: str | None) -> None:
 
 
 def test_every_command_has_a_round_trip() -> None:
-    assert {type(msg).CMD for msg, _ in ROUND_TRIPS} == pm.COMMANDS
+    assert {type(msg).CMD for msg, _ in ROUND_TRIPS} == pm.commands()
 
 
 # Text as browsers and ARCall clients send it -> what it reads as.

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.budget import examples
 
 from esl_bridge.signaling import protocol as p
 from esl_bridge.signaling.auth import (
@@ -176,7 +177,7 @@ def test_mask_secret_shows_no_secret() -> None:
 
 
 @given(st.text(max_size=300))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_verify_never_raises(text: str) -> None:
     assert isinstance(verify_token(text, "a", "u", CERT, 0.0), TokenError)
 
@@ -238,19 +239,19 @@ def check(out: object) -> None:
 
 
 @given(st.binary(max_size=400))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 def test_decoder_never_raises_on_bytes(raw: bytes) -> None:
     check(p.decode_client(raw))
 
 
 @given(st.text(max_size=400))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 def test_decoder_never_raises_on_text(raw: str) -> None:
     check(p.decode_client(raw))
 
 
 @given(messages)
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 def test_decoder_never_raises_on_near_valid_messages(obj: dict[str, Any]) -> None:
     out = p.decode_client(json.dumps(obj))
     check(out)

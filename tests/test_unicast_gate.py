@@ -7,6 +7,7 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.budget import examples
 
 from esl_bridge.core.unicast_gate import (
     TABLE,
@@ -144,7 +145,7 @@ def test_every_ordering_of_the_core_events() -> None:
                 check(list(order))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.sampled_from(sorted(STEPS)), max_size=14))
 def test_any_interleaving_never_early_never_after_hangup_exactly_once(steps: list[str]) -> None:
     check(steps)

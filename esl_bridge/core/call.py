@@ -2,7 +2,7 @@
 
 A call takes events (from FreeSWITCH, from the signalling hub, from the media leg) with
 the current time ``now`` and returns actions for the adapters to carry out. Its
-transitions live in one table per direction (``RTC_TO_SIP_TABLE``, ``SIP_TO_RTC_TABLE``):
+transitions live in one table per direction (``rtc_to_sip_table()``, ``sip_to_rtc_table()``, ...):
 state x event type -> handler. An event that the table does not list for the current
 state changes nothing (it is reported as ``Ignored`` so adapters can log it); a call never
 raises on an unexpected event, because FreeSWITCH and browsers send events late, twice
@@ -21,6 +21,7 @@ browser rings; the SIP caller hanging up while the browser rings cancels the inv
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -624,7 +625,7 @@ class RtcToSipCall(Call):
             started_at=now,
             state=State.ORIGINATING,
             direction=Direction.RTC_TO_SIP,
-            TABLE=RTC_TO_SIP_TABLE,
+            TABLE=rtc_to_sip_table(),
         )
         return call, [Originate(call_id, uuid, destination, dict(variables))]
 
@@ -761,7 +762,7 @@ class SipToRtcCall(Call):
             started_at=now,
             state=State.RINGING,
             direction=Direction.SIP_TO_RTC,
-            TABLE=SIP_TO_RTC_TABLE,
+            TABLE=sip_to_rtc_table(),
         )
         content = json.dumps(
             {
@@ -907,7 +908,7 @@ class ClickToCall(Call):
             direction=Direction.RTC_TO_SIP,
             # No channel until the web user accepts: nothing to hang up before that.
             channel_alive=False,
-            TABLE=CLICK_TO_CALL_TABLE,
+            TABLE=click_to_call_table(),
             destination=destination,
             variables=dict(variables),
         )
@@ -1056,7 +1057,7 @@ class ConfWebCall(Call):
             started_at=now,
             state=State.ORIGINATING,
             direction=Direction.CONFERENCE,
-            TABLE=CONF_WEB_TABLE,
+            TABLE=conf_web_table(),
             room=room,
         )
         # The leg first: the browser's offer follows ConfJoined, maybe before the answer.
@@ -1160,7 +1161,7 @@ class ConfSipCall(RtcToSipCall):
             started_at=now,
             state=State.ORIGINATING,
             direction=Direction.RTC_TO_SIP,
-            TABLE=CONF_SIP_TABLE,
+            TABLE=conf_sip_table(),
         )
         return call, [Originate(call_id, uuid, destination, dict(variables), app=app)]
 
@@ -1247,7 +1248,7 @@ class ConfDialInCall(Call):
             state=State.CONNECTED,
             direction=Direction.SIP_TO_RTC,
             answered_at=now,
-            TABLE=CONF_DIAL_IN_TABLE,
+            TABLE=conf_dial_in_table(),
         )
         variables = call_variables(call_id, Direction.CONFERENCE, "", settings.appid, caller_number)
         return call, [
@@ -1298,7 +1299,7 @@ class NumberFirstClickToCall(ClickToCall):
 
     def _opening(self) -> list[Action]:
         """The number is dialled first: the web user is invited once it answered."""
-        self.state, self.channel_alive, self.TABLE = State.ORIGINATING, True, NUMBER_FIRST_TABLE
+        self.state, self.channel_alive, self.TABLE = State.ORIGINATING, True, number_first_table()
         return [Originate(self.call_id, self.uuid, self.destination, dict(self.variables))]
 
     def on_number_progress(
@@ -1394,10 +1395,41 @@ _COMMON: dict[tuple[State, type[Event]], Handler] = {
     },
 }
 
-RTC_TO_SIP_TABLE = _rtc_to_sip_table()
-SIP_TO_RTC_TABLE = _sip_to_rtc_table()
-CLICK_TO_CALL_TABLE = _click_to_call_table()
-NUMBER_FIRST_TABLE = _number_first_table()
-CONF_WEB_TABLE = _conf_web_table()
-CONF_SIP_TABLE = _conf_sip_table()
-CONF_DIAL_IN_TABLE = _conf_dial_in_table()
+
+# The tables are built on first use, not at import: the same dict from then on (one cached
+# call), and mutation testing sees each builder run under the mutant (docs/mutation.rst).
+
+
+@functools.cache
+def rtc_to_sip_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _rtc_to_sip_table()
+
+
+@functools.cache
+def sip_to_rtc_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _sip_to_rtc_table()
+
+
+@functools.cache
+def click_to_call_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _click_to_call_table()
+
+
+@functools.cache
+def number_first_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _number_first_table()
+
+
+@functools.cache
+def conf_web_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _conf_web_table()
+
+
+@functools.cache
+def conf_sip_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _conf_sip_table()
+
+
+@functools.cache
+def conf_dial_in_table() -> Mapping[tuple[State, type[Event]], Handler]:
+    return _conf_dial_in_table()

@@ -4,7 +4,7 @@ Signalling protocol).
 ``LocalInvitation`` is the caller's side, ``RemoteInvitation`` the callee's. Each takes
 events together with the current time ``now`` (seconds on any monotonic clock) and returns
 actions; it never sleeps, never touches a socket and never reads a clock. Every transition
-lives in one table (``LOCAL_TABLE`` / ``REMOTE_TABLE``): state x event -> either a
+lives in one table (``local_table()`` / ``remote_table()``): state x event -> either a
 ``Transition`` (new state, failure reason, operations) or a ``Reject`` (an API error,
 nothing changes, nothing is sent). Timers are deadlines kept inside the machine: the owner
 asks ``next_deadline()`` and calls ``poll(now)`` when it is due, so a fake clock drives
@@ -16,6 +16,7 @@ one machine is an event for the other one.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,6 @@ from typing import Generic, TypeVar
 __all__ = [
     "CHANNEL_ID_MAX_BYTES",
     "CONTENT_MAX_BYTES",
-    "LOCAL_TABLE",
-    "REMOTE_TABLE",
     "RESPONSE_MAX_BYTES",
     "ApiError",
     "CancelTimer",
@@ -48,6 +47,8 @@ __all__ = [
     "StateChanged",
     "Timer",
     "Transition",
+    "local_table",
+    "remote_table",
     "utf8_len",
 ]
 
@@ -333,8 +334,17 @@ def _remote_table() -> dict[tuple[RemoteState, RemoteEvent], Transition | Reject
     return t
 
 
-LOCAL_TABLE: Mapping[tuple[LocalState, LocalEvent], Transition | Reject] = _local_table()
-REMOTE_TABLE: Mapping[tuple[RemoteState, RemoteEvent], Transition | Reject] = _remote_table()
+# Built on first use, not at import: the same dict from then on (one cached call), and
+# mutation testing sees each builder run under the mutant (docs/mutation.rst).
+@functools.cache
+def local_table() -> Mapping[tuple[LocalState, LocalEvent], Transition | Reject]:
+    return _local_table()
+
+
+@functools.cache
+def remote_table() -> Mapping[tuple[RemoteState, RemoteEvent], Transition | Reject]:
+    return _remote_table()
+
 
 S = TypeVar("S", LocalState, RemoteState)
 E = TypeVar("E", LocalEvent, RemoteEvent)
@@ -416,7 +426,6 @@ class _Machine(ABC, Generic[S, E]):
 class LocalInvitation(_Machine[LocalState, LocalEvent]):
     """The caller's invitation. Create, set ``content`` / ``channel_id``, then ``send``."""
 
-    _table = LOCAL_TABLE
     _terminal = frozenset({L.ACCEPTED_BY_REMOTE, L.REFUSED_BY_REMOTE, L.CANCELED, L.FAILURE})
 
     def __init__(
@@ -429,6 +438,7 @@ class LocalInvitation(_Machine[LocalState, LocalEvent]):
         timeouts: InvitationTimeouts | None = None,
     ) -> None:
         super().__init__(L.IDLE, timeouts or InvitationTimeouts())
+        self._table = local_table()
         self.callee_id = callee_id
         self.content = content
         self.channel_id = channel_id
@@ -486,7 +496,6 @@ class LocalInvitation(_Machine[LocalState, LocalEvent]):
 class RemoteInvitation(_Machine[RemoteState, RemoteEvent]):
     """The callee's invitation: created when it is handed over, IDLE until acknowledged."""
 
-    _table = REMOTE_TABLE
     _terminal = frozenset({R.ACCEPTED, R.REFUSED, R.CANCELED, R.FAILURE})
 
     def __init__(
@@ -498,6 +507,7 @@ class RemoteInvitation(_Machine[RemoteState, RemoteEvent]):
         timeouts: InvitationTimeouts | None = None,
     ) -> None:
         super().__init__(R.IDLE, timeouts or InvitationTimeouts())
+        self._table = remote_table()
         self.caller_id = caller_id
         self.content = content
         self.channel_id = channel_id

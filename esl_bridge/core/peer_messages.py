@@ -21,6 +21,7 @@ FreeSWITCH ``DTMF`` event). ``parse`` accepts either (both at once only when equ
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from esl_bridge.core.invitations import CHANNEL_ID_MAX_BYTES
 __all__ = [
     "CALL_STATE_VALUES",
     "CHANNEL_ID_MAX_BYTES",
-    "COMMANDS",
     "DTMF_DIGITS",
     "MAX_DTMF_DIGITS",
     "MAX_SDP_BYTES",
@@ -53,6 +53,7 @@ __all__ = [
     "Refused",
     "SipState",
     "UnknownCommand",
+    "commands",
     "parse",
     "serialise",
 ]
@@ -367,9 +368,17 @@ def _readers() -> dict[str, Callable[[Mapping[str, Any]], PeerMessage]]:
     }
 
 
-_READERS = _readers()
-#: Every ``Cmd`` this module reads and writes.
-COMMANDS = frozenset(_READERS)
+# Built on first use, not at import: the same dict from then on (one cached call), and
+# mutation testing sees the builder run under the mutant (docs/mutation.rst).
+@functools.cache
+def _reader_table() -> Mapping[str, Callable[[Mapping[str, Any]], PeerMessage]]:
+    return _readers()
+
+
+@functools.cache
+def commands() -> frozenset[str]:
+    """Every ``Cmd`` this module reads and writes."""
+    return frozenset(_reader_table())
 
 
 def parse(text: str | bytes) -> PeerMessage:
@@ -386,7 +395,7 @@ def parse(text: str | bytes) -> PeerMessage:
     cmd = body.get("Cmd")
     if not isinstance(cmd, str):
         raise NotACommand("no string Cmd")
-    reader = _READERS.get(cmd)
+    reader = _reader_table().get(cmd)
     if reader is None:
         # The name is the peer's: say how long it is, not what it is.
         raise UnknownCommand(f"unknown Cmd ({len(cmd)} characters)")

@@ -23,8 +23,6 @@ from typing import Any, Protocol
 
 from esl_bridge.core import ids
 from esl_bridge.core.invitations import (
-    LOCAL_TABLE,
-    REMOTE_TABLE,
     Action,
     ApiError,
     Deliver,
@@ -40,6 +38,8 @@ from esl_bridge.core.invitations import (
     RemoteInvitation,
     RemoteState,
     StateChanged,
+    local_table,
+    remote_table,
 )
 from esl_bridge.logs import get_logger
 from esl_bridge.signaling import protocol as p
@@ -807,7 +807,7 @@ class Hub:
         inv = session.outgoing.get(body.ref)
         if inv is None:
             ended = session.ended_refs.get(body.ref)
-            entry = LOCAL_TABLE[(ended, LocalEvent.CANCEL)] if ended is not None else None
+            entry = local_table()[(ended, LocalEvent.CANCEL)] if ended is not None else None
             if isinstance(entry, Reject):
                 reply(_api_error(entry.error, re_))
             else:
@@ -832,7 +832,7 @@ class Hub:
         if inv is None or inv.remote is None:
             ended = session.ended_invs.get(body.inv)
             event = RemoteEvent.REFUSE if isinstance(body, p.Refuse) else RemoteEvent.ACCEPT
-            entry = REMOTE_TABLE[(ended, event)] if ended is not None else None
+            entry = remote_table()[(ended, event)] if ended is not None else None
             if isinstance(entry, Reject) and not isinstance(body, p.Ack):
                 reply(_api_error(entry.error, re_))
             elif ended is not None:

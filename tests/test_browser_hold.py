@@ -74,7 +74,7 @@ def test_a_call_whose_browser_never_came_back_ends_as_browser_lost() -> None:
         settings=c.CallSettings(gateway_uid="gateway"),
         started_at=0.0,
         state=c.State.CONNECTED,
-        TABLE=c.RTC_TO_SIP_TABLE,
+        TABLE=c.rtc_to_sip_table(),
     )
     actions = call.handle(c.MediaFailed(BROWSER_LOST), 40.0)
     hangups = [a for a in actions if isinstance(a, c.Hangup)]
@@ -91,7 +91,7 @@ def test_a_call_whose_browser_never_came_back_ends_as_browser_lost() -> None:
         settings=c.CallSettings(gateway_uid="gateway"),
         started_at=0.0,
         state=c.State.CONNECTED,
-        TABLE=c.RTC_TO_SIP_TABLE,
+        TABLE=c.rtc_to_sip_table(),
     )
     assert [
         a.cause for a in other.handle(c.MediaFailed("ice_failed"), 1.0) if isinstance(a, c.Hangup)

@@ -112,6 +112,11 @@ def _ended(watch: Conn, uuids: list[str]) -> dict[str, tuple[str, list[str]]]:
     return {u: (causes[u], apps[u]) for u in uuids}
 
 
+def _current_app(switch: InboundClient, uuid: str) -> str | None:
+    """The application the channel runs now (FreeSWITCH's ``current_application``)."""
+    return orphans.getvar_value(switch.api("uuid_getvar", uuid, "current_application").body)
+
+
 def _loopback_call_to(switch: InboundClient, uid: str) -> str:
     """A SIP -> web call through the dialplan; returns the uuid of the caller's leg."""
     a_leg = str(uuidlib.uuid4())
@@ -147,6 +152,15 @@ def test_a_killed_gateway_leaves_no_channel_on_the_switch(state: str, tmp_path: 
                 alice.wait_local_state(LocalState.ACCEPTED_BY_REMOTE, timeout=30)
             wait_until(lambda: bool(_channels_of(switch, node_id)), 15, "the gateway's channel")
             mine = _channels_of(switch, node_id)
+            if state == "sip_to_web_ringing":
+                # The check below is about the endless ringback: kill the gateway only once
+                # it plays (its playback may still be on its way when the channel shows up;
+                # killed before, the socket app returns and the dialplan hangs up).
+                wait_until(
+                    lambda: all(_current_app(switch, u) == "playback" for u in mine),
+                    15,
+                    "the ringback playing",
+                )
             watch = _observer()
             try:
                 gateway.kill()

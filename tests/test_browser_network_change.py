@@ -16,21 +16,19 @@ as ``browser_lost`` with nothing left (no channel, no port, no socket).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 import time
 from typing import Any
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from support.gateway_support import WebUser, assert_nothing_left, running_gateway, wait_until
 from support.netns import loopback_only
 from support.tones import ToneTrack
 from support.web_peer import WebPeer
 
 from esl_bridge.core.invitations import LocalState
-from esl_bridge.media.leg import use_host_addresses
 
 PHONE_HZ = 440.0  # extension 1000 of the simulator
 FIRST_HZ = 1000.0  # the browser's tone on its first path
@@ -84,43 +82,26 @@ class MovingPeer(WebPeer):
         self.old_pcs: list[RTCPeerConnection] = []
         self.connected_at: float | None = None
 
+    def _new_pc(self) -> RTCPeerConnection:
+        if self.pc is not None:
+            self.old_pcs.append(self.pc)  # left as the network left it
+        self.heard = []
+        pc = super()._new_pc()
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if pc.connectionState == "connected" and pc is self.pc:
+                self.connected_at = time.monotonic()
+
+        return pc
+
     def offer_from(self, address: str, to: str, chan_id: str) -> None:
-        async def make() -> str:
-            if self.pc is not None:
-                self.old_pcs.append(self.pc)
-            self.heard = []
-            pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTrack(ToneTrack(self.hz))
-
-            @pc.on("track")
-            def _on_track(track: Any) -> None:
-                self._tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
-
-            @pc.on("connectionstatechange")
-            def _on_state() -> None:
-                if pc.connectionState == "connected" and pc is self.pc:
-                    self.connected_at = time.monotonic()
-
-            with use_host_addresses([address]):
-                await pc.setLocalDescription(await pc.createOffer())
-            return str(pc.localDescription.sdp)
-
-        sdp = self.user._run(make(), timeout=20)
-        self.user.peer(to, Cmd="Offer", ChanId=chan_id, Sdp=sdp)
-        answer = self.user.wait_peer_cmd("Answer", timeout=20)
-
-        async def apply() -> None:
-            assert self.pc is not None
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(sdp=answer["Sdp"], type="answer")
-            )
-
-        self.user._run(apply(), timeout=20)
+        self.offer(to, chan_id, address)
 
     def restart(self, address: str, hz: float, to: str, chan_id: str) -> None:
-        self.hz = hz
+        self.hz, self.track = hz, ToneTrack(hz)
         self.connected_at = None
-        self.offer_from(address, to, chan_id)
+        self.offer(to, chan_id, address)
 
     def close(self) -> None:
         async def close_old() -> None:

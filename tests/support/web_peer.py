@@ -39,11 +39,16 @@ class WebPeer:
         self.track = ToneTrack(hz)  # its ``freq`` set to 0 mutes it (digital silence)
         self._tasks: list[asyncio.Task[None]] = []
 
-    def offer(self, to: str, chan_id: str) -> str:
-        """Send the offer, apply the gateway's answer; returns the answer's SDP."""
+    def _new_pc(self) -> RTCPeerConnection:
+        """The peer connection an offer is made on (a subclass may keep the old one)."""
+        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    def offer(self, to: str, chan_id: str, address: str = "127.0.0.1") -> str:
+        """Send the offer (gathered on ``address``), apply the gateway's answer; returns
+        the answer's SDP."""
 
         async def make() -> str:
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.pc = self._new_pc()
             self.pc.addTrack(self.track)
             if self.codecs is not None:
                 for transceiver in self.pc.getTransceivers():
@@ -53,7 +58,7 @@ class WebPeer:
             def _on_track(track: Any) -> None:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._listen(track)))
 
-            with use_host_addresses(["127.0.0.1"]):
+            with use_host_addresses([address]):
                 await self.pc.setLocalDescription(await self.pc.createOffer())
             return str(self.pc.localDescription.sdp)
 

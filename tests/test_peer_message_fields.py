@@ -44,6 +44,10 @@ WITH_CHAN: list[tuple[str, pm.PeerMessage]] = [
         pm.Refused(chan_id="c1", reason="busy", cause="USER_BUSY"),
     ),
     (_j(Cmd="Calling", ChanId="c1"), pm.Calling(chan_id="c1")),
+    (
+        _j(Cmd="MediaProblem", ChanId="c1", Direction="browser_to_switch", Verdict="ok"),
+        pm.MediaProblem(chan_id="c1", direction="browser_to_switch", verdict="ok"),
+    ),
     (_j(Cmd="Calling", ChanId="c1", Reason="other"), pm.Calling(chan_id="c1", reason="other")),
 ]
 

@@ -15,15 +15,13 @@ cooperatively with ``wait_until``. Every wait is bounded and waits for an event.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-from support.browser import CHROMEDRIVER, CHROMIUM, MIC_HZ, chromium
+from support.browser import CHROMEDRIVER, CHROMIUM, MIC_HZ
 from support.gateway_support import APPID, assert_nothing_left, running_gateway, wait_until
 from support.netns import assert_loopback_only, loopback_only
-from test_e2e_browser import blocking
+from test_e2e_browser import blocking, browser
 
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimulatorThread
@@ -153,16 +151,6 @@ class Tab:
         got = blocking(self.driver.execute_async_script, LEVELS_JS, freqs)
         assert "levels" in got, got
         return dict(zip(freqs, got["levels"], strict=True))
-
-
-@contextlib.contextmanager
-def browser() -> Iterator[Any]:
-    manager = chromium()
-    driver = blocking(manager.__enter__)
-    try:
-        yield driver
-    finally:
-        blocking(manager.__exit__, None, None, None)
 
 
 def assert_no_room_left(gateway: Gateway, sim: SimulatorThread) -> None:

@@ -6,26 +6,9 @@ life; here what each one is created with is held.
 
 from __future__ import annotations
 
+from test_conference_core import APPID, book
+
 from esl_bridge.core import call as c
-from esl_bridge.core.callbook import BookSettings, CallBook
-from esl_bridge.numbers import NumberPool
-
-APPID = "app"
-
-
-def book(max_calls: int = 10, **settings: float) -> CallBook:
-    return CallBook(
-        BookSettings(
-            rtm2sip_on=True,
-            proxy_on=True,
-            sip_domain="example.invalid",
-            gateway_uid="gateway",
-            max_calls=max_calls,
-            appid=APPID,
-            **settings,  # type: ignore[arg-type]
-        ),
-        NumberPool(["1000", "1001"]),
-    )
 
 
 def test_a_web_members_leg_is_created_with_its_user_room_and_time() -> None:

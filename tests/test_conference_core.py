@@ -227,7 +227,7 @@ def test_dial_in_codes_are_unique_among_live_rooms_and_freed() -> None:
 SETTINGS = c.CallSettings(gateway_uid="gateway", hangup_grace=5.0, appid=APPID)
 
 
-def book(max_calls: int = 10) -> CallBook:
+def book(max_calls: int = 10, **settings: float) -> CallBook:
     return CallBook(
         BookSettings(
             rtm2sip_on=True,
@@ -236,6 +236,7 @@ def book(max_calls: int = 10) -> CallBook:
             gateway_uid="gateway",
             max_calls=max_calls,
             appid=APPID,
+            **settings,  # type: ignore[arg-type]
         ),
         NumberPool(["1000", "1001"]),
     )

@@ -38,6 +38,9 @@ tests=(
   tests/test_click_to_call_core.py
   tests/test_callbook_conference.py
   tests/test_conference_core.py
+  tests/test_call_endings.py
+  tests/test_call_kinds.py
+  tests/test_callbook_admission.py
   tests/test_conference_replies.py
   tests/test_invitations.py
   tests/test_invitation_api.py

@@ -252,3 +252,11 @@ def _call_of(b: CallBook, actions: list[c.Action]) -> c.Call:
     found = b.by_uuid(originate.uuid)
     assert found is not None
     return found
+
+
+def test_sip_data_or_user_data_that_is_not_text_is_left_out() -> None:
+    b = book()
+    [originate] = invite(b, {"ChanId": "ch-a", "SipData": 5551234, "UserData": {"a": 1}})
+    assert isinstance(originate, c.Originate)
+    assert originate.variables["origination_caller_id_number"] == "alice"
+    assert "sip_h_X-ArInfo" not in originate.variables

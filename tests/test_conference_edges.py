@@ -6,12 +6,15 @@ other web members, late ends and the dial-in codes once the four digits are used
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
+from support.esl_transcripts import FIXTURES, read_transcript
 from test_conference_core import APPID, add, event, seat, table, told
 
 from esl_bridge.core import conference as conf
+from esl_bridge.esl.protocol import ApiResponse, FrameParser, decode
 
 
 def members(actions: list[conf.ConfAction], uid: str) -> list[dict[str, Any]]:
@@ -119,6 +122,12 @@ def test_a_phone_without_caller_id_headers_is_listed_with_empty_fields() -> None
     )
     listed = members(t.maintenance(named), "alice")
     assert (listed[1]["Uid"], listed[1]["Name"]) == ("1001", "1001")  # name: the number
+    shown = {**add(room.name, 7, "r", "1002", loopback=False), "Caller-Caller-ID-Name": "Reception"}
+    listed = members(t.maintenance(shown), "alice")
+    assert (listed[2]["Uid"], listed[2]["Name"]) == ("1002", "Reception")
+    nameless = event(room.name, "add-member", 8, **{"Unique-ID": "s"})  # no Channel-Name
+    listed = members(t.maintenance(nameless), "alice")
+    assert (listed[3]["Id"], listed[3]["Kind"]) == (8, "sip")
 
 
 def test_a_phone_is_listed_by_the_number_the_gateway_dialled_or_took() -> None:
@@ -146,6 +155,8 @@ def test_a_dial_in_phone_that_creates_the_room_registers_it() -> None:
     room = t.get(APPID, "r3")
     assert room is joined.room and t.dial_in_check(room.dial_code) is room
     assert room.invitees["phone-in"] == conf.Invitee("call-in", "phone-in", "1000")
+    t.call_ended("call-in")
+    assert len(t) == 0 and set(t.held().values()) == {0}
 
 
 def test_a_loopback_member_is_a_seat_only_if_that_seat_has_no_member_or_partner() -> None:
@@ -182,16 +193,17 @@ def test_a_member_list_for_someone_not_seated_marks_nobody_self() -> None:
 
 def test_another_process_s_web_member_is_web_and_may_moderate() -> None:
     t = conf.RoomTable(conf.ConferenceSettings(), shared=True)
-    joined = t.adopt(APPID, "r1", "carol", "1234", 0.0)
+    # The moderator's uid as its channel carries it: '!' is not a channel value character.
+    joined = t.adopt(APPID, "r1", "carol!", "1234", 0.0)
     assert isinstance(joined, conf.Joined)
     room = t.seat(joined, "alice", "Alice", "call-alice", "a-alice")
-    listed = members(t.maintenance(add(room.name, 4, "b-carol", "carol")), "alice")
+    listed = members(t.maintenance(add(room.name, 4, "b-carol", "carol_")), "alice")
     assert listed == [
         {
             "Id": 4,
-            "Uid": "carol",
+            "Uid": "carol_",
             "Kind": "web",
-            "Name": "carol",
+            "Name": "carol_",
             "Talking": False,
             "Muted": False,
             "Moderator": True,
@@ -203,6 +215,21 @@ def test_another_process_s_web_member_is_web_and_may_moderate() -> None:
     t.maintenance(add(room.name, 5, "b-alice", "alice"))
     ended = t.ended_elsewhere(room.name)
     assert ended == [conf.ToCall("call-alice", "room_ended")]
+
+
+def test_ending_a_room_kicks_another_process_s_web_member_later() -> None:
+    t = conf.RoomTable(conf.ConferenceSettings(), shared=True)
+    joined = t.adopt(APPID, "r1", "alice", "1234", 0.0)
+    assert isinstance(joined, conf.Joined)
+    room = t.seat(joined, "alice", "Alice", "call-alice", "a-alice")
+    t.maintenance(add(room.name, 4, "b-carol", "carol"))
+    t.maintenance(add(room.name, 5, "b-alice", "alice"))
+    t.maintenance(add(room.name, 6, "fscli", "5555", loopback=False))
+    assert t.end(APPID, "r1", "alice") == [
+        conf.ToCall("call-alice", "room_ended"),
+        conf.ConfApi(room.name, ("kick", "4"), later=True),
+        conf.ConfApi(room.name, ("kick", "6")),
+    ]
 
 
 def test_a_phone_another_process_dialled_is_listed_by_its_number() -> None:
@@ -277,6 +304,7 @@ def test_mute_talk_and_kick_events_tell_their_own_event() -> None:
         if not out:
             return None
         body = told(out)["alice"]
+        assert body["Member"] == 7
         (me,) = body["Members"]
         return body["Event"], me["Muted"], me["Talking"]
 
@@ -312,6 +340,13 @@ def test_an_older_call_s_late_end_leaves_the_newer_seat() -> None:
 # --------------------------------------------------------------------------- dial-in codes
 
 
+def test_the_code_seed_is_the_first_32_bits_of_the_name_s_sha256() -> None:
+    # Every process of a cluster computes it alike: the recipe is the contract.
+    for name in ("eb-app-r1", "eb-app-h0123456789abcdef", "eb-é-x"):
+        digest = hashlib.sha256(name.encode()).digest()
+        assert conf.code_seed(name) == int.from_bytes(digest[:4], "big")
+
+
 def _code(chan_id: str, digits: int = 4) -> str:
     return f"{conf.code_seed(conf.room_name(APPID, chan_id)) % 10**digits:0{digits}d}"
 
@@ -338,3 +373,71 @@ def test_codes_grow_a_digit_once_four_are_used_up() -> None:
     room = seat(t, "v", "last")
     assert room.dial_code == _code("last", 5)
     assert t.dial_in_check(room.dial_code) is room
+
+
+# ------------------------------------------------------------ the switch's member list
+
+
+def _recorded_list() -> str:
+    """The reply of ``conference eb-app-room1 list`` from a recorded session (two web
+    members, bob the newer, both speaking, neither talking)."""
+    transcript = read_transcript(FIXTURES / "conference" / "esl_inbound_conference_control.txt")
+    parser = FrameParser()
+    for chunk in transcript.freeswitch_chunks():
+        for frame in parser.feed(chunk):
+            message = decode(frame)
+            if isinstance(message, ApiResponse) and ";loopback/conference:" in message.body:
+                return message.body
+    raise AssertionError("no list reply in the transcript")
+
+
+def _listed(t: conf.RoomTable, room: conf.Room, text: str) -> list[conf.ConfAction]:
+    headers = event(room.name, conf.LIST_ACTION, **{conf.LIST_HEADER: text})
+    return t.maintenance(headers)
+
+
+def test_the_recorded_member_list_seats_each_web_member() -> None:
+    t = table()
+    room = seat(t, "alice", "room1")
+    seat(t, "bob", "room1")
+    actions = _listed(t, room, _recorded_list())
+    body = told(actions)["bob"]
+    assert body["Event"] == "list" and body["Member"] == 4
+    assert [(m["Id"], m["Uid"], m["Kind"], m["Name"]) for m in body["Members"]] == [
+        (3, "alice", "web", "Alice"),
+        (4, "bob", "web", "Bob"),
+    ]
+    assert [(m["Talking"], m["Muted"], m["Self"]) for m in body["Members"]] == [
+        (False, False, False),
+        (False, False, True),
+    ]
+    assert room.seats["alice"].member_id == 3 and room.seats["bob"].member_id == 4
+    assert _listed(t, room, _recorded_list()) == []  # known already: nothing to tell
+
+
+def test_a_listed_member_s_flags_say_talking_and_muted() -> None:
+    t = table()
+    room = seat(t, "alice", "room1")
+    # alice talking, bob muted (no "speak" flag), as the switch writes its flags.
+    recorded = _recorded_list()
+    text = recorded.replace("hear|speak|floor;", "hear|speak|talking|floor;")
+    text = text.replace("hear|speak;", "hear;")
+    assert text.count("talking") == 1 and text != recorded
+    listed = members(_listed(t, room, text), "alice")
+    assert [(m["Id"], m["Talking"], m["Muted"]) for m in listed] == [
+        (3, True, False),
+        (4, False, True),
+    ]
+
+
+def test_an_added_member_s_speak_header_says_muted_and_talking_waits() -> None:
+    t = table()
+    room = seat(t, "alice")
+    quiet = {**add(room.name, 5, "p5", "1005", loopback=False), "Speak": "false"}
+    quiet["Talking"] = "true"  # only a list reply says who talks; events follow
+    (member,) = members(t.maintenance(quiet), "alice")
+    assert (member["Muted"], member["Talking"]) == (True, False)
+    assert (
+        told(t.maintenance(add(room.name, 6, "p6", "1006", loopback=False)))["alice"]["Event"]
+        == "join"
+    )

@@ -401,6 +401,7 @@ def test_the_recorded_member_list_seats_each_web_member() -> None:
     room = seat(t, "alice", "room1")
     seat(t, "bob", "room1")
     actions = _listed(t, room, _recorded_list())
+    assert len(actions) == 4  # each member added is told to both
     body = told(actions)["bob"]
     assert body["Event"] == "list" and body["Member"] == 4
     assert [(m["Id"], m["Uid"], m["Kind"], m["Name"]) for m in body["Members"]] == [
@@ -412,6 +413,7 @@ def test_the_recorded_member_list_seats_each_web_member() -> None:
         (False, False, True),
     ]
     assert room.seats["alice"].member_id == 3 and room.seats["bob"].member_id == 4
+    assert room.seats["alice"].b_uuid == "16d80996-2a41-4701-8444-7414ec6b279d"
     assert _listed(t, room, _recorded_list()) == []  # known already: nothing to tell
 
 
@@ -441,3 +443,85 @@ def test_an_added_member_s_speak_header_says_muted_and_talking_waits() -> None:
         told(t.maintenance(add(room.name, 6, "p6", "1006", loopback=False)))["alice"]["Event"]
         == "join"
     )
+
+
+def test_lines_of_a_list_that_are_not_members_are_skipped() -> None:
+    t = table()
+    room = seat(t, "alice", "room1")
+    # Newest first: a phone above the recorded two, odd lines between, one at the end.
+    text = (
+        "5;sofia/internal/1005@127.0.0.1;p5;Pat;1005;hear|speak\n"  # six fields: enough
+        + "x5;sofia/internal/1006;p6;Ann;1006;hear|speak;0;0;100\n"  # no member id
+        + "7;sofia/internal/1007;p7;Bo\n"  # cut short
+        + _recorded_list()
+        + "+OK\n"
+    )
+    listed = members(_listed(t, room, text), "alice")
+    assert [(m["Id"], m["Uid"], m["Name"], m["Kind"]) for m in listed] == [
+        (3, "alice", "Alice", "web"),
+        (4, "bob", "bob", "sip"),  # bob has no seat here: his leg is listed as it is
+        (5, "1005", "Pat", "sip"),
+    ]
+
+
+# ------------------------------------------------------------------------ a cluster's room
+
+
+def test_adopting_a_room_takes_the_cluster_s_moderator_and_code() -> None:
+    t = conf.RoomTable(conf.ConferenceSettings(), shared=True)
+    joined = t.adopt(APPID, "r1", "carol", "4321", 1.0)
+    assert isinstance(joined, conf.Joined) and joined.created is True
+    room = joined.room
+    assert (room.appid, room.chan_id, room.name, room.moderator, room.dial_code) == (
+        APPID,
+        "r1",
+        "eb-app-r1",
+        "carol",
+        "4321",
+    )
+    assert t.get(APPID, "r1") is None  # kept only once a leg is seated
+    t.seat(joined, "alice", "Alice", "call-alice", "a-alice")
+    assert t.by_code("4321") is room and t.by_name("eb-app-r1") is room
+    again = t.adopt(APPID, "r1", "dave", "9999", 2.0)
+    assert isinstance(again, conf.Joined) and again.room is room and again.created is False
+    assert room.moderator == "carol" and room.dial_code == "4321"
+    assert t.ended_elsewhere("eb-app-nosuch") == []
+    assert t.ended_elsewhere(room.name) == [conf.ToCall("call-alice", "room_ended")]
+    assert t.adopt(APPID, "r1", "carol", "4321", 3.0) == conf.ROOM_FULL
+    off = conf.RoomTable(conf.ConferenceSettings(on=False), shared=True)
+    assert off.adopt(APPID, "r1", "carol", "4321", 0.0) == conf.CONFERENCE_OFF
+
+
+def test_a_room_ended_elsewhere_ends_our_seats_and_phones_and_takes_nobody() -> None:
+    t = conf.RoomTable(conf.ConferenceSettings(), shared=True)
+    joined = t.adopt(APPID, "r1", "carol", "4321", 1.0)
+    assert isinstance(joined, conf.Joined)
+    room = t.seat(joined, "alice", "Alice", "call-alice", "a-alice")
+    t.add_invitee(conf.Joined(room, False), "call-p", "phone-p", "1000")
+    assert t.ended_elsewhere(room.name) == [
+        conf.ToCall("call-alice", "room_ended"),
+        conf.ToCall("call-p", "room_ended"),
+    ]
+    assert t.join(APPID, "r1", "bob", 2.0) == conf.ROOM_FULL
+    assert t.dial_in_check("4321") == "NO_ROUTE_DESTINATION"
+
+
+def test_a_listed_phone_is_renamed_once_its_number_is_known() -> None:
+    t = conf.RoomTable(conf.ConferenceSettings(), shared=True)
+    joined = t.adopt(APPID, "r1", "alice", "4321", 0.0)
+    assert isinstance(joined, conf.Joined)
+    room = t.seat(joined, "alice", "Alice", "call-alice", "a-alice")
+    t.maintenance(add(room.name, 5, "b-alice", "alice"))
+    t.maintenance(add(room.name, 6, "phone-x", "anon", loopback=False))
+    assert t.phone_elsewhere("eb-app-nosuch", "phone-x", "1000") == []
+    assert t.phone_elsewhere(room.name, "phone-x", "") == []
+    assert t.phone_elsewhere(room.name, "b-alice", "1000") == []  # a web member: no
+    actions = t.phone_elsewhere(room.name, "phone-x", "1000")
+    body = told(actions)["alice"]
+    assert (body["Event"], body["Member"]) == ("list", 6)
+    assert [(m["Id"], m["Uid"], m["Name"]) for m in body["Members"]] == [
+        (5, "alice", "Alice"),
+        (6, "1000", "1000"),
+    ]
+    assert room.phones == {"b-alice": "1000", "phone-x": "1000"}
+    assert t.phone_elsewhere(room.name, "phone-x", "1000") == []  # already so

@@ -61,6 +61,11 @@ tests=(
   tests/test_jwt_tokens.py
   tests/test_forged_tokens.py
   tests/test_token_edges.py
+  tests/test_signaling_refusals.py
+  tests/test_esl_protocol_edges.py
+  tests/test_esl_command_values.py
+  tests/test_conference_edges.py
+  tests/test_peer_json_refusals.py
 )
 # test_jwt_tokens.py also logs in through a hub and runs Node: only its pure checks.
 deselect=(

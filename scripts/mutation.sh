@@ -49,7 +49,8 @@ tests=(
   tests/test_peer_json_depth.py
   tests/test_unicast_gate.py
   tests/test_gate_snapshot.py
-  tests/test_media_watch.py
+  tests/test_media_verdict.py
+  tests/test_browser_hold.py
   tests/test_esl_protocol.py
   tests/test_channel_record.py
   tests/test_esl_commands.py

@@ -424,10 +424,12 @@ async def main_async(args: argparse.Namespace) -> None:
             # Runs of 1 and 2 workers alternate, so a slow spell of the machine weighs on
             # both; the medians of the valid runs make the line.
             valid: dict[int, list[float]] = {1: [], 2: []}
-            for _ in range(args.repeat):
+            for run in range(args.repeat):
                 for workers in (1, 2):
+                    where = Path(tmp) / f"run{run}-{workers}"  # each run its sockets and files
+                    where.mkdir()
                     value, problems = await bridged_run(
-                        Path(tmp), sim, redis.url, workers, args.calls, args.window, args.layout
+                        where, sim, redis.url, workers, args.calls, args.window, args.layout
                     )
                     if not problems:
                         valid[workers].append(value)

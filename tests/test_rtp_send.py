@@ -407,3 +407,85 @@ def test_a_relayed_pair_sends_in_order_bounded_and_survives_failures() -> None:
     expected = [b"p0"] + [f"p{i}".encode() for i in range(2, MAX_IN_FLIGHT)]
     assert sent == expected  # in order; the rest were over the bound
     assert errors == 1 + MAX_IN_FLIGHT  # the refused one and the dropped ones
+
+
+# --------------------------------------------------------------------------- the nominated pair
+
+
+@loopback_only
+def test_packets_follow_the_nominated_pair_and_stop_without_one() -> None:
+    """The sender looks the nominated pair up per packet (cheaply: it keeps the last one
+    and its socket): when ICE nominates another pair mid-call the next packet leaves on
+    it, and with no pair at all the sender stops, as aiortc's loop would."""
+    import os
+
+    import aioice.ice
+    from aiortc.rtcdtlstransport import State
+    from pylibsrtp import Policy, Session
+
+    class Ear(asyncio.DatagramProtocol):
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+            self.arrived = asyncio.Event()
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.got.append(data)
+            self.arrived.set()
+
+    @dataclass
+    class Pair:
+        protocol: Any
+        remote_addr: tuple[str, int]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        key = os.urandom(30)
+        tx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        rx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+        ears, sockets = [], []
+        for _ in range(2):
+            transport, ear = await loop.create_datagram_endpoint(
+                Ear, local_addr=("127.0.0.1", 0)
+            )
+            ears.append((transport, ear))
+        for _ in range(2):
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(receiver=None), local_addr=("127.0.0.1", 0)
+            )
+            sockets.append((transport, protocol))
+        pairs = [
+            Pair(sockets[i][1], ears[i][0].get_extra_info("sockname")) for i in range(2)
+        ]
+        dtls = type("Dtls", (), {})()
+        dtls.__dict__.update(
+            _state=State.CONNECTED,
+            _tx_srtp=tx,
+            _RTCDtlsTransport__tx_bytes=0,
+            _RTCDtlsTransport__tx_packets=0,
+        )
+        direct = DirectSender(cast(Any, type("Sender", (), {})()), track=cast(Any, None))
+        direct._dtls = cast(Any, dtls)
+        direct._dtls_state = dtls.__dict__
+        direct._header = bytearray(b"\x80\x00" + bytes(10))
+        direct._state = {}
+        direct._running = True
+        nominated: dict[int, Any] = {}
+        direct._nominated = nominated
+        try:
+            for turn, index in enumerate([0, 0, 1, 1, 0]):
+                nominated[1] = pairs[index]
+                ear = ears[index][1]
+                ear.arrived.clear()
+                direct._send(b"frame %d" % turn)
+                await asyncio.wait_for(ear.arrived.wait(), 30)
+            got = [[rx.unprotect(p)[12:] for p in ear.got] for _, ear in ears]
+            assert got == [[b"frame 0", b"frame 1", b"frame 4"], [b"frame 2", b"frame 3"]]
+            assert dtls.__dict__["_RTCDtlsTransport__tx_packets"] == 5
+            del nominated[1]
+            direct._send(b"frame 5")
+            assert not direct._running  # stopped: no ICE pair
+        finally:
+            for transport, _ in ears + sockets:
+                transport.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -513,7 +513,7 @@ class ChannelTrack(MediaStreamTrack):
         frame, or None for silence."""
         endpoint = self._endpoint
         if endpoint is not None and not endpoint.closed:
-            return endpoint.read_frame(max(now, endpoint.next_playout()))
+            return endpoint.read_frame(now)  # takes the due tick even a hair early
         own = now if self._own_next is None else self._own_next
         self._own_next = own + FRAME_S
         if now - self._own_next > 3 * FRAME_S:  # stalled: resync, do not burst

@@ -32,6 +32,12 @@ aiortc or aioice breaks them):
   is ``StunProtocol`` whose ``send_data`` is one synchronous ``transport.sendto``. A TURN
   relay's protocol (channel binding) is asynchronous: there the protected packet is handed
   to it in a task, in order.
+* aioice's ``Connection`` keeps its nominated pairs in one dict, ``_nominated``, for its
+  whole life (filled and cleared, never replaced): the sender keeps a reference to it and
+  looks the pair up per packet, and builds the pair's address and socket sender
+  (``udp_send.DirectDatagrams``) again only when the pair changes.
+* The DTLS transport's ``_tx_srtp`` is a pylibsrtp ``Session``; packets are protected on
+  it with ``srtp_direct.DirectSrtp`` (the same libsrtp call, no per-packet allocation).
 * For audio aiortc negotiates two header extensions, MID and ``ssrc-audio-level``; on the
   packet path it sends only the MID (no audio level: it has no ``AudioFrame`` to measure).
   The MID is constant for the call, so the header is one template per call with sequence
@@ -70,7 +76,9 @@ from aiortc.utils import random32
 from esl_bridge.logs import get_logger
 
 from .rtp_receive import HookPointChanged, require_attributes
+from .srtp_direct import DirectSrtp, PublicSrtp
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
+from .udp_send import DirectDatagrams
 from .unicast import FRAME_S
 
 __all__ = ["DirectSender", "HookPointChanged", "check_send_hook_point"]
@@ -180,6 +188,11 @@ def _class_problem(cls: type) -> str | None:
         missing = [n for n in needles if n not in text]
         if missing:
             return f"{name} no longer does {missing} (the direct RTP sender relies on it)"
+    # The sender keeps a reference to the connection's dict of nominated pairs: it must be
+    # the one dict for the connection's life (filled and cleared, never replaced).
+    connection_text = _source(aioice.ice.Connection) or ""
+    if connection_text.count("self._nominated =") + connection_text.count("self._nominated:") != 1:
+        return "aioice Connection assigns _nominated more than once (the direct sender keeps it)"
     dtls_init = _source(RTCDtlsTransport.__init__) or ""
     for needle in ("self.__tx_bytes", "self.__tx_packets", "self._tx_srtp"):
         if needle not in dtls_init:
@@ -224,6 +237,13 @@ class DirectSender:
         self._ts = 0
         self._step = 0
         self._dtls: RTCDtlsTransport | None = None
+        self._dtls_state: dict[str, Any] = {}
+        self._nominated: dict[int, Any] = {}  # the ICE connection's nominated pairs
+        self._pair: Any = None  # the last nominated pair seen, its address and socket
+        self._pair_addr: tuple[str, int] | None = None
+        self._pair_socket: DirectDatagrams | None = None
+        self._srtp_session: Any = None  # the DTLS transport's tx session, and ours on it
+        self._srtp: DirectSrtp | PublicSrtp | None = None
         self._pending: asyncio.Future[None] | None = None
         self._in_flight = 0
         self.codec: RTCRtpCodecParameters | None = None
@@ -289,7 +309,9 @@ class DirectSender:
         self._loop = asyncio.get_running_loop()
         if self._ticker is None:
             self._ticker = shared_ticker()
-        self._dtls = self.sender.transport
+        self._dtls = dtls = self.sender.transport
+        self._dtls_state = dtls.__dict__
+        self._nominated = dtls.transport._connection._nominated
         self._step = codec.clockRate // 50
         self._seq = random_sequence_number()
         self._ts = random32()
@@ -346,38 +368,53 @@ class DirectSender:
         header = self._header
         dtls = self._dtls
         assert header is not None and dtls is not None
-        if dtls._state != State.CONNECTED:
+        if dtls._state is not State.CONNECTED:
             # aiortc's loop ends on this ConnectionError; so does this sender.
             self._stop_sending("dtls_not_connected")
             return
+        session = dtls._tx_srtp
+        if session is not self._srtp_session:
+            self._srtp_session = session
+            self._srtp = DirectSrtp.for_session(session)
         struct.pack_into("!HI", header, 2, self._seq, self._ts)
-        data = dtls._tx_srtp.protect(bytes(header) + payload)
+        data = self._srtp.protect(header, payload)
         # SRTP refuses to protect an index twice: the next packet gets the next number
         # even if this one fails to leave.
         self._seq = (self._seq + 1) & 0xFFFF
         header[1] &= 0x7F  # the marker: first packet only
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            self._stop_sending("no_ice_pair")
-            return
-        protocol = pair.protocol
-        if type(protocol) is aioice.ice.StunProtocol:
-            protocol.transport.sendto(data, pair.remote_addr)
+        pair = self._nominated.get(1)
+        if pair is not self._pair:
+            # The nominated pair, looked up once per change (the pair's address is a
+            # property that builds a tuple): a synchronous socket for host and
+            # server-reflexive candidates, a TURN relay's asynchronous send otherwise.
+            if pair is None:
+                self._stop_sending("no_ice_pair")
+                return
+            self._pair = pair
+            self._pair_addr = pair.remote_addr
+            protocol = pair.protocol
+            self._pair_socket = (
+                DirectDatagrams(protocol.transport, protocol)
+                if type(protocol) is aioice.ice.StunProtocol
+                else None
+            )
+        if self._pair_socket is not None:
+            self._pair_socket.send(data, self._pair_addr)
         else:
-            self._send_async(protocol, data, pair.remote_addr)
-        state = self._state
-        dtls_state = dtls.__dict__
+            self._send_async(self._pair.protocol, data, self._pair_addr)
+        dtls_state = self._dtls_state
         dtls_state["_RTCDtlsTransport__tx_bytes"] += len(data)
         dtls_state["_RTCDtlsTransport__tx_packets"] += 1
-        self.packets += 1
-        self.octets += len(payload)
-        if self.packets % NTP_PAIR_EVERY == 1:
+        packets = self.packets = self.packets + 1
+        octets = self.octets = self.octets + len(payload)
+        state = self._state
+        if packets % NTP_PAIR_EVERY == 1:
             # The sender report's (NTP, RTP) pair only has to name one instant of the
             # stream; a pair from the last 200 ms is as true as one from this packet.
             state["_RTCRtpSender__ntp_timestamp"] = _ntp_now()
             state["_RTCRtpSender__rtp_timestamp"] = self._ts
-        state["_RTCRtpSender__packet_count"] = self.packets
-        state["_RTCRtpSender__octet_count"] = self.octets
+        state["_RTCRtpSender__packet_count"] = packets
+        state["_RTCRtpSender__octet_count"] = octets
 
     def _send_async(self, protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
         """A TURN relay: its ``send_data`` may wait for a channel binding. Packets are

@@ -84,6 +84,7 @@ class SharedTicker:
         self._grid: TickGrid[asyncio.Future[None] | Callable[[], None]] = TickGrid(tick)
         self._handle: asyncio.TimerHandle | None = None
         self._armed_for: float | None = None
+        self._firing = False
         self.wakeups = 0  # timer callbacks run
         self.woken = 0  # waiters woken by them
 
@@ -107,7 +108,8 @@ class SharedTicker:
         synchronously on the tick (media/rtp_send.py). An exception it raises goes to the
         loop's exception handler and does not stop the other callbacks of the tick."""
         self._grid.add(deadline, callback)
-        self._arm()
+        if not self._firing:
+            self._arm()  # while firing, _fire arms once for all the callbacks re-adding
 
     def _arm(self) -> None:
         wake = self._grid.next_wake()
@@ -124,19 +126,24 @@ class SharedTicker:
         self._handle = None
         self._armed_for = None
         self.wakeups += 1
-        for item in self._grid.pop_due(self._loop.time()):
-            if isinstance(item, asyncio.Future):
-                if not item.done():
-                    item.set_result(None)
-                    self.woken += 1
-                continue
-            self.woken += 1
-            try:
-                item()
-            except Exception as exc:
-                self._loop.call_exception_handler(
-                    {"message": "shared ticker callback failed", "exception": exc}
-                )
+        due = self._grid.pop_due(self._loop.time())
+        self._firing = True
+        try:
+            for item in due:
+                if isinstance(item, asyncio.Future):
+                    if not item.done():
+                        item.set_result(None)
+                        self.woken += 1
+                    continue
+                self.woken += 1
+                try:
+                    item()
+                except Exception as exc:
+                    self._loop.call_exception_handler(
+                        {"message": "shared ticker callback failed", "exception": exc}
+                    )
+        finally:
+            self._firing = False
         self._arm()
 
 

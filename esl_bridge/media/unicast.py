@@ -34,6 +34,7 @@ from typing import Any
 from esl_bridge.logs import get_logger
 
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
+from .udp_send import DirectDatagrams
 
 __all__ = [
     "FRAME_S",
@@ -359,16 +360,22 @@ class ReceiveBuffer:
         self.queue.push(data)
 
     def next_deadline(self) -> float:
-        return self.schedule.deadline()
+        schedule = self.schedule  # Schedule.deadline(), inline: twice per frame
+        return schedule.start + schedule.index * schedule.period
 
     def pop(self, now: float) -> bytes:
-        """The frame for the tick that is due at ``now`` (call at ``next_deadline()``)."""
-        skipped = self.schedule.skip_to(now, self.settings.max_catchup)
-        self.late_ticks += skipped
-        self.schedule.advance()
+        """The frame for the tick that is due at ``now`` (call at ``next_deadline()``; a
+        call up to ``TICK_EPS`` before it takes that tick)."""
+        schedule = self.schedule
+        now = max(now, schedule.start + schedule.index * schedule.period)
+        skipped = schedule.skip_to(now, self.settings.max_catchup)
+        schedule.index += 1  # advance()
         if not self.started:
+            self.late_ticks += skipped
             return self._silence
-        self.queue.drop_oldest(skipped)
+        if skipped:
+            self.late_ticks += skipped
+            self.queue.drop_oldest(skipped)
         frame = self.queue.pop()
         if frame is None:
             self._underrun_since_arrival = True
@@ -720,6 +727,7 @@ class UnicastEndpoint:
         self.pair: PortPair | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
+        self._datagrams: DirectDatagrams | None = None  # sends on the transport's socket
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: SharedTicker | None = None
         self.sending = False  # the paced sender's tick callback is scheduled
@@ -758,6 +766,7 @@ class UnicastEndpoint:
             self._expected = (self.fs_host, pair.fs_port)
             self._transport = transport
             self._protocol = protocol
+            self._datagrams = DirectDatagrams(transport, protocol)
             # One timer for every call's sender (media/ticker.py); it starts on
             # FreeSWITCH's first datagram (only then is it known where to send).
             self._ticker = shared_ticker()
@@ -793,6 +802,7 @@ class UnicastEndpoint:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+            self._datagrams = None
             if self._protocol is not None:
                 # asyncio closes the socket one loop turn later; wait, so the port is
                 # really free when close() returns.
@@ -844,8 +854,9 @@ class UnicastEndpoint:
         return self.rx.next_deadline()
 
     def read_frame(self, now: float) -> bytes:
-        """The frame for the playout tick due at ``now``: L16 little-endian, or the native
-        codec's bytes (``fmt.frame_bytes`` either way)."""
+        """The frame for the playout tick due at ``now`` (or just before it, within
+        ``TICK_EPS``): L16 little-endian, or the native codec's bytes (``fmt.frame_bytes``
+        either way)."""
         assert self.rx is not None, "endpoint is not open"
         return self.rx.pop(now)
 
@@ -872,8 +883,9 @@ class UnicastEndpoint:
         assert deadline is not None and self.fs_addr is not None
         now = loop.time()
         if deadline - now <= TICK_EPS:
+            send = self._datagrams.send if self._datagrams is not None else transport.sendto
             for frame in self.tx.poll(max(now, deadline)):
-                transport.sendto(frame, self.fs_addr)
+                send(frame, self.fs_addr)
             deadline = self.tx.next_deadline()
             assert deadline is not None
         ticker.call_at(deadline, self._on_send_tick)

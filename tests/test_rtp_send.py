@@ -444,18 +444,14 @@ def test_packets_follow_the_nominated_pair_and_stop_without_one() -> None:
         rx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
         ears, sockets = [], []
         for _ in range(2):
-            transport, ear = await loop.create_datagram_endpoint(
-                Ear, local_addr=("127.0.0.1", 0)
-            )
+            transport, ear = await loop.create_datagram_endpoint(Ear, local_addr=("127.0.0.1", 0))
             ears.append((transport, ear))
         for _ in range(2):
             transport, protocol = await loop.create_datagram_endpoint(
                 lambda: aioice.ice.StunProtocol(receiver=None), local_addr=("127.0.0.1", 0)
             )
             sockets.append((transport, protocol))
-        pairs = [
-            Pair(sockets[i][1], ears[i][0].get_extra_info("sockname")) for i in range(2)
-        ]
+        pairs = [Pair(sockets[i][1], ears[i][0].get_extra_info("sockname")) for i in range(2)]
         dtls = type("Dtls", (), {})()
         dtls.__dict__.update(
             _state=State.CONNECTED,

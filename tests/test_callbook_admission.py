@@ -180,22 +180,6 @@ def test_click_to_call_gets_a_call_id_and_its_own_channel_uuid(number_first: boo
 # -- a phone calling a web user ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("overrides", "callee", "online", "cause"),
-    [
-        ({"proxy_on": False}, "bob", True, "CALL_REJECTED"),
-        ({}, None, True, "UNALLOCATED_NUMBER"),
-        ({}, "bob", False, "USER_NOT_REGISTERED"),
-        ({"max_calls": 0}, "bob", True, "NORMAL_CIRCUIT_CONGESTION"),
-    ],
-)
-def test_a_refused_phone_call_hangs_up_its_own_channel(
-    overrides: dict, callee: str | None, online: bool, cause: str
-) -> None:
-    b = book(**overrides)
-    assert arrive(b, callee, online) == [c.Hangup("call-1", "uuid-1", cause)]
-
-
 def test_a_channel_brought_twice_is_one_call() -> None:
     b = book()
     first = arrive(b)

@@ -119,12 +119,7 @@ class DirectSrtp:
         buffer = self._buffer
         buffer[0:size] = header
         buffer[size:total] = payload
-        length = self._length
-        length[0] = total
-        status = self._protect(self._context, self._cdata, length)
-        if status:
-            raise pylibsrtp.Error(_error_text(status))
-        return buffer[0 : length[0]]
+        return self._run(self._protect, total)
 
     def unprotect(self, packet: bytes) -> bytes:
         """The RTP packet inside SRTP ``packet``; ``pylibsrtp.Error`` when it does not
@@ -132,14 +127,17 @@ class DirectSrtp:
         total = len(packet)
         if total > self._capacity:
             raise ValueError("packet is too long")
-        buffer = self._buffer
-        buffer[0:total] = packet
+        self._buffer[0:total] = packet
+        return self._run(self._unprotect, total)
+
+    def _run(self, function: Any, total: int) -> bytes:
+        """libsrtp's ``function`` over the first ``total`` bytes of the buffer, in place."""
         length = self._length
         length[0] = total
-        status = self._unprotect(self._context, self._cdata, length)
+        status = function(self._context, self._cdata, length)
         if status:
             raise pylibsrtp.Error(_error_text(status))
-        return buffer[0 : length[0]]
+        return self._buffer[0 : length[0]]
 
 
 class PublicSrtp:

@@ -96,3 +96,31 @@ def test_a_call_whose_browser_never_came_back_ends_as_browser_lost() -> None:
     assert [
         a.cause for a in other.handle(c.MediaFailed("ice_failed"), 1.0) if isinstance(a, c.Hangup)
     ] == ["MEDIA_TIMEOUT"]
+
+
+def test_any_positive_hold_time_is_taken_and_refusals_say_why() -> None:
+    assert BrowserHolds(0.5).hold_time == 0.5
+    with pytest.raises(ValueError, match=r"^hold_time must be positive, not 0$"):
+        BrowserHolds(0)
+    with pytest.raises(ValueError, match=r"^hold_time must be positive, not -1\.0$"):
+        BrowserHolds(-1.0)
+    with pytest.raises(ValueError, match=r"^unknown reason 'wifi'$"):
+        BrowserHolds(30.0).lost("a", "wifi", 0.0)
+
+
+def test_a_call_never_held_has_no_reasons_and_forgetting_it_is_harmless() -> None:
+    holds = BrowserHolds(30.0)
+    assert holds.reasons("call-1") == frozenset()
+    holds.forget("call-1")
+    holds.lost("call-1", ICE, 0.0)
+    holds.forget("call-1")
+    holds.forget("call-1")  # twice: still nothing to do
+    assert len(holds) == 0 and holds.reasons("call-1") == frozenset()
+
+
+def test_a_short_hold_is_reported_as_it_lasted_and_a_clock_behind_as_zero() -> None:
+    holds = BrowserHolds(30.0)
+    holds.lost("call-1", ICE, 100.0)
+    assert holds.back("call-1", ICE, 100.25) == 0.25
+    holds.lost("call-2", WS, 100.0)
+    assert holds.back("call-2", WS, 99.0) == 0.0

@@ -193,3 +193,34 @@ def test_a_conference_mix_is_not_judged_by_its_level() -> None:
     # Filler only (no frames at all) still is a problem.
     seen = run(judge, 31, 40, lambda t: replace(healthy(t), filler_from_switch=50 * t - 1500))
     assert [c.verdict for _t, c in seen] == [SWITCH_FILLER_ONLY]
+
+
+def test_any_positive_window_is_taken_and_a_refusal_says_why() -> None:
+    assert OneWayJudge(0.0, window=0.5).window == 0.5
+    assert OneWayJudge(0.0, window=1).window == 1
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=r"^window must be positive$"):
+            OneWayJudge(0.0, window=bad)
+
+
+def test_snapshots_counts_every_update() -> None:
+    judge = OneWayJudge(0.0)
+    assert judge.snapshots == 0
+    run(judge, 0, 2, healthy)
+    assert judge.snapshots == 3
+
+
+def test_a_change_gives_its_seconds_to_the_millisecond() -> None:
+    # Nothing ever comes from the browser: the first hop is broken since the start (0.0).
+    def silent_browser(t: float) -> HopCounters:
+        return replace(healthy(int(t)), rtp_from_browser=0)
+
+    judge = OneWayJudge(0.0)
+    judge.update(0.0, silent_browser(0.0))
+    assert judge.update(5.25, silent_browser(5.25)) == [
+        Change(BROWSER_TO_SWITCH, BROWSER_RTP_MISSING, 5.25)
+    ]
+    judge = OneWayJudge(0.0)
+    judge.update(0.0, silent_browser(0.0))
+    (change,) = judge.update(5.0004, silent_browser(5.0004))
+    assert change.seconds == 5.0 and isinstance(change.seconds, float)

@@ -110,3 +110,42 @@ def test_text_of_exactly_the_length_limit_is_still_read() -> None:
     with pytest.raises(pm.NotACommand) as caught:
         pm.parse(head + fill + "x" + tail)
     assert str(caught.value) == f"longer than {pm.MAX_TEXT_LENGTH} characters"
+
+
+# MediaProblem's two words, each refused with its own name, and the command in ``cmd``.
+MEDIA_PROBLEM: list[tuple[dict[str, Any], str]] = [
+    ({"Verdict": "ok"}, "MediaProblem: Direction must be a string"),
+    ({"Direction": 1, "Verdict": "ok"}, "MediaProblem: Direction must be a string"),
+    ({"Direction": "", "Verdict": "ok"}, "MediaProblem: Direction must not be empty"),
+    ({"Direction": "d" * 129, "Verdict": "ok"}, "MediaProblem: Direction longer than 128 bytes"),
+    (
+        {"Direction": "\u00e9" * 65, "Verdict": "ok"},
+        "MediaProblem: Direction longer than 128 bytes",
+    ),
+    ({"Direction": "\ud800", "Verdict": "ok"}, "MediaProblem: Direction holds a lone surrogate"),
+    ({"Direction": "browser_to_switch"}, "MediaProblem: Verdict must be a string"),
+    ({"Direction": "browser_to_switch", "Verdict": ""}, "MediaProblem: Verdict must not be empty"),
+    (
+        {"Direction": "browser_to_switch", "Verdict": "v" * 129},
+        "MediaProblem: Verdict longer than 128 bytes",
+    ),
+    (
+        {"Direction": "browser_to_switch", "Verdict": "\udc00"},
+        "MediaProblem: Verdict holds a lone surrogate",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), MEDIA_PROBLEM, ids=[m for _, m in MEDIA_PROBLEM])
+def test_a_media_problem_refusal_names_its_field(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(pm.PeerMessageError) as caught:
+        pm.parse(json.dumps({"Cmd": "MediaProblem", **fields}))
+    assert str(caught.value) == message
+    assert caught.value.cmd == "MediaProblem"
+
+
+def test_media_problem_words_of_exactly_the_limit_are_read() -> None:
+    word = "w" * pm.MAX_WORD_BYTES
+    assert pm.parse(_j(Cmd="MediaProblem", Direction=word, Verdict=word)) == pm.MediaProblem(
+        direction=word, verdict=word
+    )

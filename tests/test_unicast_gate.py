@@ -149,3 +149,13 @@ def test_every_ordering_of_the_core_events() -> None:
 @given(st.lists(st.sampled_from(sorted(STEPS)), max_size=14))
 def test_any_interleaving_never_early_never_after_hangup_exactly_once(steps: list[str]) -> None:
     check(steps)
+
+
+def test_an_event_without_a_unique_id_counts_for_the_gate_another_channels_does_not() -> None:
+    # An outbound socket's own events (its channel only) are taken as they are; on an
+    # inbound connection another channel's answer must not open this channel's gate.
+    gate = UnicastGate(uuid=UUID)
+    assert gate.request_unicast() == WaitForMedia()
+    assert gate.on_event("CHANNEL_ANSWER", {"Unique-ID": "someone-else"}) == []
+    assert gate.on_event("CHANNEL_ANSWER", {}) == [SendUnicast()]
+    assert gate.sent

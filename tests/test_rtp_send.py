@@ -468,6 +468,9 @@ def test_packets_follow_the_nominated_pair_and_stop_without_one() -> None:
         nominated: dict[int, Any] = {}
         direct._nominated = nominated
         try:
+            direct._send(b"before any pair")  # no pair yet: stopped, as with none left
+            assert not direct._running
+            direct._running = True
             for turn, index in enumerate([0, 0, 1, 1, 0]):
                 nominated[1] = pairs[index]
                 ear = ears[index][1]

@@ -383,13 +383,13 @@ class DirectSender:
         self._seq = (self._seq + 1) & 0xFFFF
         header[1] &= 0x7F  # the marker: first packet only
         pair = self._nominated.get(1)
+        if pair is None:
+            self._stop_sending("no_ice_pair")
+            return
         if pair is not self._pair:
             # The nominated pair, looked up once per change (the pair's address is a
             # property that builds a tuple): a synchronous socket for host and
             # server-reflexive candidates, a TURN relay's asynchronous send otherwise.
-            if pair is None:
-                self._stop_sending("no_ice_pair")
-                return
             self._pair = pair
             self._pair_addr = pair.remote_addr
             protocol = pair.protocol

@@ -98,3 +98,15 @@ def test_a_session_without_the_internals_is_named() -> None:
     del tx.__dict__["_cdata"]
     assert check_session(tx) == "pylibsrtp Session has no _cdata"
     assert isinstance(DirectSrtp.for_session(tx), PublicSrtp)
+
+
+def test_the_srtp_of_a_transport_follows_its_session() -> None:
+    from esl_bridge.media.srtp_direct import SessionSrtp
+
+    first, _ = sessions(os.urandom(30))
+    second, _ = sessions(os.urandom(30))
+    holder = SessionSrtp()
+    made = holder.of(first)
+    assert isinstance(made, DirectSrtp) and made.session is first
+    assert holder.of(first) is made  # kept while the session is the same
+    assert holder.of(second).session is second  # a new session, a new one

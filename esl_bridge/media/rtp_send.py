@@ -76,7 +76,7 @@ from aiortc.utils import random32
 from esl_bridge.logs import get_logger
 
 from .rtp_receive import HookPointChanged, require_attributes
-from .srtp_direct import DirectSrtp, PublicSrtp
+from .srtp_direct import SessionSrtp
 from .ticker import TICK_EPS, SharedTicker, shared_ticker
 from .udp_send import DirectDatagrams
 from .unicast import FRAME_S
@@ -242,8 +242,7 @@ class DirectSender:
         self._pair: Any = None  # the last nominated pair seen, its address and socket
         self._pair_addr: tuple[str, int] | None = None
         self._pair_socket: DirectDatagrams | None = None
-        self._srtp_session: Any = None  # the DTLS transport's tx session, and ours on it
-        self._srtp: DirectSrtp | PublicSrtp | None = None
+        self._srtp = SessionSrtp()  # SRTP on the DTLS transport's tx session
         self._pending: asyncio.Future[None] | None = None
         self._in_flight = 0
         self.codec: RTCRtpCodecParameters | None = None
@@ -372,12 +371,8 @@ class DirectSender:
             # aiortc's loop ends on this ConnectionError; so does this sender.
             self._stop_sending("dtls_not_connected")
             return
-        session = dtls._tx_srtp
-        if session is not self._srtp_session:
-            self._srtp_session = session
-            self._srtp = DirectSrtp.for_session(session)
         struct.pack_into("!HI", header, 2, self._seq, self._ts)
-        data = self._srtp.protect(header, payload)
+        data = self._srtp.of(dtls._tx_srtp).protect(header, payload)
         # SRTP refuses to protect an index twice: the next packet gets the next number
         # even if this one fails to leave.
         self._seq = (self._seq + 1) & 0xFFFF

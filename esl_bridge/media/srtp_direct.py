@@ -36,7 +36,7 @@ from typing import Any
 import pylibsrtp
 from pylibsrtp import _binding
 
-__all__ = ["DirectSrtp", "check_session"]
+__all__ = ["DirectSrtp", "SessionSrtp", "check_session"]
 
 _ffi = _binding.ffi
 _lib = _binding.lib
@@ -151,3 +151,19 @@ class PublicSrtp:
 
     def unprotect(self, packet: bytes) -> bytes:
         return self.session.unprotect(packet)
+
+
+class SessionSrtp:
+    """``of(session)``: the ``DirectSrtp`` (or ``PublicSrtp``) of whichever session a DTLS
+    transport holds now, made again only when the transport's session changes."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._srtp: DirectSrtp | PublicSrtp | None = None
+
+    def of(self, session: Any) -> DirectSrtp | PublicSrtp:
+        srtp = self._srtp
+        if session is not self._session or srtp is None:
+            self._session = session
+            srtp = self._srtp = DirectSrtp.for_session(session)
+        return srtp

@@ -51,7 +51,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from esl_bridge.logs import get_logger
 
 from .rtp_receive import HookPointChanged, ReceiverTap, require_attributes
-from .srtp_direct import DirectSrtp, PublicSrtp
+from .srtp_direct import SessionSrtp
 
 __all__ = ["RtpView", "SrtpTap", "check_srtp_hook_point", "parse_rtp"]
 
@@ -169,9 +169,7 @@ class SrtpTap:
         self.malformed = 0
         self._dtls_state = dtls.__dict__
         self._protocols: list[Any] = []
-        # The DTLS transport's receive session, and our allocation-free use of it.
-        self._srtp_session: Any = None
-        self._srtp: DirectSrtp | PublicSrtp | None = None
+        self._srtp = SessionSrtp()  # SRTP on the DTLS transport's receive session
 
     def install(self) -> Callable[[], None]:
         protocols = list(self.dtls.transport._connection._protocols)
@@ -215,12 +213,8 @@ class SrtpTap:
         return datagram_received
 
     def _take(self, data: bytes) -> None:
-        session = self.dtls._rx_srtp
-        if session is not self._srtp_session:
-            self._srtp_session = session
-            self._srtp = DirectSrtp.for_session(session)
         try:
-            plain = self._srtp.unprotect(data)
+            plain = self._srtp.of(self.dtls._rx_srtp).unprotect(data)
         except pylibsrtp.Error:
             self.srtp_errors += 1
             if self.srtp_errors in (1, 100, 10000):

@@ -360,21 +360,18 @@ class ReceiveBuffer:
         self.queue.push(data)
 
     def next_deadline(self) -> float:
-        schedule = self.schedule  # Schedule.deadline(), inline: twice per frame
-        return schedule.start + schedule.index * schedule.period
+        return self.schedule.deadline()
 
     def pop(self, now: float) -> bytes:
         """The frame for the tick that is due at ``now`` (call at ``next_deadline()``; a
         call up to ``TICK_EPS`` before it takes that tick)."""
         schedule = self.schedule
-        now = max(now, schedule.start + schedule.index * schedule.period)
-        skipped = schedule.skip_to(now, self.settings.max_catchup)
-        schedule.index += 1  # advance()
+        skipped = schedule.skip_to(max(now, schedule.deadline()), self.settings.max_catchup)
+        schedule.advance()
+        self.late_ticks += skipped
         if not self.started:
-            self.late_ticks += skipped
             return self._silence
-        if skipped:
-            self.late_ticks += skipped
+        if skipped:  # the common tick skips nothing: no call
             self.queue.drop_oldest(skipped)
         frame = self.queue.pop()
         if frame is None:
@@ -875,17 +872,16 @@ class UnicastEndpoint:
     def _on_send_tick(self) -> None:
         """The paced sender, run in the shared tick's callback: every frame due goes out,
         then the callback is scheduled for the next deadline (no task per call)."""
-        transport, loop, ticker = self._transport, self._loop, self._ticker
-        if not self.sending or transport is None or loop is None or ticker is None:
+        datagrams, loop, ticker = self._datagrams, self._loop, self._ticker
+        if not self.sending or datagrams is None or loop is None or ticker is None:
             self.sending = False
             return
         deadline = self.tx.next_deadline()
         assert deadline is not None and self.fs_addr is not None
         now = loop.time()
         if deadline - now <= TICK_EPS:
-            send = self._datagrams.send if self._datagrams is not None else transport.sendto
             for frame in self.tx.poll(max(now, deadline)):
-                send(frame, self.fs_addr)
+                datagrams.send(frame, self.fs_addr)
             deadline = self.tx.next_deadline()
             assert deadline is not None
         ticker.call_at(deadline, self._on_send_tick)

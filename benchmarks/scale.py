@@ -11,7 +11,7 @@ browser on one worker and their media on the other (the signalling relayed throu
 the media on the socket's worker), as in production. ``--layout processes``: N separate
 ``esl-bridge run`` processes, each with its own ports, every call's browser on the worker
 its socket lands on (round robin): no relayed signalling. The simulator (in this process)
-places ``--calls`` SIP calls, each to its own web user. Each web user is an aiortc peer in
+places the SIP calls, each to its own web user. Each web user is an aiortc peer in
 this process, built as benchmarks/media_cost.py builds its far end
 (``PacketTrack``: pre-encoded Opus packets, so aiortc only packs them; ears through the
 gateway's own receive tap, ``tap_receiver``, counting packets: no jitter buffer, no
@@ -25,9 +25,16 @@ before any call (heartbeats, timers), as benchmarks/media_cost.py does:
     speedup = 2 * calls_per_core(workers=2) / calls_per_core(workers=1)
 
 (``speedup``: the capacity of two workers, one core each, over one worker on one core.)
+Each worker carries the same load in both runs: ``--calls`` calls per worker (10; 4 with
+``--quick``), so one worker bridges ``--calls`` calls and two bridge twice as many. That is
+what capacity means: a second worker is added to take as many calls again, not to halve
+the first one's; and an event loop's cost per call falls as it carries more calls (its
+wake-ups grow more slowly than its calls), so splitting a fixed number of calls over two
+loops would charge the second worker for carrying less. The same-total comparison is
+printed too (one worker with the two workers' calls, ``same_total``), so both are seen.
 A run is invalid (and says why) when a browser received fewer than 80 % of the packets
 due in the window, or when a worker was restarted during it. ``--repeat N`` alternates N
-runs of 1 and of 2 workers and uses the median ``calls_per_core`` of each count's valid
+rounds of the three runs and uses the median ``calls_per_core`` of each kind's valid
 runs: on two cores shared with the far end, one pair of runs varies by +-10 %.
 
 **Signalling** (``--simulate-hosts N``, N >= 2): N processes on loopback stand for N
@@ -44,6 +51,7 @@ when the host has other interfaces; run as root)::
 
 The last lines::
 
+    scale: same_total calls=.. workers=1 calls_per_core=.. | workers=2 calls_per_core=.. speedup=..
     scale: workers=1 calls_per_core=.. | workers=2 calls_per_core=.. speedup=..
     scale: simulate_hosts=3 setup_p99_ms local=.. cross=.. added=..
 """
@@ -421,26 +429,37 @@ async def main_async(args: argparse.Namespace) -> None:
     sim = SimulatorThread(SimConfig(first_call_event_delay=0.0)).start()
     try:
         with tempfile.TemporaryDirectory(prefix="esl-bridge-scale-") as tmp:
-            # Runs of 1 and 2 workers alternate, so a slow spell of the machine weighs on
-            # both; the medians of the valid runs make the line.
-            valid: dict[int, list[float]] = {1: [], 2: []}
+            # The runs alternate, so a slow spell of the machine weighs on all of them;
+            # the medians of the valid runs make the lines. Kinds: (workers, calls).
+            per_worker, total = args.calls, 2 * args.calls
+            kinds = [(1, per_worker), (2, total), (1, total)]
+            valid: dict[tuple[int, int], list[float]] = {kind: [] for kind in kinds}
             for run in range(args.repeat):
-                for workers in (1, 2):
-                    where = Path(tmp) / f"run{run}-{workers}"  # each run its sockets and files
+                for workers, calls in kinds:
+                    where = Path(tmp) / f"run{run}-{workers}-{calls}"  # its sockets and files
                     where.mkdir()
                     value, problems = await bridged_run(
-                        where, sim, redis.url, workers, args.calls, args.window, args.layout
+                        where, sim, redis.url, workers, calls, args.window, args.layout
                     )
                     if not problems:
-                        valid[workers].append(value)
-            if valid[1] and valid[2]:
-                cpc = {w: statistics.median(v) for w, v in valid.items()}
-                speedup = 2 * cpc[2] / cpc[1]
-                runs = f" (medians of {len(valid[1])} and {len(valid[2])} valid runs)"
+                        valid[(workers, calls)].append(value)
+            cpc = {kind: statistics.median(v) for kind, v in valid.items() if v}
+            counts = " and ".join(str(len(valid[kind])) for kind in kinds)
+            runs = f" (medians of {counts} valid runs)" if args.repeat > 1 else ""
+            if (2, total) in cpc and (1, total) in cpc:
                 print(
-                    f"scale: workers=1 calls_per_core={cpc[1]:.1f} | "
-                    f"workers=2 calls_per_core={cpc[2]:.1f} speedup={speedup:.2f}"
-                    + (runs if args.repeat > 1 else ""),
+                    f"scale: same_total calls={total} workers=1 "
+                    f"calls_per_core={cpc[(1, total)]:.1f} | workers=2 "
+                    f"calls_per_core={cpc[(2, total)]:.1f} "
+                    f"speedup={2 * cpc[(2, total)] / cpc[(1, total)]:.2f}",
+                    flush=True,
+                )
+            if (1, per_worker) in cpc and (2, total) in cpc:
+                print(
+                    f"scale: workers=1 calls_per_core={cpc[(1, per_worker)]:.1f} | "
+                    f"workers=2 calls_per_core={cpc[(2, total)]:.1f} "
+                    f"speedup={2 * cpc[(2, total)] / cpc[(1, per_worker)]:.2f}"
+                    f" (calls per worker={per_worker}){runs}",
                     flush=True,
                 )
             else:
@@ -462,14 +481,16 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few calls, short window")
-    parser.add_argument("--calls", type=int, default=None, help="bridged calls per run")
+    parser.add_argument(
+        "--calls", type=int, default=None, help="bridged calls per worker (10; --quick 4)"
+    )
     parser.add_argument("--window", type=float, default=None, help="measured seconds")
     parser.add_argument(
         "--simulate-hosts", type=int, default=0, help="processes standing for hosts"
     )
     parser.add_argument("--samples", type=int, default=None, help="setups per kind")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of each worker count (medians are used)"
+        "--repeat", type=int, default=1, help="rounds of the runs (medians are used)"
     )
     parser.add_argument(
         "--layout",
@@ -478,7 +499,7 @@ def main() -> None:
         help="run --workers N on shared ports (default), or N processes with ports of their own",
     )
     args = parser.parse_args()
-    args.calls = args.calls or (8 if args.quick else 20)
+    args.calls = args.calls or (4 if args.quick else 10)
     args.window = args.window or (5.0 if args.quick else 15.0)
     args.samples = args.samples or (60 if args.quick else 300)
     loopback_namespace.enter("scale")

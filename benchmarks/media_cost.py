@@ -83,6 +83,7 @@ from aiortc import (  # noqa: E402
 from aiortc.codecs.opus import OpusEncoder  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
+from esl_bridge.loops import EVENT_LOOPS, new_event_loop  # noqa: E402
 from esl_bridge.media.leg import (  # noqa: E402
     LegConfig,
     MediaLeg,
@@ -937,6 +938,7 @@ async def parent_main(args: argparse.Namespace) -> None:
         "channel 8000 Hz, "
         f"counts {counts}, warm-up {warmup} s, window {window} s, far end in up to "
         f"{n_children} processes of {args.calls_per_child} calls, cores {os.cpu_count()}, "
+        f"gateway loop {args.event_loop}, "
         f"{pin_note}, a busy loop gets {cpu_probe():.2f} of a core now, load average "
         f"{os.getloadavg()[0]:.2f}",
         flush=True,
@@ -1019,6 +1021,12 @@ def main() -> None:
         default="both",
         help="run one mode only, e.g. to profile the gateway with a long --window",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="uvloop",
+        help="the gateway process's loop, both modes ([media] event_loop; default uvloop)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.calls_per_child < 1 or args.max_children < 1:
@@ -1031,7 +1039,8 @@ def main() -> None:
         asyncio.run(child_main())
         return
     loopback_namespace.enter("media_cost")
-    asyncio.run(parent_main(args))
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(args.event_loop)) as runner:
+        runner.run(parent_main(args))
 
 
 if __name__ == "__main__":

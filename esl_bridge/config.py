@@ -125,6 +125,7 @@ media_problem_after = float(min=1, max=600, default=5.0)
 silence_floor_dbov = float(min=-120, max=-20, default=-70.0)
 browser_hold = float(min=0.1, max=3600, default=30.0)
 browser_hold_tone = float(min=0, max=3400, default=0.0)
+event_loop = option('uvloop', 'asyncio', default='uvloop')
 
 [limits]
 max_calls = integer(min=1, max=100000, default=200)
@@ -503,6 +504,7 @@ class MediaSettings:
     silence_floor_dbov: float = -70.0
     browser_hold: float = 30.0  # seconds a call waits for its browser's new path
     browser_hold_tone: float = 0.0  # Hz of the beep the phone hears meanwhile; 0: silence
+    event_loop: str = "uvloop"  # the asyncio loop of web and media (esl_bridge/loops.py)
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,14 @@ def test_one_way_audio_thresholds_refuse_bad_values(key: str, value: str, fragme
     assert fragment in problem.reason, problem.reason
 
 
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    assert config.from_text("").media.event_loop == "uvloop"
+    assert config.from_text("[media]\nevent_loop = asyncio\n").media.event_loop == "asyncio"
+    problem = only_problem("[media]\nevent_loop = trio\n")
+    assert (problem.section, problem.key) == ("media", "event_loop")
+    assert "uvloop, asyncio" in problem.reason, problem.reason
+
+
 @pytest.mark.parametrize("appid", ["my app", "ü", "a\x00b", "a/b", "app:1", "x" * 65])
 def test_appid_follows_the_login_frames_rule(appid: str) -> None:
     from esl_bridge.signaling.protocol import valid_appid

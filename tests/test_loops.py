@@ -8,14 +8,25 @@ import threading
 import gevent
 import pytest
 
-from esl_bridge.loops import Loops, LoopStopped
+from esl_bridge.loops import Loops, LoopStopped, new_event_loop
 
 
-@pytest.fixture
-def loops():
-    bridge = Loops().start()
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loops(request: pytest.FixtureRequest):
+    bridge = Loops(event_loop=request.param).start()
+    assert type(bridge.loop).__module__.split(".")[0] == request.param
     yield bridge
     bridge.stop()
+
+
+def test_the_default_loop_is_uvloop_and_others_are_refused() -> None:
+    bridge = Loops()
+    try:
+        assert type(bridge.loop).__module__.split(".")[0] == "uvloop"
+    finally:
+        bridge.loop.close()
+    with pytest.raises(ValueError, match="uvloop"):
+        new_event_loop("trio")
 
 
 def test_greenlet_waits_for_coroutine_without_freezing_other_greenlets(loops: Loops) -> None:

@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from support.netns import loopback_only
 from support.tones import ToneTrack
 
+from esl_bridge.loops import new_event_loop
 from esl_bridge.media.leg import (
     LegConfig,
     MediaLeg,
@@ -249,8 +250,13 @@ async def all_scenarios() -> None:
 
 
 @loopback_only
-def test_tones_cross_the_bridge_both_ways_every_format() -> None:
-    asyncio.run(asyncio.wait_for(all_scenarios(), 240))
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_tones_cross_the_bridge_both_ways_every_format(kind: str) -> None:
+    """On the gateway's default loop (uvloop: its transports call the SRTP tap's
+    per-socket handler, its timers are whole milliseconds) and on the standard one."""
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
+        assert type(runner.get_loop()).__module__.split(".")[0] == kind
+        runner.run(asyncio.wait_for(all_scenarios(), 240))
 
 
 def test_codec_preference_names() -> None:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from esl_bridge.loops import new_event_loop
 from esl_bridge.media import ticker as ticker_module
 from esl_bridge.media.leg import ChannelTrack
 from esl_bridge.media.ticker import TICK_EPS, TICK_S, SharedTicker, TickGrid, shared_ticker
@@ -76,6 +77,42 @@ def test_shared_ticker_one_timer_wakes_all_waiters_of_a_slot() -> None:
         assert ticker.waiting == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_shared_ticker_never_wakes_a_sender_before_its_grid_point(kind: str) -> None:
+    """uvloop rounds each timer to a whole millisecond and can run it up to 0.5 ms before
+    its time; the grid points are whole milliseconds, so every callback still runs at or
+    after its grid point, one timer wake-up per grid point (an early one would find
+    nothing due and re-arm)."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ticker = SharedTicker(loop)  # the product's grid (TICK_S)
+        assert type(loop).__module__.split(".")[0] == kind
+        # Deadlines on 30 successive grid points themselves (a sender is often due exactly
+        # at one): a timer run early would find its deadline still ahead.
+        first = ticker._grid.grid_point(loop.time() + 0.02)
+        deadlines = [ticker._grid.grid_point(first + ticker.tick * k) for k in range(30)]
+        early: list[float] = []
+        done = loop.create_future()
+
+        def callback(k: int) -> None:
+            now = loop.time()
+            if deadlines[k] - now > TICK_EPS:
+                early.append(deadlines[k] - now)
+            if k + 1 < len(deadlines):
+                ticker.call_at(deadlines[k + 1], lambda: callback(k + 1))
+            else:
+                done.set_result(None)
+
+        ticker.call_at(deadlines[0], lambda: callback(0))
+        await done
+        assert early == []
+        assert ticker.wakeups == len(deadlines)
+
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
+        runner.run(asyncio.wait_for(scenario(), 30))
 
 
 def test_shared_ticker_is_one_per_loop() -> None:

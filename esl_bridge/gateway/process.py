@@ -131,7 +131,7 @@ class Gateway:
         # One of several worker processes (gateway/workers.py): the web and socket ports
         # are opened with SO_REUSEPORT, beside the other workers'.
         self.reuse_port = reuse_port
-        self.loops = Loops()
+        self.loops = Loops(event_loop=settings.media.event_loop)
         self._extra_routes = extra_routes
         self.controller: CallController | None = None
         self.esl: EslSide | None = None

@@ -17,6 +17,11 @@ its phase and the grid are fixed), uniform over calls, so 5 ms on average and at
 ``tick`` in each direction. No frame is dropped or reordered by it: a waiter only ever
 wakes late, never early, and the schedules are absolute, so nothing drifts.
 
+The grid points are whole milliseconds of loop time, which keeps this true on uvloop too
+(the gateway's default loop, esl_bridge/loops.py): libuv rounds each timer to a whole
+millisecond of its millisecond clock, so a timer for any other instant may run up to
+0.5 ms early, but one for a whole millisecond runs at it or after it.
+
 ``TickGrid`` is the sans-I/O core (deadlines in, due waiters out, ``now`` given);
 ``SharedTicker`` is the asyncio adapter; ``shared_ticker()`` is the one of the running loop.
 """

@@ -33,6 +33,9 @@ T = TypeVar("T")
 _log = get_logger("loops")
 
 EVENT_LOOPS = ("uvloop", "asyncio")
+EXECUTOR_THREADS = "esl-bridge-executor"
+"""Name prefix of the asyncio loop's executor threads (set by ``Loops`` on either loop, so
+they can be found, and waited for at stop, without the loop's private attributes)."""
 
 
 def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
@@ -61,6 +64,9 @@ class Loops:
         self._hub = gevent.get_hub()
         self._hub_thread = threading.get_ident()
         self._loop = new_event_loop(event_loop)
+        self._loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(thread_name_prefix=EXECUTOR_THREADS)
+        )
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False

@@ -62,6 +62,7 @@ def test_after_stop_no_gateway_thread_or_executor_work_remains() -> None:
 
     from esl_bridge import config
     from esl_bridge.gateway.process import Gateway
+    from esl_bridge.loops import EXECUTOR_THREADS
     from esl_bridge.sim import SimConfig, SimulatorThread
 
     socket_port = free_port()
@@ -109,8 +110,8 @@ def test_after_stop_no_gateway_thread_or_executor_work_remains() -> None:
                 assert harness.is_alive(), "the browser failed"
                 gevent.sleep(0.02)
         loop = gateway.loops.loop
-        executor = loop._default_executor  # type: ignore[attr-defined]
-        workers = list(executor._threads) if executor is not None else []
+        assert type(loop).__module__.split(".")[0] == "uvloop"  # the default event_loop
+        workers = [t for t in threading.enumerate() if t.name.startswith(EXECUTOR_THREADS)]
         # aiortc's decoder threads get the loop of their peer connection as first argument.
         decoders = [
             t

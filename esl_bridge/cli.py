@@ -194,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A worker of run --workers N talks to its supervisor, if anyone (workers.NotifyRelay).
     notifier = ServiceNotifier(gateway.healthy, gateway.loop_alive)
     gateway.on_stopping = notifier.stopping
+    gateway.stop_on_signals()
     try:
         gateway.start()
     except OSError as exc:

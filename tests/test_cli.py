@@ -305,6 +305,35 @@ def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> 
     assert "cert-0123456789abcdef" not in err
 
 
+def test_sigterm_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """SIGTERM at the first line the gateway logs, deep inside its start (its web port may
+    already answer then, as the test above saw): the stop is clean, exit status 0, not a
+    kill by the default action (-15) because the handler came only after the start."""
+    import signal
+
+    from support.ports_and_waits import free_port
+
+    web, esl, sock = free_port(), free_port(), free_port()
+    path = tmp_path / "rtx.conf"
+    path.write_text(
+        f"[esl]\nport={esl}\n[socket]\nport={sock}\n[web]\nport={web}\n"
+        "[auth]\napp_certificate=cert-0123456789abcdef\n"
+    )
+    process = _start(["run", str(path)])
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()  # blocks until the gateway logs: no clock
+        assert '"event"' in first, f"not a log line of the start: {first!r}"
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, first + rest
+    assert "gateway.stopped" in rest
+
+
 def test_run_connects_to_freeswitch_from_rtx_conf(tmp_path: Path) -> None:
     from support.gateway_support import wait_until
     from support.ports_and_waits import free_port

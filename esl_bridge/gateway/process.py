@@ -139,6 +139,7 @@ class Gateway:
         self.web_address: tuple[str, int] | None = None
         self.socket_address: tuple[str, int] | None = None
         self._stopped = gevent.event.Event()
+        self._stop_signals: list[Any] = []  # gevent signal handlers (stop_on_signals)
         self._stopping = False
         self._admin: Any = None  # gateway/admin.py AdminServer with [web] admin_socket
         self._hub: Any = None
@@ -306,20 +307,27 @@ class Gateway:
     def _web_stats(self) -> dict[str, int]:
         return self._web.guard.stats() if self._web is not None else {}
 
+    def stop_on_signals(self) -> None:
+        """From now on SIGINT and SIGTERM ask for the stop (``wait`` returns). Called before
+        ``start`` (esl-bridge run), so a SIGTERM while the gateway starts, when its web
+        port may already answer, is a clean stop, not a kill by the default action."""
+        if not self._stop_signals:
+            self._stop_signals = [
+                gevent.signal_handler(signal.SIGINT, self.request_stop),
+                gevent.signal_handler(signal.SIGTERM, self.request_stop),
+            ]
+
     def wait(self) -> None:
         """Block (cooperatively) until SIGINT/SIGTERM or ``request_stop``."""
-        handlers = [
-            gevent.signal_handler(signal.SIGINT, self.request_stop),
-            gevent.signal_handler(signal.SIGTERM, self.request_stop),
-            # A greenlet: a reload waits on the asyncio thread, which a signal
-            # handler must not.
-            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._reload_once)),
-        ]
+        self.stop_on_signals()
+        # A greenlet: a reload waits on the asyncio thread, which a signal handler must not.
+        reload = gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._reload_once))
         try:
             self._stopped.wait()
         finally:
-            for handler in handlers:
+            for handler in [*self._stop_signals, reload]:
                 handler.cancel()
+            self._stop_signals = []
 
     def request_stop(self) -> None:
         self._stopped.set()

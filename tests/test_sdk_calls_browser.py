@@ -401,6 +401,13 @@ def run_readme_page(driver: Any, gateway: Gateway, sim: SimulatorThread) -> None
     phone = blocking(sim.place_call, caller="1001", dest=f"0{WEB_UID}", audio="tone440")
     wait_until(lambda: phone.answered, WAIT, "the page answered the phone")
     wait_until(lambda: state() == "connected", WAIT, "the incoming call connected")
+    # "connected" is the signalling; the new call's track comes with its media, and until
+    # then the page's stream is the ended call's, with no audio track (seen in CI).
+    wait_until(
+        lambda: page.js("document.getElementById('remote').srcObject.getAudioTracks().length") == 1,
+        WAIT,
+        "the incoming call's remote track",
+    )
     page.assert_hears(PHONE_HZ)
     blocking(phone.hangup, "NORMAL_CLEARING")
     wait_until(lambda: state() == "ended: remote_hangup ", WAIT, "ended by the phone")

@@ -285,7 +285,8 @@ def test_demo_runs_serves_and_stops_cleanly_on_sigterm() -> None:
     assert "gateway.stopped" in err
 
 
-def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> None:
+def _conf_with_no_switch(tmp_path: Path) -> tuple[Path, int]:
+    """An rtx.conf whose FreeSWITCH port has nobody behind it; the path and the web port."""
     from support.ports_and_waits import free_port
 
     web, esl, sock = free_port(), free_port(), free_port()
@@ -294,6 +295,11 @@ def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> 
         f"[esl]\nport={esl}\n[socket]\nport={sock}\n[web]\nport={web}\n"
         "[auth]\napp_certificate=cert-0123456789abcdef\n"
     )
+    return path, web
+
+
+def test_run_reports_freeswitch_unreachable_and_keeps_trying(tmp_path: Path) -> None:
+    path, web = _conf_with_no_switch(tmp_path)
     process = _start(["run", str(path)])
     try:
         status, health = _get_json(f"http://127.0.0.1:{web}/healthz")
@@ -311,14 +317,7 @@ def test_sigterm_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
     kill by the default action (-15) because the handler came only after the start."""
     import signal
 
-    from support.ports_and_waits import free_port
-
-    web, esl, sock = free_port(), free_port(), free_port()
-    path = tmp_path / "rtx.conf"
-    path.write_text(
-        f"[esl]\nport={esl}\n[socket]\nport={sock}\n[web]\nport={web}\n"
-        "[auth]\napp_certificate=cert-0123456789abcdef\n"
-    )
+    path, _ = _conf_with_no_switch(tmp_path)
     process = _start(["run", str(path)])
     try:
         assert process.stderr is not None

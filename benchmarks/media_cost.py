@@ -83,7 +83,7 @@ from aiortc import (  # noqa: E402
 from aiortc.codecs.opus import OpusEncoder  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from esl_bridge.loops import EVENT_LOOPS, new_event_loop  # noqa: E402
+from esl_bridge.loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS, new_event_loop  # noqa: E402
 from esl_bridge.media.leg import (  # noqa: E402
     LegConfig,
     MediaLeg,
@@ -1024,7 +1024,7 @@ def main() -> None:
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="uvloop",
+        default=DEFAULT_EVENT_LOOP,
         help="the gateway process's loop, both modes ([media] event_loop; default uvloop)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -446,19 +446,19 @@ async def main_async(args: argparse.Namespace) -> None:
             cpc = {kind: statistics.median(v) for kind, v in valid.items() if v}
             counts = " and ".join(str(len(valid[kind])) for kind in kinds)
             runs = f" (medians of {counts} valid runs)" if args.repeat > 1 else ""
-            if (2, total) in cpc and (1, total) in cpc:
-                print(
-                    f"scale: same_total calls={total} workers=1 "
-                    f"calls_per_core={cpc[(1, total)]:.1f} | workers=2 "
-                    f"calls_per_core={cpc[(2, total)]:.1f} "
-                    f"speedup={2 * cpc[(2, total)] / cpc[(1, total)]:.2f}",
-                    flush=True,
+
+            def compared(one: tuple[int, int], two: tuple[int, int]) -> str:
+                return (
+                    f"workers=1 calls_per_core={cpc[one]:.1f} | workers=2 "
+                    f"calls_per_core={cpc[two]:.1f} speedup={2 * cpc[two] / cpc[one]:.2f}"
                 )
+
+            if (2, total) in cpc and (1, total) in cpc:
+                same = compared((1, total), (2, total))
+                print(f"scale: same_total calls={total} {same}", flush=True)
             if (1, per_worker) in cpc and (2, total) in cpc:
                 print(
-                    f"scale: workers=1 calls_per_core={cpc[(1, per_worker)]:.1f} | "
-                    f"workers=2 calls_per_core={cpc[(2, total)]:.1f} "
-                    f"speedup={2 * cpc[(2, total)] / cpc[(1, per_worker)]:.2f}"
+                    f"scale: {compared((1, per_worker), (2, total))}"
                     f" (calls per worker={per_worker}){runs}",
                     flush=True,
                 )

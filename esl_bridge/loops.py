@@ -33,12 +33,13 @@ T = TypeVar("T")
 _log = get_logger("loops")
 
 EVENT_LOOPS = ("uvloop", "asyncio")
+DEFAULT_EVENT_LOOP = "uvloop"  # as [media] event_loop's default (config.py)
 EXECUTOR_THREADS = "esl-bridge-executor"
 """Name prefix of the asyncio loop's executor threads (set by ``Loops`` on either loop, so
 they can be found, and waited for at stop, without the loop's private attributes)."""
 
 
-def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+def new_event_loop(kind: str = DEFAULT_EVENT_LOOP) -> asyncio.AbstractEventLoop:
     """A new asyncio event loop of ``kind``: ``uvloop`` (a dependency; the standard loop,
     with a warning, where it cannot be imported) or ``asyncio``."""
     if kind not in EVENT_LOOPS:
@@ -60,7 +61,9 @@ class LoopStopped(RuntimeError):
 class Loops:
     """A running asyncio loop in its own thread, bridged to the calling thread's gevent hub."""
 
-    def __init__(self, name: str = "esl-bridge-asyncio", event_loop: str = "uvloop") -> None:
+    def __init__(
+        self, name: str = "esl-bridge-asyncio", event_loop: str = DEFAULT_EVENT_LOOP
+    ) -> None:
         self._hub = gevent.get_hub()
         self._hub_thread = threading.get_ident()
         self._loop = new_event_loop(event_loop)

@@ -97,6 +97,7 @@ def _run(**overrides: object) -> Run:
         "far_procs": 1,
         "far_lag_p99": 2.0,
         "gw_lag": "n/a",
+        "gw_lag_p99": 3.0,
         "up": up,
         "down": down,
         "threads": {},
@@ -128,6 +129,32 @@ def test_a_sender_that_skipped_bursts_makes_the_point_invalid() -> None:
 def test_a_starved_far_end_makes_the_point_invalid() -> None:
     why = _run(far_lag_p99=35.0).problems()
     assert len(why) == 1 and "far end starved" in why[0], why
+
+
+def test_a_starved_gateway_makes_the_point_invalid() -> None:
+    why = _run(gw_lag_p99=55.0).problems()
+    assert len(why) == 1 and "gateway process starved" in why[0], why
+
+
+def test_capacity_comes_from_the_largest_count_the_gateway_carried_in_real_time() -> None:
+    """Bare aiortc starves first: the ratio and the latency baseline come from the largest
+    count valid in both modes, calls per core from the largest valid bridged count."""
+    results = {
+        1: (_run(mode="bare", cpu_per_call=0.10), _run(cpu_per_call=0.030)),
+        10: (_run(mode="bare", cpu_per_call=0.06), _run(cpu_per_call=0.015)),
+        30: (_run(mode="bare", cpu_per_call=0.03, gw_lag_p99=150.0), _run(cpu_per_call=0.010)),
+    }
+    line = media_cost.closing_line("pcmu", " path=fast", results)
+    assert "calls_per_core=100 overhead_ratio=0.25 " in line, line
+    assert line.endswith("from_calls=30 ratio_from_calls=10"), line
+    # The bridged run starved too: nothing of the 30-call point is used.
+    results[30] = (results[30][0], _run(cpu_per_call=0.010, far_lag_p99=40.0))
+    line = media_cost.closing_line("pcmu", " path=fast", results)
+    assert "calls_per_core=67 " in line and line.endswith("from_calls=10 ratio_from_calls=10")
+    # No count valid in both: the line says so.
+    results[10] = (_run(mode="bare", gw_lag_p99=80.0), results[10][1])
+    results[1] = (_run(mode="bare", gw_lag_p99=80.0), results[1][1])
+    assert media_cost.closing_line("pcmu", "", results).endswith("NOT VALID (no valid point)")
 
 
 def test_the_far_end_is_split_over_processes() -> None:

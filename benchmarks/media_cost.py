@@ -861,7 +861,7 @@ def closing_line(codec: str, path: str, results: dict[int, tuple[Run, Run]]) -> 
     run is valid: it is the gateway's CPU alone, and an event loop's CPU per call falls as
     it carries more calls, so the largest count it carried in real time is the nearest to
     its capacity. ``overhead_ratio`` needs bare aiortc valid at the same count, which on two
-    cores holds at fewer calls (bare aiortc costs four to five times as much): it comes
+    cores holds at fewer calls (bare aiortc costs three to five times as much): it comes
     from the largest count where both runs are valid, and so does the bare median the
     added latency is measured against. ``from_calls`` and ``ratio_from_calls`` name them."""
     counts = sorted(results)

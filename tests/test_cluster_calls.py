@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from support.redis_server import RedisServer, redis_server  # noqa: F401
-from test_cluster_redis import APPID, FakeHub, client, fast, node, until  # noqa: F401
+from test_cluster_redis import APPID, FakeHub, client, fast, kill_9, node, until  # noqa: F401
 
 from esl_bridge import config
 from esl_bridge.cluster.node import ClusterNode
@@ -76,9 +76,7 @@ def test_a_silent_nodes_calls_vanish_and_a_wiped_redis_gets_them_back(
             await a.start(wait=20)
             a.call_changed("call-1", _call("inviting"))
             await until(_sees(b, {**only_c, "call-1": ("a", "inviting")}), "a's call seen")
-            for task in a._tasks:  # as kill -9: no heartbeat, no goodbye
-                task.cancel()
-            await asyncio.gather(*a._tasks, return_exceptions=True)
+            await kill_9(a)  # no heartbeat, no goodbye
             await until(_sees(b, only_c), "a's calls gone with it")
             await a._redis.aclose()
             await r.aclose()

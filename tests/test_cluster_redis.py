@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -35,15 +36,38 @@ BOUND = 20.0  # seconds any awaited event may take on a busy machine
 
 
 async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
-    async with asyncio.timeout(BOUND):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(what)  # pragma: no cover (timeout raises first)
+    """Wait for ``check`` (each check of a node's Redis is bounded by its redis_timeout);
+    fails naming ``what`` once BOUND has passed. A deadline read from the loop's clock,
+    not an ``asyncio.timeout``: a cancel that a Redis call under its own timeout turns
+    into an error is swallowed by the node (which reports Redis unreachable), and the
+    wait would then go on until pytest's timeout, with no word of what it waited for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {BOUND:g} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def kill_9(member: ClusterNode) -> None:
+    """Stop ``member``'s tasks as kill -9 would: no heartbeat, no goodbye. A task still
+    running BOUND seconds after its cancel fails the test with its stack (a node whose
+    task ignores a cancel would never stop)."""
+    for task in member._tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(member._tasks, timeout=BOUND)
+    if pending:
+        stacks = []
+        for task in pending:
+            out = io.StringIO()
+            task.print_stack(file=out)
+            stacks.append(out.getvalue())
+        raise AssertionError(f"{len(pending)} task(s) ignored their cancel:\n" + "\n".join(stacks))
 
 
 def client(server: RedisServer) -> Any:
@@ -326,9 +350,7 @@ def test_a_silent_node_is_dropped_within_the_ttl(
             a.session_started("alice", 100.0)
             assert await a.claim("1000", "a:inv-1") is True
             await until(lambda: b.where("alice") == "a", "b learns alice is on a")
-            for task in a._tasks:  # as kill -9: no heartbeat, no goodbye
-                task.cancel()
-            await asyncio.gather(*a._tasks, return_exceptions=True)
+            await kill_9(a)  # no heartbeat, no goodbye
             await until(lambda: ("gone", "a") in hub_b.events, "a found dead")
             assert ("ended", "alice") in hub_b.events
             await until(lambda: b.claim("1000", "b:inv-2"), "a's claim expired")
@@ -354,9 +376,7 @@ def test_one_survivor_reports_a_dead_nodes_users_offline(
             a.session_started("dave", 100.0)
             a.session_ended("dave", 100.0)  # a clean logout, told by a itself
             await until(lambda: b.where("alice") == "a" and c.where("alice") == "a", "alice on a")
-            for task in a._tasks:  # as kill -9
-                task.cancel()
-            await asyncio.gather(*a._tasks, return_exceptions=True)
+            await kill_9(a)  # no heartbeat, no goodbye
             await until(
                 lambda: ("gone", "a") in hub_b.events and ("gone", "a") in hub_c.events,
                 "a found dead by both",

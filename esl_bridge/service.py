@@ -89,6 +89,7 @@ class ServiceNotifier:
         self._env = dict(os.environ if environ is None else environ)
         self._greenlets: list[gevent.Greenlet] = []
         self.ready = False
+        self._stopping = False
 
     @property
     def managed(self) -> bool:
@@ -109,13 +110,20 @@ class ServiceNotifier:
                 notify("STATUS=waiting for FreeSWITCH (see /healthz)", self._env)
                 said_waiting = True
             gevent.sleep(_READY_POLL)
+        if self._stopping:
+            return  # as for the pings: nothing after STOPPING=1
         self.ready = True
         notify(f"READY=1\nSTATUS=serving\nMAINPID={os.getpid()}", self._env)
         log.info("service.ready")
 
     def _watchdog(self, interval: float) -> None:
         while True:
-            if self._alive(interval):
+            alive = self._alive(interval)
+            # The stop may have begun while the loop was asked: its kill of this greenlet
+            # is queued behind the answer's wake-up, and no ping may follow STOPPING=1.
+            if self._stopping:
+                return
+            if alive:
                 notify("WATCHDOG=1", self._env)
             else:
                 log.warning("service.watchdog_skipped", reason="the asyncio loop did not answer")
@@ -123,6 +131,7 @@ class ServiceNotifier:
 
     def stopping(self) -> None:
         """The stop has begun: no more pings; systemd waits for the exit."""
+        self._stopping = True
         gevent.killall(self._greenlets, block=False)
         self._greenlets.clear()
         if self.managed:

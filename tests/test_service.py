@@ -17,12 +17,14 @@ import sys
 import uuid
 from pathlib import Path
 
+import gevent
+import gevent.event
 import pytest
 from support.gateway_process import GatewayProcess
 from support.gateway_support import wait_until
 from support.ports_and_waits import free_port
 
-from esl_bridge.service import notify, watchdog_interval
+from esl_bridge.service import ServiceNotifier, notify, watchdog_interval
 from esl_bridge.sim import SimConfig, SimulatorThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +176,49 @@ def test_notify_writes_one_datagram_to_a_path_or_abstract_socket(
         listener.close()
     assert not notify("READY=1", {})  # not under systemd: nothing to do
     assert not notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+
+
+@pytest.mark.parametrize("waiting", ["WATCHDOG=1", "READY=1"])
+def test_nothing_follows_stopping_when_an_answer_was_already_on_its_way(
+    tmp_path: Path, waiting: str
+) -> None:
+    """The stop can begin while a notifier greenlet waits for an answer (the watchdog's
+    from the asyncio thread, the ready poll's from the health check), with that answer
+    already queued to wake it: the stop's kill comes behind it. A loaded full-suite run saw
+    a WATCHDOG=1 after STOPPING=1 this way. What the greenlet was about to say is not said."""
+    listener = _NotifyListener(tmp_path, abstract=True)
+    env = {
+        "NOTIFY_SOCKET": listener.address,
+        "WATCHDOG_USEC": "400000",
+        "WATCHDOG_PID": str(os.getpid()),
+    }
+    asked, answer = gevent.event.Event(), gevent.event.Event()
+
+    def slow_yes(*_: object) -> bool:
+        asked.set()
+        answer.wait()
+        return True
+
+    def no(*_: object) -> bool:
+        return False
+
+    try:
+        if waiting == "WATCHDOG=1":
+            notifier = ServiceNotifier(no, slow_yes, env)
+        else:
+            notifier = ServiceNotifier(slow_yes, no, env)
+        notifier.start()
+        assert asked.wait(timeout=10), "the notifier never asked"
+        greenlets = list(notifier._greenlets)
+        answer.set()  # the answer's wake-up is queued first...
+        notifier.stopping()  # ...then the stop begins, before the hub runs either
+        gevent.joinall(greenlets, timeout=10)
+        assert all(g.dead for g in greenlets)
+        messages = listener.poll()
+        [stop] = [i for i, m in enumerate(messages) if "STOPPING=1" in m.split("\n")]
+        assert not any(waiting in m.split("\n") for m in messages[stop:]), messages
+    finally:
+        listener.close()
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec_and_only_for_this_process() -> None:

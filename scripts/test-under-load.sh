@@ -61,6 +61,7 @@ for _ in $(seq "$hogs"); do
   yes >/dev/null &
   pids+=("$!")
 done
+echo "test-under-load: hogs ${pids[*]}"
 
 lane() {
   local n=$1 i dir log start status last

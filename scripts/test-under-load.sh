@@ -25,10 +25,7 @@ lanes=${2:-1}
 shift $(($# < 2 ? $# : 2))
 pytest_args=(-p no:cacheprovider -q --durations=20 "$@")
 hogs=4
-case "$runs$lanes" in
-  *[!0-9]*) echo "usage: $0 [RUNS] [LANES] (positive integers)" >&2; exit 2 ;;
-esac
-if [ "$runs" -lt 1 ] || [ "$lanes" -lt 1 ]; then
+if [[ ! $runs =~ ^[1-9][0-9]*$ || ! $lanes =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 [RUNS] [LANES] (positive integers)" >&2
   exit 2
 fi

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from support.signaling_support import FakeClock
 
 from esl_bridge import config
@@ -348,6 +349,30 @@ class FakeLeg:
 
     async def close(self) -> None:
         pass
+
+
+def test_a_background_task_that_fails_is_logged_and_forgotten() -> None:
+    """The controller's tasks (unicast setup, closing a leg...) are awaited by nobody: a
+    failure among them is logged by name (seen: a leg's close timing out on a starved
+    machine), and the task leaves the controller's set."""
+
+    async def body() -> None:
+        controller, *_ = _controller()
+
+        async def close_leg() -> None:
+            raise TimeoutError("the socket did not close")
+
+        with capture_logs() as logs:
+            controller._spawn(close_leg())
+            controller._spawn(asyncio.sleep(0))
+            await _settle()
+        assert controller._tasks == set()
+        [failed] = [entry for entry in logs if entry["event"] == "gateway.task_failed"]
+        assert failed["log_level"] == "error"
+        assert failed["task"].endswith("close_leg")
+        assert failed["error"] == "TimeoutError('the socket did not close')"
+
+    asyncio.run(body())
 
 
 async def _settle() -> None:

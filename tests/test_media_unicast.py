@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 from support.ports_and_waits import free_udp_range
 
 from esl_bridge.media.unicast import (
@@ -597,6 +598,32 @@ async def _endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
 
 def test_endpoint_takes_audio_only_from_the_pairs_switch_port() -> None:
     asyncio.run(asyncio.wait_for(_endpoint_takes_audio_only_from_the_pairs_switch_port(), 20))
+
+
+def test_a_slow_socket_close_still_frees_the_pair_and_ends_the_close() -> None:
+    """Seen on a starved machine: asyncio had not closed the socket within the wait. The
+    wait is bounded, and its end is no error: close() returns, the pair goes back to the
+    allocator (quarantined), the buffers are emptied, and the log says it."""
+    asyncio.run(asyncio.wait_for(_slow_socket_close(), 10))
+
+
+async def _slow_socket_close() -> None:
+    alloc = PortAllocator(*free_udp_range(4))
+    endpoint = UnicastEndpoint(FMT8, alloc)
+    endpoint.close_wait = 0.01
+    await endpoint.open()
+    assert alloc.in_use == 1
+    protocol = endpoint._protocol
+    assert protocol is not None
+    # The loop's close callback comes too late: the protocol does not hear of it in time.
+    protocol.connection_lost = lambda exc: None  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        await endpoint.close()
+    assert alloc.in_use == 0
+    assert endpoint.closed
+    events = [entry["event"] for entry in logs]
+    assert events == ["media.unicast_close_slow", "media.unicast_closed"], logs
+    await endpoint.close()  # idempotent
 
 
 def test_start_timeout_counts_from_the_unicast_command() -> None:

@@ -996,7 +996,19 @@ class CallController:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        # Nobody awaits these tasks: a failure is logged here, or asyncio would only say
+        # "Task exception was never retrieved" when the task is collected.
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "gateway.task_failed",
+                task=task.get_coro().__qualname__,
+                error=repr(exc),
+                exc_info=exc,
+            )
 
     # -- the HTTP API (gateway/api.py) ------------------------------------------------------
 

@@ -930,7 +930,9 @@ class MediaLeg:
         self._browser_audio.close()
         # The unicast ports first: closing the peer connection can take a while (a dead
         # browser, DTLS close), and the ports are what the next call needs.
-        if self.endpoint is not None:
-            await self.endpoint.close()
-        await self.pc.close()
+        try:
+            if self.endpoint is not None:
+                await self.endpoint.close()
+        finally:
+            await self.pc.close()  # whatever the ports did: no peer connection is left open
         self.log.info("media.leg_closed")

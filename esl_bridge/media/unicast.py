@@ -703,6 +703,9 @@ class UnicastEndpoint:
     ``write_frame`` -> ``await close()``.
     """
 
+    #: Seconds close() waits for asyncio to really close the socket.
+    close_wait = 1.0
+
     def __init__(
         self,
         fmt: ChannelFormat,
@@ -802,8 +805,13 @@ class UnicastEndpoint:
             self._datagrams = None
             if self._protocol is not None:
                 # asyncio closes the socket one loop turn later; wait, so the port is
-                # really free when close() returns.
-                await asyncio.wait_for(asyncio.shield(self._protocol.lost), 1.0)
+                # really free when close() returns. A starved loop can take longer: that
+                # is no reason to keep the pair or skip the rest of the call's teardown
+                # (the pair is quarantined, and open() skips a port still bound).
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._protocol.lost), self.close_wait)
+                except TimeoutError:
+                    log.warning("media.unicast_close_slow", waited=self.close_wait)
         if self.pair is not None:
             self._allocator.release(self.pair, self._now())
             log.info("media.unicast_closed", fs_port=self.pair.fs_port, port=self.pair.local_port)

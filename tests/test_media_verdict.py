@@ -16,6 +16,7 @@ from esl_bridge.core.media_verdict import (
     GATEWAY_NOT_SENDING,
     LEVEL_FLOOR_DBOV,
     OK,
+    SEND_PAUSE_S,
     SWITCH_FILLER_ONLY,
     SWITCH_SILENT,
     SWITCH_TO_BROWSER,
@@ -147,6 +148,51 @@ def test_reports_that_stop_counting_our_packets_are_browser_not_playing() -> Non
         return replace(healthy(t), browser_highest_seq=1150)
 
     seen = run(judge, 4, 12, stuck)
+    assert seen == [(8.0, Change(SWITCH_TO_BROWSER, BROWSER_NOT_PLAYING, 5.0))]
+
+
+def test_the_browser_is_not_blamed_for_a_pause_of_ours() -> None:
+    """Seen on a loaded machine: our sending stopped (gateway_not_sending) and came back,
+    and the browser's next report, a report interval later, still had the old sequence
+    number. The browser gets a whole window of our packets before it is judged."""
+    judge = OneWayJudge(0.0)
+    run(judge, 0, 3, healthy)
+
+    def paused(t: int) -> HopCounters:  # nothing sent from 4 to 9; reports keep coming
+        return replace(healthy(t), packets_to_browser=150, browser_highest_seq=1150)
+
+    def back(t: int) -> HopCounters:  # sending again from 10; reports catch up at 12
+        return replace(healthy(t), browser_highest_seq=1150 if t < 12 else 1000 + 50 * t)
+
+    seen = run(judge, 4, 9, paused) + run(judge, 10, 20, back)
+    assert seen == [
+        (8.0, Change(SWITCH_TO_BROWSER, GATEWAY_NOT_SENDING, 5.0)),
+        (10.0, Change(SWITCH_TO_BROWSER, OK, 0.0)),
+    ]
+
+    # Sending again, and the reports never move: browser_not_playing a window after the
+    # pause (its last snapshot, 29), not at once.
+    judge = OneWayJudge(0.0)
+    run(judge, 0, 3, healthy)
+    run(judge, 4, 29, paused)
+    seen = run(judge, 30, 40, lambda t: replace(healthy(t), browser_highest_seq=1150))
+    assert seen == [
+        (30.0, Change(SWITCH_TO_BROWSER, OK, 0.0)),
+        (34.0, Change(SWITCH_TO_BROWSER, BROWSER_NOT_PLAYING, 5.0)),
+    ]
+
+
+def test_snapshots_closer_than_a_pause_do_not_hold_the_verdict_back() -> None:
+    """Snapshots can come between two packets (the timers wake for other reasons too): no
+    packet between two snapshots less than SEND_PAUSE_S apart is no pause."""
+    judge = OneWayJudge(0.0)
+    run(judge, 0, 3, healthy)
+    seen = []
+    for t in range(4, 13):
+        stuck = replace(healthy(t), browser_highest_seq=1150)
+        seen += [(float(t), c) for c in judge.update(float(t), stuck)]
+        soon = t + SEND_PAUSE_S / 2
+        seen += [(soon, c) for c in judge.update(soon, stuck)]
     assert seen == [(8.0, Change(SWITCH_TO_BROWSER, BROWSER_NOT_PLAYING, 5.0))]
 
 

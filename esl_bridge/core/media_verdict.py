@@ -34,7 +34,9 @@ peak sample against full scale):
     packet went to the browser; ``browser_not_playing``: the browser's reception reports
     keep coming but the highest sequence number in them has not moved (our packets do
     not arrive); else ``ok``. A browser that sends no report about our stream at all
-    cannot be judged on that hop.
+    cannot be judged on that hop, nor on a time we sent it nothing: its window starts
+    again after any pause of ours (``SEND_PAUSE_S`` or more), since its reports tell
+    of our packets only a report interval later.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "GATEWAY_NOT_SENDING",
     "LEVEL_FLOOR_DBOV",
     "OK",
+    "SEND_PAUSE_S",
     "SWITCH_FILLER_ONLY",
     "SWITCH_SILENT",
     "SWITCH_TO_BROWSER",
@@ -89,6 +92,10 @@ WINDOW_S = 5.0
 #: track sends digital zeros (-127), a muted G.711 phone mu-law's zero (-127) or A-law's
 #: smallest step (-72.2); the noise of a live microphone or line peaks above it.
 LEVEL_FLOOR_DBOV = -70.0
+#: Snapshots at least this far apart (five packets' time) with no packet sent to the
+#: browser between them are a pause of ours: the browser's sequence number had no reason
+#: to move. Closer snapshots can fall between two packets.
+SEND_PAUSE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class OneWayJudge:
         self.floor_dbov = floor_dbov
         self.switch_level = switch_level
         self._last: HopCounters | None = None
+        self._last_at = now
         self._since: dict[str, float] = dict.fromkeys(
             (*_GROWTH, "browser_loud", "switch_loud", "seq_moved"), now
         )
@@ -184,7 +192,10 @@ class OneWayJudge:
                 self._since["switch_loud"] = now
             if counters.browser_highest_seq != last.browser_highest_seq:
                 self._since["seq_moved"] = now
+            elif not grew["packets_to_browser"] and now - self._last_at >= SEND_PAUSE_S:
+                self._since["seq_moved"] = now  # we paused: nothing for it to count
         self._last = counters
+        self._last_at = now
         changes: list[Change] = []
         for direction, (verdict, since) in (
             (BROWSER_TO_SWITCH, self._browser_to_switch(now)),

@@ -323,6 +323,7 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self.block_ws = False  # the WebSocket endpoint answers 503 while set
+        self.ws_gate: asyncio.Event | None = None  # cleared: WebSocket upgrades wait
         self.gateway: FakeGateway | None = None
         self.service: SignalingService | None = None
         self._runner: web.AppRunner | None = None
@@ -347,8 +348,12 @@ class Server:
         ) -> web.StreamResponse:
             if self.block_ws and request.path == "/ws":
                 raise web.HTTPServiceUnavailable()
+            if request.path == "/ws" and self.ws_gate is not None:
+                await self.ws_gate.wait()
             return await handler(request)
 
+        self.ws_gate = asyncio.Event()
+        self.ws_gate.set()
         app = web.Application(middlewares=[gate])
         self.service = setup_signaling(app, self.settings)
         setup_web_client(app, self.config)
@@ -754,9 +759,20 @@ def run_login_and_network(page: Page) -> None:
     assert page.text("conn-state") == "Offline: login failed"
     page.shot("20-login-failed")
 
+    # While the login is on its way the page is not ready to call: a call placed then
+    # would fail. The server holds the WebSocket until the page has shown it.
+    assert server.ws_gate is not None
+    server.call(server.ws_gate.clear)
     page.login(WEB_UID, mint_token(APPID, WEB_UID, CERT, 3600, time.time()))
+    wait_for(lambda: page.hook("connection()")["state"] == "connecting", "connecting")
+    assert page.hook("state()") == "offline"
+    assert page.text("conn-state") == "Connecting\u2026"
+    assert not page.el("call").is_enabled()
+    assert not page.el("key-1").is_enabled()
+    server.call(server.ws_gate.set)
+    wait_for(lambda: page.hook("connection()")["state"] == "connected", "logged in")
     page.state_is("idle")
-    assert page.hook("connection()")["state"] == "connected"
+    assert page.el("call").is_enabled()
 
     # Network lost: the page says so while reconnecting, then resumes.
     server.block_ws = True

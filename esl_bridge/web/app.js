@@ -949,15 +949,22 @@ function renderConference(online) {
 
 // ---- rendering -----------------------------------------------------------------------
 
+// Online once the gateway took the login, and while it is being reached again (a call
+// goes on meanwhile); not while the first login is on its way: a call placed then would
+// fail for no reason the user can see.
+function isOnline() {
+  return loggedInAs !== null && (conn.state === "connected" || conn.state === "reconnecting");
+}
+
 function currentState() {
   if (call) return call.state;
   if (ended) return "ended";
-  return loggedInAs && conn.state !== "offline" ? "idle" : "offline";
+  return isOnline() ? "idle" : "offline";
 }
 
 function render() {
   const state = currentState();
-  const online = loggedInAs !== null && conn.state !== "offline";
+  const online = isOnline();
   const c = call;
 
   document.body.classList.toggle("logged-in", online);

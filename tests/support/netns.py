@@ -27,6 +27,11 @@ from typing import Any, TypeVar, overload
 import pytest
 
 ENV_FLAG = "ESL_BRIDGE_IN_NETNS"
+# The child pytest stops the test at its own timeout and reports where it was; the
+# subprocess is killed CHILD_GRACE seconds later if it does not end; the outer test's
+# own timeout comes OUTER_GRACE seconds after the child's, so it never cuts the report.
+CHILD_GRACE = 30
+OUTER_GRACE = 60
 F = TypeVar("F", bound=Callable[..., Any])
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,8 +96,23 @@ def run_pytest_in_netns(
         nodeid,
     ]
     return subprocess.run(
-        cmd, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=timeout + 30
+        cmd, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=timeout + CHILD_GRACE
     )
+
+
+def failure_report(stdout: str, stderr: str) -> str:
+    """What the outer test shows of a failed child: the child's tracebacks (its FAILURES
+    section up to the captured output, where the assertion is), then the end of the rest
+    (the gateway's log). A test's log alone can push the assertion out of a tail."""
+    head = ""
+    start = stdout.find("= FAILURES =")
+    if start == -1:
+        start = stdout.find("= ERRORS =")
+    if start != -1:
+        start = stdout.rfind("\n", 0, start) + 1
+        end = stdout.find("- Captured ", start)
+        head = stdout[start : end if end != -1 else None][:8000] + "\n...\n"
+    return f"{head}{stdout[-6000:]}\n{stderr[-3000:]}"
 
 
 def _run_here_or_in_netns(
@@ -110,18 +130,32 @@ def _run_here_or_in_netns(
         if reason is not None:
             pytest.skip(reason)
         nodeid = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0]
-        result = run_pytest_in_netns(nodeid, timeout=timeout)
+        try:
+            result = run_pytest_in_netns(nodeid, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            out, err = (
+                b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+                for b in (exc.stdout, exc.stderr)
+            )
+            pytest.fail(
+                f"the child pytest did not end {CHILD_GRACE} s after its own timeout"
+                f" ({timeout:g} s):\n{failure_report(out, err)}",
+                pytrace=False,
+            )
         if result.returncode != 0:
             pytest.fail(
                 "inside the loopback-only namespace:\n"
-                f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}",
+                + failure_report(result.stdout, result.stderr),
                 pytrace=False,
             )
         if " passed" not in result.stdout:
             pytest.fail(f"the child pytest ran nothing:\n{result.stdout[-3000:]}", pytrace=False)
         return None
 
-    return wrapper
+    # pytest-timeout's bound for this test: in the child the test's own; outside, the
+    # child's run and its grace.
+    limit = timeout if in_netns() else timeout + OUTER_GRACE
+    return pytest.mark.timeout(limit)(wrapper)
 
 
 @overload

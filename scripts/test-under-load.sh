@@ -14,6 +14,7 @@
 # every suite also has the other suites beside it (a heavier load than the hogs alone), and
 # runs in its own loopback-only network namespace (`unshare -n`, so root) so that the
 # free ports the suites pick cannot collide, with a TMPDIR of its own.
+# Its work directory is made under $TMPDIR (default /tmp).
 # One line per run as it ends, then the last line
 # `under load: runs=N passed=P failed=F lanes=L hogs=4`; exit status 0 only when every
 # run passed. Each run's log stays in the printed directory.
@@ -34,7 +35,7 @@ if [ "$lanes" -gt 1 ] && ! unshare -n true 2>/dev/null; then
   exit 2
 fi
 
-work=$(mktemp -d /tmp/esl-bridge-load.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/esl-bridge-load.XXXXXX")
 pids=()
 stop() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -20,8 +20,9 @@ SCRIPT = ROOT / "scripts" / "test-under-load.sh"
 FAST = "tests/test_call_kinds.py"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEST_UNDER_LOAD_INSTALL": "0"}
+def run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The script, its clone and logs under ``tmp`` (TMPDIR): nothing left in /tmp."""
+    env = {**os.environ, "TEST_UNDER_LOAD_INSTALL": "0", "TMPDIR": str(tmp)}
     return subprocess.run(
         ["bash", str(SCRIPT), *args],
         cwd=ROOT,
@@ -39,12 +40,13 @@ needs_git = pytest.mark.skipif(
 
 
 @needs_git
-def test_two_lanes_of_two_runs_each_are_counted_and_the_hogs_stop() -> None:
+def test_two_lanes_of_two_runs_each_are_counted_and_the_hogs_stop(tmp_path: Path) -> None:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    r = run("2", "2", FAST)
+    r = run(tmp_path, "2", "2", FAST)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"logs in {tmp_path}/esl-bridge-load." in r.stdout.splitlines()[0], r.stdout
     lines = [line for line in r.stdout.splitlines() if line.startswith("lane ")]
     assert sorted(line.split(" commit ")[0] for line in lines) == [
         "lane 1 run 1",
@@ -70,17 +72,17 @@ def test_two_lanes_of_two_runs_each_are_counted_and_the_hogs_stop() -> None:
 
 
 @needs_git
-def test_a_run_that_fails_fails_the_script() -> None:
+def test_a_run_that_fails_fails_the_script(tmp_path: Path) -> None:
     # pytest's exit status 5 (no test collected) is a failed run too.
-    r = run("1", "1", FAST, "-k", "no_test_has_this_name")
+    r = run(tmp_path, "1", "1", FAST, "-k", "no_test_has_this_name")
     assert r.returncode == 1, r.stdout + r.stderr
     assert " exit=5 " in r.stdout, r.stdout
     assert r.stdout.splitlines()[-1] == "under load: runs=1 passed=0 failed=1 lanes=1 hogs=4"
 
 
 @pytest.mark.parametrize("args", [["x"], ["0"], ["1", "0"], ["1", "-2"]])
-def test_bad_counts_are_refused_before_anything_starts(args: list[str]) -> None:
-    r = run(*args)
+def test_bad_counts_are_refused_before_anything_starts(args: list[str], tmp_path: Path) -> None:
+    r = run(tmp_path, *args)
     assert r.returncode == 2
     assert "usage:" in r.stderr and r.stdout == ""
 

@@ -138,8 +138,7 @@ class Page:
 
         blocking(type_uid)
         self.click("login")
-        # "idle" already shows while the login is on its way (the page is not offline):
-        # the connection line is what says the gateway took it.
+        # The connection line says the gateway took the login; "idle" follows from it.
         self._wait(lambda: self.text("conn-state") == f"Connected as {uid}", "login", WAIT)
         self.state_is("idle")
 

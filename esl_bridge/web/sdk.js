@@ -763,6 +763,7 @@ export class Call extends Emitter {
     this.reconnecting = false; // true from a lost path to its ICE restart's connection
     this._restarting = false; // a restart offer is being made
     this._restartOut = false; // a restart offer was sent, its answer not applied yet
+    this._reconnectedCheck = null; // the timer of the last restart's answer
     client._calls.add(this);
   }
 
@@ -928,6 +929,10 @@ export class Call extends Emitter {
 
   _setReconnecting(on, why = "") {
     if (this.ended || this.reconnecting === on) return;
+    // A check left over from an earlier restart does not end this episode: it would say
+    // "reconnected" while the WebSocket is still down or before the new path is up.
+    clearTimeout(this._reconnectedCheck);
+    this._reconnectedCheck = null;
     this.reconnecting = on;
     if (on) this.emit("reconnecting", why);
     else this.emit("reconnected");
@@ -969,8 +974,11 @@ export class Call extends Emitter {
     // The new DTLS handshake takes the state through "connecting" to "connected" (the
     // listener above); should the state never leave "connected", say so after a while.
     const pc = this.pc;
-    setTimeout(() => {
-      if (pc === this.pc && pc.connectionState === "connected" && !this._restarting) {
+    clearTimeout(this._reconnectedCheck);
+    this._reconnectedCheck = setTimeout(() => {
+      this._reconnectedCheck = null;
+      if (pc === this.pc && pc.connectionState === "connected" && !this._restarting
+          && this._client._loggedIn) {
         this._setReconnecting(false);
       }
     }, RECONNECTED_CHECK_MS);

@@ -343,7 +343,10 @@ def run_web_to_phone(page: Page, gateway: Gateway, sim: SimulatorThread) -> None
         page.shot(f"rtc-to-sip-ended-{number}")
         assert_nothing_left(gateway, sim)
 
-    # 3. Cancel: 1007 rings for 2 s; hanging up while it rings kills the SIP leg.
+    # 3. Cancel: hanging up while 1007 rings kills the SIP leg. 1007 rings until then (it
+    # answered after 2 s by default, which a loaded machine could reach before the click);
+    # the gateway's originate_timeout (5 s) is the only bound left.
+    sim.set_extension("1007", Extension("ringing", answer_after=None, audio=AudioSource("echo")))
     page.dial("1007")
     page.state_is("ringing")
     assert page.text("call-state") == "Ringing…"

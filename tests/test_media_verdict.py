@@ -196,6 +196,16 @@ def test_snapshots_closer_than_a_pause_do_not_hold_the_verdict_back() -> None:
     assert seen == [(8.0, Change(SWITCH_TO_BROWSER, BROWSER_NOT_PLAYING, 5.0))]
 
 
+def test_snapshots_exactly_a_pause_apart_with_nothing_sent_are_a_pause() -> None:
+    judge = OneWayJudge(0.0)
+    judge.update(0.0, healthy(0))
+    # From 0, a gap of exactly SEND_PAUSE_S is exact in floats. Nothing sent: the browser's
+    # window starts again there, so its verdict comes a window after it, not after 0.
+    assert judge.update(SEND_PAUSE_S, healthy(0)) == []
+    seen = run(judge, 1, 10, lambda t: replace(healthy(t), browser_highest_seq=1000))
+    assert seen == [(6.0, Change(SWITCH_TO_BROWSER, BROWSER_NOT_PLAYING, 6.0 - SEND_PAUSE_S))]
+
+
 def test_a_browser_that_sends_no_reports_is_not_called_not_playing() -> None:
     judge = OneWayJudge(0.0)
     assert run(judge, 0, 30, lambda t: replace(healthy(t), browser_reports=0)) == []

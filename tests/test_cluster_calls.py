@@ -14,7 +14,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from support.redis_server import RedisServer, redis_server  # noqa: F401
-from test_cluster_redis import APPID, FakeHub, client, fast, kill_9, node, until  # noqa: F401
+from test_cluster_redis import (  # noqa: F401
+    APPID,
+    BOUND,
+    FakeHub,
+    client,
+    cluster_settings,
+    fast,
+    kill_9,
+    node,
+    until,
+)
 
 from esl_bridge import config
 from esl_bridge.cluster.node import ClusterNode
@@ -53,6 +63,33 @@ def test_calls_are_seen_by_the_others_as_they_change_and_end(
             )
             a.call_changed("call-1", None)
             await until(_sees(b, {"call-2": ("b", "ringing")}), "the ended call gone")
+
+    asyncio.run(main())
+
+
+def test_written_waits_for_the_call_to_be_in_redis(redis_server: RedisServer) -> None:  # noqa: F811
+    """What the API awaits before its 201 (seen in CI: a DELETE through the other process
+    right after the 201 got 404, the call's record still queued). Redis is made to hold
+    every write, so the write cannot have landed while ``written()`` is checked; the
+    nodes' redis_timeout is longer than any wait here, so the held write never fails."""
+    patient = cluster_settings(redis_server, redis_timeout="60")
+
+    async def main() -> None:
+        async with node(patient, "a") as (a, _), node(patient, "b") as (b, _):
+            admin = client(redis_server)
+            try:
+                await admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+                a.call_changed("call-1", _call("ringing"))
+                written = asyncio.ensure_future(a.written())
+                assert await b.cluster_calls() == {}  # reads go on; the write waits
+                assert not written.done()
+            finally:
+                await admin.execute_command("CLIENT", "UNPAUSE")
+                await admin.aclose()
+            await asyncio.wait_for(written, BOUND)
+            found = await b.cluster_calls()  # at once: no waiting for it to show
+            assert found is not None and found["call-1"][0] == "a", found
+            await a.written()  # nothing queued since: returns at once
 
     asyncio.run(main())
 

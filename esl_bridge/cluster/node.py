@@ -122,6 +122,11 @@ class ClusterNode:
         self._pending: deque[tuple[str, Any, Any]] = deque()
         self._waiting: deque[tuple[float, str, Message]] = deque()  # held while down
         self._wake_writer = asyncio.Event()
+        # Writes queued so far, and those the writer has finished (sent, or failed with
+        # Redis): written() waits for the second to reach the first.
+        self._writes_queued = 0
+        self._writes_done = 0
+        self._writes_done_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._releases: set[asyncio.Task[None]] = set()
         self._joined = False
@@ -236,7 +241,15 @@ class ClusterNode:
             log.warning("cluster.queue_full", pending=len(self._pending))
             return
         self._pending.append((kind, a, b))
+        self._writes_queued += 1
         self._wake_writer.set()
+
+    async def written(self) -> None:
+        """Wait until every write queued before this call has gone to Redis (or failed
+        with it): a call the API just created is then listed on every process."""
+        target = self._writes_queued
+        async with self._writes_done_changed:
+            await self._writes_done_changed.wait_for(lambda: self._writes_done >= target)
 
     def _hold(self, member: str | None, message: Message) -> None:
         """Keep a message Redis could not take (HELD_MAX); a broadcast is dropped: the
@@ -609,6 +622,10 @@ class ClusterNode:
                         if kind == "publish":
                             self._hold(a, b)
                     self._down(exc)
+                finally:
+                    self._writes_done += len(batch)
+                    async with self._writes_done_changed:
+                        self._writes_done_changed.notify_all()
 
     async def _listen_loop(self) -> None:
         first = True

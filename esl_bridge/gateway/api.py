@@ -24,6 +24,8 @@ over the bus. While Redis cannot be reached, what needs it answers 503
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -221,6 +223,12 @@ class Api:
             # Refused, or ended at once (its invitation failed): say which.
             return error(refusal or "user_offline")
         log.info("api.call_started", call_id=call_id, uid=uid, number=number, order=order)
+        if self.cluster is not None:
+            # Answer once the call is in Redis: the app may ask any process about it next.
+            # Bounded: a Redis that does not answer is the node's to notice, not the app's.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cluster.node.settings.redis_timeout):
+                    await self.cluster.node.written()
         return web.json_response(
             call_view(call, controller.clock()),
             status=201,

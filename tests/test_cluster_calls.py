@@ -94,6 +94,26 @@ def test_written_waits_for_the_call_to_be_in_redis(redis_server: RedisServer) ->
     asyncio.run(main())
 
 
+def test_a_node_that_joined_since_the_last_heartbeat_is_read_at_once(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """Seen in CI: B started, a call was made on it, and a DELETE for it through A got
+    404: A read the calls of the members of its last census, taken before B joined.
+    Here A's next heartbeat is a minute away, so only a fresh read can find B's call."""
+    slow = cluster_settings(redis_server, heartbeat_interval="30", claim_ttl="60")
+
+    async def main() -> None:
+        async with node(slow, "a") as (a, _):
+            assert await a.cluster_calls() == {}  # a's census: nobody else
+            async with node(slow, "b") as (b, _):
+                b.call_changed("call-b", {**_call("ringing"), "call_id": "call-b"})
+                await b.written()
+                found = await a.cluster_calls()  # at once: no heartbeat of a since b joined
+                assert found is not None and found["call-b"][0] == "b", found
+
+    asyncio.run(main())
+
+
 def test_a_silent_nodes_calls_vanish_and_a_wiped_redis_gets_them_back(
     redis_server: RedisServer,  # noqa: F811
     fast: config.ClusterSettings,  # noqa: F811

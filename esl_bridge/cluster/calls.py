@@ -7,14 +7,13 @@ TTL as the member's liveness key, refreshed by its heartbeat, so a dead process'
 vanish with it. The writes go through the node's writer (they never hold a call up); a
 process that (re)joins writes the whole hash again.
 
-Reading is one pipeline of ``HGETALL``, one per live member; a hangup of a call held
-elsewhere is a bus message to its member (``api_hangup``, node.py).
+Reading is the member set, then one pipeline of ``EXISTS`` and ``HGETALL`` per member; a
+hangup of a call held elsewhere is a bus message to its member (``api_hangup``, node.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from esl_bridge.cluster.keys import Keys
@@ -51,15 +50,27 @@ class CallRecords:
     async def keep_alive(self) -> None:
         await self._redis.pexpire(self._key, self._ttl_ms)
 
-    async def everyone(self, members: Iterable[str]) -> dict[str, tuple[str, Record]]:
-        """call id -> (member, record) of the calls of ``members`` and ours."""
-        owners = sorted({*members, self.member})
+    async def everyone(self) -> dict[str, tuple[str, Record]]:
+        """call id -> (member, record) of the calls of every live member, ours included.
+
+        The members are read here, not taken from the last heartbeat's census: a process
+        that joined since that census would be missed, and a request about its call that
+        lands here would get 404 (seen in CI: a call made on B right after B started,
+        hung up through A). Live is as for the census (nodes.py): registered and its key
+        not expired; read without removing the dead, which the heartbeat does (and reports).
+        """
+        registered = await self._redis.smembers(self._keys.members)
+        owners = sorted({*registered, self.member})
         async with self._redis.pipeline(transaction=False) as pipe:
             for owner in owners:
+                pipe.exists(self._keys.node(owner))
                 pipe.hgetall(self._keys.calls(owner))
             found = await pipe.execute()
         calls: dict[str, tuple[str, Record]] = {}
-        for owner, rows in zip(owners, found, strict=True):
+        for index, owner in enumerate(owners):
+            alive, rows = found[2 * index], found[2 * index + 1]
+            if not alive and owner != self.member:
+                continue
             for call_id, raw in (rows or {}).items():
                 try:
                     record = json.loads(raw)

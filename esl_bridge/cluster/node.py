@@ -304,7 +304,7 @@ class ClusterNode:
             return None
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
-                return await self.calls.everyone(self._live)
+                return await self.calls.everyone()
         except _FAILURES as exc:
             log.warning("cluster.calls_read_failed", error=_describe(exc))
             return None

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import os
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,6 +36,7 @@ import pytest
 from support.browser import CHROMEDRIVER, CHROMIUM, DOMINANT_HZ_JS, OVERLAP_JS, chromium
 from support.gateway_support import assert_nothing_left, running_gateway, wait_until
 from support.netns import assert_loopback_only, loopback_only
+from support.tone_windows import TONE_WINDOWS, describe, tone_windows
 
 from esl_bridge.gateway.process import Gateway
 from esl_bridge.sim import SimulatorThread, g711
@@ -46,7 +48,9 @@ WEB_UID = "2001"
 MIC_HZ = 1000.0  # the fake microphone's tone (test_web_client.write_tone_wav)
 PHONE_HZ = 440.0  # extension 1000 and the simulated phones send this tone
 WAIT = 15.0
-SHOTS = Path("/tmp/esl-bridge-e2e")
+# Screenshots for a human, kept after the run: under TMPDIR, each written whole
+# (a run beside it, as in scripts/test-under-load.sh, may be writing the same name).
+SHOTS = Path(tempfile.gettempdir()) / "esl-bridge-e2e"
 T = TypeVar("T")
 
 
@@ -176,18 +180,13 @@ class Page:
         assert overlaps == [], f"{name}: overlapping elements {overlaps}"
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
-        assert blocking(self.driver.save_screenshot, str(path))
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        partial = SHOTS / f".{name}.{os.getpid()}.png"
+        assert blocking(self.driver.save_screenshot, str(partial))
+        assert partial.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        partial.replace(path)
 
 
 # ---- the simulator's side ------------------------------------------------------------
-
-
-def dominant_hz(samples: np.ndarray, rate: int) -> float:
-    x = samples.astype(float)
-    x -= x.mean()
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.argmax(spectrum) * rate / len(x))
 
 
 def unicast_of(sim: SimulatorThread, uuid: str) -> UnicastStream:
@@ -206,40 +205,37 @@ def unicast_of(sim: SimulatorThread, uuid: str) -> UnicastStream:
 
 
 def assert_received_tone(
-    stream: UnicastStream,
-    hz: float,
-    rate: int,
-    channels: int,
-    native: bool,
-    seconds: float = 1.0,
+    stream: UnicastStream, hz: float, rate: int, channels: int, native: bool
 ) -> None:
-    """The gateway sent ``stream`` a tone of ``hz`` at ``rate`` Hz, ``channels`` interleaved:
-    the FFT of ``seconds`` of audio, after the first half second, peaks there. ``native``:
-    the call took the G.711 fast path (``flags: native``, 160 bytes of the phone's own
-    codec per 20 ms: nothing decoded or encoded in the gateway), else 20 ms of L16."""
+    """The gateway sent ``stream`` the browser's tone of ``hz`` at ``rate`` Hz, ``channels``
+    interleaved: after the first half second, TONE_WINDOWS windows of 100 ms carry it on
+    every channel (support/tone_windows.py: why not one FFT). ``native``: the call took the
+    G.711 fast path (``flags: native``, 160 bytes of the phone's own codec per 20 ms:
+    nothing decoded or encoded in the gateway), else 20 ms of L16."""
     assert (stream.codec.rate, stream.codec.channels) == (rate, channels)
     assert stream.native == native, f"native unicast {stream.native}, expected {native}"
     frame_bytes = rate // 50 * channels * (1 if native else 2)
     skip = 25  # the first half second: the browser's audio processing settles
-    needed = skip + int(seconds * 50)
 
-    def audio_frames() -> list[bytes]:
-        return [d.data for d in list(stream.received) if not is_ff_frame(d.data)]
+    def samples() -> np.ndarray:
+        frames = [d.data for d in list(stream.received) if not is_ff_frame(d.data)][skip:]
+        sizes = {len(f) for f in frames}
+        assert sizes <= {frame_bytes}, sizes
+        if native:
+            decoded = g711.decode(stream.codec.name, b"".join(frames))
+            return np.frombuffer(decoded, dtype=np.int16).reshape(-1, channels)
+        return np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, channels)
 
-    wait_until(lambda: len(audio_frames()) >= needed, WAIT, f"{needed} frames at the simulator")
-    frames = audio_frames()[skip:needed]
-    sizes = {len(f) for f in frames}
-    assert sizes == {frame_bytes}, sizes
-    if native:
-        decoded = g711.decode(stream.codec.name, b"".join(frames))
-        samples = np.frombuffer(decoded, dtype=np.int16).reshape(-1, channels)
-    else:
-        samples = np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, channels)
-    for ch in range(channels):
-        column = samples[:, ch]
-        rms = float(np.sqrt(np.mean(column.astype(float) ** 2)))
-        assert rms > 200, f"channel {ch}: near silence (rms {rms:.0f})"
-        assert dominant_hz(column, rate) == pytest.approx(hz, abs=15), (ch, rate)
+    def heard() -> bool:
+        audio = samples()
+        return tone_windows([audio[:, ch] for ch in range(channels)], rate, hz) >= TONE_WINDOWS
+
+    try:
+        wait_until(heard, WAIT, f"{TONE_WINDOWS} windows of {hz:.0f} Hz at the simulator")
+    except AssertionError as exc:
+        audio = samples()
+        found = [describe(audio[:, ch], rate) for ch in range(channels)]
+        raise AssertionError(f"{exc}; each 100 ms as Hz/rms, by channel: {found}") from None
 
 
 def only_channel(sim: SimulatorThread) -> str:

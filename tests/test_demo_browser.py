@@ -96,10 +96,12 @@ def test_demo_through_its_page() -> None:
             wait_for(lambda: state() in ("ended", "idle"), "the call ended")
             status = json.loads(urllib.request.urlopen(f"{URL}/status.json", timeout=5).read())
             wait_for(
-                lambda: json.loads(urllib.request.urlopen(f"{URL}/status.json", timeout=5).read())[
-                    "calls"
-                ]
-                == 0,
+                lambda: (
+                    json.loads(urllib.request.urlopen(f"{URL}/status.json", timeout=5).read())[
+                        "calls"
+                    ]
+                    == 0
+                ),
                 "no call left in the gateway",
             )
             assert status["esl"] == "connected"

@@ -52,9 +52,7 @@ def test_a_command_on_a_channel_that_just_went_is_not_a_call_failure(
 ) -> None:
     settings = config.from_text("[auth]\nopen_mode = 1\n", "<unit>")
     sink = Sink()
-    side = EslSide(
-        settings.esl, settings.socket, sink, identity=GatewayIdentity("unit", "0000")
-    )
+    side = EslSide(settings.esl, settings.socket, sink, identity=GatewayIdentity("unit", "0000"))
     session = Session(reply)
     side._sessions["u-1"] = session  # type: ignore[assignment]
     side.submit(c.SetChannelVar("call-1", "u-1", "rtp_autoflush", "true"))
@@ -72,9 +70,7 @@ def test_a_command_on_a_channel_that_just_went_is_not_a_call_failure(
 def test_an_operation_for_a_socket_session_that_has_ended_is_moot() -> None:
     settings = config.from_text("[auth]\nopen_mode = 1\n", "<unit>")
     sink = Sink()
-    side = EslSide(
-        settings.esl, settings.socket, sink, identity=GatewayIdentity("unit", "0000")
-    )
+    side = EslSide(settings.esl, settings.socket, sink, identity=GatewayIdentity("unit", "0000"))
     side._ended_sessions["gone"] = None  # its session loop has finished
     side.submit(c.PreAnswer("call-1", "gone"))
     side.submit(c.PreAnswer("call-2", "never-had-one"))

@@ -279,4 +279,3 @@ def test_a_restarted_gateway_ends_its_predecessors_leftovers_only(tmp_path: Path
         pending = sim.run_sync(lambda: sim.sim.scheduled_groups())
         assert pending, "the killed gateway's task is still armed"
         assert not [g for g in pending if started["instance"] in g], pending
-

@@ -240,9 +240,13 @@ class ClusterNode:
             self.dropped += 1
             log.warning("cluster.queue_full", pending=len(self._pending))
             return
+        self._enqueue(kind, a, b)
+        self._wake_writer.set()
+
+    def _enqueue(self, kind: str, a: Any, b: Any) -> None:
+        """The one way into the writer's queue: written() counts what went in here."""
         self._pending.append((kind, a, b))
         self._writes_queued += 1
-        self._wake_writer.set()
 
     async def written(self) -> None:
         """Wait until every write queued before this call has gone to Redis (or failed
@@ -280,7 +284,7 @@ class ClusterNode:
             if now - since > HELD_MAX_AGE or member in gone:
                 self.dropped += 1
             elif listening[member]:
-                self._pending.append(("publish", member, message))
+                self._enqueue("publish", member, message)
             else:
                 keep.append((since, member, message))
         self._waiting = keep
